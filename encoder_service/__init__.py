@@ -1,0 +1,1 @@
+"""proxal encoder_service."""

@@ -1,0 +1,1 @@
+"""proxal orchestrator."""

@@ -1,0 +1,1 @@
+"""Small runtime shared by every proxal service: errors, gRPC bootstrap, packed arrays."""

@@ -1,0 +1,202 @@
+"""gRPC server bootstrap shared by the services: error mapping, health, reflection.
+
+`STATUS_BY_ERROR` is the one table that turns proxal's domain errors into status codes.
+Servicers stay thin: they raise `ProxalError`s (or let domain code raise them) and the
+interceptor below aborts the call with the mapped code and the error's message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from proxal_runtime import errors
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[errors.ProxalError], grpc.StatusCode] = {
+    errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ResourceExhaustedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    errors.MissingDependencyError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+_ERROR_BY_STATUS = {
+    code: cls for cls, code in STATUS_BY_ERROR.items() if cls is not errors.MissingDependencyError
+}
+
+
+def error_from_rpc(exc: grpc.RpcError, service: str) -> errors.ProxalError:
+    """The domain error for a failed call to another proxal service (the reverse mapping).
+
+    Lets a service pass a downstream client mistake on with its status code intact.
+    """
+    code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        return errors.UnavailableError(f"{service} did not answer in time: {details}")
+    cls = _ERROR_BY_STATUS.get(code)
+    if cls is None:
+        return errors.ProxalError(f"{service} failed ({code.name}): {details}")
+    return cls(f"{service}: {details}")
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The status code for an exception: mapped ProxalErrors, INTERNAL for anything else."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> None:
+    code = status_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("internal error in %s", method)
+        message = f"internal error in {method}: {type(exc).__name__}: {exc}"
+    else:
+        message = str(exc)
+    context.abort(code, message)
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):
+    """Wraps every handler so a raised ProxalError becomes its mapped status code."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+
+        def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behavior(request, context)
+                except errors.ProxalError as exc:
+                    _abort(context, exc, method)
+                except Exception as exc:
+                    if isinstance(exc, grpc.RpcError):  # context.abort() already called
+                        raise
+                    _abort(context, exc, method)
+
+            return wrapped
+
+        def streaming(behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+            def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from behavior(request, context)
+                except errors.ProxalError as exc:
+                    _abort(context, exc, method)
+                except Exception as exc:
+                    if isinstance(exc, grpc.RpcError):
+                        raise
+                    _abort(context, exc, method)
+
+            return wrapped
+
+        if handler.unary_unary:
+            return handler._replace(unary_unary=unary(handler.unary_unary))
+        if handler.stream_unary:
+            return handler._replace(stream_unary=unary(handler.stream_unary))
+        if handler.unary_stream:
+            return handler._replace(unary_stream=streaming(handler.unary_stream))
+        if handler.stream_stream:
+            return handler._replace(stream_stream=streaming(handler.stream_stream))
+        return handler
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Network settings every service shares."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: an ephemeral port, reported through `port_file` and the log
+    max_workers: int = 8
+    max_message_bytes: int = 64 * 1024 * 1024
+    port_file: Path | None = None
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        return grpc_channel_options(self.max_message_bytes)
+
+
+def grpc_channel_options(max_message_bytes: int = 64 * 1024 * 1024) -> list[tuple[str, int]]:
+    """Channel/server options with deliberate message-size limits (default 64 MiB)."""
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+class RunningServer:
+    """A started gRPC server with health and reflection; `port` is the bound port."""
+
+    def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer):
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+        self.address = f"127.0.0.1:{port}"
+
+    def stop(self, grace: float | None = 2.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def start_server(
+    settings: ServerSettings,
+    register: Callable[[grpc.Server], None],
+    service_names: Sequence[str],
+) -> RunningServer:
+    """Build, register, start. `service_names` are full names for health and reflection."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.max_workers),
+        interceptors=[ErrorMappingInterceptor()],
+        options=settings.grpc_options(),
+    )
+    register(server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in [*service_names, ""]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    if port == 0:
+        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    server.start()
+    if settings.port_file is not None:
+        tmp = settings.port_file.with_suffix(".tmp")
+        tmp.write_text(f"{port}\n")
+        os.replace(tmp, settings.port_file)  # readers never see a half-written file
+    log.info("serving %s on %s:%d", ", ".join(service_names), settings.host, port)
+    return RunningServer(server, port, health_servicer)
+
+
+def serve_forever(running: RunningServer, grace: float = 5.0) -> None:
+    """Block until SIGTERM/SIGINT, then drain in-flight calls for up to `grace` seconds."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    running.stop(grace)

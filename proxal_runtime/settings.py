@@ -1,0 +1,72 @@
+"""Building a service's frozen settings from flags and prefixed environment variables.
+
+Flags win over environment variables (`PROXAL_<SERVICE>_<NAME>`), which win over
+defaults. Nothing is read at import time: services call these from `main()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from proxal_runtime.server import ServerSettings
+
+DEFAULT_STORE = "./proxal-store"
+
+
+def env_default(prefix: str, name: str, default: str, env: Mapping[str, str]) -> str:
+    return env.get(f"{prefix}_{name.upper()}", env.get(f"PROXAL_{name.upper()}", default))
+
+
+def add_common_args(
+    parser: argparse.ArgumentParser, prefix: str, env: Mapping[str, str] | None = None
+) -> None:
+    """Flags shared by every service: --host, --port, --port-file, --store, --workers."""
+    env = os.environ if env is None else env
+    parser.add_argument("--host", default=env_default(prefix, "host", "127.0.0.1", env))
+    parser.add_argument("--port", type=int, default=int(env_default(prefix, "port", "0", env)))
+    parser.add_argument(
+        "--port-file",
+        type=Path,
+        default=env_default(prefix, "port_file", "", env) or None,
+        help="write the bound port here once serving (useful with --port 0)",
+    )
+    parser.add_argument(
+        "--store",
+        default=env_default(prefix, "store", DEFAULT_STORE, env),
+        help="embedding store: a local directory or an s3:// URI (env PROXAL_STORE)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=int(env_default(prefix, "workers", "8", env))
+    )
+    parser.add_argument(
+        "--max-message-mb", type=int, default=int(env_default(prefix, "max_message_mb", "64", env))
+    )
+    parser.add_argument("--log-level", default=env_default(prefix, "log_level", "INFO", env))
+
+
+def server_settings(args: argparse.Namespace) -> ServerSettings:
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        max_workers=args.workers,
+        max_message_bytes=args.max_message_mb * 1024 * 1024,
+        port_file=args.port_file,
+    )
+
+
+def configure_logging(level: str) -> None:
+    # Lance logs from Rust; keep its WARNs about new datasets out of our logs.
+    os.environ.setdefault("LANCE_LOG", "error")
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    return args

@@ -1,0 +1,571 @@
+"""The embedding store: the contract between proxal's services (with the protos).
+
+Layout (one LanceDB database at `uri`, a local directory or an object-storage URI):
+
+==========================  ==========================================================
+table                       columns
+==========================  ==========================================================
+``pool__<pool>``            id int64, text string, label string (null: unlabeled), split
+``embeddings__<pool>``      id int64, vector fixed_size_list<float32>[dim]; one table
+                            version per embedding run, pinned by a tag ("v1", "v2", ...)
+``embedding_versions``      metadata per run (append-only; the last row per version wins)
+``labels``                  session, pool, id, label, source, created_at (append-only)
+``rounds``                  one row per AL round: strategy, version, selected ids, ...
+``sessions``                one row per AL session
+==========================  ==========================================================
+
+Atomicity: an embedding run writes its fragments first (invisible) and commits them as one
+table version at the end, then tags it, then records it as complete. Readers only open
+versions recorded complete, by tag, so a partial run is never visible. Pool ingestion is a
+single append commit. Label appends are committed before `append_labels` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import lance
+import lancedb
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+from lance.fragment import FragmentMetadata, write_fragments
+
+from proxal_runtime.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from proxal_runtime.names import check_name
+
+POOL_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("label", pa.string()),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+)
+VERSIONS_SCHEMA = pa.schema(
+    [
+        ("pool", pa.string()),
+        ("version", pa.string()),
+        ("table_version", pa.int64()),
+        ("model_id", pa.string()),
+        ("checkpoint_hash", pa.string()),
+        ("backend", pa.string()),
+        ("pooling", pa.string()),
+        ("dim", pa.int32()),
+        ("max_length", pa.int32()),
+        ("status", pa.string()),
+        ("row_count", pa.int64()),
+        ("truncated_texts", pa.int64()),
+        ("created_at", pa.string()),
+        ("recorded_at", pa.string()),
+    ]
+)
+LABELS_SCHEMA = pa.schema(
+    [
+        ("session", pa.string()),
+        ("pool", pa.string()),
+        ("id", pa.int64()),
+        ("label", pa.string()),
+        ("source", pa.string()),
+        ("created_at", pa.string()),
+    ]
+)
+ROUNDS_SCHEMA = pa.schema(
+    [
+        ("session", pa.string()),
+        ("round", pa.int64()),
+        ("strategy", pa.string()),
+        ("embedding_version", pa.string()),
+        ("proxy_spec", pa.string()),  # JSON
+        ("selected_ids", pa.list_(pa.int64())),
+        ("scores_summary", pa.string()),  # JSON
+        ("timings", pa.string()),  # JSON
+        ("metrics", pa.string()),  # JSON
+        ("labels_total", pa.int64()),
+        ("created_at", pa.string()),
+    ]
+)
+SESSIONS_SCHEMA = pa.schema(
+    [
+        ("session", pa.string()),
+        ("pool", pa.string()),
+        ("embedding_version", pa.string()),
+        ("strategy", pa.string()),
+        ("batch_size", pa.int32()),
+        ("seed", pa.int64()),
+        ("split", pa.string()),
+        ("config", pa.string()),  # JSON
+        ("created_at", pa.string()),
+    ]
+)
+
+COMPLETE = "complete"
+RUNNING = "running"
+FAILED = "failed"
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What produced an embedding version."""
+
+    model_id: str
+    backend: str
+    dim: int
+    max_length: int
+    pooling: str = "mean"
+    checkpoint_hash: str = ""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One embedding run of a pool, as recorded in ``embedding_versions``."""
+
+    pool: str
+    version: str
+    table_version: int
+    model_id: str
+    checkpoint_hash: str
+    backend: str
+    pooling: str
+    dim: int
+    max_length: int
+    status: str
+    row_count: int
+    truncated_texts: int
+    created_at: str
+
+    @property
+    def complete(self) -> bool:
+        return self.status == COMPLETE
+
+
+@dataclass(frozen=True)
+class PoolInfo:
+    pool: str
+    rows: int
+    splits: dict[str, int]
+    classes: list[str]
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    session: str
+    pool: str
+    embedding_version: str
+    strategy: str
+    batch_size: int
+    seed: int
+    split: str = "train"
+    config: dict[str, Any] = field(default_factory=dict)
+    created_at: str = ""
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    session: str
+    round: int
+    strategy: str
+    embedding_version: str
+    selected_ids: list[int]
+    labels_total: int
+    proxy_spec: dict[str, Any] = field(default_factory=dict)
+    scores_summary: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_at: str = ""
+
+
+def _vectors_to_arrow(ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> pa.Table:
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    return pa.table(
+        {
+            "id": pa.array(np.asarray(ids, dtype=np.int64)),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
+        },
+        schema=_embedding_schema(dim),
+    )
+
+
+def _embedding_schema(dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+class EmbeddingWriter:
+    """Writes one embedding run in fragments; nothing is visible until `commit()`.
+
+    Use as a context manager: leaving the block without `commit()` records the run failed.
+    """
+
+    def __init__(self, store: Store, pool: str, version: str, info: EncoderInfo, expected: int):
+        self._store = store
+        self.pool = pool
+        self.version = version
+        self.info = info
+        self.expected_rows = expected
+        self.rows_written = 0
+        self.truncated_texts = 0
+        self.created_at = utcnow()
+        self._fragments: list[FragmentMetadata] = []
+        self._seen = np.zeros(0, dtype=np.int64)
+        self._done = False
+
+    def write(self, ids: npt.ArrayLike, vectors: npt.NDArray[np.float32]) -> None:
+        """Append rows: ids (n,) int64, vectors (n, dim) float32."""
+        ids_arr = np.asarray(ids, dtype=np.int64)
+        if vectors.ndim != 2 or vectors.shape != (len(ids_arr), self.info.dim):
+            raise InvalidArgumentError(
+                f"vectors must have shape ({len(ids_arr)}, {self.info.dim}), got {vectors.shape}"
+            )
+        if not np.isfinite(vectors).all():
+            raise InvalidArgumentError("vectors contain NaN or infinite values")
+        table = _vectors_to_arrow(ids_arr, vectors)
+        self._fragments.extend(
+            write_fragments(table, self._store._uri_of(_emb_table(self.pool)),
+                            schema=table.schema, storage_options=self._store.storage_options)
+        )
+        self._seen = np.concatenate([self._seen, ids_arr])
+        self.rows_written += len(ids_arr)
+
+    def commit(self) -> VersionInfo:
+        """Commit all fragments as one table version, tag it, record it complete."""
+        if self.rows_written != self.expected_rows:
+            raise FailedPreconditionError(
+                f"embedding run {self.pool}/{self.version} wrote {self.rows_written} rows, "
+                f"expected {self.expected_rows}"
+            )
+        if len(np.unique(self._seen)) != len(self._seen):
+            raise FailedPreconditionError(f"embedding run {self.pool}/{self.version} has duplicate ids")
+        table_version = self._store._commit_embeddings(self.pool, self.info.dim, self._fragments, self.version)
+        info = self._info(COMPLETE, table_version)
+        self._store._record_version(info)
+        self._done = True
+        return info
+
+    def abort(self) -> None:
+        if not self._done:
+            self._store._record_version(self._info(FAILED, -1))
+            self._done = True
+
+    def _info(self, status: str, table_version: int) -> VersionInfo:
+        return VersionInfo(
+            pool=self.pool,
+            version=self.version,
+            table_version=table_version,
+            status=status,
+            row_count=self.rows_written,
+            truncated_texts=self.truncated_texts,
+            created_at=self.created_at,
+            model_id=self.info.model_id,
+            checkpoint_hash=self.info.checkpoint_hash,
+            backend=self.info.backend,
+            pooling=self.info.pooling,
+            dim=self.info.dim,
+            max_length=self.info.max_length,
+        )
+
+    def __enter__(self) -> EmbeddingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+
+def _pool_table(pool: str) -> str:
+    return f"pool__{pool}"
+
+
+def _emb_table(pool: str) -> str:
+    return f"embeddings__{pool}"
+
+
+class Store:
+    """Typed access to the store at `uri` (a directory path or e.g. ``s3://bucket/prefix``).
+
+    Safe to share between threads of one process.
+    """
+
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None):
+        self.uri = uri.rstrip("/")
+        self.storage_options = storage_options
+        self._db = lancedb.connect(self.uri, storage_options=storage_options)
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------- helpers
+    def _uri_of(self, table: str) -> str:
+        return f"{self.uri}/{table}.lance"
+
+    def _open(self, name: str) -> lancedb.table.Table | None:
+        try:
+            return self._db.open_table(name)
+        except (ValueError, FileNotFoundError):
+            return None
+
+    def _append(self, name: str, rows: pa.Table) -> None:
+        with self._lock:
+            table = self._open(name)
+            if table is None:
+                self._db.create_table(name, data=rows, schema=rows.schema)
+            else:
+                table.add(rows)
+
+    def _read(self, name: str, where: str | None = None, columns: list[str] | None = None) -> pa.Table | None:
+        try:
+            ds = lance.dataset(self._uri_of(name), storage_options=self.storage_options)
+        except (ValueError, FileNotFoundError, OSError):
+            return None
+        return ds.to_table(filter=where, columns=columns)
+
+    # ---------------------------------------------------------------- pools
+    def add_pool_rows(
+        self, pool: str, split: str, texts: Sequence[str], labels: Sequence[str | None]
+    ) -> tuple[int, int]:
+        """Append one split's rows to a pool in one commit. Returns (first_id, rows_added).
+
+        Raises AlreadyExistsError if the split is already in the pool.
+        """
+        check_name("pool", pool)
+        check_name("split", split)
+        if len(texts) == 0:
+            raise InvalidArgumentError(f"pool {pool!r} split {split!r}: no rows to add")
+        if len(texts) != len(labels):
+            raise InvalidArgumentError("texts and labels must have the same length")
+        with self._lock:
+            existing = self._read(_pool_table(pool), columns=["id", "split"])
+            first_id = 0
+            if existing is not None and existing.num_rows:
+                if split in set(existing.column("split").to_pylist()):
+                    raise AlreadyExistsError(
+                        f"pool {pool!r} already has a split {split!r}; use another split name "
+                        "or another pool"
+                    )
+                first_id = int(pc.max(existing.column("id")).as_py()) + 1
+            ids = np.arange(first_id, first_id + len(texts), dtype=np.int64)
+            rows = pa.table(
+                {
+                    "id": ids,
+                    "text": pa.array(list(texts), pa.string()),
+                    "label": pa.array(list(labels), pa.string()),
+                    "split": pa.array([split] * len(texts), pa.string()),
+                },
+                schema=POOL_SCHEMA,
+            )
+            self._append(_pool_table(pool), rows)
+        return first_id, len(texts)
+
+    def has_pool(self, pool: str) -> bool:
+        check_name("pool", pool)
+        return self._read(_pool_table(pool), columns=["id"]) is not None
+
+    def pool_rows(
+        self, pool: str, split: str | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
+        """The pool's rows sorted by id (optionally one split). Raises NotFoundError."""
+        check_name("pool", pool)
+        where = None
+        if split is not None:
+            check_name("split", split)
+            where = f"split = '{split}'"
+        table = self._read(_pool_table(pool), where=where, columns=columns)
+        if table is None:
+            raise NotFoundError(f"pool {pool!r} not found; ingest it first (EncoderService.IngestPool)")
+        return table.sort_by("id") if "id" in table.column_names else table
+
+    def pool_info(self, pool: str) -> PoolInfo:
+        rows = self.pool_rows(pool, columns=["id", "label", "split"])
+        splits = {}
+        for split in sorted(set(rows.column("split").to_pylist())):
+            splits[split] = rows.filter(pc.equal(rows.column("split"), split)).num_rows
+        labels = [x for x in set(rows.column("label").to_pylist()) if x is not None]
+        return PoolInfo(pool=pool, rows=rows.num_rows, splits=splits, classes=sorted(labels))
+
+    # ---------------------------------------------------------------- embeddings
+    def begin_embedding(self, pool: str, info: EncoderInfo) -> EmbeddingWriter:
+        """Start a new embedding run for every row of `pool`; returns its writer."""
+        rows = self.pool_rows(pool, columns=["id"]).num_rows
+        with self._lock:
+            known = {v.version for v in self.list_versions(pool, include_incomplete=True)}
+            n = len(known) + 1
+            while f"v{n}" in known:
+                n += 1
+            writer = EmbeddingWriter(self, pool, f"v{n}", info, expected=rows)
+            self._record_version(writer._info(RUNNING, -1))
+        return writer
+
+    def _commit_embeddings(
+        self, pool: str, dim: int, fragments: list[FragmentMetadata], tag: str
+    ) -> int:
+        uri = self._uri_of(_emb_table(pool))
+        with self._lock:
+            try:
+                current: int | None = lance.dataset(uri, storage_options=self.storage_options).version
+            except (ValueError, FileNotFoundError, OSError):
+                current = None
+            op = lance.LanceOperation.Overwrite(_embedding_schema(dim), fragments)
+            ds = lance.LanceDataset.commit(
+                uri, op, read_version=current, storage_options=self.storage_options
+            )
+            ds.tags.create(tag, ds.version)
+            return int(ds.version)
+
+    def _record_version(self, info: VersionInfo) -> None:
+        row = {**asdict(info), "recorded_at": utcnow()}
+        self._append("embedding_versions", pa.Table.from_pylist([row], schema=VERSIONS_SCHEMA))
+
+    def list_versions(self, pool: str, include_incomplete: bool = False) -> list[VersionInfo]:
+        """Versions of a pool, oldest first; by default only complete ones."""
+        check_name("pool", pool)
+        table = self._read("embedding_versions", where=f"pool = '{pool}'")
+        if table is None:
+            return []
+        latest: dict[str, dict[str, Any]] = {}
+        for row in sorted(table.to_pylist(), key=lambda r: r["recorded_at"]):
+            row.pop("recorded_at")
+            latest[row["version"]] = row
+        infos = [VersionInfo(**r) for r in latest.values()]
+        infos.sort(key=lambda v: (len(v.version), v.version))
+        return [v for v in infos if include_incomplete or v.complete]
+
+    def get_version(self, pool: str, version: str) -> VersionInfo:
+        """A complete version. NotFoundError if unknown, FailedPrecondition if incomplete."""
+        for info in self.list_versions(pool, include_incomplete=True):
+            if info.version == version:
+                if not info.complete:
+                    raise FailedPreconditionError(
+                        f"embedding version {pool}/{version} is {info.status}, not complete; "
+                        "wait for the run to finish or use a complete version"
+                    )
+                return info
+        known = [v.version for v in self.list_versions(pool)]
+        raise NotFoundError(
+            f"embedding version {version!r} of pool {pool!r} not found; complete versions: "
+            f"{known or 'none (run EncoderService.EmbedPool)'}"
+        )
+
+    def latest_version(self, pool: str) -> VersionInfo:
+        versions = self.list_versions(pool)
+        if not versions:
+            raise FailedPreconditionError(
+                f"pool {pool!r} has no complete embedding version; run EncoderService.EmbedPool"
+            )
+        return versions[-1]
+
+    def read_embeddings(
+        self, pool: str, version: str
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """A complete version as (ids (N,) int64 sorted, vectors (N, dim) float32)."""
+        info = self.get_version(pool, version)
+        ds = lance.dataset(
+            self._uri_of(_emb_table(pool)), version=version, storage_options=self.storage_options
+        )
+        table = ds.to_table(columns=["id", "vector"])
+        ids = table.column("id").to_numpy()
+        flat = pc.list_flatten(table.column("vector").combine_chunks())
+        vectors = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        vectors = vectors.reshape(len(ids), info.dim)
+        if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+            order = np.argsort(ids, kind="stable")
+            ids, vectors = ids[order], vectors[order]
+        return ids, vectors
+
+    # ---------------------------------------------------------------- sessions
+    def create_session(self, record: SessionRecord) -> SessionRecord:
+        check_name("session", record.session)
+        with self._lock:
+            existing = self._read("sessions", where=f"session = '{record.session}'")
+            if existing is not None and existing.num_rows:
+                raise AlreadyExistsError(f"session {record.session!r} already exists; pick another name")
+            stored = SessionRecord(**{**asdict(record), "created_at": record.created_at or utcnow()})
+            row = {**asdict(stored), "config": json.dumps(stored.config)}
+            self._append("sessions", pa.Table.from_pylist([row], schema=SESSIONS_SCHEMA))
+        return stored
+
+    def get_session(self, session: str) -> SessionRecord:
+        check_name("session", session)
+        table = self._read("sessions", where=f"session = '{session}'")
+        if table is None or table.num_rows == 0:
+            raise NotFoundError(f"session {session!r} not found; create it first")
+        row = table.to_pylist()[0]
+        row["config"] = json.loads(row["config"] or "{}")
+        return SessionRecord(**row)
+
+    # ---------------------------------------------------------------- labels
+    def append_labels(
+        self,
+        session: str,
+        pool: str,
+        ids: Sequence[int],
+        labels: Sequence[str],
+        source: str = "human",
+    ) -> None:
+        """Append labels; committed (on disk) when this returns."""
+        check_name("session", session)
+        if len(ids) != len(labels):
+            raise InvalidArgumentError("ids and labels must have the same length")
+        if not len(ids):
+            return
+        now = utcnow()
+        rows = pa.table(
+            {
+                "session": [session] * len(ids),
+                "pool": [pool] * len(ids),
+                "id": pa.array(np.asarray(ids, dtype=np.int64)),
+                "label": list(labels),
+                "source": [source] * len(ids),
+                "created_at": [now] * len(ids),
+            },
+            schema=LABELS_SCHEMA,
+        )
+        self._append("labels", rows)
+
+    def read_labels(self, session: str) -> tuple[npt.NDArray[np.int64], list[str]]:
+        """A session's labels in submission order; a relabelled id keeps its last label."""
+        check_name("session", session)
+        table = self._read("labels", where=f"session = '{session}'", columns=["id", "label", "created_at"])
+        if table is None or table.num_rows == 0:
+            return np.zeros(0, dtype=np.int64), []
+        last: dict[int, str] = {}
+        for i, label in zip(table.column("id").to_pylist(), table.column("label").to_pylist(), strict=True):
+            last.pop(i, None)
+            last[i] = label
+        return np.fromiter(last.keys(), dtype=np.int64, count=len(last)), list(last.values())
+
+    # ---------------------------------------------------------------- rounds
+    def record_round(self, record: RoundRecord) -> None:
+        row = asdict(record)
+        row["created_at"] = record.created_at or utcnow()
+        for key in ("proxy_spec", "scores_summary", "timings", "metrics"):
+            row[key] = json.dumps(row[key])
+        self._append("rounds", pa.Table.from_pylist([row], schema=ROUNDS_SCHEMA))
+
+    def read_rounds(self, session: str) -> list[RoundRecord]:
+        check_name("session", session)
+        table = self._read("rounds", where=f"session = '{session}'")
+        if table is None:
+            return []
+        out = []
+        for row in sorted(table.to_pylist(), key=lambda r: r["round"]):
+            for key in ("proxy_spec", "scores_summary", "timings", "metrics"):
+                row[key] = json.loads(row[key] or "{}")
+            out.append(RoundRecord(**row))
+        return out

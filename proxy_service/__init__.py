@@ -1,0 +1,1 @@
+"""proxal proxy_service."""

@@ -1,0 +1,41 @@
+"""Fixtures shared by all tests: a real store on tmp_path and real Banking77 rows."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LANCE_LOG", "error")
+
+REPO = Path(__file__).resolve().parent.parent
+BANKING77 = REPO / "orchestrator" / "data" / "banking77"
+
+
+def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, str]]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            rows.append(json.loads(line))
+            if limit is not None and len(rows) >= limit:
+                break
+    return rows
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    """A real, empty LanceDB-backed store in a temporary directory."""
+    from proxal_store import Store
+
+    return Store(str(tmp_path / "store"))
+
+
+@pytest.fixture(scope="session")
+def banking_rows() -> list[dict[str, str]]:
+    """600 real Banking77 training rows (every 16th row: many classes, all real text)."""
+    rows = read_jsonl(BANKING77 / "train.jsonl")
+    return rows[::16][:600]
