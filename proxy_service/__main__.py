@@ -1,0 +1,38 @@
+"""`python -m proxy_service`: serve ProxyService over the store until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from proxal.proxy.v1 import proxy_pb2_grpc
+from threadpoolctl import threadpool_limits
+
+from proxal_runtime.server import serve_forever, start_server
+from proxal_runtime.settings import parse
+from proxal_store import Store
+from proxy_service.cache import VersionCache
+from proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxy_service.settings import build_parser, from_args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, open the store, serve until signalled; returns the exit status."""
+    settings = from_args(parse(build_parser(), argv))
+    # Requests run in parallel on the worker pool, so BLAS threads inside each would only
+    # oversubscribe the cores: on a busy 2-core machine a 1,000 x 384, 77-class fit takes
+    # 0.1 s with one BLAS thread and 3-4 s with two.
+    threadpool_limits(limits=1, user_api="blas")
+    cache = VersionCache(Store(settings.store), settings.cache_versions, settings.cache_models)
+    servicer = ProxyServicer(cache)
+    running = start_server(
+        settings.server,
+        lambda server: proxy_pb2_grpc.add_ProxyServiceServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+    )
+    serve_forever(running)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

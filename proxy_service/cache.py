@@ -1,0 +1,140 @@
+"""In-memory caches of the proxy: loaded embedding versions and fitted models.
+
+Both are LRUs that compute each entry at most once, even under concurrent requests: the
+first caller of a key computes it while later callers of the same key wait for its result.
+Failures are not cached, so a version that completes later can still be loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from proxal_runtime.errors import NotFoundError
+from proxal_store import Store
+from proxy_service.classifiers import ClassifierSpec, LogisticRegressionProxy
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+SHOWN_UNKNOWN_IDS = 5
+
+
+class OnceLRU(Generic[K, V]):
+    """A thread-safe LRU of at most `capacity` values, each computed once per key."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"cache capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._values: OrderedDict[K, V] = OrderedDict()
+        self._pending: dict[K, Future[V]] = {}
+
+    def get(self, key: K, compute: Callable[[], V]) -> tuple[V, bool]:
+        """(value, hit): the cached value for `key`, computing it with `compute` if absent."""
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key], True
+            pending = self._pending.get(key)
+            if pending is None:
+                future: Future[V] = Future()
+                self._pending[key] = future
+        if pending is not None:
+            return pending.result(), True
+        try:
+            value = compute()
+        except BaseException as exc:
+            with self._lock:
+                del self._pending[key]
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            del self._pending[key]
+            self._values[key] = value
+            while len(self._values) > self.capacity:
+                self._values.popitem(last=False)
+        future.set_result(value)
+        return value, False
+
+    def keys(self) -> list[K]:
+        """Cached keys, least recently used first."""
+        with self._lock:
+            return list(self._values)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedVersion:
+    """One complete embedding version in memory: ids (N,) int64 ascending, vectors (N, d)."""
+
+    pool: str
+    version: str
+    ids: npt.NDArray[np.int64]
+    vectors: npt.NDArray[np.float32]
+
+    def rows(self, ids: npt.NDArray[np.int64], field: str) -> npt.NDArray[np.intp]:
+        """Row indices (n,) of `ids` (n,); raises NotFoundError naming a few unknown ids."""
+        n = len(self.ids)
+        pos = np.searchsorted(self.ids, ids)
+        found = pos < n
+        found[found] = self.ids[pos[found]] == ids[found]
+        if not found.all():
+            unknown = np.unique(ids[~found])
+            raise NotFoundError(
+                f"{field}: {len(unknown)} id(s) not in embedding version "
+                f"{self.pool}/{self.version} ({n} ids), e.g. {unknown[:SHOWN_UNKNOWN_IDS].tolist()}"
+            )
+        return pos
+
+
+def model_key(
+    pool: str,
+    version: str,
+    spec: ClassifierSpec,
+    seed: int,
+    training_ids: npt.NDArray[np.int64],
+    training_labels: npt.NDArray[np.int32],
+    num_classes: int,
+) -> str:
+    """A fingerprint of everything a fitted model depends on (spec must be resolved)."""
+    digest = hashlib.blake2b(digest_size=20)
+    header = f"{pool}\0{version}\0{spec.kind}\0{spec.c!r}\0{spec.max_iter}\0{seed}\0{num_classes}"
+    digest.update(header.encode())
+    digest.update(np.ascontiguousarray(training_ids, dtype="<i8").tobytes())
+    digest.update(b"\0")
+    digest.update(np.ascontiguousarray(training_labels, dtype="<i4").tobytes())
+    return digest.hexdigest()
+
+
+class VersionCache:
+    """Loaded versions of `store` per (pool, version) and recently fitted models, both LRU."""
+
+    def __init__(self, store: Store, max_versions: int, max_models: int):
+        self.store = store
+        self.versions: OnceLRU[tuple[str, str], LoadedVersion] = OnceLRU(max_versions)
+        self.models: OnceLRU[str, LogisticRegressionProxy] = OnceLRU(max_models)
+
+    def get(self, pool: str, version: str) -> LoadedVersion:
+        """The complete version, loaded from the store on first use.
+
+        Raises NotFoundError (unknown pool or version), FailedPreconditionError (incomplete).
+        """
+        value, _ = self.versions.get((pool, version), lambda: self._load(pool, version))
+        return value
+
+    def _load(self, pool: str, version: str) -> LoadedVersion:
+        ids, vectors = self.store.read_embeddings(pool, version)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        ids.flags.writeable = False
+        vectors.flags.writeable = False
+        return LoadedVersion(pool=pool, version=version, ids=ids, vectors=vectors)

@@ -1,0 +1,64 @@
+"""The proxy service's settings: flags, then PROXAL_PROXY_* environment variables, then defaults."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from proxal_runtime.server import ServerSettings
+from proxal_runtime.settings import add_common_args, env_default, server_settings
+
+ENV_PREFIX = "PROXAL_PROXY"
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Everything `python -m proxy_service` needs: network, store, cache sizes."""
+
+    server: ServerSettings
+    store: str
+    cache_versions: int = 4
+    cache_models: int = 16
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
+    return number
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The service's argument parser (common flags plus cache sizes)."""
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(
+        prog="proxy_service",
+        description="proxal proxy service: fits proxy classifiers on pinned embedding "
+        "versions and selects the most informative unlabeled examples",
+    )
+    add_common_args(parser, ENV_PREFIX, env)
+    parser.add_argument(
+        "--cache-versions",
+        type=_positive_int,
+        default=env_default(ENV_PREFIX, "cache_versions", "4", env),
+        help="embedding versions kept in memory (LRU)",
+    )
+    parser.add_argument(
+        "--cache-models",
+        type=_positive_int,
+        default=env_default(ENV_PREFIX, "cache_models", "16", env),
+        help="fitted proxy models kept in memory (LRU), so Predict after Select does not refit",
+    )
+    return parser
+
+
+def from_args(args: argparse.Namespace) -> ProxySettings:
+    """Settings from parsed flags."""
+    return ProxySettings(
+        server=server_settings(args),
+        store=args.store,
+        cache_versions=args.cache_versions,
+        cache_models=args.cache_models,
+    )

@@ -1,0 +1,121 @@
+"""Version and model caches: LRU order, compute-once under concurrency, id lookup."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from proxal_runtime.errors import FailedPreconditionError, NotFoundError
+from proxal_store import EncoderInfo, Store
+from proxy_service.cache import LoadedVersion, OnceLRU, VersionCache, model_key
+from proxy_service.classifiers import ClassifierSpec
+
+
+def test_lru_evicts_least_recently_used() -> None:
+    cache: OnceLRU[str, int] = OnceLRU(2)
+    assert cache.get("a", lambda: 1) == (1, False)
+    assert cache.get("b", lambda: 2) == (2, False)
+    assert cache.get("a", lambda: 99) == (1, True)  # refreshes "a"
+    cache.get("c", lambda: 3)
+    assert cache.keys() == ["a", "c"]
+    assert cache.get("b", lambda: 4) == (4, False)
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=">= 1"):
+        OnceLRU(0)
+
+
+def test_concurrent_callers_compute_once() -> None:
+    cache: OnceLRU[str, int] = OnceLRU(4)
+    calls = []
+    release = threading.Event()
+
+    def compute() -> int:
+        calls.append(1)
+        release.wait(5)
+        return 42
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(cache.get, "k", compute) for _ in range(8)]
+        time.sleep(0.1)
+        release.set()
+        results = [f.result(timeout=5) for f in futures]
+    assert len(calls) == 1
+    assert [value for value, _ in results] == [42] * 8
+    assert sum(not hit for _, hit in results) == 1
+
+
+def test_failures_are_not_cached() -> None:
+    cache: OnceLRU[str, int] = OnceLRU(4)
+
+    def fail() -> int:
+        raise FailedPreconditionError("not yet")
+
+    with pytest.raises(FailedPreconditionError):
+        cache.get("k", fail)
+    assert cache.get("k", lambda: 7) == (7, False)
+
+
+def test_rows_maps_ids_and_names_unknown_ones() -> None:
+    version = LoadedVersion(
+        "pool", "v1", np.array([2, 5, 9, 40], dtype=np.int64), np.zeros((4, 3), np.float32)
+    )
+    assert version.rows(np.array([40, 2, 9, 9]), "ids").tolist() == [3, 0, 2, 2]
+    assert version.rows(np.zeros(0, dtype=np.int64), "ids").tolist() == []
+    with pytest.raises(
+        NotFoundError, match=r"candidate_ids: 3 id\(s\) not in .*pool/v1.*\[1, 7, 41\]"
+    ):
+        version.rows(np.array([1, 2, 7, 41, 41]), "candidate_ids")
+
+
+def test_model_key_depends_on_every_input() -> None:
+    ids = np.arange(5, dtype=np.int64)
+    labels = np.array([0, 1, 0, 1, 2], dtype=np.int32)
+    spec = ClassifierSpec().resolved()
+    base = model_key("p", "v1", spec, 0, ids, labels, 3)
+    assert base == model_key("p", "v1", spec, 0, ids.copy(), labels.copy(), 3)
+    variants = [
+        model_key("q", "v1", spec, 0, ids, labels, 3),
+        model_key("p", "v2", spec, 0, ids, labels, 3),
+        model_key("p", "v1", ClassifierSpec(c=2.0).resolved(), 0, ids, labels, 3),
+        model_key("p", "v1", spec, 1, ids, labels, 3),
+        model_key("p", "v1", spec, 0, ids[::-1].copy(), labels, 3),
+        model_key("p", "v1", spec, 0, ids, labels[::-1].copy(), 3),
+        model_key("p", "v1", spec, 0, ids, labels, 4),
+    ]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def add_version(store: Store, pool: str, n: int, dim: int) -> tuple[str, np.ndarray]:
+    store.add_pool_rows(pool, "train", [f"text {i}" for i in range(n)], [None] * n)
+    writer = store.begin_embedding(pool, EncoderInfo("synthetic", "none", dim, 16))
+    vectors = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
+    writer.write(np.arange(n)[::-1], vectors[::-1])
+    return writer.commit().version, vectors
+
+
+def test_version_cache_loads_once_from_the_store(store: Store) -> None:
+    version, vectors = add_version(store, "cached", 50, 4)
+    loads = []
+    read = store.read_embeddings
+
+    def counting_read(pool: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        loads.append((pool, version))
+        return read(pool, version)
+
+    store.read_embeddings = counting_read  # type: ignore[method-assign]
+    cache = VersionCache(store, max_versions=2, max_models=2)
+    with ThreadPoolExecutor(4) as pool:
+        loaded = list(pool.map(lambda _: cache.get("cached", version), range(8)))
+    assert loads == [("cached", version)]
+    assert all(item is loaded[0] for item in loaded)
+    assert loaded[0].ids.tolist() == list(range(50))
+    np.testing.assert_array_equal(loaded[0].vectors, vectors)
+    assert not loaded[0].vectors.flags.writeable
+    with pytest.raises(NotFoundError, match="complete versions"):
+        cache.get("cached", "v9")
