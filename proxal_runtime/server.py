@@ -59,7 +59,7 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     """The status code for an exception: mapped ProxalErrors, INTERNAL for anything else."""
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return grpc.StatusCode.INTERNAL
 
 

@@ -433,8 +433,12 @@ class Store:
         self._append("embedding_versions", pa.Table.from_pylist([row], schema=VERSIONS_SCHEMA))
 
     def list_versions(self, pool: str, include_incomplete: bool = False) -> list[VersionInfo]:
-        """Versions of a pool, oldest first; by default only complete ones."""
-        check_name("pool", pool)
+        """Versions of a pool, oldest first; by default only complete ones.
+
+        Raises NotFoundError for an unknown pool.
+        """
+        if not self.has_pool(pool):
+            raise NotFoundError(f"pool {pool!r} not found; ingest it first (EncoderService.IngestPool)")
         table = self._read("embedding_versions", where=f"pool = '{pool}'")
         if table is None:
             return []

@@ -1,0 +1,29 @@
+"""`python -m encoder_service` (or `proxal-encoder`): serve EncoderService until signalled."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import grpc
+from proxal.encoder.v1 import encoder_pb2_grpc
+
+from encoder_service.servicer import SERVICE_NAME, EncoderServicer
+from encoder_service.settings import parse_settings
+from proxal_runtime.server import serve_forever, start_server
+from proxal_store import Store
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    servicer = EncoderServicer(Store(settings.store), settings)
+
+    def register(server: grpc.Server) -> None:
+        encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server)
+
+    serve_forever(start_server(settings.server, register, [SERVICE_NAME]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

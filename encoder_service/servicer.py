@@ -1,0 +1,181 @@
+"""gRPC EncoderService: translates messages to domain calls and back, nothing more.
+
+Errors are raised as `proxal_runtime.errors` exceptions; the server's interceptor maps
+them to status codes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import grpc
+from proxal.common.v1 import common_pb2
+from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+
+from encoder_service.encoders import DEFAULT_MODEL, EncoderCache
+from encoder_service.ingest import UploadFormat, ingest_upload
+from encoder_service.pipeline import Progress, check_batch_size, embed_pool
+from encoder_service.settings import EncoderSettings
+from proxal_runtime.errors import InvalidArgumentError, ResourceExhaustedError
+from proxal_runtime.names import check_name
+from proxal_store import Store, VersionInfo
+
+SERVICE_NAME: str = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
+DEFAULT_SPLIT = "train"
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_MAX_LENGTH = 128
+
+_FORMATS: dict[int, UploadFormat | None] = {
+    encoder_pb2.FILE_FORMAT_UNSPECIFIED: None,
+    encoder_pb2.FILE_FORMAT_JSONL: UploadFormat.JSONL,
+    encoder_pb2.FILE_FORMAT_CSV: UploadFormat.CSV,
+}
+
+
+class _Cancelled(Exception):
+    """Stops an embedding run whose client has gone away."""
+
+
+def version_message(info: VersionInfo) -> common_pb2.EmbeddingVersion:
+    return common_pb2.EmbeddingVersion(
+        pool=info.pool,
+        version=info.version,
+        table_version=info.table_version,
+        model_id=info.model_id,
+        checkpoint_hash=info.checkpoint_hash,
+        backend=info.backend,
+        pooling=info.pooling,
+        dim=info.dim,
+        max_length=info.max_length,
+        status=info.status,
+        row_count=info.row_count,
+        created_at=info.created_at,
+        truncated_texts=info.truncated_texts,
+    )
+
+
+class _Upload(NamedTuple):
+    pool: str
+    split: str
+    format: UploadFormat | None
+    data: bytes
+
+
+def _read_upload(chunks: Iterator[encoder_pb2.IngestPoolChunk], max_bytes: int) -> _Upload:
+    """The validated header of the first chunk and the concatenated data of all chunks."""
+    first = next(chunks, None)
+    if first is None or not first.HasField("header"):
+        raise InvalidArgumentError(
+            "the first IngestPoolChunk must carry the header (pool, split, format)"
+        )
+    header = first.header
+    pool = check_name("pool", header.pool)
+    split = check_name("split", header.split or DEFAULT_SPLIT)
+    if header.format not in _FORMATS:
+        raise InvalidArgumentError(f"unknown file format {header.format}; use JSONL or CSV")
+    data = bytearray()
+    for index, chunk in enumerate(itertools.chain([first], chunks)):
+        if index and chunk.HasField("header"):
+            raise InvalidArgumentError("only the first IngestPoolChunk may carry a header")
+        data += chunk.data
+        if len(data) > max_bytes:
+            raise ResourceExhaustedError(
+                f"the upload is larger than the server's limit of {max_bytes} bytes "
+                "(--max-upload-mb); split it into several splits or raise the limit"
+            )
+    return _Upload(pool, split, _FORMATS[header.format], bytes(data))
+
+
+class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
+    def __init__(
+        self, store: Store, settings: EncoderSettings, encoders: EncoderCache | None = None
+    ):
+        self._store = store
+        self._settings = settings
+        self._encoders = encoders or EncoderCache(settings.onnx_cache)
+
+    def IngestPool(
+        self, request_iterator: Iterator[encoder_pb2.IngestPoolChunk], context: grpc.ServicerContext
+    ) -> encoder_pb2.IngestPoolResponse:
+        upload = _read_upload(request_iterator, self._settings.max_upload_bytes)
+        result = ingest_upload(self._store, upload.pool, upload.split, upload.data, upload.format)
+        return encoder_pb2.IngestPoolResponse(
+            pool=result.pool,
+            split=result.split,
+            rows_added=result.rows_added,
+            total_rows=result.total_rows,
+            first_id=result.first_id,
+            classes=result.classes,
+        )
+
+    def EmbedPool(
+        self, request: encoder_pb2.EmbedPoolRequest, context: grpc.ServicerContext
+    ) -> Iterator[encoder_pb2.EmbedProgress]:
+        batch_size = check_batch_size(request.batch_size or DEFAULT_BATCH_SIZE)
+        self._store.pool_rows(request.pool, columns=["id"])  # NOT_FOUND before loading a model
+        encoder = self._encoders.get(
+            request.model or DEFAULT_MODEL,
+            request.backend or self._settings.backend,
+            request.max_length or DEFAULT_MAX_LENGTH,
+        )
+        # The run happens on its own thread so progress streams while it works; a client
+        # that goes away stops it at the next batch (and the store records it failed).
+        updates: queue.Queue[Progress | VersionInfo | BaseException] = queue.Queue()
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)
+
+        def report(progress: Progress) -> None:
+            if cancelled.is_set():
+                raise _Cancelled
+            updates.put(progress)
+
+        def run() -> None:
+            try:
+                updates.put(embed_pool(self._store, request.pool, encoder, batch_size, report))
+            except BaseException as exc:
+                updates.put(exc)
+
+        threading.Thread(target=run, name=f"embed-{request.pool}").start()
+        rate = 0.0
+        while True:
+            item = updates.get()
+            if isinstance(item, _Cancelled):
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, VersionInfo):
+                yield encoder_pb2.EmbedProgress(
+                    rows_done=item.row_count,
+                    rows_total=item.row_count,
+                    rows_per_second=rate,
+                    version=version_message(item),
+                )
+                return
+            rate = item.rows_per_second
+            yield encoder_pb2.EmbedProgress(
+                rows_done=item.rows_done,
+                rows_total=item.rows_total,
+                rows_per_second=item.rows_per_second,
+                eta_seconds=item.eta_seconds,
+            )
+
+    def ListVersions(
+        self, request: encoder_pb2.ListVersionsRequest, context: grpc.ServicerContext
+    ) -> encoder_pb2.ListVersionsResponse:
+        versions = self._store.list_versions(request.pool, request.include_incomplete)
+        return encoder_pb2.ListVersionsResponse(versions=[version_message(v) for v in versions])
+
+    def GetPool(
+        self, request: encoder_pb2.GetPoolRequest, context: grpc.ServicerContext
+    ) -> encoder_pb2.PoolInfo:
+        info = self._store.pool_info(request.pool)
+        return encoder_pb2.PoolInfo(
+            pool=info.pool,
+            rows=info.rows,
+            splits=[encoder_pb2.SplitCount(split=s, rows=n) for s, n in info.splits.items()],
+            classes=info.classes,
+        )

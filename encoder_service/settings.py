@@ -1,0 +1,82 @@
+"""The encoder service's settings: one frozen value built from flags and environment.
+
+Flags win over `PROXAL_ENCODER_*` variables, which win over the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from encoder_service.encoders import BACKENDS, TORCH
+from proxal_runtime.server import ServerSettings
+from proxal_runtime.settings import (
+    DEFAULT_STORE,
+    add_common_args,
+    env_default,
+    parse,
+    server_settings,
+)
+
+PREFIX = "PROXAL_ENCODER"
+DEFAULT_ONNX_CACHE = "~/.cache/proxal/onnx"
+DEFAULT_MAX_UPLOAD_MB = 256
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    store: str = DEFAULT_STORE
+    backend: str = TORCH  # used when an EmbedPool request names none
+    onnx_cache: Path = field(default_factory=lambda: Path(DEFAULT_ONNX_CACHE).expanduser())
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The common service flags plus --backend, --onnx-cache and --max-upload-mb."""
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(
+        prog="proxal-encoder",
+        description="proxal encoder service: ingests pools and embeds them into the store",
+    )
+    add_common_args(parser, PREFIX, env)
+    parser.add_argument(
+        "--backend",
+        default=env_default(PREFIX, "backend", TORCH, env),
+        help=f"encoder backend when a request names none: {' | '.join(BACKENDS)} "
+        "(env PROXAL_ENCODER_BACKEND)",
+    )
+    parser.add_argument(
+        "--onnx-cache",
+        default=env_default(PREFIX, "onnx_cache", DEFAULT_ONNX_CACHE, env),
+        help="directory of exported ONNX models (env PROXAL_ENCODER_ONNX_CACHE)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=int(env_default(PREFIX, "max_upload_mb", str(DEFAULT_MAX_UPLOAD_MB), env)),
+        help="largest IngestPool upload accepted, in MiB (env PROXAL_ENCODER_MAX_UPLOAD_MB)",
+    )
+    return parser
+
+
+def parse_settings(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> EncoderSettings:
+    """Parse flags (and configure logging); exits with a usage error on invalid values."""
+    parser = build_parser(env)
+    args = parse(parser, argv)
+    if args.backend not in BACKENDS:
+        parser.error(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
+    if args.max_upload_mb < 1:
+        parser.error(f"--max-upload-mb must be at least 1, got {args.max_upload_mb}")
+    return EncoderSettings(
+        server=server_settings(args),
+        store=args.store,
+        backend=args.backend,
+        onnx_cache=Path(args.onnx_cache).expanduser(),
+        max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+    )
