@@ -1,7 +1,7 @@
 """Regenerate (or check) the Python gRPC stubs from the .proto files beside this script.
 
-    python protos/generate.py          # rewrite the stubs
-    python protos/generate.py --check  # exit 1 if any stub differs from a fresh generation
+python protos/generate.py          # rewrite the stubs
+python protos/generate.py --check  # exit 1 if any stub differs from a fresh generation
 """
 
 from __future__ import annotations

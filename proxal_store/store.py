@@ -241,8 +241,12 @@ class EmbeddingWriter:
             raise InvalidArgumentError("vectors contain NaN or infinite values")
         table = _vectors_to_arrow(ids_arr, vectors)
         self._fragments.extend(
-            write_fragments(table, self._store._uri_of(_emb_table(self.pool)),
-                            schema=table.schema, storage_options=self._store.storage_options)
+            write_fragments(
+                table,
+                self._store._uri_of(_emb_table(self.pool)),
+                schema=table.schema,
+                storage_options=self._store.storage_options,
+            )
         )
         self._seen = np.concatenate([self._seen, ids_arr])
         self.rows_written += len(ids_arr)
@@ -255,8 +259,12 @@ class EmbeddingWriter:
                 f"expected {self.expected_rows}"
             )
         if len(np.unique(self._seen)) != len(self._seen):
-            raise FailedPreconditionError(f"embedding run {self.pool}/{self.version} has duplicate ids")
-        table_version = self._store._commit_embeddings(self.pool, self.info.dim, self._fragments, self.version)
+            raise FailedPreconditionError(
+                f"embedding run {self.pool}/{self.version} has duplicate ids"
+            )
+        table_version = self._store._commit_embeddings(
+            self.pool, self.info.dim, self._fragments, self.version
+        )
         info = self._info(COMPLETE, table_version)
         self._store._record_version(info)
         self._done = True
@@ -329,7 +337,9 @@ class Store:
             else:
                 table.add(rows)
 
-    def _read(self, name: str, where: str | None = None, columns: list[str] | None = None) -> pa.Table | None:
+    def _read(
+        self, name: str, where: str | None = None, columns: list[str] | None = None
+    ) -> pa.Table | None:
         try:
             ds = lance.dataset(self._uri_of(name), storage_options=self.storage_options)
         except (ValueError, FileNotFoundError, OSError):
@@ -388,7 +398,9 @@ class Store:
             where = f"split = '{split}'"
         table = self._read(_pool_table(pool), where=where, columns=columns)
         if table is None:
-            raise NotFoundError(f"pool {pool!r} not found; ingest it first (EncoderService.IngestPool)")
+            raise NotFoundError(
+                f"pool {pool!r} not found; ingest it first (EncoderService.IngestPool)"
+            )
         return table.sort_by("id") if "id" in table.column_names else table
 
     def pool_info(self, pool: str) -> PoolInfo:
@@ -418,7 +430,9 @@ class Store:
         uri = self._uri_of(_emb_table(pool))
         with self._lock:
             try:
-                current: int | None = lance.dataset(uri, storage_options=self.storage_options).version
+                current: int | None = lance.dataset(
+                    uri, storage_options=self.storage_options
+                ).version
             except (ValueError, FileNotFoundError, OSError):
                 current = None
             op = lance.LanceOperation.Overwrite(_embedding_schema(dim), fragments)
@@ -438,7 +452,9 @@ class Store:
         Raises NotFoundError for an unknown pool.
         """
         if not self.has_pool(pool):
-            raise NotFoundError(f"pool {pool!r} not found; ingest it first (EncoderService.IngestPool)")
+            raise NotFoundError(
+                f"pool {pool!r} not found; ingest it first (EncoderService.IngestPool)"
+            )
         table = self._read("embedding_versions", where=f"pool = '{pool}'")
         if table is None:
             return []
@@ -498,8 +514,12 @@ class Store:
         with self._lock:
             existing = self._read("sessions", where=f"session = '{record.session}'")
             if existing is not None and existing.num_rows:
-                raise AlreadyExistsError(f"session {record.session!r} already exists; pick another name")
-            stored = SessionRecord(**{**asdict(record), "created_at": record.created_at or utcnow()})
+                raise AlreadyExistsError(
+                    f"session {record.session!r} already exists; pick another name"
+                )
+            stored = SessionRecord(
+                **{**asdict(record), "created_at": record.created_at or utcnow()}
+            )
             row = {**asdict(stored), "config": json.dumps(stored.config)}
             self._append("sessions", pa.Table.from_pylist([row], schema=SESSIONS_SCHEMA))
         return stored
@@ -545,11 +565,15 @@ class Store:
     def read_labels(self, session: str) -> tuple[npt.NDArray[np.int64], list[str]]:
         """A session's labels in submission order; a relabelled id keeps its last label."""
         check_name("session", session)
-        table = self._read("labels", where=f"session = '{session}'", columns=["id", "label", "created_at"])
+        table = self._read(
+            "labels", where=f"session = '{session}'", columns=["id", "label", "created_at"]
+        )
         if table is None or table.num_rows == 0:
             return np.zeros(0, dtype=np.int64), []
         last: dict[int, str] = {}
-        for i, label in zip(table.column("id").to_pylist(), table.column("label").to_pylist(), strict=True):
+        for i, label in zip(
+            table.column("id").to_pylist(), table.column("label").to_pylist(), strict=True
+        ):
             last.pop(i, None)
             last[i] = label
         return np.fromiter(last.keys(), dtype=np.int64, count=len(last)), list(last.values())

@@ -38,7 +38,8 @@ def test_check_detects_an_edited_proto(tmp_path) -> None:  # type: ignore[no-unt
     shutil.copytree(REPO / "protos", copy)
     proto = copy / "proxal" / "proxy" / "v1" / "proxy.proto"
     proto.write_text(proto.read_text().replace("int32 k = 6;", "int64 k = 6;"))
-    result = subprocess.run([sys.executable, str(copy / "generate.py"), "--check"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(copy / "generate.py"), "--check"], capture_output=True, text=True
+    )
     assert result.returncode == 1
     assert "proxy_pb2.py" in result.stderr

@@ -44,17 +44,22 @@ def server():  # type: ignore[no-untyped-def]
         handlers[kind] = grpc.unary_unary_rpc_method_handler(unary)
         handlers[f"{kind}_stream"] = grpc.unary_stream_rpc_method_handler(stream)
     generic = grpc.method_handlers_generic_handler("test.Errors", handlers)
-    running = start_server(ServerSettings(port=0), lambda s: s.add_generic_rpc_handlers([generic]),
-                           ["test.Errors"])
+    running = start_server(
+        ServerSettings(port=0), lambda s: s.add_generic_rpc_handlers([generic]), ["test.Errors"]
+    )
     yield running
     running.stop(0)
 
 
 @pytest.mark.parametrize(
     ("kind", "code"),
-    [("invalid", grpc.StatusCode.INVALID_ARGUMENT), ("missing", grpc.StatusCode.NOT_FOUND),
-     ("state", grpc.StatusCode.FAILED_PRECONDITION), ("busy", grpc.StatusCode.RESOURCE_EXHAUSTED),
-     ("bug", grpc.StatusCode.INTERNAL)],
+    [
+        ("invalid", grpc.StatusCode.INVALID_ARGUMENT),
+        ("missing", grpc.StatusCode.NOT_FOUND),
+        ("state", grpc.StatusCode.FAILED_PRECONDITION),
+        ("busy", grpc.StatusCode.RESOURCE_EXHAUSTED),
+        ("bug", grpc.StatusCode.INTERNAL),
+    ],
 )
 def test_errors_map_to_status_codes(server, kind: str, code: grpc.StatusCode) -> None:  # type: ignore[no-untyped-def]
     with grpc.insecure_channel(server.address) as channel:

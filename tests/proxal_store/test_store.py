@@ -17,8 +17,9 @@ INFO = EncoderInfo(model_id="test-model", backend="torch", dim=8, max_length=32)
 
 
 def _pool(store: Store, n: int = 10) -> None:
-    store.add_pool_rows("p", "train", [f"text {i}" for i in range(n)],
-                        ["a" if i % 2 else "b" for i in range(n)])
+    store.add_pool_rows(
+        "p", "train", [f"text {i}" for i in range(n)], ["a" if i % 2 else "b" for i in range(n)]
+    )
 
 
 def _embed(store: Store, pool: str = "p", seed: int = 0):  # type: ignore[no-untyped-def]
@@ -60,7 +61,7 @@ def test_versions_are_tagged_and_immutable(store: Store) -> None:
     assert (v1.version, v2.version) == ("v1", "v2")
     assert v1.complete and v1.row_count == 10 and v1.dim == 8
     ids1, x1 = store.read_embeddings("p", "v1")
-    ids2, x2 = store.read_embeddings("p", "v2")
+    _, x2 = store.read_embeddings("p", "v2")
     assert ids1.tolist() == list(range(10)) and x1.shape == (10, 8) and x1.dtype == np.float32
     assert not np.allclose(x1, x2)  # v1 still reads its own vectors after v2 was written
     assert [v.version for v in store.list_versions("p")] == ["v1", "v2"]

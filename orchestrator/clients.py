@@ -1,0 +1,183 @@
+"""gRPC clients for the encoder and proxy services: the orchestrator's only way in.
+
+They translate between numpy/dataclasses and the protos; nothing here knows about
+active learning. Errors from the services surface as `grpc.RpcError` with the server's
+status code and message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import numpy.typing as npt
+from proxal.common.v1 import common_pb2
+from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+
+from proxal_runtime.arrays import (
+    pack_int32,
+    pack_int64,
+    unpack_float32,
+    unpack_int32,
+    unpack_int64,
+)
+from proxal_runtime.server import grpc_channel_options
+
+UPLOAD_CHUNK_BYTES = 1 << 20
+FORMATS = {".jsonl": encoder_pb2.FILE_FORMAT_JSONL, ".csv": encoder_pb2.FILE_FORMAT_CSV}
+
+
+def open_channel(address: str) -> grpc.Channel:
+    """An insecure channel with proxal's message-size limits."""
+    return grpc.insecure_channel(address, options=grpc_channel_options())
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A proxy's answer: ids (k,) best first and their scores (k,)."""
+
+    ids: npt.NDArray[np.int64]
+    scores: npt.NDArray[np.float32]
+    strategy: str
+    fallback_reason: str
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """Labels so far: ids (n,) with class indices (n,) in [0, num_classes)."""
+
+    ids: npt.NDArray[np.int64]
+    labels: npt.NDArray[np.int32]
+    num_classes: int
+
+    def to_proto(self) -> proxy_pb2.TrainingSet:
+        return proxy_pb2.TrainingSet(
+            ids=common_pb2.Int64Array(data=pack_int64(self.ids)),
+            labels=common_pb2.Int32Array(data=pack_int32(self.labels)),
+            num_classes=self.num_classes,
+        )
+
+
+class EncoderClient:
+    def __init__(self, address: str, timeout: float = 3600.0):
+        self.address = address
+        self.timeout = timeout
+        self._channel = open_channel(address)
+        self._stub = encoder_pb2_grpc.EncoderServiceStub(self._channel)
+
+    def ingest_file(self, pool: str, split: str, path: Path) -> encoder_pb2.IngestPoolResponse:
+        """Upload a JSONL or CSV file as one split of a pool (streamed in 1 MiB chunks)."""
+        fmt = FORMATS.get(path.suffix.lower(), encoder_pb2.FILE_FORMAT_UNSPECIFIED)
+
+        def chunks() -> Iterator[encoder_pb2.IngestPoolChunk]:
+            header = encoder_pb2.PoolHeader(pool=pool, split=split, format=fmt)
+            with path.open("rb") as fh:
+                yield encoder_pb2.IngestPoolChunk(header=header, data=fh.read(UPLOAD_CHUNK_BYTES))
+                while data := fh.read(UPLOAD_CHUNK_BYTES):
+                    yield encoder_pb2.IngestPoolChunk(data=data)
+
+        return self._stub.IngestPool(chunks(), timeout=self.timeout)
+
+    def embed(
+        self,
+        pool: str,
+        backend: str = "",
+        batch_size: int = 0,
+        max_length: int = 0,
+        on_progress: Callable[[encoder_pb2.EmbedProgress], None] | None = None,
+    ) -> common_pb2.EmbeddingVersion:
+        """Embed a pool as a new version; `on_progress` sees every progress message."""
+        request = encoder_pb2.EmbedPoolRequest(
+            pool=pool, backend=backend, batch_size=batch_size, max_length=max_length
+        )
+        version = None
+        for message in self._stub.EmbedPool(request, timeout=self.timeout):
+            if on_progress is not None:
+                on_progress(message)
+            if message.HasField("version"):
+                version = message.version
+        if version is None:
+            raise RuntimeError(f"encoder at {self.address} ended EmbedPool without a version")
+        return version
+
+    def list_versions(self, pool: str) -> list[common_pb2.EmbeddingVersion]:
+        response = self._stub.ListVersions(encoder_pb2.ListVersionsRequest(pool=pool))
+        return list(response.versions)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class ProxyClient:
+    def __init__(self, address: str, timeout: float = 120.0):
+        self.address = address
+        self.timeout = timeout
+        self._channel = open_channel(address)
+        self._stub = proxy_pb2_grpc.ProxyServiceStub(self._channel)
+
+    def select(
+        self,
+        pool: str,
+        version: str,
+        training: TrainingSet,
+        strategy: str,
+        k: int,
+        seed: int,
+        candidate_ids: npt.NDArray[np.int64] | None = None,
+        classifier: proxy_pb2.ClassifierSpec | None = None,
+    ) -> Selection:
+        request = proxy_pb2.SelectRequest(
+            pool=pool,
+            embedding_version=version,
+            training=training.to_proto(),
+            classifier=classifier,
+            strategy=strategy,
+            k=k,
+            seed=seed,
+            candidate_ids=common_pb2.Int64Array(
+                data=b"" if candidate_ids is None else pack_int64(candidate_ids)
+            ),
+        )
+        response = self._stub.Select(request, timeout=self.timeout)
+        t = response.timings
+        return Selection(
+            ids=unpack_int64(response.ids.data),
+            scores=unpack_float32(response.scores.data),
+            strategy=response.strategy,
+            fallback_reason=response.fallback_reason,
+            timings={
+                "load_s": t.load_s,
+                "fit_s": t.fit_s,
+                "score_s": t.score_s,
+                "select_s": t.select_s,
+            },
+        )
+
+    def predict(
+        self,
+        pool: str,
+        version: str,
+        training: TrainingSet,
+        ids: npt.NDArray[np.int64],
+        seed: int,
+        classifier: proxy_pb2.ClassifierSpec | None = None,
+    ) -> npt.NDArray[np.int32]:
+        """The proxy's predicted class index for each id, (n,) int32."""
+        request = proxy_pb2.PredictRequest(
+            pool=pool,
+            embedding_version=version,
+            training=training.to_proto(),
+            classifier=classifier,
+            seed=seed,
+            ids=common_pb2.Int64Array(data=pack_int64(ids)),
+        )
+        response = self._stub.Predict(request, timeout=self.timeout)
+        return unpack_int32(response.labels.data)
+
+    def close(self) -> None:
+        self._channel.close()

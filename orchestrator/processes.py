@@ -1,0 +1,112 @@
+"""Starting proxal services as real subprocesses on loopback (ephemeral ports).
+
+Used by `proxal demo` and by tests: each service is `python -m <package>` with
+`--port 0 --port-file F`; we wait for the port file and a SERVING health check.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+class ServiceProcess:
+    """One service subprocess. Use as a context manager; `address` is host:port."""
+
+    def __init__(
+        self,
+        module: str,
+        store: str,
+        extra_args: list[str] | None = None,
+        log_path: Path | None = None,
+        start_timeout: float = 120.0,
+    ):
+        self.module = module
+        self.store = store
+        self.extra_args = extra_args or []
+        self.log_path = log_path
+        self.start_timeout = start_timeout
+        self.address = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        tmp = Path(tempfile.mkdtemp(prefix=f"proxal-{self.module}-"))
+        port_file = tmp / "port"
+        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        cmd = [
+            sys.executable,
+            "-m",
+            self.module,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--store",
+            self.store,
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LANCE_LOG": "error"}
+        )
+        deadline = time.monotonic() + self.start_timeout
+        while not port_file.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.module} exited with code {self.process.returncode} before serving"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{self.module} did not start within {self.start_timeout}s")
+            time.sleep(0.05)
+        self.address = f"127.0.0.1:{int(port_file.read_text())}"
+        wait_serving(self.address, timeout=max(1.0, deadline - time.monotonic()))
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def wait_serving(address: str, timeout: float = 30.0) -> None:
+    """Block until the server at `address` reports SERVING on its health service."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} not SERVING after {timeout}s")
+            time.sleep(0.1)

@@ -1,0 +1,234 @@
+"""The simulated active-learning loop: gold labels play the annotator.
+
+For each (strategy, seed) the loop starts from the same seeded random initial set, then
+alternates: fit the proxy and evaluate it on the test split -> select a batch -> the oracle
+labels it (appended to the store) -> record the round. Every call to the proxy goes over
+gRPC; every label and round is written to the store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from proxal.proxy.v1 import proxy_pb2
+from sklearn.metrics import accuracy_score, f1_score
+
+from orchestrator.clients import ProxyClient, TrainingSet
+from proxal_runtime.errors import InvalidArgumentError
+from proxal_store import RoundRecord, SessionRecord, Store
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """How the simulated loop runs; label budget = initial_size + rounds * batch_size."""
+
+    strategies: tuple[str, ...] = ("random", "least_confidence", "margin", "entropy")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    initial_size: int = 100
+    batch_size: int = 100
+    rounds: int = 10
+    classifier_c: float = 10.0
+    classifier_max_iter: int = 300
+
+    def validate(self, pool_size: int) -> None:
+        if not self.strategies:
+            raise InvalidArgumentError("name at least one strategy")
+        if self.initial_size < 1 or self.batch_size < 1 or self.rounds < 0:
+            raise InvalidArgumentError("initial_size and batch_size must be >= 1 and rounds >= 0")
+        budget = self.initial_size + self.rounds * self.batch_size
+        if budget > pool_size:
+            raise InvalidArgumentError(
+                f"label budget {budget} (initial {self.initial_size} + {self.rounds} rounds x "
+                f"{self.batch_size}) exceeds the pool's {pool_size} rows; lower it"
+            )
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    strategy: str
+    seed: int
+    round: int
+    labels: int
+    accuracy: float
+    macro_f1: float
+    fit_select_s: float
+
+
+@dataclass
+class SimulationResult:
+    points: list[CurvePoint] = field(default_factory=list)
+    final_labels: dict[tuple[str, int], tuple[npt.NDArray[np.int64], list[str]]] = field(
+        default_factory=dict
+    )
+    wall_s: float = 0.0
+
+    def as_rows(self) -> list[dict[str, object]]:
+        return [asdict(p) for p in self.points]
+
+
+@dataclass(frozen=True)
+class PoolData:
+    """What the loop needs of a pool: train ids/gold and test ids/gold as class indices."""
+
+    pool: str
+    version: str
+    classes: list[str]
+    train_ids: npt.NDArray[np.int64]
+    train_gold: npt.NDArray[np.int32]
+    test_ids: npt.NDArray[np.int64]
+    test_gold: npt.NDArray[np.int32]
+
+    @classmethod
+    def from_store(cls, store: Store, pool: str, version: str) -> PoolData:
+        store.get_version(pool, version)  # NotFound / FailedPrecondition early
+        classes = store.pool_info(pool).classes
+        index = {c: i for i, c in enumerate(classes)}
+
+        def split(name: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
+            rows = store.pool_rows(pool, split=name, columns=["id", "label"])
+            if rows.num_rows == 0:
+                raise InvalidArgumentError(f"pool {pool!r} has no {name!r} split")
+            gold = rows.column("label").to_pylist()
+            if any(g is None for g in gold):
+                raise InvalidArgumentError(
+                    f"simulation needs gold labels on every {name!r} row of pool {pool!r}"
+                )
+            return (
+                rows.column("id").to_numpy().astype(np.int64),
+                np.array([index[g] for g in gold], dtype=np.int32),
+            )
+
+        train_ids, train_gold = split("train")
+        test_ids, test_gold = split("test")
+        return cls(pool, version, classes, train_ids, train_gold, test_ids, test_gold)
+
+
+def run_simulation(
+    store: Store,
+    proxy: ProxyClient,
+    data: PoolData,
+    config: LoopConfig,
+    run_name: str,
+    on_round: Callable[[CurvePoint], None] | None = None,
+) -> SimulationResult:
+    """Run every (strategy, seed) loop; returns the learning-curve points."""
+    config.validate(len(data.train_ids))
+    spec = proxy_pb2.ClassifierSpec(
+        kind="logreg", c=config.classifier_c, max_iter=config.classifier_max_iter
+    )
+    num_classes = len(data.classes)
+    gold_of = dict(zip(data.train_ids.tolist(), data.train_gold.tolist(), strict=True))
+    result = SimulationResult()
+    start = time.perf_counter()
+    for seed in config.seeds:
+        rng = np.random.default_rng(seed)
+        initial = rng.choice(data.train_ids, size=config.initial_size, replace=False)
+        for strategy in config.strategies:
+            session = f"{run_name}-{strategy.replace('_', '-')}-s{seed}"
+            store.create_session(
+                SessionRecord(
+                    session=session,
+                    pool=data.pool,
+                    embedding_version=data.version,
+                    strategy=strategy,
+                    batch_size=config.batch_size,
+                    seed=seed,
+                    config={"simulated": True, **asdict(config)},
+                )
+            )
+            labeled = [int(i) for i in initial]
+            store.append_labels(
+                session,
+                data.pool,
+                labeled,
+                [data.classes[gold_of[i]] for i in labeled],
+                source="oracle",
+            )
+            for rnd in range(config.rounds + 1):
+                t0 = time.perf_counter()
+                ids = np.array(labeled, dtype=np.int64)
+                training = TrainingSet(
+                    ids=ids,
+                    labels=np.array([gold_of[i] for i in labeled], dtype=np.int32),
+                    num_classes=num_classes,
+                )
+                round_seed = seed * 1000 + rnd  # the same for Predict and Select: one fit
+                predicted = proxy.predict(
+                    data.pool,
+                    data.version,
+                    training,
+                    data.test_ids,
+                    seed=round_seed,
+                    classifier=spec,
+                )
+                metrics = {
+                    "accuracy": float(accuracy_score(data.test_gold, predicted)),
+                    "macro_f1": float(
+                        f1_score(
+                            data.test_gold,
+                            predicted,
+                            average="macro",
+                            labels=np.arange(num_classes),
+                            zero_division=0,
+                        )
+                    ),
+                }
+                selected: list[int] = []
+                timings: dict[str, float] = {}
+                if rnd < config.rounds:
+                    selection = proxy.select(
+                        data.pool,
+                        data.version,
+                        training,
+                        strategy,
+                        config.batch_size,
+                        seed=round_seed,
+                        candidate_ids=data.train_ids,
+                        classifier=spec,
+                    )
+                    selected = selection.ids.tolist()
+                    timings = selection.timings
+                    store.append_labels(
+                        session,
+                        data.pool,
+                        selected,
+                        [data.classes[gold_of[i]] for i in selected],
+                        source="oracle",
+                    )
+                elapsed = time.perf_counter() - t0
+                store.record_round(
+                    RoundRecord(
+                        session=session,
+                        round=rnd,
+                        strategy=strategy,
+                        embedding_version=data.version,
+                        selected_ids=selected,
+                        labels_total=len(labeled),
+                        proxy_spec={"kind": "logreg", "c": config.classifier_c},
+                        timings={**timings, "round_s": elapsed},
+                        metrics=metrics,
+                    )
+                )
+                point = CurvePoint(
+                    strategy,
+                    seed,
+                    rnd,
+                    len(labeled),
+                    metrics["accuracy"],
+                    metrics["macro_f1"],
+                    elapsed,
+                )
+                result.points.append(point)
+                if on_round is not None:
+                    on_round(point)
+                labeled.extend(selected)
+            result.final_labels[(strategy, seed)] = (
+                np.array(labeled, dtype=np.int64),
+                [data.classes[gold_of[i]] for i in labeled],
+            )
+    result.wall_s = time.perf_counter() - start
+    return result
