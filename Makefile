@@ -36,5 +36,8 @@ typecheck: $(VENV)/.installed
 protos: $(VENV)/.installed
 	$(PY) protos/generate.py
 
+bench: $(VENV)/.installed
+	$(PY) bench/proxy_select.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

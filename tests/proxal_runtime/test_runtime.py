@@ -105,3 +105,17 @@ def test_bad_names_are_rejected(name: str) -> None:
 
 def test_good_names_pass() -> None:
     assert check_name("pool", "banking77_v2-test") == "banking77_v2-test"
+
+
+def test_reflection_lists_the_services(server) -> None:  # type: ignore[no-untyped-def]
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(server.address) as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {
+        "test.Errors",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= services
