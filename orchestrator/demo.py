@@ -100,7 +100,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         ) as enc_proc,
         ServiceProcess("proxy_service", store_uri, log_path=out / "logs" / "proxy.log") as prx_proc,
     ):
-        print(f"encoder service on {enc_proc.address}, proxy service on {prx_proc.address}")
+        print(
+            f"encoder service on {enc_proc.address}, proxy service on {prx_proc.address}",
+            flush=True,
+        )
         timings["start_services_s"] = time.perf_counter() - t_start
         encoder, proxy = EncoderClient(enc_proc.address), ProxyClient(prx_proc.address)
         t0 = time.perf_counter()

@@ -4,6 +4,7 @@ real MiniLM-L6, real LanceDB. The full-size demo is `make demo` (slow test below
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -123,16 +124,23 @@ def test_sigterm_stops_the_demo_and_its_services(tmp_path: Path) -> None:
             "200",
             "--test-limit",
             "50",
+            "--initial",
+            "20",
+            "--batch-size",
+            "10",
+            "--rounds",
+            "2",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert demo.stdout is not None
     line = demo.stdout.readline()
     addresses = re.findall(r"127\.0\.0\.1:\d+", line)
-    assert len(addresses) == 2, line
+    assert len(addresses) == 2, f"expected the services' addresses, got {line!r}"
     demo.send_signal(signal.SIGTERM)
     assert demo.wait(timeout=60) == 143
     deadline = time.monotonic() + 20
