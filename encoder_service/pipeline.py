@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from encoder_service.encoders import POOLING, Encoder
 from proxal_runtime.errors import InvalidArgumentError
-from proxal_store import EncoderInfo, Store, VersionInfo
+from proxal_store import EmbeddingWriter, EncoderInfo, Store, VersionInfo
 
 MAX_BATCH_SIZE = 1024
 WRITE_CHUNK_ROWS = 4096
@@ -47,6 +47,7 @@ def encoder_info(encoder: Encoder) -> EncoderInfo:
         max_length=encoder.max_length,
         pooling=POOLING,
         checkpoint_hash=encoder.checkpoint_hash,
+        precision=encoder.precision,
     )
 
 
@@ -81,21 +82,64 @@ def embed_pool(
     batch_size: int = 64,
     progress_cb: ProgressCallback | None = None,
     progress_interval_s: float = PROGRESS_INTERVAL_S,
+    chunk_rows: int = WRITE_CHUNK_ROWS,
+    info: EncoderInfo | None = None,
 ) -> VersionInfo:
     """Embed every row of `pool` (all splits) and commit it as a new complete version.
 
+    `info` is what the version records about its encoder (default: `encoder_info(encoder)`;
+    a checkpoint run adds its source and label lineage).
+
     `progress_cb` sees the start, the end, and at most one update per `progress_interval_s`
-    in between. Vectors are written to the store every WRITE_CHUNK_ROWS rows; nothing is
-    visible until the final commit, and an exception (including one raised by `progress_cb`)
-    records the run as failed.
+    in between. Vectors are written to the store every `chunk_rows` rows and each chunk is
+    recorded durably, so a run whose process dies can be resumed (`resume_run`); nothing is
+    visible until the final commit, and an exception (including one raised by
+    `progress_cb`) records the run as failed.
     """
     check_batch_size(batch_size)
-    rows = store.pool_rows(pool, columns=["id", "text"])
-    ids = rows.column("id").to_numpy()
-    texts: list[str] = rows.column("text").to_pylist()
-    total = len(texts)
+    with store.begin_embedding(pool, info or encoder_info(encoder)) as writer:
+        return _complete(
+            store, writer, encoder, batch_size, progress_cb, progress_interval_s, chunk_rows
+        )
+
+
+def resume_run(
+    store: Store,
+    pool: str,
+    version: str,
+    encoder: Encoder,
+    batch_size: int = 64,
+    progress_cb: ProgressCallback | None = None,
+    chunk_rows: int = WRITE_CHUNK_ROWS,
+) -> VersionInfo:
+    """Finish a run whose process died: embed only the ids it had not written, then commit."""
+    check_batch_size(batch_size)
+    with store.resume_embedding(pool, version) as writer:
+        return _complete(
+            store, writer, encoder, batch_size, progress_cb, PROGRESS_INTERVAL_S, chunk_rows
+        )
+
+
+def _complete(
+    store: Store,
+    writer: EmbeddingWriter,
+    encoder: Encoder,
+    batch_size: int,
+    progress_cb: ProgressCallback | None,
+    progress_interval_s: float,
+    chunk_rows: int,
+) -> VersionInfo:
+    """Embed the pool rows `writer` has not written yet, chunk by chunk, and commit."""
+    rows = store.pool_rows(writer.pool, columns=["id", "text"])
+    all_ids = rows.column("id").to_numpy()
+    todo = np.flatnonzero(~np.isin(all_ids, writer.done_ids))
+    ids = all_ids[todo]
+    all_texts: list[str] = rows.column("text").to_pylist()
+    texts = [all_texts[i] for i in todo]
+    total = writer.expected_rows
     started = last_report = time.monotonic()
-    done = 0
+    done = writer.rows_written
+    resumed_from = done
 
     def report(batch_rows: int) -> None:
         nonlocal done, last_report
@@ -104,14 +148,12 @@ def embed_pool(
         if progress_cb is None or (0 < done < total and now - last_report < progress_interval_s):
             return
         last_report = now
-        rate = done / max(now - started, 1e-9)
+        rate = (done - resumed_from) / max(now - started, 1e-9)
         progress_cb(Progress(done, total, rate, (total - done) / rate if rate > 0 else 0.0))
 
-    with store.begin_embedding(pool, encoder_info(encoder)) as writer:
-        report(0)
-        for start in range(0, total, WRITE_CHUNK_ROWS):
-            stop = start + WRITE_CHUNK_ROWS
-            vectors, truncated = encode_bucketed(encoder, texts[start:stop], batch_size, report)
-            writer.write(ids[start:stop], vectors)
-            writer.truncated_texts += truncated
-        return writer.commit()
+    report(0)
+    for start in range(0, len(ids), chunk_rows):
+        stop = start + chunk_rows
+        vectors, truncated = encode_bucketed(encoder, texts[start:stop], batch_size, report)
+        writer.write(ids[start:stop], vectors, truncated)
+    return writer.commit()

@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import itertools
 import queue
+import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import NamedTuple
 
 import grpc
 from proxal.common.v1 import common_pb2
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 
-from encoder_service.encoders import DEFAULT_MODEL, EncoderCache
+from encoder_service.checkpoints import resolve_checkpoint
+from encoder_service.encoders import DEFAULT_MODEL, FP32, Encoder, EncoderCache, build_encoder
 from encoder_service.ingest import UploadFormat, ingest_upload
-from encoder_service.pipeline import Progress, check_batch_size, embed_pool
+from encoder_service.pipeline import Progress, check_batch_size, embed_pool, encoder_info
 from encoder_service.settings import EncoderSettings
 from proxal_runtime.errors import InvalidArgumentError, ResourceExhaustedError
 from proxal_runtime.names import check_name
-from proxal_store import Store, VersionInfo
+from proxal_store import EncoderInfo, Store, VersionInfo
 
 SERVICE_NAME: str = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
 DEFAULT_SPLIT = "train"
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_LENGTH = 128
+CHECKPOINT_SOURCE = "checkpoint"  # EncoderInfo.source of a RefreshFromCheckpoint run
+DEFAULT_COMPARE_SAMPLE = 1000
+DEFAULT_KEEP_LATEST = 1
 
 _FORMATS: dict[int, UploadFormat | None] = {
     encoder_pb2.FILE_FORMAT_UNSPECIFIED: None,
@@ -55,6 +62,11 @@ def version_message(info: VersionInfo) -> common_pb2.EmbeddingVersion:
         row_count=info.row_count,
         created_at=info.created_at,
         truncated_texts=info.truncated_texts,
+        precision=info.precision,
+        pinned=info.pinned,
+        source=info.source,
+        label_count=info.label_count,
+        label_set_hash=info.label_set_hash,
     )
 
 
@@ -121,7 +133,50 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             request.model or DEFAULT_MODEL,
             request.backend or self._settings.backend,
             request.max_length or DEFAULT_MAX_LENGTH,
+            request.precision or FP32,
         )
+        yield from self._stream_run(request.pool, encoder, batch_size, context)
+
+    def RefreshFromCheckpoint(
+        self, request: encoder_pb2.RefreshRequest, context: grpc.ServicerContext
+    ) -> Iterator[encoder_pb2.EmbedProgress]:
+        batch_size = check_batch_size(request.batch_size or DEFAULT_BATCH_SIZE)
+        if request.label_count < 0:
+            raise InvalidArgumentError(f"label_count must be >= 0, got {request.label_count}")
+        self._store.pool_rows(request.pool, columns=["id"])  # NOT_FOUND before loading a model
+        # A bad checkpoint fails here, before a run (and its version row) exists. The merged
+        # model only has to outlive loading: the encoder holds it in memory afterwards.
+        with tempfile.TemporaryDirectory(prefix="proxal-refresh-") as work_dir:
+            checkpoint = resolve_checkpoint(
+                request.checkpoint, self._settings.checkpoint_root, Path(work_dir)
+            )
+            encoder = build_encoder(
+                DEFAULT_MODEL,
+                request.backend or self._settings.backend,
+                request.max_length or DEFAULT_MAX_LENGTH,
+                self._settings.onnx_cache,
+                request.precision or FP32,
+                model_path=checkpoint.model_dir,
+            )
+        info = replace(
+            encoder_info(encoder),
+            model_id=request.checkpoint,
+            checkpoint_hash=checkpoint.checkpoint_hash,
+            source=CHECKPOINT_SOURCE,
+            label_count=request.label_count,
+            label_set_hash=request.label_set_hash,
+        )
+        yield from self._stream_run(request.pool, encoder, batch_size, context, info)
+
+    def _stream_run(
+        self,
+        pool: str,
+        encoder: Encoder,
+        batch_size: int,
+        context: grpc.ServicerContext,
+        info: EncoderInfo | None = None,
+    ) -> Iterator[encoder_pb2.EmbedProgress]:
+        """Embed `pool` on a worker thread, streaming its progress and then its version."""
         # The run happens on its own thread so progress streams while it works; a client
         # that goes away stops it at the next batch (and the store records it failed).
         updates: queue.Queue[Progress | VersionInfo | BaseException] = queue.Queue()
@@ -135,11 +190,21 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
         def run() -> None:
             try:
-                updates.put(embed_pool(self._store, request.pool, encoder, batch_size, report))
+                updates.put(
+                    embed_pool(
+                        self._store,
+                        pool,
+                        encoder,
+                        batch_size,
+                        report,
+                        chunk_rows=self._settings.write_chunk_rows,
+                        info=info,
+                    )
+                )
             except BaseException as exc:
                 updates.put(exc)
 
-        threading.Thread(target=run, name=f"embed-{request.pool}").start()
+        threading.Thread(target=run, name=f"embed-{pool}").start()
         rate = 0.0
         while True:
             item = updates.get()
@@ -168,6 +233,55 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     ) -> encoder_pb2.ListVersionsResponse:
         versions = self._store.list_versions(request.pool, request.include_incomplete)
         return encoder_pb2.ListVersionsResponse(versions=[version_message(v) for v in versions])
+
+    def GetVersion(
+        self, request: encoder_pb2.VersionRequest, context: grpc.ServicerContext
+    ) -> common_pb2.EmbeddingVersion:
+        return version_message(self._store.get_version(request.pool, request.version))
+
+    def PinVersion(
+        self, request: encoder_pb2.VersionRequest, context: grpc.ServicerContext
+    ) -> common_pb2.EmbeddingVersion:
+        return version_message(self._store.pin_version(request.pool, request.version))
+
+    def UnpinVersion(
+        self, request: encoder_pb2.VersionRequest, context: grpc.ServicerContext
+    ) -> common_pb2.EmbeddingVersion:
+        return version_message(self._store.unpin_version(request.pool, request.version))
+
+    def DeleteVersion(
+        self, request: encoder_pb2.VersionRequest, context: grpc.ServicerContext
+    ) -> encoder_pb2.DeleteVersionResponse:
+        info = self._store.delete_version(request.pool, request.version)
+        return encoder_pb2.DeleteVersionResponse(pool=info.pool, version=info.version)
+
+    def CompareVersions(
+        self, request: encoder_pb2.CompareVersionsRequest, context: grpc.ServicerContext
+    ) -> encoder_pb2.CompareVersionsResponse:
+        result = self._store.compare_versions(
+            request.pool,
+            request.version_a,
+            request.version_b,
+            sample=request.sample if request.sample > 0 else DEFAULT_COMPARE_SAMPLE,
+            seed=request.seed,
+        )
+        return encoder_pb2.CompareVersionsResponse(
+            rows_a=result.rows_a,
+            rows_b=result.rows_b,
+            common_ids=result.common_ids,
+            sampled=result.sampled,
+            mean_cosine=result.mean_cosine,
+            same_dim=result.same_dim,
+        )
+
+    def CleanupVersions(
+        self, request: encoder_pb2.CleanupVersionsRequest, context: grpc.ServicerContext
+    ) -> encoder_pb2.CleanupVersionsResponse:
+        # proto3 cannot tell 0 from unset: 0 means the default; use DeleteVersion for the last.
+        result = self._store.cleanup_versions(
+            request.pool, request.keep_latest or DEFAULT_KEEP_LATEST
+        )
+        return encoder_pb2.CleanupVersionsResponse(removed=result.removed, kept=result.kept)
 
     def GetPool(
         self, request: encoder_pb2.GetPoolRequest, context: grpc.ServicerContext

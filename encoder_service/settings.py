@@ -19,24 +19,29 @@ from proxal_runtime.settings import (
     env_default,
     parse,
     server_settings,
+    store_options,
 )
 
 PREFIX = "PROXAL_ENCODER"
 DEFAULT_ONNX_CACHE = "~/.cache/proxal/onnx"
 DEFAULT_MAX_UPLOAD_MB = 256
+DEFAULT_WRITE_CHUNK_ROWS = 4096
 
 
 @dataclass(frozen=True)
 class EncoderSettings:
     server: ServerSettings = field(default_factory=ServerSettings)
     store: str = DEFAULT_STORE
+    store_options: dict[str, str] | None = None  # Lance object-storage options
     backend: str = TORCH  # used when an EmbedPool request names none
     onnx_cache: Path = field(default_factory=lambda: Path(DEFAULT_ONNX_CACHE).expanduser())
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
+    write_chunk_rows: int = DEFAULT_WRITE_CHUNK_ROWS  # rows per durable chunk of a run
+    checkpoint_root: Path = field(default_factory=Path.cwd)  # RefreshFromCheckpoint paths
 
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """The common service flags plus --backend, --onnx-cache and --max-upload-mb."""
+    """The common service flags plus the encoder's own (see `proxal-encoder --help`)."""
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(
         prog="proxal-encoder",
@@ -60,6 +65,19 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         default=int(env_default(PREFIX, "max_upload_mb", str(DEFAULT_MAX_UPLOAD_MB), env)),
         help="largest IngestPool upload accepted, in MiB (env PROXAL_ENCODER_MAX_UPLOAD_MB)",
     )
+    parser.add_argument(
+        "--write-chunk-rows",
+        type=int,
+        default=int(env_default(PREFIX, "write_chunk_rows", str(DEFAULT_WRITE_CHUNK_ROWS), env)),
+        help="rows per durable chunk of an embedding run; a killed run resumes after its last "
+        "chunk (env PROXAL_ENCODER_WRITE_CHUNK_ROWS; use ~50000 on object storage)",
+    )
+    parser.add_argument(
+        "--checkpoint-root",
+        default=env_default(PREFIX, "checkpoint_root", ".", env),
+        help="directory that RefreshFromCheckpoint paths are relative to; nothing outside it "
+        "is read (env PROXAL_ENCODER_CHECKPOINT_ROOT; default: the current directory)",
+    )
     return parser
 
 
@@ -73,10 +91,18 @@ def parse_settings(
         parser.error(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
     if args.max_upload_mb < 1:
         parser.error(f"--max-upload-mb must be at least 1, got {args.max_upload_mb}")
+    if args.write_chunk_rows < 1:
+        parser.error(f"--write-chunk-rows must be at least 1, got {args.write_chunk_rows}")
+    checkpoint_root = Path(args.checkpoint_root).expanduser().resolve()
+    if not checkpoint_root.is_dir():
+        parser.error(f"--checkpoint-root must be a directory, got {args.checkpoint_root!r}")
     return EncoderSettings(
         server=server_settings(args),
         store=args.store,
+        store_options=store_options(args),
         backend=args.backend,
         onnx_cache=Path(args.onnx_cache).expanduser(),
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        write_chunk_rows=args.write_chunk_rows,
+        checkpoint_root=checkpoint_root,
     )

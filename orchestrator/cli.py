@@ -1,4 +1,5 @@
-"""The `proxal` command: `proxal demo` (the main job) and `proxal serve` (OrchestratorService)."""
+"""The `proxal` command: `demo` (the main job), `serve` (OrchestratorService), and the
+encoder client commands `ingest`, `embed` and `versions`."""
 
 from __future__ import annotations
 
@@ -21,9 +22,8 @@ def _csv(kind: Callable[[str], object] = str) -> Callable[[str], tuple[object, .
 
 def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from orchestrator.simulation import LoopConfig
-    from orchestrator.successor import SuccessorConfig
 
-    loop, succ = LoopConfig(), SuccessorConfig()
+    loop = LoopConfig()
     p = sub.add_parser("demo", help="active learning on Banking77, end to end (the main job)")
     p.add_argument(
         "--out",
@@ -44,7 +44,7 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="fine-tune a successor on the labels of these strategies (first of --seeds); "
         "empty to skip",
     )
-    p.add_argument("--successor-epochs", type=int, default=succ.epochs)
+    p.add_argument("--successor-epochs", type=int, default=None, help="default: 6")
     p.add_argument(
         "--train-limit",
         type=int,
@@ -67,6 +67,87 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
 
 
+def _encoder_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    encoder = argparse.ArgumentParser(add_help=False)
+    encoder.add_argument(
+        "--encoder",
+        default=os.environ.get("PROXAL_ENCODER_ADDRESS", "127.0.0.1:50051"),
+        help="encoder service address (env PROXAL_ENCODER_ADDRESS)",
+    )
+    p = sub.add_parser("ingest", parents=[encoder], help="upload a JSONL/CSV file as a pool split")
+    p.add_argument("pool")
+    p.add_argument("file", type=Path)
+    p.add_argument("--split", default="train")
+    p = sub.add_parser("embed", parents=[encoder], help="embed a pool as a new version")
+    p.add_argument("pool")
+    p.add_argument("--model", default="", help="minilm-l6 (default) or minilm-l3")
+    p.add_argument("--backend", default="", help="torch or onnx (default: the server's)")
+    p.add_argument("--precision", default="", help="fp32 (default), fp16, bf16 or int8")
+    p.add_argument("--batch-size", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=0)
+    p = sub.add_parser("versions", parents=[encoder], help="list and manage embedding versions")
+    p.add_argument("pool")
+    p.add_argument("--all", action="store_true", help="include running and failed runs")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--pin", metavar="VERSION")
+    action.add_argument("--unpin", metavar="VERSION")
+    action.add_argument("--delete", metavar="VERSION")
+    action.add_argument("--compare", nargs=2, metavar=("A", "B"))
+    action.add_argument(
+        "--cleanup",
+        type=int,
+        metavar="KEEP_LATEST",
+        help="remove unpinned versions older than the newest KEEP_LATEST",
+    )
+
+
+def run_encoder_command(args: argparse.Namespace) -> int:
+    from orchestrator.clients import EncoderClient
+    from orchestrator.progress import describe, embed_with_progress
+
+    client = EncoderClient(args.encoder)
+    if args.command == "ingest":
+        reply = client.ingest_file(args.pool, args.split, args.file)
+        print(
+            f"{reply.pool}/{reply.split}: {reply.rows_added} rows (ids {reply.first_id}.."
+            f"{reply.first_id + reply.rows_added - 1}); pool has {reply.total_rows} rows, "
+            f"{len(reply.classes)} classes"
+        )
+    elif args.command == "embed":
+        version = embed_with_progress(
+            client,
+            args.pool,
+            backend=args.backend,
+            precision=args.precision,
+            model=args.model,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+        )
+        print(describe(version))
+    elif args.pin or args.unpin:
+        print(
+            describe(
+                client.pin(args.pool, args.pin) if args.pin else client.unpin(args.pool, args.unpin)
+            )
+        )
+    elif args.delete:
+        client.delete(args.pool, args.delete)
+        print(f"deleted {args.pool}/{args.delete}")
+    elif args.compare:
+        c = client.compare(args.pool, *args.compare)
+        print(
+            f"rows {c.rows_a} vs {c.rows_b}, {c.common_ids} common ids, mean cosine "
+            f"{c.mean_cosine:.4f} over {c.sampled} sampled rows"
+        )
+    elif args.cleanup is not None:
+        reply = client.cleanup(args.pool, args.cleanup)
+        print(f"removed {list(reply.removed) or 'nothing'}; kept {list(reply.kept)}")
+    else:
+        for version in client.list_versions(args.pool, include_incomplete=args.all):
+            print(describe(version))
+    return 0
+
+
 def run_demo_command(args: argparse.Namespace) -> int:
     from orchestrator.demo import DemoConfig, run_demo
     from orchestrator.simulation import LoopConfig
@@ -85,7 +166,11 @@ def run_demo_command(args: argparse.Namespace) -> int:
             rounds=args.rounds,
         ),
         successor_strategies=args.successor_strategies,
-        successor=SuccessorConfig(epochs=args.successor_epochs),
+        successor=(
+            SuccessorConfig()
+            if args.successor_epochs is None
+            else SuccessorConfig(epochs=args.successor_epochs)
+        ),
     )
     run_demo(config)
     return 0
@@ -98,11 +183,13 @@ def run_serve_command(args: argparse.Namespace) -> int:
     from orchestrator.servicer import OrchestratorServicer
     from orchestrator.sessions import Sessions
     from proxal_runtime.server import serve_forever, start_server
-    from proxal_runtime.settings import configure_logging, server_settings
+    from proxal_runtime.settings import configure_logging, server_settings, store_options
     from proxal_store import Store
 
     configure_logging(args.log_level)
-    servicer = OrchestratorServicer(Sessions(Store(args.store), ProxyClient(args.proxy)))
+    servicer = OrchestratorServicer(
+        Sessions(Store(args.store, store_options(args)), ProxyClient(args.proxy))
+    )
     name = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
     running = start_server(
         server_settings(args),
@@ -121,13 +208,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _demo_parser(sub)
     _serve_parser(sub)
+    _encoder_parsers(sub)
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the demo's service subprocesses are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if args.command == "demo":
             return run_demo_command(args)
-        return run_serve_command(args)
+        if args.command == "serve":
+            return run_serve_command(args)
+        return run_encoder_command(args)
     except grpc.RpcError as exc:
         code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)

@@ -90,10 +90,17 @@ class EncoderClient:
         batch_size: int = 0,
         max_length: int = 0,
         on_progress: Callable[[encoder_pb2.EmbedProgress], None] | None = None,
+        precision: str = "",
+        model: str = "",
     ) -> common_pb2.EmbeddingVersion:
         """Embed a pool as a new version; `on_progress` sees every progress message."""
         request = encoder_pb2.EmbedPoolRequest(
-            pool=pool, backend=backend, batch_size=batch_size, max_length=max_length
+            pool=pool,
+            model=model,
+            backend=backend,
+            batch_size=batch_size,
+            max_length=max_length,
+            precision=precision,
         )
         version = None
         for message in self._stub.EmbedPool(request, timeout=self.timeout):
@@ -105,9 +112,36 @@ class EncoderClient:
             raise RuntimeError(f"encoder at {self.address} ended EmbedPool without a version")
         return version
 
-    def list_versions(self, pool: str) -> list[common_pb2.EmbeddingVersion]:
-        response = self._stub.ListVersions(encoder_pb2.ListVersionsRequest(pool=pool))
+    def list_versions(
+        self, pool: str, include_incomplete: bool = False
+    ) -> list[common_pb2.EmbeddingVersion]:
+        response = self._stub.ListVersions(
+            encoder_pb2.ListVersionsRequest(pool=pool, include_incomplete=include_incomplete)
+        )
         return list(response.versions)
+
+    def pin(self, pool: str, version: str) -> common_pb2.EmbeddingVersion:
+        return self._stub.PinVersion(encoder_pb2.VersionRequest(pool=pool, version=version))
+
+    def unpin(self, pool: str, version: str) -> common_pb2.EmbeddingVersion:
+        return self._stub.UnpinVersion(encoder_pb2.VersionRequest(pool=pool, version=version))
+
+    def delete(self, pool: str, version: str) -> None:
+        self._stub.DeleteVersion(encoder_pb2.VersionRequest(pool=pool, version=version))
+
+    def compare(
+        self, pool: str, version_a: str, version_b: str, sample: int = 0
+    ) -> encoder_pb2.CompareVersionsResponse:
+        return self._stub.CompareVersions(
+            encoder_pb2.CompareVersionsRequest(
+                pool=pool, version_a=version_a, version_b=version_b, sample=sample
+            )
+        )
+
+    def cleanup(self, pool: str, keep_latest: int) -> encoder_pb2.CleanupVersionsResponse:
+        return self._stub.CleanupVersions(
+            encoder_pb2.CleanupVersionsRequest(pool=pool, keep_latest=keep_latest)
+        )
 
     def close(self) -> None:
         self._channel.close()

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from orchestrator import report
 from orchestrator.clients import EncoderClient, ProxyClient
 from orchestrator.processes import ServiceProcess
+from orchestrator.progress import describe, embed_with_progress
 from orchestrator.simulation import LoopConfig, PoolData, run_simulation
 from orchestrator.successor import SuccessorConfig, fine_tune_successor
 from proxal_store import Store
@@ -62,20 +63,8 @@ def _ensure_embeddings(store: Store, encoder: EncoderClient, config: DemoConfig)
                 POOL, split, _subset(DATA_DIR / f"{split}.jsonl", limit, Path(tmp))
             )
             print(f"ingested {response.rows_added} {split} rows ({len(response.classes)} classes)")
-    bar = tqdm(desc=f"embedding ({config.backend})", unit="text")
-
-    def progress(message: Any) -> None:
-        bar.total = message.rows_total
-        bar.n = message.rows_done
-        bar.set_postfix(rate=f"{message.rows_per_second:.0f}/s", eta=f"{message.eta_seconds:.0f}s")
-        bar.refresh()
-
-    version = encoder.embed(POOL, backend=config.backend, on_progress=progress)
-    bar.close()
-    print(
-        f"embedding version {version.version}: {version.row_count} x {version.dim} "
-        f"({version.model_id}, {version.backend}, {version.truncated_texts} truncated)"
-    )
+    version = embed_with_progress(encoder, POOL, backend=config.backend)
+    print(f"embedding version {describe(version)}")
     return version.version
 
 

@@ -40,12 +40,31 @@ def add_common_args(
         help="embedding store: a local directory or an s3:// URI (env PROXAL_STORE)",
     )
     parser.add_argument(
+        "--store-option",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[x for x in env.get("PROXAL_STORE_OPTIONS", "").split(",") if x],
+        help="object-storage option for the store, repeatable, e.g. aws_endpoint=http://... "
+        "(env PROXAL_STORE_OPTIONS, comma-separated)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=int(env_default(prefix, "workers", "8", env))
     )
     parser.add_argument(
         "--max-message-mb", type=int, default=int(env_default(prefix, "max_message_mb", "64", env))
     )
     parser.add_argument("--log-level", default=env_default(prefix, "log_level", "INFO", env))
+
+
+def store_options(args: argparse.Namespace) -> dict[str, str] | None:
+    """`--store-option KEY=VALUE` flags as Lance storage options (None when there are none)."""
+    options = {}
+    for item in args.store_option:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--store-option must be KEY=VALUE, got {item!r}")
+        options[key.strip()] = value.strip()
+    return options or None
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:

@@ -1,21 +1,25 @@
 """The embedding store: versioned LanceDB tables shared by every proxal service."""
 
 from proxal_store.store import (
+    CleanupResult,
     EmbeddingWriter,
     EncoderInfo,
     PoolInfo,
     RoundRecord,
     SessionRecord,
     Store,
+    VersionComparison,
     VersionInfo,
 )
 
 __all__ = [
+    "CleanupResult",
     "EmbeddingWriter",
     "EncoderInfo",
     "PoolInfo",
     "RoundRecord",
     "SessionRecord",
     "Store",
+    "VersionComparison",
     "VersionInfo",
 ]

@@ -23,10 +23,11 @@ single append commit. Label appends are committed before `append_labels` returns
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import lance
@@ -68,6 +69,23 @@ VERSIONS_SCHEMA = pa.schema(
         ("row_count", pa.int64()),
         ("truncated_texts", pa.int64()),
         ("created_at", pa.string()),
+        ("precision", pa.string()),
+        ("pinned", pa.bool_()),
+        ("source", pa.string()),
+        ("label_count", pa.int64()),
+        ("label_set_hash", pa.string()),
+        ("recorded_at", pa.string()),
+    ]
+)
+# Durable progress of running embedding runs: one row per written chunk, so a run whose
+# process died can be resumed from its committed fragments (see Store.resume_embedding).
+FRAGMENTS_SCHEMA = pa.schema(
+    [
+        ("pool", pa.string()),
+        ("version", pa.string()),
+        ("ids", pa.list_(pa.int64())),
+        ("truncated", pa.int64()),
+        ("fragments", pa.string()),  # JSON list of lance FragmentMetadata
         ("recorded_at", pa.string()),
     ]
 )
@@ -113,6 +131,8 @@ SESSIONS_SCHEMA = pa.schema(
 COMPLETE = "complete"
 RUNNING = "running"
 FAILED = "failed"
+DELETED = "deleted"
+READ_BATCH_ROWS = 2048  # scan batch of read_embeddings: measured fastest of 512..65536
 
 
 def utcnow() -> str:
@@ -129,6 +149,10 @@ class EncoderInfo:
     max_length: int
     pooling: str = "mean"
     checkpoint_hash: str = ""
+    precision: str = "fp32"
+    source: str = "pretrained"  # or "checkpoint": a fine-tuned encoder
+    label_count: int = 0  # labels the checkpoint was fine-tuned on
+    label_set_hash: str = ""  # sha256 of the sorted (id, label) pairs
 
 
 @dataclass(frozen=True)
@@ -148,6 +172,11 @@ class VersionInfo:
     row_count: int
     truncated_texts: int
     created_at: str
+    precision: str = "fp32"
+    pinned: bool = False
+    source: str = "pretrained"
+    label_count: int = 0
+    label_set_hash: str = ""
 
     @property
     def complete(self) -> bool:
@@ -190,6 +219,26 @@ class RoundRecord:
     created_at: str = ""
 
 
+@dataclass(frozen=True)
+class VersionComparison:
+    """How two embedding versions of a pool relate (`Store.compare_versions`)."""
+
+    rows_a: int
+    rows_b: int
+    common_ids: int
+    sampled: int
+    mean_cosine: float  # of the same id's vectors over the sample; NaN if dims differ
+    same_dim: bool
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    """Versions `Store.cleanup_versions` removed and the complete ones it kept."""
+
+    removed: list[str]
+    kept: list[str]
+
+
 def _vectors_to_arrow(ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> pa.Table:
     dim = vectors.shape[1]
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
@@ -230,8 +279,19 @@ class EmbeddingWriter:
         self._seen = np.zeros(0, dtype=np.int64)
         self._done = False
 
-    def write(self, ids: npt.ArrayLike, vectors: npt.NDArray[np.float32]) -> None:
-        """Append rows: ids (n,) int64, vectors (n, dim) float32."""
+    @property
+    def done_ids(self) -> npt.NDArray[np.int64]:
+        """Ids written so far (including those recovered by a resume), (n,) int64."""
+        return self._seen.copy()
+
+    def write(
+        self, ids: npt.ArrayLike, vectors: npt.NDArray[np.float32], truncated: int = 0
+    ) -> None:
+        """Append rows: ids (n,) int64, vectors (n, dim) float32; `truncated` texts among them.
+
+        The chunk's fragments are recorded durably before this returns, so a run whose
+        process dies can resume after its last written chunk.
+        """
         ids_arr = np.asarray(ids, dtype=np.int64)
         if vectors.ndim != 2 or vectors.shape != (len(ids_arr), self.info.dim):
             raise InvalidArgumentError(
@@ -240,16 +300,28 @@ class EmbeddingWriter:
         if not np.isfinite(vectors).all():
             raise InvalidArgumentError("vectors contain NaN or infinite values")
         table = _vectors_to_arrow(ids_arr, vectors)
-        self._fragments.extend(
-            write_fragments(
-                table,
-                self._store._uri_of(_emb_table(self.pool)),
-                schema=table.schema,
-                storage_options=self._store.storage_options,
-            )
+        fragments = write_fragments(
+            table,
+            self._store._uri_of(_emb_table(self.pool)),
+            schema=table.schema,
+            mode="overwrite",  # a run may have another dim than the previous version
+            storage_options=self._store.storage_options,
         )
+        staged = {
+            "pool": self.pool,
+            "version": self.version,
+            "ids": ids_arr.tolist(),
+            "truncated": truncated,
+            "fragments": json.dumps([f.to_json() for f in fragments]),
+            "recorded_at": utcnow(),
+        }
+        self._store._append(
+            "embedding_fragments", pa.Table.from_pylist([staged], schema=FRAGMENTS_SCHEMA)
+        )
+        self._fragments.extend(fragments)
         self._seen = np.concatenate([self._seen, ids_arr])
         self.rows_written += len(ids_arr)
+        self.truncated_texts += truncated
 
     def commit(self) -> VersionInfo:
         """Commit all fragments as one table version, tag it, record it complete."""
@@ -290,6 +362,10 @@ class EmbeddingWriter:
             pooling=self.info.pooling,
             dim=self.info.dim,
             max_length=self.info.max_length,
+            precision=self.info.precision,
+            source=self.info.source,
+            label_count=self.info.label_count,
+            label_set_hash=self.info.label_set_hash,
         )
 
     def __enter__(self) -> EmbeddingWriter:
@@ -297,6 +373,12 @@ class EmbeddingWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.abort()
+
+
+def _vector_rows(column: pa.FixedSizeListArray, dim: int) -> npt.NDArray[np.float32]:
+    """A fixed_size_list<float32>[dim] array as an (n, dim) float32 view (no copy)."""
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(len(column), dim)
 
 
 def _pool_table(pool: str) -> str:
@@ -424,6 +506,59 @@ class Store:
             self._record_version(writer._info(RUNNING, -1))
         return writer
 
+    def resume_embedding(self, pool: str, version: str) -> EmbeddingWriter:
+        """A writer for a run whose process died, holding the chunks it had written."""
+        info = next(
+            (v for v in self.list_versions(pool, include_incomplete=True) if v.version == version),
+            None,
+        )
+        if info is None:
+            raise NotFoundError(f"embedding run {pool}/{version} not found")
+        if info.status != RUNNING:
+            raise FailedPreconditionError(
+                f"embedding run {pool}/{version} is {info.status}; only running runs resume"
+            )
+        encoder = EncoderInfo(
+            model_id=info.model_id,
+            backend=info.backend,
+            dim=info.dim,
+            max_length=info.max_length,
+            pooling=info.pooling,
+            checkpoint_hash=info.checkpoint_hash,
+            precision=info.precision,
+            source=info.source,
+            label_count=info.label_count,
+            label_set_hash=info.label_set_hash,
+        )
+        rows = self.pool_rows(pool, columns=["id"]).num_rows
+        writer = EmbeddingWriter(self, pool, version, encoder, expected=rows)
+        writer.created_at = info.created_at
+        staged = self._read(
+            "embedding_fragments", where=f"pool = '{pool}' AND version = '{version}'"
+        )
+        for row in [] if staged is None else staged.to_pylist():
+            writer._fragments.extend(
+                FragmentMetadata.from_json(json.dumps(f)) for f in json.loads(row["fragments"])
+            )
+            writer._seen = np.concatenate([writer._seen, np.asarray(row["ids"], np.int64)])
+            writer.rows_written += len(row["ids"])
+            writer.truncated_texts += row["truncated"]
+        return writer
+
+    def interrupted_runs(self) -> list[VersionInfo]:
+        """Runs recorded as running, in every pool: after a restart their process is gone.
+
+        Assumes one encoder process writes a store's embeddings at a time.
+        """
+        table = self._read("embedding_versions", columns=["pool"])
+        pools = sorted(set(table.column("pool").to_pylist())) if table is not None else []
+        return [
+            v
+            for pool in pools
+            for v in self.list_versions(pool, include_incomplete=True)
+            if v.status == RUNNING
+        ]
+
     def _commit_embeddings(
         self, pool: str, dim: int, fragments: list[FragmentMetadata], tag: str
     ) -> int:
@@ -449,7 +584,8 @@ class Store:
     def list_versions(self, pool: str, include_incomplete: bool = False) -> list[VersionInfo]:
         """Versions of a pool, oldest first; by default only complete ones.
 
-        Raises NotFoundError for an unknown pool.
+        `include_incomplete` adds running, failed and deleted runs (the full history, so a
+        deleted version's name is never reused). Raises NotFoundError for an unknown pool.
         """
         if not self.has_pool(pool):
             raise NotFoundError(
@@ -467,14 +603,21 @@ class Store:
         return [v for v in infos if include_incomplete or v.complete]
 
     def get_version(self, pool: str, version: str) -> VersionInfo:
-        """A complete version. NotFoundError if unknown, FailedPrecondition if incomplete."""
+        """A complete version. NotFoundError if unknown or deleted, FailedPrecondition if
+        running or failed."""
+        info = self._find_version(pool, version)
+        if not info.complete:
+            raise FailedPreconditionError(
+                f"embedding version {pool}/{version} is {info.status}, not complete; "
+                "wait for the run to finish or use a complete version"
+            )
+        return info
+
+    def _find_version(self, pool: str, version: str) -> VersionInfo:
+        """A version in any status but deleted; NotFoundError otherwise."""
+        check_name("version", version)
         for info in self.list_versions(pool, include_incomplete=True):
-            if info.version == version:
-                if not info.complete:
-                    raise FailedPreconditionError(
-                        f"embedding version {pool}/{version} is {info.status}, not complete; "
-                        "wait for the run to finish or use a complete version"
-                    )
+            if info.version == version and info.status != DELETED:
                 return info
         known = [v.version for v in self.list_versions(pool)]
         raise NotFoundError(
@@ -493,20 +636,173 @@ class Store:
     def read_embeddings(
         self, pool: str, version: str
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-        """A complete version as (ids (N,) int64 sorted, vectors (N, dim) float32)."""
+        """A complete version as (ids (N,) int64 sorted, vectors (N, dim) float32).
+
+        Reads batch by batch straight into preallocated arrays (one copy of the data).
+        """
         info = self.get_version(pool, version)
-        ds = lance.dataset(
-            self._uri_of(_emb_table(pool)), version=version, storage_options=self.storage_options
-        )
-        table = ds.to_table(columns=["id", "vector"])
-        ids = table.column("id").to_numpy()
-        flat = pc.list_flatten(table.column("vector").combine_chunks())
-        vectors = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        vectors = vectors.reshape(len(ids), info.dim)
-        if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
+        ds = self._version_dataset(pool, version)
+        n = ds.count_rows()
+        ids = np.empty(n, dtype=np.int64)
+        vectors = np.empty((n, info.dim), dtype=np.float32)
+        start = 0
+        for batch in ds.to_batches(columns=["id", "vector"], batch_size=READ_BATCH_ROWS):
+            stop = start + batch.num_rows
+            ids[start:stop] = batch.column("id").to_numpy()
+            vectors[start:stop] = _vector_rows(batch.column("vector"), info.dim)
+            start = stop
+        if n > 1 and not np.all(ids[1:] > ids[:-1]):
             order = np.argsort(ids, kind="stable")
             ids, vectors = ids[order], vectors[order]
         return ids, vectors
+
+    def lookup(self, pool: str, version: str, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Vectors (len(ids), dim) float32 of `ids`, in their order, from a complete version.
+
+        Finds row positions in the id column and takes only those rows. Raises NotFoundError
+        if an id is not in the version.
+        """
+        info = self.get_version(pool, version)
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        ds = self._version_dataset(pool, version)
+        all_ids = ds.to_table(columns=["id"]).column("id").to_numpy()
+        order: npt.NDArray[np.intp] | None = None  # row positions by id, if not in id order
+        sorted_ids = all_ids
+        if len(all_ids) > 1 and not np.all(all_ids[1:] > all_ids[:-1]):
+            order = np.argsort(all_ids, kind="stable")
+            sorted_ids = all_ids[order]
+        at = np.searchsorted(sorted_ids, wanted)
+        found = at < len(sorted_ids)
+        found[found] = sorted_ids[at[found]] == wanted[found]
+        if not found.all():
+            missing = wanted[~found][:5].tolist()
+            raise NotFoundError(
+                f"ids {missing} are not in embedding version {pool}/{version} "
+                f"({(~found).sum()} missing); ids come from the pool ({len(all_ids)} rows)"
+            )
+        rows, inverse = np.unique(at if order is None else order[at], return_inverse=True)
+        if len(rows) == 0:
+            return np.empty((0, info.dim), dtype=np.float32)
+        taken = ds.take(pa.array(rows, pa.uint64()), columns=["vector"]).column("vector")
+        return _vector_rows(taken.combine_chunks(), info.dim)[inverse]
+
+    def _version_dataset(self, pool: str, version: str) -> lance.LanceDataset:
+        return lance.dataset(
+            self._uri_of(_emb_table(pool)), version=version, storage_options=self.storage_options
+        )
+
+    # ---------------------------------------------------------------- version lifecycle
+    def pin_version(self, pool: str, version: str) -> VersionInfo:
+        """Pin a complete version: cleanup keeps it and `delete_version` refuses it."""
+        return self._set_pinned(pool, version, True)
+
+    def unpin_version(self, pool: str, version: str) -> VersionInfo:
+        """Undo `pin_version` (a no-op for an unpinned version)."""
+        return self._set_pinned(pool, version, False)
+
+    def _set_pinned(self, pool: str, version: str, pinned: bool) -> VersionInfo:
+        with self._lock:
+            info = self.get_version(pool, version)
+            if info.pinned != pinned:
+                info = replace(info, pinned=pinned)
+                self._record_version(info)
+        return info
+
+    def delete_version(self, pool: str, version: str) -> VersionInfo:
+        """Delete a complete or failed version and its data; returns it, status "deleted".
+
+        FailedPreconditionError for a pinned or running one, NotFoundError if unknown.
+        """
+        with self._lock:
+            info = self._find_version(pool, version)
+            if info.pinned:
+                raise FailedPreconditionError(
+                    f"embedding version {pool}/{version} is pinned; unpin it first "
+                    "(EncoderService.UnpinVersion)"
+                )
+            if info.status == RUNNING:
+                raise FailedPreconditionError(
+                    f"embedding run {pool}/{version} is still running; wait for it to finish"
+                )
+            return self._remove_versions(pool, [info])[0]
+
+    def cleanup_versions(self, pool: str, keep_latest: int = 1) -> CleanupResult:
+        """Delete every unpinned complete version older than the newest `keep_latest`.
+
+        Data files of failed runs go too (unless a run of the pool is still running).
+        """
+        if keep_latest < 0:
+            raise InvalidArgumentError(f"keep_latest must be >= 0, got {keep_latest}")
+        with self._lock:
+            complete = self.list_versions(pool)
+            old = complete[: max(0, len(complete) - keep_latest)]
+            removed = [v for v in old if not v.pinned]
+            self._remove_versions(pool, removed)
+        gone = {v.version for v in removed}
+        return CleanupResult(
+            removed=[v.version for v in removed],
+            kept=[v.version for v in complete if v.version not in gone],
+        )
+
+    def _remove_versions(self, pool: str, infos: list[VersionInfo]) -> list[VersionInfo]:
+        """Record `infos` deleted, drop their tags, then let lance delete unreferenced data.
+
+        Lance's cleanup keeps every tagged version (and the latest one: if that was deleted,
+        an empty version is committed over it first). Files no manifest references are
+        deleted too, unless a run of this pool is running (they may be its fragments).
+        """
+        deleted = [replace(v, status=DELETED) for v in infos]
+        for info in deleted:
+            self._record_version(info)
+        uri = self._uri_of(_emb_table(pool))
+        try:
+            ds = lance.dataset(uri, storage_options=self.storage_options)
+        except (ValueError, FileNotFoundError, OSError):
+            return deleted  # no run ever committed: nothing on disk to clean
+        tags = ds.tags.list()
+        names = {v.version for v in deleted}
+        for name in names & tags.keys():
+            ds.tags.delete(name)
+        tagged = {t["version"] for name, t in tags.items() if name not in names}
+        if ds.version not in tagged and ds.get_fragments():
+            ds = lance.LanceDataset.commit(
+                uri,
+                lance.LanceOperation.Overwrite(ds.schema, []),
+                read_version=ds.version,
+                storage_options=self.storage_options,
+            )
+        running = any(
+            v.status == RUNNING for v in self.list_versions(pool, include_incomplete=True)
+        )
+        ds.cleanup_old_versions(
+            older_than=timedelta(0),
+            delete_unverified=not running,
+            error_if_tagged_old_versions=False,
+        )
+        return deleted
+
+    def compare_versions(
+        self, pool: str, version_a: str, version_b: str, sample: int = 1000, seed: int = 0
+    ) -> VersionComparison:
+        """Row counts, common ids and the mean cosine of the same id's vectors in both
+        versions over a seeded sample of `sample` common ids."""
+        if sample <= 0:
+            raise InvalidArgumentError(f"sample must be > 0, got {sample}")
+        a = self.get_version(pool, version_a)
+        b = self.get_version(pool, version_b)
+        ids_a = self._version_dataset(pool, version_a).to_table(columns=["id"]).column("id")
+        ids_b = self._version_dataset(pool, version_b).to_table(columns=["id"]).column("id")
+        common = np.intersect1d(ids_a.to_numpy(), ids_b.to_numpy())
+        if a.dim != b.dim:
+            return VersionComparison(a.row_count, b.row_count, len(common), 0, math.nan, False)
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(common, size=min(sample, len(common)), replace=False))
+        x = self.lookup(pool, version_a, picked)
+        y = self.lookup(pool, version_b, picked)
+        norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+        cosine = np.einsum("ij,ij->i", x, y) / np.maximum(norms, np.finfo(np.float32).tiny)
+        mean = float(cosine.mean()) if len(picked) else math.nan
+        return VersionComparison(a.row_count, b.row_count, len(common), len(picked), mean, True)
 
     # ---------------------------------------------------------------- sessions
     def create_session(self, record: SessionRecord) -> SessionRecord:

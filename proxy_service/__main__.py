@@ -23,7 +23,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # oversubscribe the cores: on a busy 2-core machine a 1,000 x 384, 77-class fit takes
     # 0.1 s with one BLAS thread and 3-4 s with two.
     threadpool_limits(limits=1, user_api="blas")
-    cache = VersionCache(Store(settings.store), settings.cache_versions, settings.cache_models)
+    cache = VersionCache(
+        Store(settings.store, settings.store_options),
+        settings.cache_versions,
+        settings.cache_models,
+    )
     servicer = ProxyServicer(cache)
     running = start_server(
         settings.server,

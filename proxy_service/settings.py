@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from proxal_runtime.server import ServerSettings
-from proxal_runtime.settings import add_common_args, env_default, server_settings
+from proxal_runtime.settings import add_common_args, env_default, server_settings, store_options
 
 ENV_PREFIX = "PROXAL_PROXY"
 
@@ -19,6 +19,7 @@ class ProxySettings:
 
     server: ServerSettings
     store: str
+    store_options: dict[str, str] | None = None  # Lance object-storage options
     cache_versions: int = 4
     cache_models: int = 16
 
@@ -59,6 +60,7 @@ def from_args(args: argparse.Namespace) -> ProxySettings:
     return ProxySettings(
         server=server_settings(args),
         store=args.store,
+        store_options=store_options(args),
         cache_versions=args.cache_versions,
         cache_models=args.cache_models,
     )

@@ -128,3 +128,44 @@ def test_sessions_and_rounds_round_trip(store: Store) -> None:
     rounds = store.read_rounds("s")
     assert [r.round for r in rounds] == [0, 1]
     assert rounds[1].selected_ids == [5, 6] and rounds[1].metrics == {"accuracy": 0.5}
+
+
+def test_a_run_resumes_from_its_recorded_chunks(store: Store) -> None:
+    _pool(store, 10)
+    x = np.random.default_rng(0).normal(size=(10, 8)).astype(np.float32)
+    writer = store.begin_embedding("p", INFO)
+    writer.write(np.arange(0, 4), x[0:4], truncated=1)
+    writer.write(np.arange(4, 7), x[4:7])
+    del writer  # the process "dies": no commit, no abort
+
+    assert [v.version for v in store.interrupted_runs()] == ["v1"]
+    resumed = Store(store.uri).resume_embedding("p", "v1")
+    assert sorted(resumed.done_ids.tolist()) == list(range(7))
+    assert (resumed.rows_written, resumed.truncated_texts) == (7, 1)
+    resumed.write(np.arange(7, 10), x[7:10])
+    info = resumed.commit()
+    assert info.complete and info.row_count == 10 and info.truncated_texts == 1
+    ids, vectors = store.read_embeddings("p", "v1")
+    assert ids.tolist() == list(range(10))
+    np.testing.assert_array_equal(vectors, x)
+    assert store.interrupted_runs() == []
+
+
+def test_only_running_runs_resume(store: Store) -> None:
+    _pool(store, 4)
+    _embed(store)
+    with pytest.raises(FailedPreconditionError, match="complete"):
+        store.resume_embedding("p", "v1")
+    with pytest.raises(NotFoundError):
+        store.resume_embedding("p", "v5")
+
+
+def test_a_new_version_may_change_dim(store: Store) -> None:
+    _pool(store, 4)
+    _embed(store)
+    small = EncoderInfo(model_id="other", backend="torch", dim=3, max_length=32)
+    with store.begin_embedding("p", small) as writer:
+        writer.write(np.arange(4), np.ones((4, 3), np.float32))
+        assert writer.commit().dim == 3
+    assert store.read_embeddings("p", "v1")[1].shape == (4, 8)
+    assert store.read_embeddings("p", "v2")[1].shape == (4, 3)

@@ -23,7 +23,7 @@ class Float32Array(_message.Message):
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
 class EmbeddingVersion(_message.Message):
-    __slots__ = ("pool", "version", "table_version", "model_id", "checkpoint_hash", "backend", "pooling", "dim", "max_length", "status", "row_count", "created_at", "truncated_texts")
+    __slots__ = ("pool", "version", "table_version", "model_id", "checkpoint_hash", "backend", "pooling", "dim", "max_length", "status", "row_count", "created_at", "truncated_texts", "precision", "pinned", "source", "label_count", "label_set_hash")
     POOL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,11 @@ class EmbeddingVersion(_message.Message):
     ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_TEXTS_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SET_HASH_FIELD_NUMBER: _ClassVar[int]
     pool: str
     version: str
     table_version: int
@@ -50,4 +55,9 @@ class EmbeddingVersion(_message.Message):
     row_count: int
     created_at: str
     truncated_texts: int
-    def __init__(self, pool: _Optional[str] = ..., version: _Optional[str] = ..., table_version: _Optional[int] = ..., model_id: _Optional[str] = ..., checkpoint_hash: _Optional[str] = ..., backend: _Optional[str] = ..., pooling: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., status: _Optional[str] = ..., row_count: _Optional[int] = ..., created_at: _Optional[str] = ..., truncated_texts: _Optional[int] = ...) -> None: ...
+    precision: str
+    pinned: bool
+    source: str
+    label_count: int
+    label_set_hash: str
+    def __init__(self, pool: _Optional[str] = ..., version: _Optional[str] = ..., table_version: _Optional[int] = ..., model_id: _Optional[str] = ..., checkpoint_hash: _Optional[str] = ..., backend: _Optional[str] = ..., pooling: _Optional[str] = ..., dim: _Optional[int] = ..., max_length: _Optional[int] = ..., status: _Optional[str] = ..., row_count: _Optional[int] = ..., created_at: _Optional[str] = ..., truncated_texts: _Optional[int] = ..., precision: _Optional[str] = ..., pinned: _Optional[bool] = ..., source: _Optional[str] = ..., label_count: _Optional[int] = ..., label_set_hash: _Optional[str] = ...) -> None: ...

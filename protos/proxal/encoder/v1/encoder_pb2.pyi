@@ -52,18 +52,102 @@ class IngestPoolResponse(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., split: _Optional[str] = ..., rows_added: _Optional[int] = ..., total_rows: _Optional[int] = ..., first_id: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EmbedPoolRequest(_message.Message):
-    __slots__ = ("pool", "model", "backend", "batch_size", "max_length")
+    __slots__ = ("pool", "model", "backend", "batch_size", "max_length", "precision")
     POOL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     pool: str
     model: str
     backend: str
     batch_size: int
     max_length: int
-    def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., backend: _Optional[str] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ...) -> None: ...
+    precision: str
+    def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., backend: _Optional[str] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+
+class RefreshRequest(_message.Message):
+    __slots__ = ("pool", "checkpoint", "backend", "batch_size", "max_length", "precision", "label_count", "label_set_hash")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SET_HASH_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    checkpoint: str
+    backend: str
+    batch_size: int
+    max_length: int
+    precision: str
+    label_count: int
+    label_set_hash: str
+    def __init__(self, pool: _Optional[str] = ..., checkpoint: _Optional[str] = ..., backend: _Optional[str] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., label_count: _Optional[int] = ..., label_set_hash: _Optional[str] = ...) -> None: ...
+
+class VersionRequest(_message.Message):
+    __slots__ = ("pool", "version")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    version: str
+    def __init__(self, pool: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class DeleteVersionResponse(_message.Message):
+    __slots__ = ("pool", "version")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    version: str
+    def __init__(self, pool: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class CompareVersionsRequest(_message.Message):
+    __slots__ = ("pool", "version_a", "version_b", "sample", "seed")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_A_FIELD_NUMBER: _ClassVar[int]
+    VERSION_B_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    version_a: str
+    version_b: str
+    sample: int
+    seed: int
+    def __init__(self, pool: _Optional[str] = ..., version_a: _Optional[str] = ..., version_b: _Optional[str] = ..., sample: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class CompareVersionsResponse(_message.Message):
+    __slots__ = ("rows_a", "rows_b", "common_ids", "sampled", "mean_cosine", "same_dim")
+    ROWS_A_FIELD_NUMBER: _ClassVar[int]
+    ROWS_B_FIELD_NUMBER: _ClassVar[int]
+    COMMON_IDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    MEAN_COSINE_FIELD_NUMBER: _ClassVar[int]
+    SAME_DIM_FIELD_NUMBER: _ClassVar[int]
+    rows_a: int
+    rows_b: int
+    common_ids: int
+    sampled: int
+    mean_cosine: float
+    same_dim: bool
+    def __init__(self, rows_a: _Optional[int] = ..., rows_b: _Optional[int] = ..., common_ids: _Optional[int] = ..., sampled: _Optional[int] = ..., mean_cosine: _Optional[float] = ..., same_dim: _Optional[bool] = ...) -> None: ...
+
+class CleanupVersionsRequest(_message.Message):
+    __slots__ = ("pool", "keep_latest")
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    KEEP_LATEST_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    keep_latest: int
+    def __init__(self, pool: _Optional[str] = ..., keep_latest: _Optional[int] = ...) -> None: ...
+
+class CleanupVersionsResponse(_message.Message):
+    __slots__ = ("removed", "kept")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    KEPT_FIELD_NUMBER: _ClassVar[int]
+    removed: _containers.RepeatedScalarFieldContainer[str]
+    kept: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, removed: _Optional[_Iterable[str]] = ..., kept: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EmbedProgress(_message.Message):
     __slots__ = ("rows_done", "rows_total", "rows_per_second", "eta_seconds", "version")

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from proxal.common.v1 import common_pb2 as proxal_dot_common_dot_v1_dot_common__pb2
 from proxal.encoder.v1 import encoder_pb2 as proxal_dot_encoder_dot_v1_dot_encoder__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -44,10 +45,45 @@ class EncoderServiceStub:
                 request_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.EmbedPoolRequest.SerializeToString,
                 response_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.EmbedProgress.FromString,
                 _registered_method=True)
+        self.RefreshFromCheckpoint = channel.unary_stream(
+                '/proxal.encoder.v1.EncoderService/RefreshFromCheckpoint',
+                request_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.RefreshRequest.SerializeToString,
+                response_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.EmbedProgress.FromString,
+                _registered_method=True)
         self.ListVersions = channel.unary_unary(
                 '/proxal.encoder.v1.EncoderService/ListVersions',
                 request_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.ListVersionsRequest.SerializeToString,
                 response_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.ListVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetVersion = channel.unary_unary(
+                '/proxal.encoder.v1.EncoderService/GetVersion',
+                request_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.SerializeToString,
+                response_deserializer=proxal_dot_common_dot_v1_dot_common__pb2.EmbeddingVersion.FromString,
+                _registered_method=True)
+        self.PinVersion = channel.unary_unary(
+                '/proxal.encoder.v1.EncoderService/PinVersion',
+                request_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.SerializeToString,
+                response_deserializer=proxal_dot_common_dot_v1_dot_common__pb2.EmbeddingVersion.FromString,
+                _registered_method=True)
+        self.UnpinVersion = channel.unary_unary(
+                '/proxal.encoder.v1.EncoderService/UnpinVersion',
+                request_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.SerializeToString,
+                response_deserializer=proxal_dot_common_dot_v1_dot_common__pb2.EmbeddingVersion.FromString,
+                _registered_method=True)
+        self.DeleteVersion = channel.unary_unary(
+                '/proxal.encoder.v1.EncoderService/DeleteVersion',
+                request_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.SerializeToString,
+                response_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.DeleteVersionResponse.FromString,
+                _registered_method=True)
+        self.CompareVersions = channel.unary_unary(
+                '/proxal.encoder.v1.EncoderService/CompareVersions',
+                request_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.CompareVersionsRequest.SerializeToString,
+                response_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.CompareVersionsResponse.FromString,
+                _registered_method=True)
+        self.CleanupVersions = channel.unary_unary(
+                '/proxal.encoder.v1.EncoderService/CleanupVersions',
+                request_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.CleanupVersionsRequest.SerializeToString,
+                response_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.CleanupVersionsResponse.FromString,
                 _registered_method=True)
         self.GetPool = channel.unary_unary(
                 '/proxal.encoder.v1.EncoderService/GetPool',
@@ -76,8 +112,54 @@ class EncoderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefreshFromCheckpoint(self, request, context):
+        """Re-embeds a pool from a fine-tuned checkpoint (a Hugging Face model directory, a
+        safetensors file, or a LoRA/adapter directory to merge) as a new version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListVersions(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PinVersion(self, request, context):
+        """A pinned version is never removed by CleanupVersions; DeleteVersion refuses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpinVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteVersion(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CleanupVersions(self, request, context):
+        """Removes old unpinned versions' data, keeping the newest `keep_latest` complete ones.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -101,10 +183,45 @@ def add_EncoderServiceServicer_to_server(servicer, server):
                     request_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.EmbedPoolRequest.FromString,
                     response_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.EmbedProgress.SerializeToString,
             ),
+            'RefreshFromCheckpoint': grpc.unary_stream_rpc_method_handler(
+                    servicer.RefreshFromCheckpoint,
+                    request_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.RefreshRequest.FromString,
+                    response_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.EmbedProgress.SerializeToString,
+            ),
             'ListVersions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListVersions,
                     request_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.ListVersionsRequest.FromString,
                     response_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.ListVersionsResponse.SerializeToString,
+            ),
+            'GetVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVersion,
+                    request_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.FromString,
+                    response_serializer=proxal_dot_common_dot_v1_dot_common__pb2.EmbeddingVersion.SerializeToString,
+            ),
+            'PinVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.PinVersion,
+                    request_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.FromString,
+                    response_serializer=proxal_dot_common_dot_v1_dot_common__pb2.EmbeddingVersion.SerializeToString,
+            ),
+            'UnpinVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpinVersion,
+                    request_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.FromString,
+                    response_serializer=proxal_dot_common_dot_v1_dot_common__pb2.EmbeddingVersion.SerializeToString,
+            ),
+            'DeleteVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteVersion,
+                    request_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.FromString,
+                    response_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.DeleteVersionResponse.SerializeToString,
+            ),
+            'CompareVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareVersions,
+                    request_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.CompareVersionsRequest.FromString,
+                    response_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.CompareVersionsResponse.SerializeToString,
+            ),
+            'CleanupVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.CleanupVersions,
+                    request_deserializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.CleanupVersionsRequest.FromString,
+                    response_serializer=proxal_dot_encoder_dot_v1_dot_encoder__pb2.CleanupVersionsResponse.SerializeToString,
             ),
             'GetPool': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPool,
@@ -177,6 +294,33 @@ class EncoderService:
             _registered_method=True)
 
     @staticmethod
+    def RefreshFromCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/proxal.encoder.v1.EncoderService/RefreshFromCheckpoint',
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.RefreshRequest.SerializeToString,
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.EmbedProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListVersions(request,
             target,
             options=(),
@@ -193,6 +337,168 @@ class EncoderService:
             '/proxal.encoder.v1.EncoderService/ListVersions',
             proxal_dot_encoder_dot_v1_dot_encoder__pb2.ListVersionsRequest.SerializeToString,
             proxal_dot_encoder_dot_v1_dot_encoder__pb2.ListVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.encoder.v1.EncoderService/GetVersion',
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.SerializeToString,
+            proxal_dot_common_dot_v1_dot_common__pb2.EmbeddingVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PinVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.encoder.v1.EncoderService/PinVersion',
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.SerializeToString,
+            proxal_dot_common_dot_v1_dot_common__pb2.EmbeddingVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpinVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.encoder.v1.EncoderService/UnpinVersion',
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.SerializeToString,
+            proxal_dot_common_dot_v1_dot_common__pb2.EmbeddingVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.encoder.v1.EncoderService/DeleteVersion',
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.VersionRequest.SerializeToString,
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.DeleteVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.encoder.v1.EncoderService/CompareVersions',
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.CompareVersionsRequest.SerializeToString,
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.CompareVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CleanupVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.encoder.v1.EncoderService/CleanupVersions',
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.CleanupVersionsRequest.SerializeToString,
+            proxal_dot_encoder_dot_v1_dot_encoder__pb2.CleanupVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
