@@ -111,7 +111,11 @@ class Encoder(Protocol):
     checkpoint_hash: str
 
     def encode(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], int]:
-        """texts (n,) -> (unit-norm vectors (n, dim) float32, number of texts truncated)."""
+        """texts (n,) -> (unit-norm vectors (n, dim) float32, number of texts truncated).
+
+        Thread-safe: tokenisation runs outside the encoder's inference lock, so a caller
+        can tokenise the next batch while the current one runs.
+        """
         ...
 
 

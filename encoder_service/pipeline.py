@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,18 +62,33 @@ def encode_bucketed(
     """texts (n,) -> (vectors (n, dim) in input order, number truncated).
 
     Batches hold texts of similar length (sorted by characters), so little compute goes to
-    padding; `on_batch(rows)` is called after each batch.
+    padding. Tokenisation overlaps inference: the next batch is tokenised on a second thread
+    while the current one runs (`Encoder.encode` tokenises outside its inference lock).
+    `on_batch(rows)` is called after each batch, in order.
     """
     order = np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)))
     vectors = np.empty((len(texts), encoder.dim), dtype=np.float32)
     truncated = 0
-    for start in range(0, len(texts), batch_size):
-        rows = order[start : start + batch_size]
-        batch_vectors, batch_truncated = encoder.encode([texts[i] for i in rows])
+    pending: deque[tuple[npt.NDArray[np.intp], Future[tuple[npt.NDArray[np.float32], int]]]]
+    pending = deque()
+
+    def finish() -> None:
+        nonlocal truncated
+        rows, future = pending.popleft()
+        batch_vectors, batch_truncated = future.result()
         vectors[rows] = batch_vectors
         truncated += batch_truncated
         if on_batch is not None:
             on_batch(len(rows))
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode") as workers:
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            pending.append((rows, workers.submit(encoder.encode, [texts[i] for i in rows])))
+            if len(pending) == 2:  # at most one batch in flight ahead: memory stays bounded
+                finish()
+        while pending:
+            finish()
     return vectors, truncated
 
 
