@@ -6,6 +6,7 @@ Used by `proxal demo` and by tests: each service is `python -m <package>` with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -101,12 +102,10 @@ def wait_serving(address: str, timeout: float = 30.0) -> None:
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
-            try:
+            with contextlib.suppress(grpc.RpcError):  # not up yet: retry until the deadline
                 status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0).status
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     return
-            except grpc.RpcError:
-                pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{address} not SERVING after {timeout}s")
             time.sleep(0.1)
