@@ -119,3 +119,25 @@ def test_reflection_lists_the_services(server) -> None:  # type: ignore[no-untyp
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     } <= services
+
+
+def test_store_options_from_flags_and_environment() -> None:
+    import argparse
+
+    from proxal_runtime.settings import add_common_args, store_options
+
+    def parse(argv: list[str], env: dict[str, str]) -> argparse.Namespace:
+        parser = argparse.ArgumentParser()
+        add_common_args(parser, "PROXAL_TEST", env)
+        return parser.parse_args(argv)
+
+    args = parse(["--store-option", "aws_region=us-east-1", "--store-option=allow_http=true"], {})
+    assert store_options(args) == {"aws_region": "us-east-1", "allow_http": "true"}
+    env = {"PROXAL_STORE_OPTIONS": "aws_endpoint=http://127.0.0.1:9000,allow_http=true"}
+    assert store_options(parse([], env)) == {
+        "aws_endpoint": "http://127.0.0.1:9000",
+        "allow_http": "true",
+    }
+    assert store_options(parse([], {})) is None
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        store_options(parse(["--store-option", "novalue"], {}))
