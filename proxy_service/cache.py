@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from proxal_runtime.errors import NotFoundError
 from proxal_store import Store
-from proxy_service.classifiers import ClassifierSpec, LogisticRegressionProxy
+from proxy_service.classifiers import ClassifierSpec, ProxyClassifier
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -121,7 +121,7 @@ class VersionCache:
     def __init__(self, store: Store, max_versions: int, max_models: int):
         self.store = store
         self.versions: OnceLRU[tuple[str, str], LoadedVersion] = OnceLRU(max_versions)
-        self.models: OnceLRU[str, LogisticRegressionProxy] = OnceLRU(max_models)
+        self.models: OnceLRU[str, ProxyClassifier] = OnceLRU(max_models)
 
     def get(self, pool: str, version: str) -> LoadedVersion:
         """The complete version, loaded from the store on first use.

@@ -15,11 +15,11 @@ import numpy.typing as npt
 
 from proxal_runtime.errors import InvalidArgumentError
 from proxy_service.cache import LoadedVersion, OnceLRU, model_key
-from proxy_service.classifiers import ClassifierSpec, LogisticRegressionProxy, build_classifier
+from proxy_service.classifiers import ClassifierSpec, ProxyClassifier, build_classifier
 from proxy_service.strategies import STRATEGIES, RandomStrategy, get_strategy, select_top_k
 
 Loader = Callable[[], LoadedVersion]
-ModelCache = OnceLRU[str, LogisticRegressionProxy]
+ModelCache = OnceLRU[str, ProxyClassifier]
 
 SHOWN_BAD_VALUES = 5
 
@@ -94,7 +94,7 @@ def _fit(
     train_rows: npt.NDArray[np.intp],
     spec: ClassifierSpec,
     seed: int,
-) -> LogisticRegressionProxy:
+) -> ProxyClassifier:
     """The model for this training set, from `models` or freshly fitted (and cached)."""
     key = model_key(
         version.pool,
