@@ -31,6 +31,10 @@ class ResourceExhaustedError(ProxalError):
     """Over a configured limit (request size, batch size, concurrent work)."""
 
 
+class DeadlineExceededError(ProxalError):
+    """The caller's deadline passed before the work was done; nothing was changed."""
+
+
 class UnauthenticatedError(ProxalError):
     """Missing or wrong credentials."""
 

@@ -21,14 +21,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = from_args(parse(build_parser(), argv))
     # Requests run in parallel on the worker pool, so BLAS threads inside each would only
     # oversubscribe the cores: on a busy 2-core machine a 1,000 x 384, 77-class fit takes
-    # 0.1 s with one BLAS thread and 3-4 s with two.
+    # 0.1 s with one BLAS thread and 3-4 s with two. Scoring a large pool splits it into
+    # chunks on --score-threads threads instead, each calling single-threaded BLAS.
     threadpool_limits(limits=1, user_api="blas")
     cache = VersionCache(
         Store(settings.store, settings.store_options),
         settings.cache_versions,
         settings.cache_models,
     )
-    servicer = ProxyServicer(cache)
+    servicer = ProxyServicer(cache, settings.score_threads)
     running = start_server(
         settings.server,
         lambda server: proxy_pb2_grpc.add_ProxyServiceServicer_to_server(servicer, server),

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from proxal_runtime.errors import NotFoundError
+from proxal_runtime.errors import FailedPreconditionError, NotFoundError
 from proxal_store import Store
 from proxy_service.classifiers import ClassifierSpec, ProxyClassifier
 
@@ -26,6 +26,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 SHOWN_UNKNOWN_IDS = 5
+CHECK_CHUNK_ROWS = 65_536
 
 
 class OnceLRU(Generic[K, V]):
@@ -135,6 +136,24 @@ class VersionCache:
         ids, vectors = self.store.read_embeddings(pool, version)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        _check_finite(pool, version, ids, vectors)
         ids.flags.writeable = False
         vectors.flags.writeable = False
         return LoadedVersion(pool=pool, version=version, ids=ids, vectors=vectors)
+
+
+def _check_finite(
+    pool: str, version: str, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]
+) -> None:
+    """Raise FailedPreconditionError naming a few ids whose vectors hold NaN or inf."""
+    bad: list[npt.NDArray[np.int64]] = []
+    for start in range(0, len(vectors), CHECK_CHUNK_ROWS):
+        finite = np.isfinite(vectors[start : start + CHECK_CHUNK_ROWS]).all(axis=1)
+        bad.append(ids[start : start + CHECK_CHUNK_ROWS][~finite])
+    bad_ids = np.concatenate(bad) if bad else np.zeros(0, np.int64)
+    if len(bad_ids):
+        raise FailedPreconditionError(
+            f"embedding version {pool}/{version} has {len(bad_ids)} vector(s) with NaN or "
+            f"infinite values, e.g. ids {bad_ids[:SHOWN_UNKNOWN_IDS].tolist()}; embed the pool "
+            "again (EncoderService.EmbedPool) and delete this version"
+        )

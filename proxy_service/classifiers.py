@@ -219,14 +219,15 @@ class MLPProxy:
         self.num_classes_ = num_classes
         return self
 
-    def _hidden(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def hidden_features(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """X (m, d) -> the hidden layer's activations (m, hidden), dropout off."""
         hidden = np.asarray(X, dtype=np.float32) @ self.w1_.T
         hidden += self.b1_
         return np.maximum(hidden, 0.0, out=hidden)
 
     def predict_proba(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """X (m, d) -> probabilities (m, num_classes) float32, dropout off; unseen get 0."""
-        logits = self._hidden(X) @ self.w2_.T
+        logits = self.hidden_features(X) @ self.w2_.T
         logits += self.b2_
         return _softmax_into_columns(logits, self.classes_, self.num_classes_)
 
@@ -235,12 +236,14 @@ class MLPProxy:
     ) -> npt.NDArray[np.float32]:
         """X (m, d) -> MC-dropout probabilities (samples, m, num_classes) float32.
 
-        Each sample draws a fresh dropout mask per row (deterministic given `seed`).
+        Each sample is one network: a dropout mask over the hidden units, drawn from `seed`
+        and shared by every row, so a row's probabilities do not depend on the other rows
+        (scoring a pool in chunks or shards gives the same numbers).
         """
-        hidden = self._hidden(X)
+        hidden = self.hidden_features(X)
         rng = np.random.default_rng(seed)
         keep = 1.0 - self.dropout
-        masks = rng.random((samples, *hidden.shape), dtype=np.float32) < keep
+        masks = rng.random((samples, 1, hidden.shape[1]), dtype=np.float32) < keep
         logits = (hidden * masks / np.float32(keep)) @ self.w2_.T
         logits += self.b2_
         return _softmax_into_columns(logits, self.classes_, self.num_classes_)

@@ -1,11 +1,14 @@
 """The proxy's domain logic, free of gRPC: fit a proxy on the labels, score, select, predict.
 
 Requests are validated before the version is loaded, so a malformed request fails fast
-with InvalidArgumentError whatever the state of the store.
+with InvalidArgumentError whatever the state of the store. The candidates of a selection
+are the version's unlabeled ids, narrowed by the request's candidate ids, its shard and
+its UPS subsample, in that order.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,15 +16,24 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.deadline import Deadline
+from proxal_runtime.errors import InvalidArgumentError, NotFoundError
+from proxal_runtime.ranking import id_hash, id_uniform
 from proxy_service.cache import LoadedVersion, OnceLRU, model_key
 from proxy_service.classifiers import ClassifierSpec, ProxyClassifier, build_classifier
-from proxy_service.strategies import STRATEGIES, RandomStrategy, get_strategy, select_top_k
+from proxy_service.strategies import (
+    DEFAULT_MC_SAMPLES,
+    Pool,
+    Strategy,
+    fallback_for,
+    get_strategy,
+)
 
 Loader = Callable[[], LoadedVersion]
 ModelCache = OnceLRU[str, ProxyClassifier]
 
 SHOWN_BAD_VALUES = 5
+UPS_SALT = 0x5550_5300  # decorrelates UPS draws from random-strategy scores of the same seed
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,102 @@ class TrainingSet:
 
 
 @dataclass(frozen=True)
+class Shard:
+    """Part of a pool: ids in [start, end) or an explicit id list (exactly one is set)."""
+
+    start: int = 0
+    end: int = 0
+    ids: npt.NDArray[np.int64] | None = None
+
+    def check(self) -> None:
+        """Raise InvalidArgumentError for an empty or inverted range."""
+        if self.ids is None and self.start >= self.end:
+            raise InvalidArgumentError(
+                f"shard.range must have start < end, got [{self.start}, {self.end})"
+            )
+
+    def rows(self, version: LoadedVersion) -> npt.NDArray[np.intp]:
+        """Rows (s,) of the version inside the shard; NotFoundError if it holds none."""
+        if self.ids is not None:
+            return np.unique(version.rows(self.ids, "shard.ids"))
+        lo, hi = np.searchsorted(version.ids, [self.start, self.end])
+        if lo == hi:
+            span = f"{version.ids[0]}..{version.ids[-1]}" if len(version.ids) else "none"
+            raise NotFoundError(
+                f"shard.range [{self.start}, {self.end}) holds no id of embedding version "
+                f"{version.pool}/{version.version} (its ids: {span})"
+            )
+        return np.arange(lo, hi)
+
+
+@dataclass(frozen=True)
+class Subsampling:
+    """UPS: previous scores (n,) of ids (n,), the kept top fraction gamma and temperature T."""
+
+    gamma: float
+    temperature: float
+    previous_ids: npt.NDArray[np.int64]
+    previous_scores: npt.NDArray[np.float32]
+
+    def check(self) -> None:
+        """Raise InvalidArgumentError unless 0 < gamma <= 1, T > 0 and the scores line up."""
+        if not 0 < self.gamma <= 1:
+            raise InvalidArgumentError(f"subsampling.gamma must be in (0, 1], got {self.gamma}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise InvalidArgumentError(
+                f"subsampling.temperature must be a finite number > 0, got {self.temperature}"
+            )
+        if len(self.previous_ids) != len(self.previous_scores):
+            raise InvalidArgumentError(
+                f"subsampling has {len(self.previous_ids)} previous_ids but "
+                f"{len(self.previous_scores)} previous_scores; send one score per id"
+            )
+        if not np.isfinite(self.previous_scores).all():
+            raise InvalidArgumentError(
+                "subsampling.previous_scores must be finite; send the scores a pointwise "
+                "strategy returned (core-set and BADGE return none)"
+            )
+        if len(np.unique(self.previous_ids)) != len(self.previous_ids):
+            raise InvalidArgumentError("subsampling.previous_ids must be unique")
+
+    def keep(self, ids: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.bool_]:
+        """Which candidates ids (m,) to re-score: a (m,) mask, deterministic given seed.
+
+        Ranks r in [0, 1] are taken over all previous scores as sent (0 = highest, ties by
+        id hash), so shards given the same previous scores agree. An id is kept with
+        probability exp(-max(0, r - gamma) / T); ids without a previous score always are.
+        """
+        n = len(self.previous_ids)
+        order = np.lexsort((id_hash(self.previous_ids, seed), -self.previous_scores))
+        rank = np.empty(n, dtype=np.float64)
+        rank[order] = np.arange(n) / max(n - 1, 1)
+        keep_p = np.exp(-np.maximum(0.0, rank - self.gamma) / self.temperature)
+        sorter = np.argsort(self.previous_ids)
+        pos = np.searchsorted(self.previous_ids, ids, sorter=sorter)
+        pos = sorter[np.minimum(pos, n - 1)] if n else pos
+        known = (self.previous_ids[pos] == ids) if n else np.zeros(len(ids), dtype=bool)
+        p = np.ones(len(ids))
+        p[known] = keep_p[pos[known]]
+        return id_uniform(ids, seed ^ UPS_SALT) < p
+
+
+@dataclass(frozen=True)
+class Query:
+    """One selection request in domain terms (see SelectRequest in proxy.proto)."""
+
+    training: TrainingSet
+    strategy: str
+    k: int
+    seed: int
+    spec: ClassifierSpec = ClassifierSpec()
+    candidate_ids: npt.NDArray[np.int64] | None = None
+    shard: Shard | None = None
+    subsampling: Subsampling | None = None
+    return_scores: bool = False
+    mc_samples: int = 0
+
+
+@dataclass(frozen=True)
 class Timings:
     """Seconds spent loading the version, fitting, scoring and selecting."""
 
@@ -68,7 +176,11 @@ class Timings:
 
 @dataclass(frozen=True)
 class SelectionResult:
-    """k selected ids (k,) best first with their scores (k,) float32."""
+    """Up to k selected ids (k,) best first with their scores (k,) float32.
+
+    ``scored_ids``/``scored_scores`` (m,) hold every score computed when asked for and the
+    strategy is pointwise; empty otherwise.
+    """
 
     ids: npt.NDArray[np.int64]
     scores: npt.NDArray[np.float32]
@@ -76,6 +188,8 @@ class SelectionResult:
     fallback_reason: str
     timings: Timings
     n_candidates: int
+    scored_ids: npt.NDArray[np.int64]
+    scored_scores: npt.NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -87,7 +201,7 @@ class PredictionResult:
     timings: Timings
 
 
-def _fit(
+def fit(
     version: LoadedVersion,
     models: ModelCache,
     training: TrainingSet,
@@ -114,92 +228,123 @@ def _fit(
     return model
 
 
-def _fallback_reason(strategy: str, labels: npt.NDArray[np.int32]) -> str:
-    """Why a model strategy cannot run on `labels`, or "" if it can."""
-    classes = np.unique(labels)
-    if len(classes) >= 2:
-        return ""
-    have = "there are no labels yet" if not len(labels) else f"all labels are class {classes[0]}"
-    return (
-        f"{strategy} needs a model fitted on labels of at least two classes and {have}; "
-        "selected at random instead"
-    )
-
-
-def _candidate_rows(
+def candidate_rows(
     version: LoadedVersion,
     train_rows: npt.NDArray[np.intp],
     candidate_ids: npt.NDArray[np.int64] | None,
+    shard: Shard | None = None,
 ) -> npt.NDArray[np.intp]:
     """Rows of the unlabeled candidates, ascending and distinct (all unlabeled if none given)."""
     unlabeled = np.ones(len(version.ids), dtype=bool)
     unlabeled[train_rows] = False
+    if shard is not None:
+        in_shard = np.zeros(len(version.ids), dtype=bool)
+        in_shard[shard.rows(version)] = True
+        unlabeled &= in_shard
     if candidate_ids is None or not len(candidate_ids):
         return np.flatnonzero(unlabeled)
     rows = version.rows(np.unique(candidate_ids), "candidate_ids")
     return rows[unlabeled[rows]]
 
 
+def _check_query(query: Query) -> tuple[Strategy, ClassifierSpec, int]:
+    """Validate everything that needs no data; (strategy, resolved spec, MC samples)."""
+    if query.k <= 0:
+        raise InvalidArgumentError(f"k must be >= 1, got {query.k}")
+    strategy = get_strategy(query.strategy)
+    spec = query.spec.resolved()
+    mc_samples = query.mc_samples or DEFAULT_MC_SAMPLES
+    strategy.check(spec.kind, mc_samples)
+    query.training.check()
+    if query.shard is not None:
+        query.shard.check()
+    if query.subsampling is not None:
+        query.subsampling.check()
+    return strategy, spec, mc_samples
+
+
 def select(
     load: Loader,
     models: ModelCache,
-    training: TrainingSet,
-    candidate_ids: npt.NDArray[np.int64] | None,
-    strategy: str,
-    k: int,
-    seed: int,
-    spec: ClassifierSpec,
+    query: Query,
+    deadline: Deadline | None = None,
+    threads: int = 1,
 ) -> SelectionResult:
     """Select the k most informative unlabeled candidates of the version `load` returns.
 
-    Labeled ids are never candidates; `candidate_ids` None or empty means every unlabeled
-    id. A model strategy without labels of two classes falls back to random (and says why).
-    Deterministic given `seed`.
+    A strategy that cannot run yet (a model strategy without labels of two classes,
+    Mahalanobis with fewer than two labels) falls back to core-set for BADGE and to random
+    otherwise, and says why. With a shard, k is an upper bound: a shard with fewer
+    candidates returns all of them; without one, k above the candidates is an error.
+    Deterministic given the seed; scoring runs on `threads` threads.
     """
-    if k <= 0:
-        raise InvalidArgumentError(f"k must be >= 1, got {k}")
-    chosen = get_strategy(strategy)
-    spec = spec.resolved()
-    training.check()
+    deadline = deadline or Deadline()
+    chosen, spec, mc_samples = _check_query(query)
+    training = query.training
 
     start = time.perf_counter()
     version = load()
     train_rows = version.rows(training.ids, "training ids")
-    rows = _candidate_rows(version, train_rows, candidate_ids)
-    if k > len(rows):
+    rows = candidate_rows(version, train_rows, query.candidate_ids, query.shard)
+    if query.subsampling is not None:
+        rows = rows[query.subsampling.keep(version.ids[rows], query.seed)]
+    k = query.k
+    if query.shard is not None:
+        k = min(k, len(rows))
+    elif k > len(rows):
         raise InvalidArgumentError(
             f"k={k} but only {len(rows)} candidates are left once labeled ids are excluded; "
             f"ask for at most {len(rows)}"
         )
+    deadline.check("loading the version")
     loaded = time.perf_counter()
 
-    fallback_reason = ""
-    if chosen.needs_model:
-        fallback_reason = _fallback_reason(chosen.name, training.labels)
-        if fallback_reason:
-            chosen = STRATEGIES[RandomStrategy.name]
-    model = _fit(version, models, training, train_rows, spec, seed) if chosen.needs_model else None
+    fallback_reason = chosen.unusable_reason(training.labels)
+    if fallback_reason:
+        chosen = fallback_for(chosen)
+        fallback_reason += f"; selected with {chosen.name} instead"
+    needs_fit = chosen.needs_model and k > 0
+    model = fit(version, models, training, train_rows, spec, query.seed) if needs_fit else None
+    deadline.check("fitting the proxy")
     fitted = time.perf_counter()
 
-    rng = np.random.default_rng(seed)
-    proba = None if model is None else model.predict_proba(version.vectors[rows])
-    scores = chosen.score(proba, len(rows), rng)
+    ids = version.ids[rows]
+    pool = Pool(
+        vectors=version.vectors,
+        rows=rows,
+        ids=ids,
+        train_rows=train_rows,
+        labels=training.labels,
+        num_classes=training.num_classes,
+        model=model,
+        seed=query.seed,
+        mc_samples=mc_samples,
+        threads=threads,
+    )
+    empty_ids, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    if k:
+        picked = chosen.select(pool, k)
+        top, top_scores, all_scores = picked.positions, picked.scores, picked.all_scores
+        select_s = picked.select_s
+    else:
+        top, top_scores, all_scores, select_s = np.zeros(0, np.intp), empty_scores, None, 0.0
+    deadline.check("scoring and selecting")
     scored = time.perf_counter()
-
-    top = select_top_k(scores, k, rng)
-    selected = time.perf_counter()
+    keep_scores = query.return_scores and all_scores is not None
     return SelectionResult(
-        ids=version.ids[rows[top]],
-        scores=scores[top],
+        ids=ids[top],
+        scores=top_scores,
         strategy_used=chosen.name,
         fallback_reason=fallback_reason,
         timings=Timings(
             load_s=loaded - start,
             fit_s=fitted - loaded,
-            score_s=scored - fitted,
-            select_s=selected - scored,
+            score_s=scored - fitted - select_s,
+            select_s=select_s,
         ),
         n_candidates=len(rows),
+        scored_ids=ids if keep_scores else empty_ids,
+        scored_scores=all_scores if keep_scores and all_scores is not None else empty_scores,
     )
 
 
@@ -210,6 +355,7 @@ def predict(
     ids: npt.NDArray[np.int64],
     seed: int,
     spec: ClassifierSpec,
+    deadline: Deadline | None = None,
 ) -> PredictionResult:
     """Classes and confidences for `ids` (m,) from a proxy fitted on `training`.
 
@@ -222,9 +368,12 @@ def predict(
     version = load()
     train_rows = version.rows(training.ids, "training ids")
     rows = version.rows(ids, "ids")
+    deadline = deadline or Deadline()
+    deadline.check("loading the version")
     loaded = time.perf_counter()
 
-    model = _fit(version, models, training, train_rows, spec, seed)
+    model = fit(version, models, training, train_rows, spec, seed)
+    deadline.check("fitting the proxy")
     fitted = time.perf_counter()
 
     proba = model.predict_proba(version.vectors[rows])

@@ -6,7 +6,15 @@ import grpc
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
-from proxal_runtime.arrays import pack_float32, pack_int32, pack_int64, unpack_int32, unpack_int64
+from proxal_runtime.arrays import (
+    pack_float32,
+    pack_int32,
+    pack_int64,
+    unpack_float32,
+    unpack_int32,
+    unpack_int64,
+)
+from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.names import check_name
 from proxy_service import selection
@@ -37,6 +45,45 @@ def _spec(message: proxy_pb2.ClassifierSpec) -> ClassifierSpec:
     return ClassifierSpec(kind=message.kind, c=message.c, max_iter=message.max_iter)
 
 
+def _shard(request: proxy_pb2.SelectRequest) -> selection.Shard | None:
+    kind = request.shard.WhichOneof("kind") if request.HasField("shard") else None
+    if kind is None:
+        return None
+    if kind == "ids":
+        return selection.Shard(ids=unpack_int64(request.shard.ids.data, "shard.ids"))
+    return selection.Shard(start=request.shard.range.start, end=request.shard.range.end)
+
+
+def _subsampling(request: proxy_pb2.SelectRequest) -> selection.Subsampling | None:
+    if not request.HasField("subsampling"):
+        return None
+    message = request.subsampling
+    return selection.Subsampling(
+        gamma=message.gamma,
+        temperature=message.temperature,
+        previous_ids=unpack_int64(message.previous_ids.data, "subsampling.previous_ids"),
+        previous_scores=unpack_float32(
+            message.previous_scores.data, "subsampling.previous_scores"
+        ),
+    )
+
+
+def query_from_proto(request: proxy_pb2.SelectRequest) -> selection.Query:
+    """The domain Query of a SelectRequest (unpacking errors are InvalidArgumentError)."""
+    return selection.Query(
+        training=_training(request.training),
+        strategy=request.strategy,
+        k=request.k,
+        seed=request.seed,
+        spec=_spec(request.classifier),
+        candidate_ids=unpack_int64(request.candidate_ids.data, "candidate_ids"),
+        shard=_shard(request),
+        subsampling=_subsampling(request),
+        return_scores=request.return_scores,
+        mc_samples=request.mc_samples,
+    )
+
+
 def _timings(timings: selection.Timings) -> proxy_pb2.Timings:
     return proxy_pb2.Timings(
         load_s=timings.load_s,
@@ -49,8 +96,9 @@ def _timings(timings: selection.Timings) -> proxy_pb2.Timings:
 class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
     """ProxyService over the versions and models held by `cache`."""
 
-    def __init__(self, cache: VersionCache):
+    def __init__(self, cache: VersionCache, score_threads: int = 1):
         self.cache = cache
+        self.score_threads = score_threads
 
     def Select(
         self, request: proxy_pb2.SelectRequest, context: grpc.ServicerContext
@@ -58,12 +106,9 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         result = selection.select(
             _loader(self.cache, request.pool, request.embedding_version),
             self.cache.models,
-            _training(request.training),
-            unpack_int64(request.candidate_ids.data, "candidate_ids"),
-            strategy=request.strategy,
-            k=request.k,
-            seed=request.seed,
-            spec=_spec(request.classifier),
+            query_from_proto(request),
+            deadline=Deadline.of(context),
+            threads=self.score_threads,
         )
         return proxy_pb2.SelectResponse(
             ids=common_pb2.Int64Array(data=pack_int64(result.ids)),
@@ -72,6 +117,8 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             fallback_reason=result.fallback_reason,
             timings=_timings(result.timings),
             candidates=result.n_candidates,
+            scored_ids=common_pb2.Int64Array(data=pack_int64(result.scored_ids)),
+            scored_scores=common_pb2.Float32Array(data=pack_float32(result.scored_scores)),
         )
 
     def Predict(
@@ -84,6 +131,7 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             unpack_int64(request.ids.data, "ids"),
             seed=request.seed,
             spec=_spec(request.classifier),
+            deadline=Deadline.of(context),
         )
         return proxy_pb2.PredictResponse(
             labels=common_pb2.Int32Array(data=pack_int32(result.labels)),

@@ -22,6 +22,7 @@ class ProxySettings:
     store_options: dict[str, str] | None = None  # Lance object-storage options
     cache_versions: int = 4
     cache_models: int = 16
+    score_threads: int = 2
 
 
 def _positive_int(value: str) -> int:
@@ -52,6 +53,12 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         default=env_default(ENV_PREFIX, "cache_models", "16", env),
         help="fitted proxy models kept in memory (LRU), so Predict after Select does not refit",
     )
+    parser.add_argument(
+        "--score-threads",
+        type=_positive_int,
+        default=env_default(ENV_PREFIX, "score_threads", str(min(os.cpu_count() or 1, 4)), env),
+        help="threads that score one request's pool chunks in parallel (default: cores, <= 4)",
+    )
     return parser
 
 
@@ -63,4 +70,5 @@ def from_args(args: argparse.Namespace) -> ProxySettings:
         store_options=store_options(args),
         cache_versions=args.cache_versions,
         cache_models=args.cache_models,
+        score_threads=args.score_threads,
     )

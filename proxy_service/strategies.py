@@ -1,103 +1,397 @@
-"""Query strategies: turn class probabilities into informativeness scores (higher = better)."""
+"""Query strategies: choose the k most informative candidates of a pool.
+
+Every strategy is a small class with one entry point, ``select(pool, k)``. Pointwise
+strategies give each candidate a score (higher = more informative) and take the top k with
+`proxal_runtime.ranking.top_k`, whose order depends on (score, seed, id) only, so a pool
+split into shards merges back to the same answer (``decomposable``). Batch strategies
+(core-set, BADGE) pick greedily, each pick depending on the earlier ones; they are not
+decomposable, and a sharded selection runs them in two stages (see orchestrator.sharding).
+
+Scoring runs over row chunks on a small thread pool (numpy releases the GIL), so memory
+stays bounded by a chunk and a pass over a 1M x 384 pool reads the matrix once.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+import time
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from sklearn.covariance import LedoitWolf
 
 from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.ranking import id_uniform, top_k
+from proxy_service.classifiers import MLP, MLPProxy, ProxyClassifier
 
-Proba = npt.NDArray[np.float32]
+Matrix = npt.NDArray[np.float32]
 Scores = npt.NDArray[np.float32]
+Rows = npt.NDArray[np.intp]
+
+CHUNK_ROWS = 4096
+DEFAULT_MC_SAMPLES = 20
+MAX_MC_SAMPLES = 1000
+_TINY = np.finfo(np.float32).tiny
 
 
-class Strategy(Protocol):
-    """Scores m candidates; `proba` is (m, C) when `needs_model`, else None."""
+@dataclass(frozen=True)
+class Pool:
+    """Everything a strategy may look at for one selection.
+
+    ``vectors`` (N, d) is the whole embedding version (read-only); the candidates are its
+    rows ``rows`` (m,) ascending, with ids ``ids`` (m,). The labeled examples are rows
+    ``train_rows`` (n,) with classes ``labels`` (n,) in [0, num_classes). ``model`` is the
+    fitted proxy for strategies that need one, else None.
+    """
+
+    vectors: Matrix
+    rows: Rows
+    ids: npt.NDArray[np.int64]
+    train_rows: Rows
+    labels: npt.NDArray[np.int32]
+    num_classes: int
+    model: ProxyClassifier | None
+    seed: int
+    mc_samples: int = DEFAULT_MC_SAMPLES
+    threads: int = 1
+
+    def map_rows(self, fn: Callable[[Matrix], npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+        """fn applied to the candidate vectors chunk by chunk: (m, ...) float32 results.
+
+        A chunk whose rows are nearly contiguous is read as a slice of ``vectors`` (no copy),
+        otherwise gathered; chunks run on ``threads`` threads.
+        """
+        starts = range(0, len(self.rows), CHUNK_ROWS)
+
+        def run(start: int) -> npt.NDArray[np.float32]:
+            rows = self.rows[start : start + CHUNK_ROWS]
+            lo, hi = int(rows[0]), int(rows[-1]) + 1
+            if hi - lo <= len(rows) + len(rows) // 4:
+                return fn(self.vectors[lo:hi])[rows - lo]
+            return fn(self.vectors[rows])
+
+        if not len(self.rows):
+            return np.zeros(0, dtype=np.float32)
+        if self.threads <= 1 or len(starts) == 1:
+            parts = [run(s) for s in starts]
+        else:
+            with ThreadPoolExecutor(self.threads) as pool:
+                parts = list(pool.map(run, starts))
+        return np.concatenate(parts)
+
+    def candidate_matrix(self) -> tuple[Matrix, Rows]:
+        """(matrix, positions): candidate i is matrix[positions[i]].
+
+        The whole version when candidates are most of it (no copy), else a gathered copy.
+        """
+        if 2 * len(self.rows) >= len(self.vectors):
+            return self.vectors, self.rows
+        return self.vectors[self.rows], np.arange(len(self.rows))
+
+
+@dataclass(frozen=True)
+class Picked:
+    """Positions (k,) into the pool's candidates, best first, with their scores (k,).
+
+    ``all_scores`` (m,) holds every candidate's score for pointwise strategies, else None;
+    ``select_s`` is the time spent ranking them (batch strategies interleave it with scoring).
+    """
+
+    positions: npt.NDArray[np.intp]
+    scores: Scores
+    all_scores: Scores | None = None
+    select_s: float = 0.0
+
+
+class Strategy(ABC):
+    """One query strategy. ``needs_model``: it needs a classifier fitted on 2+ classes."""
 
     name: ClassVar[str]
-    needs_model: ClassVar[bool]
+    needs_model: ClassVar[bool] = True
+    decomposable: ClassVar[bool] = True
+    min_labels: ClassVar[int] = 0
 
-    def score(self, proba: Proba | None, n: int, rng: np.random.Generator) -> Scores:
-        """(m, C) probabilities (or None) for n = m candidates -> scores (n,) float32."""
-        ...
+    def unusable_reason(self, labels: npt.NDArray[np.int32]) -> str:
+        """Why this strategy cannot run on these labels, or "" if it can."""
+        classes = np.unique(labels)
+        if self.needs_model and len(classes) < 2:
+            have = "there are no labels yet" if not len(labels) else f"all labels are class {classes[0]}"
+            return f"{self.name} needs a model fitted on labels of at least two classes and {have}"
+        if len(labels) < self.min_labels:
+            return f"{self.name} needs at least {self.min_labels} labels, got {len(labels)}"
+        return ""
+
+    def check(self, classifier_kind: str, mc_samples: int) -> None:
+        """Raise InvalidArgumentError if this strategy cannot work with these settings."""
+
+    @abstractmethod
+    def select(self, pool: Pool, k: int) -> Picked:
+        """The k best candidates of `pool` (1 <= k <= m), deterministic given pool.seed."""
 
 
-def _require(proba: Proba | None, name: str) -> Proba:
-    if proba is None:
-        raise ValueError(f"strategy {name!r} needs class probabilities")
-    return proba
+class PointwiseStrategy(Strategy):
+    """Scores each candidate on its own; selects the top k by (score, seeded id hash)."""
+
+    @abstractmethod
+    def scores(self, pool: Pool) -> Scores:
+        """A score per candidate (m,) float32, higher = more informative."""
+
+    def select(self, pool: Pool, k: int) -> Picked:
+        scores = self.scores(pool)
+        start = time.perf_counter()
+        top = top_k(scores, pool.ids, k, pool.seed)
+        select_s = time.perf_counter() - start
+        return Picked(positions=top, scores=scores[top], all_scores=scores, select_s=select_s)
 
 
-class RandomStrategy:
-    """Uniform random scores from the seeded rng: a random sample of candidates."""
+class ProbaStrategy(PointwiseStrategy):
+    """A pointwise score computed from the model's class probabilities, chunk by chunk."""
+
+    @abstractmethod
+    def from_proba(self, proba: Matrix) -> Scores:
+        """Probabilities (b, C) -> scores (b,) float32."""
+
+    def scores(self, pool: Pool) -> Scores:
+        model = pool.model
+        assert model is not None, f"{self.name} runs only with a fitted model"
+        return pool.map_rows(lambda x: self.from_proba(model.predict_proba(x)))
+
+
+class RandomStrategy(PointwiseStrategy):
+    """A uniform random sample: each id's score is a hash of (seed, id)."""
 
     name: ClassVar[str] = "random"
     needs_model: ClassVar[bool] = False
 
-    def score(self, proba: Proba | None, n: int, rng: np.random.Generator) -> Scores:
-        return rng.random(n, dtype=np.float32)
+    def scores(self, pool: Pool) -> Scores:
+        return id_uniform(pool.ids, pool.seed)
 
 
-class LeastConfidence:
+class LeastConfidence(ProbaStrategy):
     """1 - max_c p(c | x): the model's least confident predictions first."""
 
     name: ClassVar[str] = "least_confidence"
-    needs_model: ClassVar[bool] = True
 
-    def score(self, proba: Proba | None, n: int, rng: np.random.Generator) -> Scores:
-        p = _require(proba, self.name)
-        return (1.0 - p.max(axis=1)).astype(np.float32)
+    def from_proba(self, proba: Matrix) -> Scores:
+        return (1.0 - proba.max(axis=1)).astype(np.float32)
 
 
-class Margin:
+class Margin(ProbaStrategy):
     """-(p1 - p2), the gap between the two most probable classes: smallest gaps first."""
 
     name: ClassVar[str] = "margin"
-    needs_model: ClassVar[bool] = True
 
-    def score(self, proba: Proba | None, n: int, rng: np.random.Generator) -> Scores:
-        p = _require(proba, self.name)
-        top2 = np.partition(p, p.shape[1] - 2, axis=1)[:, -2:]
+    def from_proba(self, proba: Matrix) -> Scores:
+        top2 = np.partition(proba, proba.shape[1] - 2, axis=1)[:, -2:]
         return (top2[:, 0] - top2[:, 1]).astype(np.float32)
 
 
-class Entropy:
+def _row_norms(x: Matrix) -> Scores:
+    """Squared Euclidean norm of each row: (b, d) -> (b,) float32."""
+    return np.einsum("ij,ij->i", x, x)
+
+
+def _entropy(proba: npt.NDArray[np.float32]) -> Scores:
+    """-sum_c p log p over the last axis: (..., C) -> (...)."""
+    return (-(proba * np.log(np.maximum(proba, _TINY))).sum(axis=-1)).astype(np.float32)
+
+
+class Entropy(ProbaStrategy):
     """-sum_c p log p: the most uncertain class distributions first."""
 
     name: ClassVar[str] = "entropy"
-    needs_model: ClassVar[bool] = True
 
-    def score(self, proba: Proba | None, n: int, rng: np.random.Generator) -> Scores:
-        p = _require(proba, self.name)
-        logp = np.log(np.maximum(p, np.finfo(np.float32).tiny))
-        return (-(p * logp).sum(axis=1)).astype(np.float32)
+    def from_proba(self, proba: Matrix) -> Scores:
+        return _entropy(proba)
+
+
+class BALD(PointwiseStrategy):
+    """Mutual information between the label and the model (Houlsby et al., 2011).
+
+    H(mean_t p_t) - mean_t H(p_t) over T MC-dropout networks of the MLP proxy. The T dropout
+    masks are drawn once per request from the seed and shared by every row, i.e. T sampled
+    networks score the whole pool, so a row's score does not depend on its shard.
+    """
+
+    name: ClassVar[str] = "bald"
+
+    def check(self, classifier_kind: str, mc_samples: int) -> None:
+        if classifier_kind != MLP:
+            raise InvalidArgumentError(
+                f"strategy 'bald' needs MC-dropout samples but classifier.kind is "
+                f"{classifier_kind!r}; set classifier.kind to 'mlp'"
+            )
+        if not 1 <= mc_samples <= MAX_MC_SAMPLES:
+            raise InvalidArgumentError(
+                f"mc_samples must be in [1, {MAX_MC_SAMPLES}] (0 means {DEFAULT_MC_SAMPLES}), "
+                f"got {mc_samples}"
+            )
+
+    def scores(self, pool: Pool) -> Scores:
+        model = pool.model
+        assert isinstance(model, MLPProxy), "check() lets bald run only with the MLP proxy"
+
+        def mutual_information(x: Matrix) -> Scores:
+            samples = model.predict_proba_mc(x, pool.mc_samples, pool.seed)  # (T, b, C)
+            return _entropy(samples.mean(axis=0)) - _entropy(samples).mean(axis=0)
+
+        return pool.map_rows(mutual_information)
+
+
+class Mahalanobis(PointwiseStrategy):
+    """Distance to the nearest labeled class under class-conditional Gaussians.
+
+    Class means come from the labeled embeddings; the shared covariance is the Ledoit-Wolf
+    estimate of the within-class residuals. Score = min_c (x - mu_c)^T S^-1 (x - mu_c): the
+    candidates least like anything labeled so far come first. Needs no classifier.
+    """
+
+    name: ClassVar[str] = "mahalanobis"
+    needs_model: ClassVar[bool] = False
+    min_labels: ClassVar[int] = 2
+
+    def scores(self, pool: Pool) -> Scores:
+        x = pool.vectors[pool.train_rows].astype(np.float64)
+        classes, inverse = np.unique(pool.labels, return_inverse=True)
+        means = np.stack([x[inverse == c].mean(axis=0) for c in range(len(classes))])
+        covariance = LedoitWolf(assume_centered=True).fit(x - means[inverse]).covariance_
+        ridge = 1e-6 * max(np.trace(covariance) / len(covariance), 1e-12)
+        covariance[np.diag_indices_from(covariance)] += ridge
+        # S^-1 = W W^T with W = inv(chol(S))^T, so (x - mu)^T S^-1 (x - mu) = |(x - mu) W|^2.
+        whiten = np.linalg.inv(np.linalg.cholesky(covariance)).T.astype(np.float32)
+        centers = (means @ whiten).astype(np.float32)  # (c, d)
+        center_sq = (centers**2).sum(axis=1)
+
+        def min_distance(v: Matrix) -> Scores:
+            z = v @ whiten
+            sq = (z**2).sum(axis=1, keepdims=True) - 2 * z @ centers.T + center_sq
+            return np.maximum(sq.min(axis=1), 0.0).astype(np.float32)
+
+        return pool.map_rows(min_distance)
+
+
+class CoreSet(Strategy):
+    """Greedy k-center (Sener and Savarese, 2018) in Euclidean embedding space.
+
+    Each pick is the candidate farthest from the labeled set and the earlier picks; its
+    score is that distance. With no labels the first pick is the candidate with the
+    highest seeded id hash. One pass over the candidates per pick, plus one chunked
+    candidates x labeled distance pass at the start.
+    """
+
+    name: ClassVar[str] = "coreset"
+    needs_model: ClassVar[bool] = False
+    decomposable: ClassVar[bool] = False
+
+    def select(self, pool: Pool, k: int) -> Picked:
+        matrix, positions = pool.candidate_matrix()
+        labeled = pool.vectors[pool.train_rows]
+        labeled_sq = (labeled**2).sum(axis=1)
+
+        def nearest_labeled(x: Matrix) -> Scores:
+            sq = (x**2).sum(axis=1, keepdims=True) - 2 * x @ labeled.T + labeled_sq
+            return np.maximum(sq.min(axis=1), 0.0).astype(np.float32)
+
+        if len(labeled):
+            nearest = pool.map_rows(nearest_labeled)
+        else:
+            nearest = np.full(len(positions), np.inf, dtype=np.float32)
+        tie = id_uniform(pool.ids, pool.seed)
+        norms = pool.map_rows(_row_norms)
+        picks = np.empty(k, dtype=np.intp)
+        scores = np.empty(k, dtype=np.float32)
+        for step in range(k):
+            best = int(top_k(nearest if len(labeled) or step else tie, pool.ids, 1, pool.seed)[0])
+            picks[step], scores[step] = best, nearest[best]
+            center = matrix[positions[best]]
+            sq = norms - 2 * (matrix @ center)[positions] + norms[best]
+            np.minimum(nearest, np.maximum(sq, 0.0), out=nearest)
+            nearest[best] = -np.inf
+        return Picked(positions=picks, scores=np.sqrt(np.maximum(scores, 0.0)))
+
+
+class Badge(Strategy):
+    """BADGE (Ash et al., 2020): k-means++ seeding on gradient embeddings, factorised.
+
+    A candidate's gradient embedding is g = a (x) h, the outer product of a = p - onehot(argmax
+    p) (C,) and the features h the last layer sees (the embedding for logistic regression,
+    the hidden layer for the MLP). Since <g_i, g_j> = (a_i . a_j)(h_i . h_j), squared
+    distances to a center need only an (m, C) and an (m, d) matrix-vector product; the
+    (m, C x d) embedding is never built, which is why scikit-learn's kmeans_plusplus (it
+    takes the dense matrix) is not used. As in BADGE, the first center is the largest
+    gradient norm and each next one is drawn with probability proportional to D^2; a
+    pick's score is its D^2 when drawn.
+    """
+
+    name: ClassVar[str] = "badge"
+    decomposable: ClassVar[bool] = False
+
+    def select(self, pool: Pool, k: int) -> Picked:
+        model = pool.model
+        assert model is not None, "badge runs only with a fitted model"
+        if isinstance(model, MLPProxy):
+            features: Matrix = pool.map_rows(model.hidden_features)
+            positions: Rows = np.arange(len(pool.rows))
+        else:
+            features, positions = pool.candidate_matrix()
+        proba = pool.map_rows(model.predict_proba)  # (m, C)
+        proba[np.arange(len(proba)), proba.argmax(axis=1)] -= 1.0  # a = p - onehot
+        h_sq = pool.map_rows(_row_norms) if features is pool.vectors else _row_norms(features)
+        g_sq = (proba**2).sum(axis=1) * h_sq
+        rng = np.random.default_rng(pool.seed)
+        picks = np.empty(k, dtype=np.intp)
+        scores = np.empty(k, dtype=np.float32)
+        d2 = np.full(len(proba), np.inf, dtype=np.float32)  # squared distance to the centers
+        picked = np.zeros(len(proba), dtype=bool)
+        for step in range(k):
+            total = float(d2.sum(dtype=np.float64))
+            if step == 0:
+                best = int(top_k(g_sq, pool.ids, 1, pool.seed)[0])
+            elif total > 0:
+                best = int(rng.choice(len(d2), p=d2.astype(np.float64) / total))
+            else:  # every candidate coincides with a center: take the next unpicked by hash
+                unpicked = np.where(picked, -np.inf, 0.0).astype(np.float32)
+                best = int(top_k(unpicked, pool.ids, 1, pool.seed)[0])
+            picks[step], scores[step] = best, g_sq[best] if step == 0 else d2[best]
+            picked[best] = True
+            h_dot = (features @ features[positions[best]])[positions]
+            sq = g_sq - 2 * (proba @ proba[best]) * h_dot + g_sq[best]
+            np.minimum(d2, np.maximum(sq, 0.0), out=d2)
+            d2[picked] = 0.0
+        return Picked(positions=picks, scores=scores)
 
 
 STRATEGIES: dict[str, Strategy] = {
-    s.name: s for s in (RandomStrategy(), LeastConfidence(), Margin(), Entropy())
+    s.name: s
+    for s in (
+        RandomStrategy(),
+        LeastConfidence(),
+        Margin(),
+        Entropy(),
+        BALD(),
+        Mahalanobis(),
+        CoreSet(),
+        Badge(),
+    )
 }
+DEFAULT_STRATEGY = LeastConfidence.name
 
 
 def get_strategy(name: str) -> Strategy:
-    """The strategy called `name`; raises InvalidArgumentError listing the valid names."""
+    """The strategy called `name` ("" = least_confidence); InvalidArgumentError if unknown."""
     try:
-        return STRATEGIES[name]
+        return STRATEGIES[name or DEFAULT_STRATEGY]
     except KeyError:
         raise InvalidArgumentError(
             f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGIES)}"
         ) from None
 
 
-def select_top_k(scores: Scores, k: int, rng: np.random.Generator) -> npt.NDArray[np.intp]:
-    """Indices of the k highest scores (n,), best first, 1 <= k <= n.
-
-    Ties are broken by a random permutation from `rng`, so among equal scores the lowest
-    index is not always preferred; the result is deterministic given the rng's state.
-    """
-    perm = rng.permutation(len(scores))
-    shuffled = scores[perm]
-    top = np.argpartition(-shuffled, k - 1)[:k]
-    top = top[np.lexsort((top, -shuffled[top]))]
-    return perm[top]
+def fallback_for(strategy: Strategy) -> Strategy:
+    """What runs when `strategy` cannot yet: core-set for BADGE (diversity), else random."""
+    return STRATEGIES[CoreSet.name if isinstance(strategy, Badge) else RandomStrategy.name]

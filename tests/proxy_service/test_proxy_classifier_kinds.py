@@ -17,7 +17,7 @@ from proxy_service.classifiers import (
     SingleClassError,
     build_classifier,
 )
-from proxy_service.selection import ModelCache, TrainingSet, select
+from proxy_service.selection import ModelCache, Query, TrainingSet, select
 
 NUM_CLASSES, DIM = 6, 32
 SEEN = [0, 1, 3, 4]  # classes 2 and 5 are never labeled
@@ -112,16 +112,8 @@ def test_select_with_the_mlp_proxy() -> None:
     truth = Y_TEST.astype(np.int32)
     labeled = np.concatenate([np.flatnonzero(truth == c)[:5] for c in SEEN])
     training = TrainingSet(ids[labeled], truth[labeled], NUM_CLASSES)
-    result = select(
-        lambda: version,
-        ModelCache(2),
-        training,
-        None,
-        "margin",
-        15,
-        0,
-        ClassifierSpec(kind="mlp"),
-    )
+    query = Query(training, "margin", 15, 0, ClassifierSpec(kind="mlp"))
+    result = select(lambda: version, ModelCache(2), query)
     assert result.strategy_used == "margin" and result.fallback_reason == ""
     assert len(result.ids) == 15 and len(set(result.ids.tolist())) == 15
     assert not set(result.ids.tolist()) & set(ids[labeled].tolist())

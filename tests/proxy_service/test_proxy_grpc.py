@@ -202,7 +202,7 @@ BAD_SELECTS: list[tuple[str, dict[str, Any], grpc.StatusCode, str]] = [
     ("k zero", {"k": 0}, grpc.StatusCode.INVALID_ARGUMENT, "k must be"),
     ("k negative", {"k": -1}, grpc.StatusCode.INVALID_ARGUMENT, "k must be"),
     ("k too big", {"k": 5000}, grpc.StatusCode.INVALID_ARGUMENT, f"only {N - LABELED} candidates"),
-    ("strategy", {"strategy": "bald"}, grpc.StatusCode.INVALID_ARGUMENT, "valid strategies"),
+    ("strategy", {"strategy": "bayes"}, grpc.StatusCode.INVALID_ARGUMENT, "valid strategies"),
     (
         "classifier",
         {"classifier": proxy_pb2.ClassifierSpec(kind="svm")},

@@ -10,6 +10,7 @@ from proxy_service.cache import LoadedVersion
 from proxy_service.classifiers import ClassifierSpec, SingleClassError
 from proxy_service.selection import (
     ModelCache,
+    Query,
     SelectionResult,
     TrainingSet,
     predict,
@@ -46,16 +47,15 @@ def run(
     spec: ClassifierSpec | None = None,
     models: ModelCache | None = None,
 ) -> SelectionResult:
-    return select(
-        lambda: VERSION,
-        ModelCache(4) if models is None else models,
-        training() if train is None else train,
-        None if candidates is None else np.array(candidates, dtype=np.int64),
-        strategy,
-        k,
-        seed,
-        spec or ClassifierSpec(),
+    query = Query(
+        training=training() if train is None else train,
+        strategy=strategy,
+        k=k,
+        seed=seed,
+        spec=spec or ClassifierSpec(),
+        candidate_ids=None if candidates is None else np.array(candidates, dtype=np.int64),
     )
+    return select(lambda: VERSION, ModelCache(4) if models is None else models, query)
 
 
 @pytest.mark.parametrize("strategy", ["random", "least_confidence", "margin", "entropy"])
@@ -142,7 +142,7 @@ def test_request_is_validated_before_loading(strategy: str, k: int, spec: Classi
         raise AssertionError("loaded a version for an invalid request")
 
     with pytest.raises(InvalidArgumentError):
-        select(load, ModelCache(1), training(), None, strategy, k, 0, spec)
+        select(load, ModelCache(1), Query(training(), strategy, k, 0, spec))
 
 
 @pytest.mark.parametrize(

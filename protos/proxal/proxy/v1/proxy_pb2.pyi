@@ -26,8 +26,36 @@ class TrainingSet(_message.Message):
     num_classes: int
     def __init__(self, ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., labels: _Optional[_Union[_common_pb2.Int32Array, _Mapping]] = ..., num_classes: _Optional[int] = ...) -> None: ...
 
+class IdRange(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class Shard(_message.Message):
+    __slots__ = ("range", "ids")
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    range: IdRange
+    ids: _common_pb2.Int64Array
+    def __init__(self, range: _Optional[_Union[IdRange, _Mapping]] = ..., ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ...) -> None: ...
+
+class Subsampling(_message.Message):
+    __slots__ = ("gamma", "temperature", "previous_ids", "previous_scores")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_IDS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SCORES_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    temperature: float
+    previous_ids: _common_pb2.Int64Array
+    previous_scores: _common_pb2.Float32Array
+    def __init__(self, gamma: _Optional[float] = ..., temperature: _Optional[float] = ..., previous_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., previous_scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ...) -> None: ...
+
 class SelectRequest(_message.Message):
-    __slots__ = ("pool", "embedding_version", "training", "classifier", "strategy", "k", "seed", "candidate_ids")
+    __slots__ = ("pool", "embedding_version", "training", "classifier", "strategy", "k", "seed", "candidate_ids", "shard", "subsampling", "return_scores", "mc_samples")
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +64,10 @@ class SelectRequest(_message.Message):
     K_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    SUBSAMPLING_FIELD_NUMBER: _ClassVar[int]
+    RETURN_SCORES_FIELD_NUMBER: _ClassVar[int]
+    MC_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     pool: str
     embedding_version: str
     training: TrainingSet
@@ -44,7 +76,11 @@ class SelectRequest(_message.Message):
     k: int
     seed: int
     candidate_ids: _common_pb2.Int64Array
-    def __init__(self, pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., training: _Optional[_Union[TrainingSet, _Mapping]] = ..., classifier: _Optional[_Union[ClassifierSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ..., candidate_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ...) -> None: ...
+    shard: Shard
+    subsampling: Subsampling
+    return_scores: bool
+    mc_samples: int
+    def __init__(self, pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., training: _Optional[_Union[TrainingSet, _Mapping]] = ..., classifier: _Optional[_Union[ClassifierSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ..., candidate_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., shard: _Optional[_Union[Shard, _Mapping]] = ..., subsampling: _Optional[_Union[Subsampling, _Mapping]] = ..., return_scores: _Optional[bool] = ..., mc_samples: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("load_s", "fit_s", "score_s", "select_s")
@@ -59,20 +95,58 @@ class Timings(_message.Message):
     def __init__(self, load_s: _Optional[float] = ..., fit_s: _Optional[float] = ..., score_s: _Optional[float] = ..., select_s: _Optional[float] = ...) -> None: ...
 
 class SelectResponse(_message.Message):
-    __slots__ = ("ids", "scores", "strategy", "fallback_reason", "timings", "candidates")
+    __slots__ = ("ids", "scores", "strategy", "fallback_reason", "timings", "candidates", "scored_ids", "scored_scores")
     IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    SCORED_IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_SCORES_FIELD_NUMBER: _ClassVar[int]
     ids: _common_pb2.Int64Array
     scores: _common_pb2.Float32Array
     strategy: str
     fallback_reason: str
     timings: Timings
     candidates: int
-    def __init__(self, ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., candidates: _Optional[int] = ...) -> None: ...
+    scored_ids: _common_pb2.Int64Array
+    scored_scores: _common_pb2.Float32Array
+    def __init__(self, ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., candidates: _Optional[int] = ..., scored_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scored_scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ...) -> None: ...
+
+class Label(_message.Message):
+    __slots__ = ("id", "label")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    label: int
+    def __init__(self, id: _Optional[int] = ..., label: _Optional[int] = ...) -> None: ...
+
+class SequentialRequest(_message.Message):
+    __slots__ = ("start", "label")
+    START_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    start: SelectRequest
+    label: Label
+    def __init__(self, start: _Optional[_Union[SelectRequest, _Mapping]] = ..., label: _Optional[_Union[Label, _Mapping]] = ...) -> None: ...
+
+class SequentialResponse(_message.Message):
+    __slots__ = ("id", "score", "strategy", "fallback_reason", "timings", "labels", "latency_s")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    score: float
+    strategy: str
+    fallback_reason: str
+    timings: Timings
+    labels: int
+    latency_s: float
+    def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., labels: _Optional[int] = ..., latency_s: _Optional[float] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("pool", "embedding_version", "training", "classifier", "seed", "ids")

@@ -44,6 +44,11 @@ class ProxyServiceStub:
                 request_serializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.PredictRequest.SerializeToString,
                 response_deserializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.SelectSequential = channel.stream_stream(
+                '/proxal.proxy.v1.ProxyService/SelectSequential',
+                request_serializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialRequest.SerializeToString,
+                response_deserializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialResponse.FromString,
+                _registered_method=True)
 
 
 class ProxyServiceServicer:
@@ -61,6 +66,15 @@ class ProxyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SelectSequential(self, request_iterator, context):
+        """Batch size 1 (PRepAL's sequential mode): the first message configures the stream, then
+        every label sent is answered with the next item, chosen after a warm-started refit.
+        The stream holds its model for its lifetime; the replica keeps nothing after it ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProxyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +87,11 @@ def add_ProxyServiceServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.PredictRequest.FromString,
                     response_serializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.PredictResponse.SerializeToString,
+            ),
+            'SelectSequential': grpc.stream_stream_rpc_method_handler(
+                    servicer.SelectSequential,
+                    request_deserializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialRequest.FromString,
+                    response_serializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +148,33 @@ class ProxyService:
             '/proxal.proxy.v1.ProxyService/Predict',
             proxal_dot_proxy_dot_v1_dot_proxy__pb2.PredictRequest.SerializeToString,
             proxal_dot_proxy_dot_v1_dot_proxy__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SelectSequential(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/proxal.proxy.v1.ProxyService/SelectSequential',
+            proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialRequest.SerializeToString,
+            proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialResponse.FromString,
             options,
             channel_credentials,
             insecure,
