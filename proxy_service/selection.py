@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -156,7 +156,7 @@ class Query:
     strategy: str
     k: int
     seed: int
-    spec: ClassifierSpec = ClassifierSpec()
+    spec: ClassifierSpec = field(default_factory=ClassifierSpec)
     candidate_ids: npt.NDArray[np.int64] | None = None
     shard: Shard | None = None
     subsampling: Subsampling | None = None

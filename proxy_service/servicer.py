@@ -62,9 +62,7 @@ def _subsampling(request: proxy_pb2.SelectRequest) -> selection.Subsampling | No
         gamma=message.gamma,
         temperature=message.temperature,
         previous_ids=unpack_int64(message.previous_ids.data, "subsampling.previous_ids"),
-        previous_scores=unpack_float32(
-            message.previous_scores.data, "subsampling.previous_scores"
-        ),
+        previous_scores=unpack_float32(message.previous_scores.data, "subsampling.previous_scores"),
     )
 
 

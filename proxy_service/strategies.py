@@ -14,7 +14,6 @@ stays bounded by a chunk and a pass over a 1M x 384 pool reads the matrix once.
 from __future__ import annotations
 
 import time
-
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -120,14 +119,21 @@ class Strategy(ABC):
         """Why this strategy cannot run on these labels, or "" if it can."""
         classes = np.unique(labels)
         if self.needs_model and len(classes) < 2:
-            have = "there are no labels yet" if not len(labels) else f"all labels are class {classes[0]}"
+            have = (
+                "there are no labels yet"
+                if not len(labels)
+                else f"all labels are class {classes[0]}"
+            )
             return f"{self.name} needs a model fitted on labels of at least two classes and {have}"
         if len(labels) < self.min_labels:
             return f"{self.name} needs at least {self.min_labels} labels, got {len(labels)}"
         return ""
 
-    def check(self, classifier_kind: str, mc_samples: int) -> None:
-        """Raise InvalidArgumentError if this strategy cannot work with these settings."""
+    def check(self, classifier_kind: str, mc_samples: int) -> None:  # noqa: B027 (optional hook)
+        """Raise InvalidArgumentError if this strategy cannot work with these settings.
+
+        Most strategies work with any classifier, so the default accepts everything.
+        """
 
     @abstractmethod
     def select(self, pool: Pool, k: int) -> Picked:

@@ -119,3 +119,23 @@ def test_version_cache_loads_once_from_the_store(store: Store) -> None:
     assert not loaded[0].vectors.flags.writeable
     with pytest.raises(NotFoundError, match="complete versions"):
         cache.get("cached", "v9")
+
+
+def test_a_version_with_nan_or_inf_is_refused_with_the_ids(store: Store) -> None:
+    """The store refuses non-finite vectors on write; a version corrupted outside proxal
+    (simulated by altering what read_embeddings returns) must still not reach a model."""
+    version, _ = add_version(store, "corrupt", 40, 4)
+    read = store.read_embeddings
+
+    def corrupted(pool: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        ids, vectors = read(pool, version)
+        vectors = np.array(vectors)
+        vectors[3, 1], vectors[17, 0] = np.nan, np.inf
+        return ids, vectors
+
+    store.read_embeddings = corrupted  # type: ignore[method-assign]
+    cache = VersionCache(store, max_versions=2, max_models=2)
+    with pytest.raises(FailedPreconditionError, match=r"2 vector\(s\) with NaN.*\[3, 17\]"):
+        cache.get("corrupt", version)
+    store.read_embeddings = read  # type: ignore[method-assign]
+    assert cache.get("corrupt", version).ids.tolist() == list(range(40))  # not cached

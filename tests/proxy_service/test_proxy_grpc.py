@@ -16,6 +16,7 @@ from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
 from proxal_runtime.arrays import pack_int32, pack_int64, unpack_float32, unpack_int32, unpack_int64
+from proxal_runtime.ranking import top_k
 from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
 from proxal_store import EncoderInfo, Store
 from proxy_service.cache import VersionCache
@@ -110,7 +111,7 @@ def select_request(data: Blobs, **fields: Any) -> proxy_pb2.SelectRequest:
     for name, value in fields.items():
         if isinstance(value, bytes):
             getattr(request, name).data = value
-        elif name in ("training", "classifier"):
+        elif name in ("training", "classifier", "shard", "subsampling"):
             getattr(request, name).CopyFrom(value)
         else:
             setattr(request, name, value)
@@ -227,6 +228,49 @@ BAD_SELECTS: list[tuple[str, dict[str, Any], grpc.StatusCode, str]] = [
         grpc.StatusCode.NOT_FOUND,
         r"\[3000\]",
     ),
+    (
+        "shard outside the pool",
+        {"shard": proxy_pb2.Shard(range=proxy_pb2.IdRange(start=10_000, end=20_000))},
+        grpc.StatusCode.NOT_FOUND,
+        r"holds no id.*0\.\.1999",
+    ),
+    (
+        "inverted shard",
+        {"shard": proxy_pb2.Shard(range=proxy_pb2.IdRange(start=9, end=3))},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "start < end",
+    ),
+    (
+        "unknown shard ids",
+        {"shard": proxy_pb2.Shard(ids=common_pb2.Int64Array(data=pack_int64([5, 99_999])))},
+        grpc.StatusCode.NOT_FOUND,
+        r"shard.ids.*\[99999\]",
+    ),
+    (
+        "bald without mlp",
+        {"strategy": "bald"},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "kind to 'mlp'",
+    ),
+    (
+        "ups gamma",
+        {"subsampling": proxy_pb2.Subsampling(gamma=1.5, temperature=0.01)},
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "gamma must be in",
+    ),
+    (
+        "ups scores bytes",
+        {
+            "subsampling": proxy_pb2.Subsampling(
+                gamma=0.1,
+                temperature=0.01,
+                previous_ids=common_pb2.Int64Array(data=pack_int64([1, 2])),
+                previous_scores=common_pb2.Float32Array(data=b"\x00" * 7),
+            )
+        },
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "previous_scores",
+    ),
 ]
 
 
@@ -298,3 +342,58 @@ def test_server_stays_healthy_after_bad_input(proxy: Proxy, data: Blobs) -> None
     status = proxy.health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME)).status
     assert status == health_pb2.HealthCheckResponse.SERVING
     assert len(unpack_int64(proxy.stub.Select(select_request(data)).ids.data)) == 20
+
+
+def test_shards_merge_to_the_unsharded_selection(proxy: Proxy, data: Blobs) -> None:
+    whole = proxy.stub.Select(select_request(data, k=25))
+    ids, scores = [], []
+    for lo in range(0, N, 500):
+        shard = proxy_pb2.Shard(range=proxy_pb2.IdRange(start=lo, end=lo + 500))
+        part = proxy.stub.Select(select_request(data, k=25, shard=shard))
+        ids.append(unpack_int64(part.ids.data))
+        scores.append(unpack_float32(part.scores.data))
+    all_ids, all_scores = np.concatenate(ids), np.concatenate(scores)
+    merged = all_ids[top_k(all_scores, all_ids, 25, 1)]
+    np.testing.assert_array_equal(merged, unpack_int64(whole.ids.data))
+
+
+def test_ups_round_trip_over_grpc(proxy: Proxy, data: Blobs) -> None:
+    full = proxy.stub.Select(select_request(data, return_scores=True))
+    scored = unpack_int64(full.scored_ids.data)
+    assert len(scored) == N - LABELED == full.candidates
+    sub = proxy_pb2.Subsampling(
+        gamma=0.1,
+        temperature=0.01,
+        previous_ids=full.scored_ids,
+        previous_scores=full.scored_scores,
+    )
+    fast = proxy.stub.Select(select_request(data, subsampling=sub, seed=2))
+    assert 0.05 * len(scored) < fast.candidates < 0.2 * len(scored)
+    assert len(unpack_int64(fast.ids.data)) == 20
+
+
+def test_deadlines_are_honoured_and_the_replica_keeps_serving(proxy: Proxy, data: Blobs) -> None:
+    mlp = proxy_pb2.ClassifierSpec(kind="mlp", max_iter=2000)  # seconds of work
+    with pytest.raises(grpc.RpcError) as info:
+        proxy.stub.Select(select_request(data, classifier=mlp, seed=77), timeout=0.3)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(unpack_int64(proxy.stub.Select(select_request(data), timeout=30).ids.data)) == 20
+
+
+@pytest.mark.parametrize("strategy", ["mahalanobis", "coreset", "badge"])
+def test_diversity_and_density_strategies_over_grpc(
+    proxy: Proxy, data: Blobs, strategy: str
+) -> None:
+    response = proxy.stub.Select(select_request(data, strategy=strategy))
+    ids = unpack_int64(response.ids.data)
+    assert response.strategy == strategy and len(set(ids.tolist())) == 20
+    assert ids.min() >= LABELED
+
+
+def test_bald_with_the_mlp_over_grpc(proxy: Proxy, data: Blobs) -> None:
+    mlp = proxy_pb2.ClassifierSpec(kind="mlp", max_iter=30)
+    response = proxy.stub.Select(
+        select_request(data, strategy="bald", classifier=mlp, mc_samples=10)
+    )
+    assert response.strategy == "bald" and len(unpack_int64(response.ids.data)) == 20
+    assert (np.diff(unpack_float32(response.scores.data)) <= 0).all()

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError
+from proxal_runtime.deadline import Deadline
+from proxal_runtime.errors import DeadlineExceededError, InvalidArgumentError, NotFoundError
+from proxal_runtime.ranking import top_k
 from proxy_service.cache import LoadedVersion
 from proxy_service.classifiers import ClassifierSpec, SingleClassError
 from proxy_service.selection import (
     ModelCache,
     Query,
     SelectionResult,
+    Shard,
+    Subsampling,
     TrainingSet,
     predict,
     select,
@@ -197,3 +203,136 @@ def test_predict_needs_two_classes() -> None:
         )
     with pytest.raises(NotFoundError, match=r"ids: 1 id\(s\)"):
         predict(lambda: VERSION, ModelCache(1), training(), np.array([3]), 0, ClassifierSpec())
+
+
+def query(**fields: object) -> Query:
+    base: dict[str, object] = {"training": training(), "strategy": "margin", "k": 10, "seed": 0}
+    return Query(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_a_range_shard_limits_candidates_and_caps_k() -> None:
+    result = select(lambda: VERSION, ModelCache(2), query(shard=Shard(1100, 1150), k=10))
+    assert set(result.ids.tolist()) <= set(range(1100, 1150))
+    assert result.n_candidates == 50
+    small = select(lambda: VERSION, ModelCache(2), query(shard=Shard(1025, 1035), k=10))
+    assert sorted(small.ids.tolist()) == list(range(1030, 1035))  # 1025..1029 are labeled
+    labeled_only = select(lambda: VERSION, ModelCache(2), query(shard=Shard(1000, 1010)))
+    assert len(labeled_only.ids) == 0 and labeled_only.n_candidates == 0
+
+
+def test_an_id_list_shard_intersects_the_candidates() -> None:
+    shard = Shard(ids=np.array([1100, 1101, 1102, 1200], dtype=np.int64))
+    candidates = np.array([1101, 1102, 1200, 1250], dtype=np.int64)
+    result = select(
+        lambda: VERSION, ModelCache(2), query(shard=shard, candidate_ids=candidates, k=5)
+    )
+    assert sorted(result.ids.tolist()) == [1101, 1102, 1200]
+
+
+def test_sharded_top_k_merges_to_the_unsharded_answer() -> None:
+    whole = select(lambda: VERSION, ModelCache(2), query(k=12))
+    parts = [
+        select(lambda: VERSION, ModelCache(2), query(shard=Shard(lo, lo + 100), k=12))
+        for lo in (1000, 1100, 1200)
+    ]
+    ids = np.concatenate([p.ids for p in parts])
+    scores = np.concatenate([p.scores for p in parts])
+    np.testing.assert_array_equal(ids[top_k(scores, ids, 12, 0)], whole.ids)
+
+
+@pytest.mark.parametrize(
+    ("shard", "error", "message"),
+    [
+        (Shard(50, 40), InvalidArgumentError, r"start < end, got \[50, 40\)"),
+        (Shard(5000, 6000), NotFoundError, r"holds no id.*1000\.\.1299"),
+        (Shard(ids=np.array([1100, 7], dtype=np.int64)), NotFoundError, r"shard.ids.*\[7\]"),
+    ],
+)
+def test_bad_shards_say_what_is_wrong(shard: Shard, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        select(lambda: VERSION, ModelCache(2), query(shard=shard))
+
+
+def test_return_scores_gives_every_candidate_score() -> None:
+    result = select(lambda: VERSION, ModelCache(2), query(return_scores=True))
+    assert len(result.scored_ids) == N - len(LABELED) == len(result.scored_scores)
+    by_id = dict(zip(result.scored_ids.tolist(), result.scored_scores.tolist(), strict=True))
+    assert [by_id[i] for i in result.ids.tolist()] == result.scores.tolist()
+    assert max(by_id.values()) == result.scores[0]
+    assert len(select(lambda: VERSION, ModelCache(2), query()).scored_ids) == 0
+    coreset = select(lambda: VERSION, ModelCache(2), query(strategy="coreset", return_scores=True))
+    assert len(coreset.scored_ids) == 0  # batch strategies have no per-candidate score
+
+
+def ups(previous: SelectionResult, gamma: float = 0.1, temperature: float = 0.01) -> Subsampling:
+    return Subsampling(gamma, temperature, previous.scored_ids, previous.scored_scores)
+
+
+def test_ups_keeps_the_top_gamma_and_a_tempered_sample() -> None:
+    full = select(lambda: VERSION, ModelCache(2), query(return_scores=True, strategy="entropy"))
+    sub = select(
+        lambda: VERSION, ModelCache(2), query(subsampling=ups(full), return_scores=True, seed=1)
+    )
+    order = full.scored_ids[np.argsort(-full.scored_scores, kind="stable")]
+    top_gamma = set(order[: int(0.1 * len(order))].tolist())
+    kept = set(sub.scored_ids.tolist())
+    assert top_gamma <= kept  # rank <= gamma: probability 1
+    expected = 0.1 + 0.01  # gamma + T (1 - exp(-(1 - gamma) / T)) of the candidates
+    assert abs(len(kept) / len(order) - expected) < 0.06
+    assert sub.n_candidates == len(kept)
+    assert set(sub.ids.tolist()) <= kept
+
+
+def test_ups_always_rescores_ids_without_a_previous_score() -> None:
+    half = query(candidate_ids=VERSION.ids[:150], return_scores=True, strategy="entropy")
+    partial = select(lambda: VERSION, ModelCache(2), half)
+    result = select(
+        lambda: VERSION, ModelCache(2), query(subsampling=ups(partial), return_scores=True)
+    )
+    assert set(VERSION.ids[150:].tolist()) <= set(result.scored_ids.tolist())
+
+
+def test_ups_with_gamma_one_rescores_everything() -> None:
+    full = select(lambda: VERSION, ModelCache(2), query(return_scores=True))
+    again = select(lambda: VERSION, ModelCache(2), query(subsampling=ups(full, gamma=1.0)))
+    assert again.n_candidates == full.n_candidates
+
+
+@pytest.mark.parametrize(
+    ("sub", "message"),
+    [
+        (Subsampling(0.0, 0.01, np.zeros(0, np.int64), np.zeros(0, np.float32)), "gamma"),
+        (Subsampling(0.1, 0.0, np.zeros(0, np.int64), np.zeros(0, np.float32)), "temperature"),
+        (Subsampling(0.1, 0.01, np.arange(3), np.zeros(2, np.float32)), "one score per id"),
+        (Subsampling(0.1, 0.01, np.arange(2), np.array([0, np.nan], np.float32)), "finite"),
+        (Subsampling(0.1, 0.01, np.array([4, 4]), np.zeros(2, np.float32)), "unique"),
+    ],
+)
+def test_bad_subsampling_is_invalid(sub: Subsampling, message: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=message):
+        select(lambda: VERSION, ModelCache(2), query(subsampling=sub))
+
+
+def test_a_passed_deadline_stops_the_selection() -> None:
+    def slow_load() -> LoadedVersion:
+        time.sleep(0.05)
+        return VERSION
+
+    with pytest.raises(DeadlineExceededError, match="after loading the version"):
+        select(slow_load, ModelCache(2), query(), deadline=Deadline(0.01))
+    assert len(select(slow_load, ModelCache(2), query(), deadline=Deadline(30)).ids) == 10
+
+
+@pytest.mark.parametrize("strategy", ["bald", "mahalanobis", "coreset", "badge"])
+def test_new_strategies_run_through_select(strategy: str) -> None:
+    spec = ClassifierSpec(kind="mlp", max_iter=20) if strategy == "bald" else ClassifierSpec()
+    result = select(lambda: VERSION, ModelCache(2), query(strategy=strategy, spec=spec, k=15))
+    assert result.strategy_used == strategy and len(set(result.ids.tolist())) == 15
+    assert not set(result.ids.tolist()) & set(LABELED.tolist())
+
+
+def test_badge_cold_start_falls_back_to_coreset() -> None:
+    empty = training(np.zeros(0, np.int64), np.zeros(0, np.int32))
+    result = select(lambda: VERSION, ModelCache(2), query(strategy="badge", training=empty))
+    assert result.strategy_used == "coreset"
+    assert "no labels yet" in result.fallback_reason and "with coreset" in result.fallback_reason
