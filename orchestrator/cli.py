@@ -38,6 +38,20 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--batch-size", type=int, default=loop.batch_size)
     p.add_argument("--rounds", type=int, default=loop.rounds)
     p.add_argument(
+        "--ups-gamma",
+        type=float,
+        default=0.0,
+        help="unlabeled pool subsampling: re-score only this top fraction plus a tempered "
+        "sample (0.1 in the paper); 0 = score the whole pool every round",
+    )
+    p.add_argument("--ups-temperature", type=float, default=0.01, help="UPS temperature T")
+    p.add_argument(
+        "--ups-full-rounds", type=int, default=2, help="UPS: score the whole pool first N rounds"
+    )
+    p.add_argument(
+        "--ups-full-every", type=int, default=5, help="UPS: then every Nth round (0 = never)"
+    )
+    p.add_argument(
         "--successor-strategies",
         type=_csv(),
         default=("margin", "random"),
@@ -152,7 +166,16 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from orchestrator.demo import DemoConfig, run_demo
     from orchestrator.simulation import LoopConfig
     from orchestrator.successor import SuccessorConfig
+    from orchestrator.ups import UpsSchedule
 
+    ups = None
+    if args.ups_gamma:
+        ups = UpsSchedule(
+            gamma=args.ups_gamma,
+            temperature=args.ups_temperature,
+            full_rounds=args.ups_full_rounds,
+            full_every=args.ups_full_every,
+        )
     config = DemoConfig(
         out_dir=args.out,
         backend=args.backend,
@@ -164,6 +187,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
             initial_size=args.initial,
             batch_size=args.batch_size,
             rounds=args.rounds,
+            ups=ups,
         ),
         successor_strategies=args.successor_strategies,
         successor=(

@@ -8,7 +8,7 @@ status code and message.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -45,6 +45,29 @@ class Selection:
     strategy: str
     fallback_reason: str
     timings: dict[str, float]
+    candidates: int = 0
+    # Every score computed (n,), when return_scores was asked for; else empty.
+    scored_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    scored_scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @classmethod
+    def from_proto(cls, response: proxy_pb2.SelectResponse) -> Selection:
+        t = response.timings
+        return cls(
+            ids=unpack_int64(response.ids.data),
+            scores=unpack_float32(response.scores.data),
+            strategy=response.strategy,
+            fallback_reason=response.fallback_reason,
+            timings={
+                "load_s": t.load_s,
+                "fit_s": t.fit_s,
+                "score_s": t.score_s,
+                "select_s": t.select_s,
+            },
+            candidates=response.candidates,
+            scored_ids=unpack_int64(response.scored_ids.data),
+            scored_scores=unpack_float32(response.scored_scores.data),
+        )
 
 
 @dataclass(frozen=True)
@@ -164,7 +187,11 @@ class ProxyClient:
         seed: int,
         candidate_ids: npt.NDArray[np.int64] | None = None,
         classifier: proxy_pb2.ClassifierSpec | None = None,
+        subsampling: proxy_pb2.Subsampling | None = None,
+        return_scores: bool = False,
+        mc_samples: int = 0,
     ) -> Selection:
+        """The proxy's top k; `subsampling` (UPS) and `return_scores` as in proxy.proto."""
         request = proxy_pb2.SelectRequest(
             pool=pool,
             embedding_version=version,
@@ -176,21 +203,11 @@ class ProxyClient:
             candidate_ids=common_pb2.Int64Array(
                 data=b"" if candidate_ids is None else pack_int64(candidate_ids)
             ),
+            subsampling=subsampling,
+            return_scores=return_scores,
+            mc_samples=mc_samples,
         )
-        response = self._stub.Select(request, timeout=self.timeout)
-        t = response.timings
-        return Selection(
-            ids=unpack_int64(response.ids.data),
-            scores=unpack_float32(response.scores.data),
-            strategy=response.strategy,
-            fallback_reason=response.fallback_reason,
-            timings={
-                "load_s": t.load_s,
-                "fit_s": t.fit_s,
-                "score_s": t.score_s,
-                "select_s": t.select_s,
-            },
-        )
+        return Selection.from_proto(self._stub.Select(request, timeout=self.timeout))
 
     def predict(
         self,

@@ -18,6 +18,7 @@ from proxal.proxy.v1 import proxy_pb2
 from sklearn.metrics import accuracy_score, f1_score
 
 from orchestrator.clients import ProxyClient, TrainingSet
+from orchestrator.ups import ScoreTable, UpsSchedule
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_store import RoundRecord, SessionRecord, Store
 
@@ -33,12 +34,15 @@ class LoopConfig:
     rounds: int = 10
     classifier_c: float = 10.0
     classifier_max_iter: int = 300
+    ups: UpsSchedule | None = None  # subsample the pool for pointwise strategies
 
     def validate(self, pool_size: int) -> None:
         if not self.strategies:
             raise InvalidArgumentError("name at least one strategy")
         if self.initial_size < 1 or self.batch_size < 1 or self.rounds < 0:
             raise InvalidArgumentError("initial_size and batch_size must be >= 1 and rounds >= 0")
+        if self.ups is not None:
+            self.ups.validate()
         budget = self.initial_size + self.rounds * self.batch_size
         if budget > pool_size:
             raise InvalidArgumentError(
@@ -141,6 +145,7 @@ def run_simulation(
                 )
             )
             labeled = [int(i) for i in initial]
+            previous = ScoreTable()  # UPS: the last score of each candidate
             store.append_labels(
                 session,
                 data.pool,
@@ -179,7 +184,10 @@ def run_simulation(
                 }
                 selected: list[int] = []
                 timings: dict[str, float] = {}
+                proxy_spec: dict[str, object] = {"kind": "logreg", "c": config.classifier_c}
                 if rnd < config.rounds:
+                    ups = config.ups
+                    subsample = ups is not None and not ups.is_full(rnd) and len(previous) > 0
                     selection = proxy.select(
                         data.pool,
                         data.version,
@@ -189,9 +197,19 @@ def run_simulation(
                         seed=round_seed,
                         candidate_ids=data.train_ids,
                         classifier=spec,
+                        subsampling=previous.subsampling(ups) if subsample and ups else None,
+                        return_scores=ups is not None,
                     )
                     selected = selection.ids.tolist()
+                    previous.update(selection.scored_ids, selection.scored_scores)
+                    previous.drop(selected)
                     timings = selection.timings
+                    if ups is not None:
+                        proxy_spec["ups"] = {
+                            **asdict(ups),
+                            "subsampled": subsample,
+                            "scored": selection.candidates,
+                        }
                     store.append_labels(
                         session,
                         data.pool,
@@ -208,7 +226,7 @@ def run_simulation(
                         embedding_version=data.version,
                         selected_ids=selected,
                         labels_total=len(labeled),
-                        proxy_spec={"kind": "logreg", "c": config.classifier_c},
+                        proxy_spec=proxy_spec,
                         timings={**timings, "round_s": elapsed},
                         metrics=metrics,
                     )
