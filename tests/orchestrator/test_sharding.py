@@ -1,0 +1,362 @@
+"""Sharded selection: 3 real proxy replicas on loopback behind one round-robin channel.
+
+Every decomposable strategy's merged answer must equal one replica's unsharded Select;
+core-set and BADGE run the two-stage rule; a replica killed mid-request costs a retry, not
+the answer; client errors are not retried.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from proxal.common.v1 import common_pb2
+from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+
+from orchestrator.clients import TrainingSet
+from orchestrator.processes import ServiceProcess
+from orchestrator.sharding import (
+    IdRange,
+    ShardedSelector,
+    ShardReport,
+    channel_target,
+    merge_top_k,
+    split_ids,
+    split_range,
+)
+from proxal_runtime.arrays import pack_int64, unpack_float32, unpack_int64
+from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.ranking import top_k
+from proxal_runtime.server import grpc_channel_options
+from proxal_store import EncoderInfo, Store
+
+POOL = "blobs"
+N, DIM, CLASSES, LABELED = 6000, 32, 4, 200
+MLP = proxy_pb2.ClassifierSpec(kind="mlp", max_iter=30)
+REPLICA_ARGS = ["--score-threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, str, TrainingSet]:
+    """A store with one 6,000 x 32 version of 4 Gaussian blobs and 200 labels spread over it."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0.0, 0.6, size=(CLASSES, DIM))
+    labels = rng.integers(0, CLASSES, size=N)
+    vectors = (centers[labels] + rng.normal(size=(N, DIM))).astype(np.float32)
+    store = Store(str(tmp_path_factory.mktemp("sharding") / "store"))
+    store.add_pool_rows(POOL, "train", [f"text {i}" for i in range(N)], [f"c{c}" for c in labels])
+    writer = store.begin_embedding(POOL, EncoderInfo("synthetic-blobs", "none", DIM, 16))
+    writer.write(np.arange(N), vectors)
+    version = writer.commit().version
+    ids = np.sort(rng.choice(N, LABELED, replace=False)).astype(np.int64)
+    return store, version, TrainingSet(ids, labels[ids].astype(np.int32), CLASSES)
+
+
+def start_replicas(store: Store, log_dir: Path, n: int = 3) -> list[ServiceProcess]:
+    replicas = [
+        ServiceProcess("proxy_service", store.uri, REPLICA_ARGS, log_dir / f"proxy{i}.log")
+        for i in range(n)
+    ]
+    with ThreadPoolExecutor(n) as pool:
+        starts = [pool.submit(r.start) for r in replicas]
+    try:
+        for started in starts:
+            started.result()
+    except BaseException:
+        stop_all(replicas)
+        raise
+    return replicas
+
+
+def stop_all(replicas: list[ServiceProcess]) -> None:
+    """Stop the replicas in parallel (each drains its calls for a moment on SIGTERM)."""
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        list(pool.map(ServiceProcess.stop, replicas))
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    world: tuple[Store, str, TrainingSet], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServiceProcess]]:
+    running = start_replicas(world[0], tmp_path_factory.mktemp("logs"))
+    yield running
+    stop_all(running)
+
+
+@pytest.fixture(scope="module")
+def selector(replicas: list[ServiceProcess]) -> Iterator[ShardedSelector]:
+    with ShardedSelector([r.address for r in replicas], timeout=60.0) as sel:
+        yield sel
+
+
+@pytest.fixture(scope="module")
+def single(replicas: list[ServiceProcess]) -> Iterator[proxy_pb2_grpc.ProxyServiceStub]:
+    """The reference: one replica, addressed directly, answering unsharded."""
+    with grpc.insecure_channel(replicas[0].address, options=grpc_channel_options()) as channel:
+        yield proxy_pb2_grpc.ProxyServiceStub(channel)
+
+
+def reference(
+    stub: proxy_pb2_grpc.ProxyServiceStub,
+    world: tuple[Store, str, TrainingSet],
+    strategy: str,
+    k: int,
+    seed: int,
+    classifier: proxy_pb2.ClassifierSpec | None = None,
+    candidate_ids: np.ndarray | None = None,
+) -> proxy_pb2.SelectResponse:
+    _, version, training = world
+    request = proxy_pb2.SelectRequest(
+        pool=POOL,
+        embedding_version=version,
+        training=training.to_proto(),
+        classifier=classifier,
+        strategy=strategy,
+        k=k,
+        seed=seed,
+        candidate_ids=common_pb2.Int64Array(
+            data=b"" if candidate_ids is None else pack_int64(candidate_ids)
+        ),
+    )
+    return stub.Select(request, timeout=60.0)
+
+
+# --- pure units -----------------------------------------------------------------------------
+
+
+def test_split_range_is_contiguous_and_balanced() -> None:
+    parts = split_range(10, 31, 4)
+    assert parts == [IdRange(10, 15), IdRange(15, 20), IdRange(20, 25), IdRange(25, 31)]
+    assert split_range(0, 3, 10) == [IdRange(0, 1), IdRange(1, 2), IdRange(2, 3)]
+    assert split_range(5, 6, 1) == [IdRange(5, 6)]
+    with pytest.raises(ValueError, match="start < end"):
+        split_range(4, 4, 2)
+    with pytest.raises(ValueError, match="n must be"):
+        split_range(0, 4, 0)
+
+
+def test_split_ids_sorts_dedupes_and_covers() -> None:
+    parts = split_ids([9, 3, 3, 7, 1, 5, 11], 3)
+    assert [p.tolist() for p in parts] == [[1, 3], [5, 7], [9, 11]]
+    assert all(p.dtype == np.int64 for p in parts)
+    assert [p.tolist() for p in split_ids([4, 2], 5)] == [[2], [4]]
+    with pytest.raises(ValueError, match="no ids"):
+        split_ids([], 2)
+
+
+def test_channel_target_lists_replicas() -> None:
+    assert channel_target(["127.0.0.1:5", "127.0.0.1:6"]) == "ipv4:127.0.0.1:5,127.0.0.1:6"
+    assert channel_target(["[::1]:5", "[::1]:6"]) == "ipv6:[::1]:5,[::1]:6"
+    assert channel_target(["dns:///proxy:50051"]) == "dns:///proxy:50051"
+    with pytest.raises(ValueError, match="not ip:port"):
+        channel_target(["localhost:5", "localhost:6"])
+    with pytest.raises(ValueError, match="at least one"):
+        channel_target([])
+
+
+def test_merge_top_k_equals_top_k_of_the_whole() -> None:
+    rng = np.random.default_rng(3)
+    ids = rng.permutation(1000).astype(np.int64)
+    scores = rng.integers(0, 20, size=1000).astype(np.float32)  # many ties: the hash decides
+    scores[rng.choice(1000, 10, replace=False)] = np.nan
+    whole = top_k(scores, ids, 50, seed=7)
+    parts = np.array_split(np.arange(1000), 6)
+    tops = [p[top_k(scores[p], ids[p], min(50, len(p)), seed=7)] for p in parts]
+    merged_ids, merged_scores = merge_top_k(
+        [ids[t] for t in tops], [scores[t] for t in tops], 50, seed=7
+    )
+    np.testing.assert_array_equal(merged_ids, ids[whole])
+    np.testing.assert_array_equal(merged_scores, scores[whole])
+    # An id reported by two overlapping shards counts once.
+    again_ids, _ = merge_top_k([ids[tops[0]], ids[tops[0]]], [scores[tops[0]]] * 2, 5, seed=7)
+    assert len(set(again_ids.tolist())) == 5
+    with pytest.raises(InvalidArgumentError, match="only 3 candidates"):
+        merge_top_k([np.array([1, 2]), np.array([2, 3])], [np.zeros(2, np.float32)] * 2, 4, 0)
+
+
+# --- against real replicas ------------------------------------------------------------------
+
+
+def assert_same_scores(strategy: str, got: np.ndarray, want: np.ndarray) -> None:
+    """Random scores are a hash: bit for bit. The others pass float32 matrix products
+    through OpenBLAS, whose last bit depends on the chunk's row count and alignment (a
+    shard's chunks differ from the whole pool's), so they agree to float32 rounding."""
+    if strategy == "random":
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)
+
+
+DECOMPOSABLE = [
+    ("random", None),
+    ("least_confidence", None),
+    ("margin", None),
+    ("entropy", None),
+    ("mahalanobis", None),
+    ("bald", MLP),
+]
+
+
+@pytest.mark.parametrize(("strategy", "classifier"), DECOMPOSABLE, ids=[s for s, _ in DECOMPOSABLE])
+def test_decomposable_range_shards_equal_one_replica(
+    world: tuple[Store, str, TrainingSet],
+    selector: ShardedSelector,
+    single: proxy_pb2_grpc.ProxyServiceStub,
+    strategy: str,
+    classifier: proxy_pb2.ClassifierSpec | None,
+) -> None:
+    _, version, training = world
+    k, seed = 40, 11
+    shards = split_range(0, N, 7)
+    result = selector.select(
+        POOL, version, training, strategy, k, seed, shards, classifier=classifier
+    )
+    expected = reference(single, world, strategy, k, seed, classifier)
+    assert expected.strategy == strategy and not expected.fallback_reason
+    assert result.strategy == strategy and not result.two_stage
+    np.testing.assert_array_equal(result.ids, unpack_int64(expected.ids.data))
+    assert_same_scores(strategy, result.scores, unpack_float32(expected.scores.data))
+    assert len(result.shards) == 7 and result.candidates == N - LABELED
+    assert all(r.returned == k and r.attempts == 1 for r in result.shards)
+
+
+@pytest.mark.parametrize("strategy", ["margin", "mahalanobis", "random"])
+def test_decomposable_id_list_shards_equal_one_replica(
+    world: tuple[Store, str, TrainingSet],
+    selector: ShardedSelector,
+    single: proxy_pb2_grpc.ProxyServiceStub,
+    strategy: str,
+) -> None:
+    """Interleaved id lists over two thirds of the pool (labeled ids included, then dropped)."""
+    _, version, _ = world
+    subset = np.flatnonzero(np.arange(N) % 3 != 0).astype(np.int64)
+    shards = [subset[subset % 5 == r] for r in range(5)]  # non-contiguous parts
+    k, seed = 30, 4
+    result = selector.select(POOL, version, world[2], strategy, k, seed, shards)
+    expected = reference(single, world, strategy, k, seed, candidate_ids=subset)
+    np.testing.assert_array_equal(result.ids, unpack_int64(expected.ids.data))
+    assert_same_scores(strategy, result.scores, unpack_float32(expected.scores.data))
+    assert result.candidates == expected.candidates
+    # The split helper's sorted parts give the same answer.
+    again = selector.select(POOL, version, world[2], strategy, k, seed, split_ids(subset, 4))
+    np.testing.assert_array_equal(again.ids, result.ids)
+
+
+def test_k_above_the_shards_candidates_is_an_error(
+    world: tuple[Store, str, TrainingSet], selector: ShardedSelector
+) -> None:
+    _, version, training = world
+    labeled = set(training.ids.tolist())
+    small = np.array([i for i in range(100) if i not in labeled][:6], dtype=np.int64)
+    with pytest.raises(InvalidArgumentError, match="only 6 candidates"):
+        selector.select(POOL, version, training, "margin", 7, 0, split_ids(small, 3))
+    with pytest.raises(InvalidArgumentError, match="only 6 candidates"):
+        selector.select(POOL, version, training, "coreset", 7, 0, split_ids(small, 3))
+    result = selector.select(POOL, version, training, "margin", 6, 0, split_ids(small, 3))
+    assert sorted(result.ids.tolist()) == small.tolist()
+
+
+@pytest.mark.parametrize("strategy", ["coreset", "badge"])
+def test_non_decomposable_runs_two_stages(
+    world: tuple[Store, str, TrainingSet], selector: ShardedSelector, strategy: str
+) -> None:
+    _, version, training = world
+    k, shards = 25, split_range(0, N, 5)
+    first = selector.select(POOL, version, training, strategy, k, 2, shards)
+    second = selector.select(POOL, version, training, strategy, k, 2, shards)
+    assert first.two_stage and first.strategy == strategy and not first.fallback_reason
+    assert first.stage2 is not None and first.stage2.candidates == len(first.stage1_ids)
+    assert len(first.stage1_ids) == 5 * k  # every shard picked k
+    assert len(first.ids) == k and len(set(first.ids.tolist())) == k
+    assert set(first.ids.tolist()) <= set(first.stage1_ids.tolist())
+    assert not set(first.ids.tolist()) & set(training.ids.tolist())
+    np.testing.assert_array_equal(first.ids, second.ids)
+    np.testing.assert_array_equal(first.scores, second.scores)
+    assert first.attempts == 6 and first.retries == 0
+
+
+def test_fallback_decides_the_merge(
+    world: tuple[Store, str, TrainingSet], selector: ShardedSelector
+) -> None:
+    """BADGE with labels of one class falls back to core-set: still two stages, reason kept."""
+    _, version, training = world
+    one_class = TrainingSet(training.ids[:10], np.zeros(10, np.int32), CLASSES)
+    result = selector.select(POOL, version, one_class, "badge", 10, 1, split_range(0, N, 3))
+    assert result.strategy == "coreset" and result.two_stage
+    assert "selected with coreset instead" in result.fallback_reason
+    # margin falls back to random, which merges exactly.
+    margin = selector.select(POOL, version, one_class, "margin", 10, 1, split_range(0, N, 3))
+    assert margin.strategy == "random" and not margin.two_stage
+    plain = selector.select(POOL, version, one_class, "random", 10, 1, [IdRange(0, N)])
+    np.testing.assert_array_equal(margin.ids, plain.ids)
+
+
+def test_client_errors_are_not_retried(
+    world: tuple[Store, str, TrainingSet], selector: ShardedSelector
+) -> None:
+    _, version, training = world
+    before = selector.calls
+    with pytest.raises(grpc.RpcError) as info:
+        selector.select(POOL, version, training, "nope", 5, 0, [IdRange(0, N)])
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown strategy" in (info.value.details() or "")
+    assert selector.calls - before == 1
+    before = selector.calls
+    with pytest.raises(grpc.RpcError) as info:  # a range holding no id of the version
+        selector.select(POOL, version, training, "margin", 5, 0, split_range(N, N + 40, 4))
+    assert info.value.code() is grpc.StatusCode.NOT_FOUND
+    assert selector.calls - before <= 4
+
+
+def test_unreachable_replicas_give_up_after_max_attempts(
+    world: tuple[Store, str, TrainingSet],
+) -> None:
+    _, version, training = world
+    with ShardedSelector(["127.0.0.1:1", "127.0.0.1:2"], timeout=5.0, max_attempts=3) as dead:
+        with pytest.raises(grpc.RpcError) as info:
+            dead.select(POOL, version, training, "margin", 5, 0, [IdRange(0, N)])
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert dead.calls == 3
+
+
+def test_replica_killed_during_a_request_costs_a_retry(
+    world: tuple[Store, str, TrainingSet], tmp_path: Path
+) -> None:
+    """Fresh replicas; the third is frozen (SIGSTOP) so the calls routed to it are surely in
+    flight, then SIGKILLed as soon as the first shard answers: those calls fail UNAVAILABLE
+    and are retried on the two live replicas."""
+    store, version, training = world
+    replicas = start_replicas(store, tmp_path)
+    try:
+        victim = replicas[2].process
+        assert victim is not None
+        shards = split_range(0, N, 12)
+        with ShardedSelector([r.address for r in replicas], timeout=30.0) as sel:
+            before = sel.select(POOL, version, training, "margin", 30, 5, shards)
+            assert before.retries == 0
+            killed = threading.Event()
+
+            def kill_once(report: ShardReport) -> None:
+                if not killed.is_set():
+                    killed.set()
+                    victim.kill()
+
+            os.kill(victim.pid, signal.SIGSTOP)
+            after = sel.select(POOL, version, training, "margin", 30, 5, shards, on_shard=kill_once)
+        assert killed.is_set() and victim.wait(10) == -signal.SIGKILL
+        np.testing.assert_array_equal(after.ids, before.ids)
+        np.testing.assert_array_equal(after.scores, before.scores)
+        assert after.retries >= 1
+        assert max(r.attempts for r in after.shards) >= 2
+    finally:
+        for replica in replicas:
+            if replica.process is not None and replica.process.poll() is None:
+                os.kill(replica.process.pid, signal.SIGCONT)
+        stop_all(replicas)
