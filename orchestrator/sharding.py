@@ -15,8 +15,10 @@ that cannot run yet falls back, e.g. BADGE without two classes runs core-set):
 * Decomposable strategies (random, least_confidence, margin, entropy, bald, mahalanobis)
   score each candidate on its own and rank by (score desc, seeded id hash asc) with
   `proxal_runtime.ranking.top_k`. That order does not depend on positions, so the top k of
-  the union of every shard's top k is exactly the top k a single replica would pick from
-  the whole pool; the client concatenates the shard answers and runs the same `top_k`.
+  the union of every shard's top k is the top k a single replica would pick from the
+  whole pool; the client concatenates the shard answers and runs the same `top_k`. (A
+  row's float32 score can differ in its last bit between chunkings of the BLAS product,
+  so two candidates within one rounding step at the k-th place could swap.)
 * Core-set and BADGE pick greedily, each pick depending on the earlier ones, so they do
   not decompose. They run in two stages: (1) every shard picks up to k candidates with
   the strategy on its own part; (2) one more Select runs the strategy on the union of

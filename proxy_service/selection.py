@@ -84,11 +84,18 @@ class Shard:
             )
 
     def rows(self, version: LoadedVersion) -> npt.NDArray[np.intp]:
-        """Rows (s,) of the version inside the shard; NotFoundError if it holds none."""
+        """Rows (s,) of the version inside the shard.
+
+        NotFoundError for a range entirely outside the version's ids (a range inside their
+        span that falls in a gap is just empty) or for listed ids the version lacks.
+        """
         if self.ids is not None:
             return np.unique(version.rows(self.ids, "shard.ids"))
         lo, hi = np.searchsorted(version.ids, [self.start, self.end])
-        if lo == hi:
+        outside = not len(version.ids) or (
+            self.end <= version.ids[0] or self.start > version.ids[-1]
+        )
+        if outside:
             span = f"{version.ids[0]}..{version.ids[-1]}" if len(version.ids) else "none"
             raise NotFoundError(
                 f"shard.range [{self.start}, {self.end}) holds no id of embedding version "

@@ -3,7 +3,8 @@
 Every strategy is a small class with one entry point, ``select(pool, k)``. Pointwise
 strategies give each candidate a score (higher = more informative) and take the top k with
 `proxal_runtime.ranking.top_k`, whose order depends on (score, seed, id) only, so a pool
-split into shards merges back to the same answer (``decomposable``). Batch strategies
+split into shards merges back to the same answer (``decomposable``; up to float32 rounding
+of BLAS products, which can differ in the last bit between chunkings). Batch strategies
 (core-set, BADGE) pick greedily, each pick depending on the earlier ones; they are not
 decomposable, and a sharded selection runs them in two stages (see orchestrator.sharding).
 

@@ -220,6 +220,15 @@ def test_a_range_shard_limits_candidates_and_caps_k() -> None:
     assert len(labeled_only.ids) == 0 and labeled_only.n_candidates == 0
 
 
+def test_a_range_in_a_gap_of_the_ids_is_empty_not_an_error() -> None:
+    gappy = LoadedVersion("pool", "v2", np.array([10, 11, 50, 51]), VERSION.vectors[:4].copy())
+    train = training(np.array([10, 50]), np.array([0, 1]))
+    result = select(lambda: gappy, ModelCache(2), query(training=train, shard=Shard(20, 40)))
+    assert len(result.ids) == 0 and result.n_candidates == 0
+    with pytest.raises(NotFoundError, match="holds no id"):
+        select(lambda: gappy, ModelCache(2), query(training=train, shard=Shard(52, 60)))
+
+
 def test_an_id_list_shard_intersects_the_candidates() -> None:
     shard = Shard(ids=np.array([1100, 1101, 1102, 1200], dtype=np.int64))
     candidates = np.array([1101, 1102, 1200, 1250], dtype=np.int64)
