@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+
 import grpc
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
@@ -17,7 +20,7 @@ from proxal_runtime.arrays import (
 from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.names import check_name
-from proxy_service import selection
+from proxy_service import selection, sequential
 from proxy_service.cache import VersionCache
 from proxy_service.classifiers import ClassifierSpec
 
@@ -94,6 +97,9 @@ def _timings(timings: selection.Timings) -> proxy_pb2.Timings:
 class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
     """ProxyService over the versions and models held by `cache`."""
 
+    # SelectSequential refits warm after each label; False makes every refit cold (benchmarks).
+    sequential_warm_start: bool = True
+
     def __init__(self, cache: VersionCache, score_threads: int = 1):
         self.cache = cache
         self.score_threads = score_threads
@@ -136,3 +142,56 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             confidence=common_pb2.Float32Array(data=pack_float32(result.confidence)),
             timings=_timings(result.timings),
         )
+
+    def SelectSequential(
+        self,
+        request_iterator: Iterator[proxy_pb2.SequentialRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[proxy_pb2.SequentialResponse]:
+        """`start`, then one `label` per item returned; the stream ends when no item is left.
+
+        An error (bad label, unknown id, a message out of order) ends the stream with its
+        status code; the model lives only in this call.
+        """
+        deadline = Deadline.of(context)
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        arrived = time.perf_counter()
+        if first.WhichOneof("step") != "start":
+            raise InvalidArgumentError(
+                "the first message of SelectSequential must be `start` (a SelectRequest), "
+                f"got {first.WhichOneof('step') or 'an empty message'}"
+            )
+        request = first.start
+        session, step = sequential.SequentialSession.start(
+            _loader(self.cache, request.pool, request.embedding_version),
+            query_from_proto(request),
+            deadline=deadline,
+            threads=self.score_threads,
+            warm_start=self.sequential_warm_start,
+        )
+        yield _sequential_response(step, time.perf_counter() - arrived)
+        for message in request_iterator:
+            arrived = time.perf_counter()
+            if message.WhichOneof("step") != "label":
+                raise InvalidArgumentError(
+                    "after `start`, SelectSequential takes only `label` messages, got "
+                    f"{message.WhichOneof('step') or 'an empty message'}"
+                )
+            next_step = session.label(message.label.id, message.label.label, deadline)
+            if next_step is None:
+                return
+            yield _sequential_response(next_step, time.perf_counter() - arrived)
+
+
+def _sequential_response(step: sequential.Step, latency_s: float) -> proxy_pb2.SequentialResponse:
+    return proxy_pb2.SequentialResponse(
+        id=step.id,
+        score=step.score,
+        strategy=step.strategy_used,
+        fallback_reason=step.fallback_reason,
+        timings=_timings(step.timings),
+        labels=step.labels,
+        latency_s=latency_s,
+    )
