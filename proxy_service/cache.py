@@ -108,7 +108,10 @@ def model_key(
 ) -> str:
     """A fingerprint of everything a fitted model depends on (spec must be resolved)."""
     digest = hashlib.blake2b(digest_size=20)
-    header = f"{pool}\0{version}\0{spec.kind}\0{spec.c!r}\0{spec.max_iter}\0{seed}\0{num_classes}"
+    header = (
+        f"{pool}\0{version}\0{spec.kind}\0{spec.c!r}\0{spec.max_iter}\0{spec.balanced}\0"
+        f"{seed}\0{num_classes}"
+    )
     digest.update(header.encode())
     digest.update(np.ascontiguousarray(training_ids, dtype="<i8").tobytes())
     digest.update(b"\0")

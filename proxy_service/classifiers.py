@@ -34,6 +34,8 @@ DEFAULTS: dict[str, tuple[float, int]] = {
     LIGHTGBM: (1.0, 100),
 }
 MAX_ITER_LIMIT = 10_000
+FEW_CLASSES = 8  # up to this many seen classes, logistic regression scores by blocked gemv
+GEMV_BLOCK_ROWS = 512  # 512 x 384 float32 = 768 KiB: stays in L2 across the class loop
 
 
 class SingleClassError(FailedPreconditionError):
@@ -47,6 +49,7 @@ class ClassifierSpec:
     kind: str = ""
     c: float = 0.0
     max_iter: int = 0
+    balanced: bool = False  # weight classes by n / (classes x count), as sklearn's "balanced"
 
     def resolved(self) -> ClassifierSpec:
         """This spec with defaults filled in; raises InvalidArgumentError if out of range."""
@@ -64,7 +67,7 @@ class ClassifierSpec:
             raise InvalidArgumentError(
                 f"classifier max_iter must be in [1, {MAX_ITER_LIMIT}], got {self.max_iter}"
             )
-        return ClassifierSpec(kind=kind, c=c, max_iter=max_iter)
+        return ClassifierSpec(kind=kind, c=c, max_iter=max_iter, balanced=self.balanced)
 
 
 @functools.cache
@@ -91,6 +94,12 @@ def _checked_labels(
     return y_arr, classes
 
 
+def _balanced_weights(y: npt.NDArray[np.int64], s: int) -> npt.NDArray[np.float32]:
+    """sklearn's "balanced" class weights n / (s x count) for y (n,) in [0, s): (s,)."""
+    counts = np.bincount(y, minlength=s)
+    return (len(y) / (s * np.maximum(counts, 1))).astype(np.float32)
+
+
 def _softmax_into_columns(
     logits: npt.NDArray[np.float32], classes: npt.NDArray[np.int64], num_classes: int
 ) -> npt.NDArray[np.float32]:
@@ -111,10 +120,17 @@ class LogisticRegressionProxy:
     ``num_classes_``, the number of probability columns ``predict_proba`` returns.
     """
 
-    def __init__(self, C: float = DEFAULT_C, max_iter: int = DEFAULT_MAX_ITER, seed: int = 0):
+    def __init__(
+        self,
+        C: float = DEFAULT_C,
+        max_iter: int = DEFAULT_MAX_ITER,
+        seed: int = 0,
+        balanced: bool = False,
+    ):
         self.C = C
         self.max_iter = max_iter
         self.seed = seed
+        self.balanced = balanced
 
     def fit(
         self,
@@ -141,6 +157,7 @@ class LogisticRegressionProxy:
             solver="lbfgs",
             random_state=self.seed % 2**32,
             warm_start=warm_start_from is not None,
+            class_weight="balanced" if self.balanced else None,
         )
         warm = warm_start_from is not None and warm_start_from.can_warm_start(classes, X.shape[1])
         if warm:
@@ -179,9 +196,27 @@ class LogisticRegressionProxy:
 
     def predict_proba(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """X (m, d) -> probabilities (m, num_classes) float32; unseen classes get 0."""
-        logits = np.asarray(X, dtype=np.float32) @ self.coef_.T
-        logits += self.intercept_
-        return _softmax_into_columns(logits, self.classes_, self.num_classes_)
+        X = np.asarray(X, dtype=np.float32)
+        if len(self.coef_) > FEW_CLASSES:
+            logits = X @ self.coef_.T
+            logits += self.intercept_
+            return _softmax_into_columns(logits, self.classes_, self.num_classes_)
+        # With few classes BLAS's gemm spends more time packing X than multiplying (about
+        # 2.5x one read of X at 4 classes); a matrix-vector product per class over
+        # cache-sized blocks reads X from memory once, and the softmax then runs along
+        # contiguous class rows. 1.5x faster end to end at 100,000 x 384, 4 classes.
+        logits_t = np.empty((len(self.coef_), len(X)), dtype=np.float32)  # (s, m)
+        for lo in range(0, len(X), GEMV_BLOCK_ROWS):
+            block = X[lo : lo + GEMV_BLOCK_ROWS]
+            for c, weights in enumerate(self.coef_):
+                np.dot(block, weights, out=logits_t[c, lo : lo + GEMV_BLOCK_ROWS])
+        logits_t += self.intercept_[:, None]
+        logits_t -= np.maximum.reduce(logits_t, axis=0)
+        np.exp(logits_t, out=logits_t)
+        logits_t /= np.add.reduce(logits_t, axis=0)
+        proba = np.zeros((len(X), self.num_classes_), dtype=np.float32)
+        proba[:, self.classes_] = logits_t.T
+        return proba
 
     def predict(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.int32]:
         """X (m, d) -> most probable class (m,) int32."""
@@ -211,6 +246,7 @@ class MLPProxy:
         dropout: float = 0.2,
         lr: float = 1e-3,
         batch_size: int = 256,
+        balanced: bool = False,
     ):
         self.C = C
         self.max_iter = max_iter
@@ -219,6 +255,7 @@ class MLPProxy:
         self.dropout = dropout
         self.lr = lr
         self.batch_size = batch_size
+        self.balanced = balanced
 
     def fit(self, X: npt.NDArray[np.float32], y: npt.ArrayLike, num_classes: int) -> Self:
         """Fit on X (n, d) with labels y (n,) in [0, num_classes).
@@ -237,6 +274,9 @@ class MLPProxy:
         w2, b2 = _linear_init(self.hidden, len(classes), gen)
         params = [w1, b1, w2, b2]
         optimizer = torch.optim.Adam(params, lr=self.lr, weight_decay=1e-4 / self.C)
+        weight = None
+        if self.balanced:
+            weight = torch.from_numpy(_balanced_weights(y_t.numpy(), len(classes)))
         keep = 1.0 - self.dropout
         for _ in range(self.max_iter):
             order = torch.randperm(n, generator=gen) if n > self.batch_size else torch.arange(n)
@@ -244,7 +284,7 @@ class MLPProxy:
                 hidden = torch.relu(torch.addmm(b1, X_t[batch], w1.T))
                 mask = torch.bernoulli(torch.full_like(hidden, keep), generator=gen)
                 logits = torch.addmm(b2, hidden * mask / keep, w2.T)
-                loss = torch.nn.functional.cross_entropy(logits, y_t[batch])
+                loss = torch.nn.functional.cross_entropy(logits, y_t[batch], weight=weight)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -319,11 +359,13 @@ class LightGBMProxy:
         max_iter: int = DEFAULTS[LIGHTGBM][1],
         seed: int = 0,
         min_child_samples: int = 5,
+        balanced: bool = False,
     ):
         self.C = C
         self.max_iter = max_iter
         self.seed = seed
         self.min_child_samples = min_child_samples
+        self.balanced = balanced
 
     def fit(self, X: npt.NDArray[np.float32], y: npt.ArrayLike, num_classes: int) -> Self:
         """Fit on X (n, d) with labels y (n,) in [0, num_classes).
@@ -338,6 +380,7 @@ class LightGBMProxy:
             n_estimators=self.max_iter,
             reg_lambda=1.0 / self.C,
             min_child_samples=self.min_child_samples,
+            class_weight="balanced" if self.balanced else None,
             random_state=self.seed % 2**31,
             n_jobs=1,
             deterministic=True,
@@ -373,7 +416,9 @@ _CLASSES: dict[str, type[ProxyClassifier]] = {
 def build_classifier(spec: ClassifierSpec, seed: int) -> ProxyClassifier:
     """An unfitted classifier for `spec`; raises InvalidArgumentError for a bad spec."""
     resolved = spec.resolved()
-    return _CLASSES[resolved.kind](C=resolved.c, max_iter=resolved.max_iter, seed=seed)
+    return _CLASSES[resolved.kind](
+        C=resolved.c, max_iter=resolved.max_iter, seed=seed, balanced=resolved.balanced
+    )
 
 
 def refit(

@@ -45,7 +45,9 @@ def _training(message: proxy_pb2.TrainingSet) -> selection.TrainingSet:
 
 
 def _spec(message: proxy_pb2.ClassifierSpec) -> ClassifierSpec:
-    return ClassifierSpec(kind=message.kind, c=message.c, max_iter=message.max_iter)
+    return ClassifierSpec(
+        kind=message.kind, c=message.c, max_iter=message.max_iter, balanced=message.balanced
+    )
 
 
 def _shard(request: proxy_pb2.SelectRequest) -> selection.Shard | None:

@@ -83,6 +83,7 @@ def test_model_key_depends_on_every_input() -> None:
         model_key("q", "v1", spec, 0, ids, labels, 3),
         model_key("p", "v2", spec, 0, ids, labels, 3),
         model_key("p", "v1", ClassifierSpec(c=2.0).resolved(), 0, ids, labels, 3),
+        model_key("p", "v1", ClassifierSpec(balanced=True).resolved(), 0, ids, labels, 3),
         model_key("p", "v1", spec, 1, ids, labels, 3),
         model_key("p", "v1", spec, 0, ids[::-1].copy(), labels, 3),
         model_key("p", "v1", spec, 0, ids, labels[::-1].copy(), 3),

@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_info
 
 from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError
+from proxy_service import classifiers
 from proxy_service.classifiers import (
     ClassifierSpec,
     LogisticRegressionProxy,
@@ -43,11 +44,13 @@ def test_unseen_classes_get_zero_probability() -> None:
     assert (proba[:, [1, 3, 4]] > 0).all()
 
 
-@pytest.mark.parametrize("classes", [[0, 1, 2, 3], [2, 5]])
+@pytest.mark.parametrize("classes", [[0, 1, 2, 3], [2, 5], list(range(12))])
 def test_agrees_with_sklearn(classes: list[int]) -> None:
-    X, y = blobs(400, classes, dim=16, seed=1)
-    ours = LogisticRegressionProxy(C=0.5, max_iter=300, seed=3).fit(X, y, num_classes=6)
+    """Few classes score by blocked gemv, many by one gemm: both must match sklearn."""
+    X, y = blobs(1500, classes, dim=16, seed=1)
+    ours = LogisticRegressionProxy(C=0.5, max_iter=300, seed=3).fit(X, y, num_classes=12)
     ref = LogisticRegression(C=0.5, max_iter=300, random_state=3).fit(X, y)
+    assert len(X) > 2 * classifiers.GEMV_BLOCK_ROWS  # several blocks
     np.testing.assert_allclose(
         ours.predict_proba(X)[:, ref.classes_], ref.predict_proba(X), atol=1e-5
     )

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ClassifierSpec(_message.Message):
-    __slots__ = ("kind", "c", "max_iter")
+    __slots__ = ("kind", "c", "max_iter", "balanced")
     KIND_FIELD_NUMBER: _ClassVar[int]
     C_FIELD_NUMBER: _ClassVar[int]
     MAX_ITER_FIELD_NUMBER: _ClassVar[int]
+    BALANCED_FIELD_NUMBER: _ClassVar[int]
     kind: str
     c: float
     max_iter: int
-    def __init__(self, kind: _Optional[str] = ..., c: _Optional[float] = ..., max_iter: _Optional[int] = ...) -> None: ...
+    balanced: bool
+    def __init__(self, kind: _Optional[str] = ..., c: _Optional[float] = ..., max_iter: _Optional[int] = ..., balanced: _Optional[bool] = ...) -> None: ...
 
 class TrainingSet(_message.Message):
     __slots__ = ("ids", "labels", "num_classes")
