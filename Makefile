@@ -37,8 +37,10 @@ protos: $(VENV)/.installed
 	$(PY) protos/generate.py
 
 # Benchmarks print a table and write JSON under bench/results/ (run by hand; noisy on shared CPUs).
+# The bench extra adds small-text (pinned), which bench/proxy.py compares against.
 bench: $(VENV)/.installed
-	$(PY) bench/proxy_select.py
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) bench/proxy.py
 	$(PY) bench/encoder.py
 	$(PY) bench/store.py
 

@@ -1,0 +1,70 @@
+"""Smoke test of bench/proxy.py: its --quick run writes every row with positive times."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "proxy.py"
+PROXAL_ROWS = {"floor", "lc_big", "coreset_mid", "badge_mid"}
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_proxy", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "proxy.json"
+    returned = _load_script().main(["--quick", "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert written["rows"] == returned["rows"]
+    return written
+
+
+def _rows(report: dict[str, Any], impl: str) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in report["rows"] if r["impl"] == impl}
+
+
+def test_proxal_rows_have_positive_times(report: dict[str, Any]) -> None:
+    rows = _rows(report, "proxal") | _rows(report, "numpy")
+    assert set(rows) >= PROXAL_ROWS
+    assert any(name.endswith("_77c") for name in rows)  # the former proxy_select cases
+    for row in report["rows"]:
+        assert row["seconds"] > 0, row
+    assert rows["lc_big"]["floor_multiple"] > 0
+    for name in ("coreset_mid", "badge_mid"):
+        assert rows[name]["peak_over_matrix"] >= 1.0
+        assert rows[name]["extra_copy_over_matrix"] == pytest.approx(2.0, abs=0.05)
+
+
+def test_ups_rows_compare_with_full_selection(report: dict[str, Any]) -> None:
+    ups = report["ups"]
+    assert ups["ups_rounds"] >= 1
+    assert 0.0 <= ups["mean_overlap"] <= 1.0
+    assert 0.0 < ups["mean_rescored_fraction"] < 1.0
+    assert ups["score_s_full"] > 0 and ups["score_s_ups"] > 0
+
+
+def test_small_text_rows(report: dict[str, Any]) -> None:
+    pytest.importorskip("small_text")
+    rows = _rows(report, "small-text")
+    assert set(rows) >= {"lc_big", "coreset_mid", "badge_mid"}
+    assert report["small_text"]
+    proxal = _rows(report, "proxal")
+    for name in ("lc_big", "coreset_mid", "badge_mid"):
+        assert rows[name]["seconds"] > 0
+        assert proxal[name]["small_text_ratio"] > 0
+    assert rows["lc_big"]["overlap_with_proxal"] > 0.5
+    assert rows["coreset_mid"]["overlap_with_proxal"] == 1.0
