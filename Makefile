@@ -41,6 +41,7 @@ protos: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) bench/proxy.py
+	$(PY) bench/sequential.py
 	$(PY) bench/encoder.py
 	$(PY) bench/store.py
 

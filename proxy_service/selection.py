@@ -8,6 +8,7 @@ its UPS subsample, in that order.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import numpy.typing as npt
 
 from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import InvalidArgumentError, NotFoundError
-from proxal_runtime.ranking import id_hash, id_uniform
+from proxal_runtime.ranking import id_uniform
 from proxy_service.cache import LoadedVersion, OnceLRU, model_key
 from proxy_service.classifiers import ClassifierSpec, ProxyClassifier, build_classifier
 from proxy_service.strategies import (
@@ -131,25 +132,35 @@ class Subsampling:
                 "subsampling.previous_scores must be finite; send the scores a pointwise "
                 "strategy returned (core-set and BADGE return none)"
             )
-        if len(np.unique(self.previous_ids)) != len(self.previous_ids):
-            raise InvalidArgumentError("subsampling.previous_ids must be unique")
+        ids, _ = self.by_id
+        repeated = ids[1:][ids[1:] == ids[:-1]]
+        if len(repeated):
+            raise InvalidArgumentError(
+                f"subsampling.previous_ids must be unique; {len(repeated)} are repeated, "
+                f"e.g. {np.unique(repeated)[:SHOWN_BAD_VALUES].tolist()}"
+            )
+
+    @functools.cached_property
+    def by_id(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """The previous ids (n,) ascending and their scores (n,): one sort, reused."""
+        order = np.argsort(self.previous_ids, kind="stable")
+        return self.previous_ids[order], self.previous_scores[order]
 
     def keep(self, ids: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.bool_]:
         """Which candidates ids (m,) to re-score: a (m,) mask, deterministic given seed.
 
         Ranks r in [0, 1] are taken over all previous scores as sent (0 = highest, ties by
-        id hash), so shards given the same previous scores agree. An id is kept with
-        probability exp(-max(0, r - gamma) / T); ids without a previous score always are.
+        id), so shards given the same previous scores agree. An id is kept with probability
+        exp(-max(0, r - gamma) / T); ids without a previous score always are. The draw for
+        an id is a hash of (seed, id), so vary the seed from round to round.
         """
-        n = len(self.previous_ids)
-        order = np.lexsort((id_hash(self.previous_ids, seed), -self.previous_scores))
+        previous_ids, previous_scores = self.by_id
+        n = len(previous_ids)
         rank = np.empty(n, dtype=np.float64)
-        rank[order] = np.arange(n) / max(n - 1, 1)
+        rank[np.argsort(-previous_scores, kind="stable")] = np.arange(n) / max(n - 1, 1)
         keep_p = np.exp(-np.maximum(0.0, rank - self.gamma) / self.temperature)
-        sorter = np.argsort(self.previous_ids)
-        pos = np.searchsorted(self.previous_ids, ids, sorter=sorter)
-        pos = sorter[np.minimum(pos, n - 1)] if n else pos
-        known = (self.previous_ids[pos] == ids) if n else np.zeros(len(ids), dtype=bool)
+        pos = np.minimum(np.searchsorted(previous_ids, ids), max(n - 1, 0))
+        known = previous_ids[pos] == ids if n else np.zeros(len(ids), dtype=bool)
         p = np.ones(len(ids))
         p[known] = keep_p[pos[known]]
         return id_uniform(ids, seed ^ UPS_SALT) < p

@@ -84,6 +84,21 @@ class Pool:
                 parts = list(pool.map(run, starts))
         return np.concatenate(parts)
 
+    def matvec(self, matrix: Matrix, vector: Matrix) -> Scores:
+        """matrix (r, d) @ vector (d,) -> (r,), split over ``threads`` row blocks."""
+        if self.threads <= 1 or len(matrix) < 2 * CHUNK_ROWS:
+            return matrix @ vector
+        out = np.empty(len(matrix), dtype=np.float32)
+        bounds = np.linspace(0, len(matrix), self.threads + 1).astype(int)
+
+        def run(i: int) -> None:
+            lo, hi = bounds[i], bounds[i + 1]
+            np.dot(matrix[lo:hi], vector, out=out[lo:hi])
+
+        with ThreadPoolExecutor(self.threads) as pool:
+            list(pool.map(run, range(self.threads)))
+        return out
+
     def candidate_matrix(self) -> tuple[Matrix, Rows]:
         """(matrix, positions): candidate i is matrix[positions[i]].
 
@@ -301,8 +316,12 @@ class CoreSet(Strategy):
         labeled_sq = (labeled**2).sum(axis=1)
 
         def nearest_labeled(x: Matrix) -> Scores:
-            sq = (x**2).sum(axis=1, keepdims=True) - 2 * x @ labeled.T + labeled_sq
-            return np.maximum(sq.min(axis=1), 0.0).astype(np.float32)
+            sq = x @ labeled.T  # (b, n): the one temporary of the chunk, updated in place
+            sq *= -2.0
+            sq += labeled_sq
+            nearest = sq.min(axis=1)
+            nearest += _row_norms(x)
+            return np.maximum(nearest, 0.0, out=nearest)
 
         if len(labeled):
             nearest = pool.map_rows(nearest_labeled)
@@ -316,7 +335,7 @@ class CoreSet(Strategy):
             best = int(top_k(nearest if len(labeled) or step else tie, pool.ids, 1, pool.seed)[0])
             picks[step], scores[step] = best, nearest[best]
             center = matrix[positions[best]]
-            sq = norms - 2 * (matrix @ center)[positions] + norms[best]
+            sq = norms - 2 * pool.matvec(matrix, center)[positions] + norms[best]
             np.minimum(nearest, np.maximum(sq, 0.0), out=nearest)
             nearest[best] = -np.inf
         return Picked(positions=picks, scores=np.sqrt(np.maximum(scores, 0.0)))
@@ -366,7 +385,7 @@ class Badge(Strategy):
                 best = int(top_k(unpicked, pool.ids, 1, pool.seed)[0])
             picks[step], scores[step] = best, g_sq[best] if step == 0 else d2[best]
             picked[best] = True
-            h_dot = (features @ features[positions[best]])[positions]
+            h_dot = pool.matvec(features, features[positions[best]])[positions]
             sq = g_sq - 2 * (proba @ proba[best]) * h_dot + g_sq[best]
             np.minimum(d2, np.maximum(sq, 0.0), out=d2)
             d2[picked] = 0.0
