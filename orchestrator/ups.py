@@ -73,6 +73,8 @@ class ScoreTable:
         """The Subsampling message carrying every recorded score."""
         ids = np.fromiter(self._scores.keys(), dtype=np.int64, count=len(self._scores))
         scores = np.fromiter(self._scores.values(), dtype=np.float32, count=len(self._scores))
+        order = np.argsort(ids)  # sorted ids make the proxy's own sort a linear pass
+        ids, scores = ids[order], scores[order]
         return proxy_pb2.Subsampling(
             gamma=schedule.gamma,
             temperature=schedule.temperature,

@@ -35,6 +35,7 @@ ModelCache = OnceLRU[str, ProxyClassifier]
 
 SHOWN_BAD_VALUES = 5
 UPS_SALT = 0x5550_5300  # decorrelates UPS draws from random-strategy scores of the same seed
+UPS_RANK_HORIZON = 17.0  # exp(-17) < 2^-24: ranks past gamma + 17 T are never kept
 
 
 @dataclass(frozen=True)
@@ -151,14 +152,20 @@ class Subsampling:
 
         Ranks r in [0, 1] are taken over all previous scores as sent (0 = highest, ties by
         id), so shards given the same previous scores agree. An id is kept with probability
-        exp(-max(0, r - gamma) / T); ids without a previous score always are. The draw for
+        exp(-max(0, r - gamma) / T), taken as 0 past r = gamma + 17 T where it is below the
+        draws' 2^-24 resolution; ids without a previous score are always kept. The draw for
         an id is a hash of (seed, id), so vary the seed from round to round.
         """
         previous_ids, previous_scores = self.by_id
         n = len(previous_ids)
-        rank = np.empty(n, dtype=np.float64)
-        rank[np.argsort(-previous_scores, kind="stable")] = np.arange(n) / max(n - 1, 1)
-        keep_p = np.exp(-np.maximum(0.0, rank - self.gamma) / self.temperature)
+        # Past rank gamma + 17 T the keep probability is below 2^-24, the resolution of the
+        # uniform draws, so only the top `cut` need ranks: partition, then sort just them.
+        cut = min(n, math.ceil((self.gamma + UPS_RANK_HORIZON * self.temperature) * n) + 1)
+        top = np.argpartition(-previous_scores, cut - 1)[:cut] if cut < n else np.arange(n)
+        top = top[np.lexsort((previous_ids[top], -previous_scores[top]))]
+        rank = np.arange(cut) / max(n - 1, 1)
+        keep_p = np.zeros(n)
+        keep_p[top] = np.exp(-np.maximum(0.0, rank - self.gamma) / self.temperature)
         pos = np.minimum(np.searchsorted(previous_ids, ids), max(n - 1, 0))
         known = previous_ids[pos] == ids if n else np.zeros(len(ids), dtype=bool)
         p = np.ones(len(ids))
@@ -265,9 +272,9 @@ def candidate_rows(
     return rows[unlabeled[rows]]
 
 
-def _check_query(query: Query) -> tuple[Strategy, ClassifierSpec, int]:
+def check_query(query: Query, check_k: bool = True) -> tuple[Strategy, ClassifierSpec, int]:
     """Validate everything that needs no data; (strategy, resolved spec, MC samples)."""
-    if query.k <= 0:
+    if check_k and query.k <= 0:
         raise InvalidArgumentError(f"k must be >= 1, got {query.k}")
     strategy = get_strategy(query.strategy)
     spec = query.spec.resolved()
@@ -297,7 +304,7 @@ def select(
     Deterministic given the seed; scoring runs on `threads` threads.
     """
     deadline = deadline or Deadline()
-    chosen, spec, mc_samples = _check_query(query)
+    chosen, spec, mc_samples = check_query(query)
     training = query.training
 
     start = time.perf_counter()

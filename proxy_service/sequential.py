@@ -37,14 +37,12 @@ import numpy.typing as npt
 from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import InvalidArgumentError
 from proxy_service.cache import LoadedVersion
-from proxy_service.classifiers import ClassifierSpec, ProxyClassifier, refit
-from proxy_service.selection import Loader, Query, Timings, candidate_rows
+from proxy_service.classifiers import ProxyClassifier, refit
+from proxy_service.selection import Loader, Query, Timings, candidate_rows, check_query
 from proxy_service.strategies import (
-    DEFAULT_MC_SAMPLES,
     Pool,
     Strategy,
     fallback_for,
-    get_strategy,
 )
 
 
@@ -68,20 +66,6 @@ class Step:
     warm_started: bool
 
 
-def _check_start(query: Query) -> tuple[Strategy, ClassifierSpec, int]:
-    """Validate what needs no data, as `select` does (k is ignored); (strategy, spec, T)."""
-    strategy = get_strategy(query.strategy)
-    spec = query.spec.resolved()
-    mc_samples = query.mc_samples or DEFAULT_MC_SAMPLES
-    strategy.check(spec.kind, mc_samples)
-    query.training.check()
-    if query.shard is not None:
-        query.shard.check()
-    if query.subsampling is not None:
-        query.subsampling.check()
-    return strategy, spec, mc_samples
-
-
 class SequentialSession:
     """The state of one sequential stream over one loaded version (not thread-safe).
 
@@ -96,7 +80,7 @@ class SequentialSession:
         threads: int = 1,
         warm_start: bool = True,
     ):
-        self.strategy, self.spec, self.mc_samples = _check_start(query)
+        self.strategy, self.spec, self.mc_samples = check_query(query, check_k=False)
         self.version = version
         self.seed = query.seed
         self.num_classes = query.training.num_classes
@@ -133,7 +117,7 @@ class SequentialSession:
     ) -> tuple[SequentialSession, Step]:
         """Validate the query, load the version, and choose the first item."""
         arrived = time.perf_counter()
-        _check_start(query)  # fail fast, before loading anything
+        check_query(query, check_k=False)  # fail fast, before loading anything
         version = load()
         session = cls(version, query, threads, warm_start)
         load_s = time.perf_counter() - arrived
