@@ -86,6 +86,37 @@ class TrainingSet:
         )
 
 
+def select_request(
+    pool: str,
+    version: str,
+    training: TrainingSet,
+    strategy: str,
+    k: int,
+    seed: int,
+    candidate_ids: npt.NDArray[np.int64] | None = None,
+    classifier: proxy_pb2.ClassifierSpec | None = None,
+    subsampling: proxy_pb2.Subsampling | None = None,
+    return_scores: bool = False,
+    mc_samples: int = 0,
+) -> proxy_pb2.SelectRequest:
+    """A SelectRequest; candidate_ids (c,) None or empty means every unlabeled id."""
+    return proxy_pb2.SelectRequest(
+        pool=pool,
+        embedding_version=version,
+        training=training.to_proto(),
+        classifier=classifier,
+        strategy=strategy,
+        k=k,
+        seed=seed,
+        candidate_ids=common_pb2.Int64Array(
+            data=b"" if candidate_ids is None else pack_int64(candidate_ids)
+        ),
+        subsampling=subsampling,
+        return_scores=return_scores,
+        mc_samples=mc_samples,
+    )
+
+
 class EncoderClient:
     def __init__(self, address: str, timeout: float = 3600.0):
         self.address = address
@@ -192,17 +223,15 @@ class ProxyClient:
         mc_samples: int = 0,
     ) -> Selection:
         """The proxy's top k; `subsampling` (UPS) and `return_scores` as in proxy.proto."""
-        request = proxy_pb2.SelectRequest(
-            pool=pool,
-            embedding_version=version,
-            training=training.to_proto(),
+        request = select_request(
+            pool,
+            version,
+            training,
+            strategy,
+            k,
+            seed,
+            candidate_ids=candidate_ids,
             classifier=classifier,
-            strategy=strategy,
-            k=k,
-            seed=seed,
-            candidate_ids=common_pb2.Int64Array(
-                data=b"" if candidate_ids is None else pack_int64(candidate_ids)
-            ),
             subsampling=subsampling,
             return_scores=return_scores,
             mc_samples=mc_samples,

@@ -49,7 +49,7 @@ import numpy.typing as npt
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
-from orchestrator.clients import TrainingSet
+from orchestrator.clients import TrainingSet, select_request
 from proxal_runtime.arrays import pack_int64, unpack_float32, unpack_int64
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.ranking import top_k
@@ -291,18 +291,16 @@ class ShardedSelector:
             raise ValueError("need at least one shard")
         timeout = self.timeout if timeout is None else timeout
         started = time.perf_counter()
-        base = proxy_pb2.SelectRequest(
-            pool=pool,
-            embedding_version=version,
-            training=training.to_proto(),
+        base = select_request(
+            pool,
+            version,
+            training,
+            strategy,
+            k,
+            seed,
+            candidate_ids=candidate_ids,
             classifier=classifier,
-            strategy=strategy,
-            k=k,
-            seed=seed,
             mc_samples=mc_samples,
-            candidate_ids=common_pb2.Int64Array(
-                data=b"" if candidate_ids is None else pack_int64(candidate_ids)
-            ),
         )
 
         def run(index: int, shard: Shard) -> tuple[proxy_pb2.SelectResponse, ShardReport]:
@@ -340,8 +338,9 @@ class ShardedSelector:
         candidates = sum(r.candidates for r in responses)
         stage1_ids = np.unique(np.concatenate(shard_ids))
 
-        if used_strategy not in NON_DECOMPOSABLE:
-            ids, scores = merge_top_k(shard_ids, shard_scores, k, seed)
+        def one_stage(
+            ids: npt.NDArray[np.int64], scores: npt.NDArray[np.float32]
+        ) -> ShardedSelection:
             return ShardedSelection(
                 ids=ids,
                 scores=scores,
@@ -355,24 +354,15 @@ class ShardedSelector:
                 wall_s=time.perf_counter() - started,
             )
 
+        if used_strategy not in NON_DECOMPOSABLE:
+            return one_stage(*merge_top_k(shard_ids, shard_scores, k, seed))
         if len(stage1_ids) < k:  # every shard returned all it had: too few candidates
             raise InvalidArgumentError(
                 f"k={k} but the shards hold only {len(stage1_ids)} candidates once labeled "
                 f"ids are excluded; ask for 1 to {len(stage1_ids)}"
             )
         if len(responses) == 1:  # one shard: its greedy picks already are the answer
-            return ShardedSelection(
-                ids=shard_ids[0],
-                scores=shard_scores[0],
-                strategy=used_strategy,
-                fallback_reason=fallback_reason,
-                two_stage=False,
-                shards=reports,
-                stage1_ids=stage1_ids,
-                stage2=None,
-                candidates=candidates,
-                wall_s=time.perf_counter() - started,
-            )
+            return one_stage(shard_ids[0], shard_scores[0])
         final = proxy_pb2.SelectRequest()
         final.CopyFrom(base)
         final.candidate_ids.data = pack_int64(stage1_ids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,20 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, str]]:
             if limit is not None and len(rows) >= limit:
                 break
     return rows
+
+
+def add_blobs_version(store: Any, pool: str, vectors: Any, labels: Any) -> str:
+    """Add rows 0..n-1 of a labeled synthetic pool with these vectors (n, d) to a real
+    store as one complete embedding version; returns its name."""
+    from proxal_store import EncoderInfo
+
+    n = len(vectors)
+    store.add_pool_rows(pool, "train", [f"text {i}" for i in range(n)], [f"c{c}" for c in labels])
+    writer = store.begin_embedding(
+        pool, EncoderInfo("synthetic-blobs", "none", vectors.shape[1], 16)
+    )
+    writer.write(list(range(n)), vectors)
+    return str(writer.commit().version)
 
 
 @pytest.fixture

@@ -17,10 +17,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
-from orchestrator.clients import TrainingSet
+from orchestrator.clients import TrainingSet, select_request
 from orchestrator.processes import ServiceProcess
 from orchestrator.sharding import (
     IdRange,
@@ -31,11 +30,12 @@ from orchestrator.sharding import (
     split_ids,
     split_range,
 )
-from proxal_runtime.arrays import pack_int64, unpack_float32, unpack_int64
+from proxal_runtime.arrays import unpack_float32, unpack_int64
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.ranking import top_k
 from proxal_runtime.server import grpc_channel_options
-from proxal_store import EncoderInfo, Store
+from proxal_store import Store
+from tests.conftest import add_blobs_version
 
 POOL = "blobs"
 N, DIM, CLASSES, LABELED = 6000, 32, 4, 200
@@ -51,10 +51,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, str, Trainin
     labels = rng.integers(0, CLASSES, size=N)
     vectors = (centers[labels] + rng.normal(size=(N, DIM))).astype(np.float32)
     store = Store(str(tmp_path_factory.mktemp("sharding") / "store"))
-    store.add_pool_rows(POOL, "train", [f"text {i}" for i in range(N)], [f"c{c}" for c in labels])
-    writer = store.begin_embedding(POOL, EncoderInfo("synthetic-blobs", "none", DIM, 16))
-    writer.write(np.arange(N), vectors)
-    version = writer.commit().version
+    version = add_blobs_version(store, POOL, vectors, labels)
     ids = np.sort(rng.choice(N, LABELED, replace=False)).astype(np.int64)
     return store, version, TrainingSet(ids, labels[ids].astype(np.int32), CLASSES)
 
@@ -113,17 +110,15 @@ def reference(
     candidate_ids: np.ndarray | None = None,
 ) -> proxy_pb2.SelectResponse:
     _, version, training = world
-    request = proxy_pb2.SelectRequest(
-        pool=POOL,
-        embedding_version=version,
-        training=training.to_proto(),
+    request = select_request(
+        POOL,
+        version,
+        training,
+        strategy,
+        k,
+        seed,
+        candidate_ids=candidate_ids,
         classifier=classifier,
-        strategy=strategy,
-        k=k,
-        seed=seed,
-        candidate_ids=common_pb2.Int64Array(
-            data=b"" if candidate_ids is None else pack_int64(candidate_ids)
-        ),
     )
     return stub.Select(request, timeout=60.0)
 

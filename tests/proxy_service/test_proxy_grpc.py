@@ -21,6 +21,7 @@ from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_op
 from proxal_store import EncoderInfo, Store
 from proxy_service.cache import VersionCache
 from proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from tests.conftest import add_blobs_version
 
 POOL = "blobs"
 N, DIM, CLASSES, LABELED = 2000, 32, 4, 100
@@ -52,11 +53,8 @@ def blobs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Blobs]:
     labels = rng.integers(0, CLASSES, size=N)
     vectors = (centers[labels] + rng.normal(size=(N, DIM))).astype(np.float32)
     store = Store(str(tmp_path_factory.mktemp("proxy") / "store"))
-    store.add_pool_rows(POOL, "train", [f"text {i}" for i in range(N)], [f"c{c}" for c in labels])
+    version = add_blobs_version(store, POOL, vectors, labels)
     info = EncoderInfo("synthetic-blobs", "none", DIM, 16)
-    writer = store.begin_embedding(POOL, info)
-    writer.write(np.arange(N), vectors)
-    version = writer.commit().version
     incomplete = store.begin_embedding(POOL, info).version  # left running, never committed
     return store, Blobs(labels, centers, vectors, version, incomplete)
 

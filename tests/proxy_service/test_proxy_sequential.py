@@ -16,12 +16,13 @@ from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from proxal_runtime.arrays import pack_int32, pack_int64
 from proxal_runtime.errors import InvalidArgumentError, NotFoundError
 from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
-from proxal_store import EncoderInfo, Store
+from proxal_store import Store
 from proxy_service.cache import LoadedVersion, OnceLRU
 from proxy_service.classifiers import ClassifierSpec, LogisticRegressionProxy, refit
 from proxy_service.selection import Query, TrainingSet, select
 from proxy_service.sequential import SequentialSession, Step
 from proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from tests.conftest import add_blobs_version
 
 POOL = "blobs"
 N, DIM, CLASSES, LABELED = 2000, 32, 4, 20
@@ -205,12 +206,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, blobs: Blobs) -> Iterator[Pr
     from proxy_service.cache import VersionCache
 
     store = Store(str(tmp_path_factory.mktemp("proxy") / "store"))
-    store.add_pool_rows(
-        POOL, "train", [f"text {i}" for i in range(N)], [f"c{c}" for c in blobs.labels]
-    )
-    writer = store.begin_embedding(POOL, EncoderInfo("synthetic-blobs", "none", DIM, 16))
-    writer.write(np.arange(N), blobs.vectors)
-    version = writer.commit().version
+    version = add_blobs_version(store, POOL, blobs.vectors, blobs.labels)
     servicer = ProxyServicer(VersionCache(store, max_versions=2, max_models=8), score_threads=2)
     running = start_server(
         ServerSettings(port=0, max_workers=8),
