@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError
+from proxal_runtime.errors import InvalidArgumentError, MissingDependencyError, NotFoundError
 from proxal_runtime.models import MINILM_L6, minilm_l6_path
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT_VERSION = 1
+METHODS = ("full", "lp_ft", "lora")
+VALIDATION_METRICS = ("macro_f1", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,24 @@ class SuccessorConfig:
     a few hundred labelled texts touch few of its rows. `time_budget_s` stops training after
     the step that crosses it (None: no limit). `device` is "auto" (cuda if available, else
     cpu), "cpu", "cuda" or "cuda:N".
+
+    `method` picks what is trained:
+
+    - "full": encoder and head together from the first step.
+    - "lp_ft": linear probing, then fine-tuning (Kumar et al., 2022): `lp_epochs` epochs train
+      only the head (at `head_lr`) on the frozen encoder, then `epochs` epochs train everything
+      with a fresh warmup; in that second phase the already-fitted head uses `lr` too.
+    - "lora": LoRA adapters (peft) of rank `lora_r` on `lora_target_modules` of the encoder
+      (BERT-style "query" and "value" projections), trained at `lora_lr`; the encoder's own
+      weights stay frozen, the head is trained fully at `head_lr`. The adapters are merged into
+      the encoder once training ends, so the saved successor is an ordinary one.
+
+    Early stopping: `validation_fraction` of the labels (stratified by class, at least one
+    text, never a class's last training example) is held out; after every epoch the model is
+    scored on it by `validation_metric`, training stops after `patience` epochs without
+    improvement (ties on the metric go to the lower validation cross-entropy), and the best
+    epoch's weights are kept. 0 disables it (all labels train, the
+    last epoch is kept).
     """
 
     epochs: int = 6
@@ -67,6 +87,16 @@ class SuccessorConfig:
     freeze_word_embeddings: bool = True
     device: str = "auto"
     time_budget_s: float | None = None
+    method: str = "full"
+    lp_epochs: int = 2
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_lr: float = 1e-3
+    lora_target_modules: tuple[str, ...] = ("query", "value")
+    validation_fraction: float = 0.1
+    validation_metric: str = "macro_f1"
+    patience: int = 2
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -90,6 +120,47 @@ class SuccessorConfig:
                 f"time_budget_s must be > 0 or None, got {self.time_budget_s}"
             )
         resolve_device(self.device)
+        if self.method not in METHODS:
+            raise InvalidArgumentError(
+                f"method must be one of {', '.join(METHODS)}, got {self.method!r}"
+            )
+        if self.method == "lp_ft" and self.lp_epochs < 1:
+            raise InvalidArgumentError(
+                f"lp_epochs must be >= 1 for method 'lp_ft', got {self.lp_epochs}"
+            )
+        if self.method == "lora":
+            if self.lora_r < 1:
+                raise InvalidArgumentError(f"lora_r must be >= 1, got {self.lora_r}")
+            if not self.lora_alpha > 0:
+                raise InvalidArgumentError(f"lora_alpha must be > 0, got {self.lora_alpha}")
+            if not 0 <= self.lora_dropout < 1:
+                raise InvalidArgumentError(
+                    f"lora_dropout must be in [0, 1), got {self.lora_dropout}"
+                )
+            if not self.lora_lr > 0:
+                raise InvalidArgumentError(f"lora_lr must be > 0, got {self.lora_lr}")
+            targets = self.lora_target_modules
+            if (
+                isinstance(targets, str)
+                or not targets
+                or not all(isinstance(t, str) and t for t in targets)
+            ):
+                raise InvalidArgumentError(
+                    "lora_target_modules must be a non-empty tuple of module names such as "
+                    f"('query', 'value'), got {targets!r}"
+                )
+        if not 0 <= self.validation_fraction < 1:
+            raise InvalidArgumentError(
+                f"validation_fraction must be in [0, 1) (0 disables early stopping), "
+                f"got {self.validation_fraction}"
+            )
+        if self.validation_metric not in VALIDATION_METRICS:
+            raise InvalidArgumentError(
+                f"validation_metric must be one of {', '.join(VALIDATION_METRICS)}, "
+                f"got {self.validation_metric!r}"
+            )
+        if self.patience < 1:
+            raise InvalidArgumentError(f"patience must be >= 1, got {self.patience}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -107,6 +178,41 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgumentError(f"device {device!r} asked for, but CUDA is not available")
     return resolved
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One training epoch: its phase ("lp" or "ft"), mean training loss, and the validation
+    score and mean validation cross-entropy (both None without a validation split)."""
+
+    phase: str
+    train_loss: float
+    validation_score: float | None
+    validation_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """What a fine-tuning run did, for the orchestrator to report.
+
+    `epochs` lists every epoch run, in order (an "lp" phase first for lp_ft). `best_epoch` is
+    the index into `epochs` whose weights the successor holds (the last one without a
+    validation split). `validation_indices` are the positions in the training input held out
+    for validation (empty without one). `stopped_early` is True when patience ran out before
+    the planned epochs did.
+    """
+
+    method: str
+    validation_metric: str
+    epochs: tuple[EpochRecord, ...]
+    best_epoch: int
+    validation_indices: tuple[int, ...]
+    stopped_early: bool
+
+    @property
+    def best_score(self) -> float | None:
+        """Validation score of the kept epoch (None without a validation split)."""
+        return self.epochs[self.best_epoch].validation_score
 
 
 class MeanPoolClassifier(torch.nn.Module):
@@ -154,6 +260,34 @@ def _pad_batch(
     return input_ids.to(device), attention_mask.to(device)
 
 
+def _proba_from_ids(
+    model: torch.nn.Module,
+    ids: Sequence[list[int]],
+    num_classes: int,
+    pad_id: int,
+    device: torch.device,
+    batch_size: int,
+) -> np.ndarray:
+    """Softmax outputs, float32 (len(ids), num_classes), in eval mode, batched by length."""
+    out = np.empty((len(ids), num_classes), dtype=np.float32)
+    order = np.argsort([len(row) for row in ids], kind="stable")  # less padding per batch
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            input_ids, mask = _pad_batch([ids[i] for i in idx], pad_id, device)
+            out[idx] = torch.softmax(model(input_ids, mask).float(), dim=-1).cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def _score(labels: Sequence[int], predicted: np.ndarray, metric: str) -> float:
+    if metric == "accuracy":
+        return float(accuracy_score(labels, predicted))
+    return float(f1_score(labels, predicted, average="macro", zero_division=0))
+
+
 def _length_grouped_batches(
     lengths: torch.Tensor, batch_size: int, generator: torch.Generator
 ) -> list[torch.Tensor]:
@@ -183,8 +317,9 @@ class Successor:
     """A fine-tuned MeanPoolClassifier with its tokenizer, ready to predict, evaluate and save.
 
     `train_seconds` is the wall time of the training loop, `epoch_losses` the mean training
-    loss of each epoch run (empty for a loaded successor), `label_names` the names it was
-    loaded with (None for a fresh one).
+    loss of each epoch run (LP epochs included; empty for a loaded successor), `history` the
+    per-epoch record with validation scores and the kept epoch (None for a loaded successor),
+    `label_names` the names it was loaded with (None for a fresh one).
     """
 
     def __init__(
@@ -197,6 +332,7 @@ class Successor:
         train_seconds: float = 0.0,
         epoch_losses: Sequence[float] = (),
         label_names: Sequence[str] | None = None,
+        history: TrainingHistory | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -206,6 +342,7 @@ class Successor:
         self.train_seconds = train_seconds
         self.epoch_losses = tuple(epoch_losses)
         self.label_names = tuple(label_names) if label_names is not None else None
+        self.history = history
 
     @property
     def device(self) -> torch.device:
@@ -217,20 +354,12 @@ class Successor:
         _check_texts(texts)
         if batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
-        out = np.empty((len(texts), self.num_classes), dtype=np.float32)
         if not texts:
-            return out
+            return np.empty((0, self.num_classes), dtype=np.float32)
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
-        order = np.argsort([len(row) for row in ids], kind="stable")  # less padding per batch
         pad_id = self.tokenizer.pad_token_id or 0
         self.model.eval()
-        with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                input_ids, mask = _pad_batch([ids[i] for i in idx], pad_id, self.device)
-                probs = torch.softmax(self.model(input_ids, mask).float(), dim=-1)
-                out[idx] = probs.cpu().numpy()
-        return out
+        return _proba_from_ids(self.model, ids, self.num_classes, pad_id, self.device, batch_size)
 
     def predict(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
         """Predicted class ids, int64 (n,)."""
@@ -244,10 +373,7 @@ class Successor:
                 f"got {len(texts)} texts and {len(labels)} labels"
             )
         predicted = self.predict(texts)
-        return {
-            "accuracy": float(accuracy_score(labels, predicted)),
-            "macro_f1": float(f1_score(labels, predicted, average="macro", zero_division=0)),
-        }
+        return {metric: _score(labels, predicted, metric) for metric in ("accuracy", "macro_f1")}
 
     def save(self, directory: str | Path, label_names: Sequence[str] | None = None) -> Path:
         """Write model.safetensors, config.json and the tokenizer into `directory`.
@@ -326,6 +452,89 @@ def _check_training_set(texts: Sequence[str], labels: Sequence[int], num_classes
         )
 
 
+def validation_split(
+    labels: Sequence[int], fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out `fraction` of the positions, stratified by class → (train_idx, val_idx), sorted.
+
+    The validation size is round(fraction * n), at least 1. Each class gives its proportional
+    share (largest remainders get the leftovers) but always keeps one training example; raises
+    InvalidArgumentError when that is impossible.
+    """
+    y = np.asarray([int(v) for v in labels], dtype=np.int64)
+    n = len(y)
+    n_val = max(1, round(fraction * n))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    capacity = int((counts - 1).sum())
+    if n_val > capacity:
+        raise InvalidArgumentError(
+            f"validation_fraction={fraction} asks for {n_val} of {n} labels for validation, "
+            f"but only {capacity} can be held out without leaving a class of the "
+            f"{len(classes)} with no training example: label more texts or set "
+            "validation_fraction=0 to train on all of them without early stopping"
+        )
+    ideal = n_val * counts / n
+    quota = np.minimum(np.floor(ideal).astype(np.int64), counts - 1)
+    remainder = ideal - np.floor(ideal)
+    tiebreak = rng.permutation(len(classes))
+    while quota.sum() < n_val:  # hand out the rest by largest remainder, where there is room
+        room = quota < counts - 1
+        order = np.lexsort((tiebreak, -remainder))
+        for c in order[room[order]][: n_val - int(quota.sum())]:
+            quota[c] += 1
+        remainder = np.zeros_like(remainder)
+    val: list[int] = []
+    for c, k in zip(classes, quota, strict=True):
+        members = np.flatnonzero(y == c)
+        val.extend(rng.permutation(members)[:k].tolist())
+    val_idx = np.sort(np.asarray(val, dtype=np.int64))
+    train_idx = np.setdiff1d(np.arange(n), val_idx)
+    return train_idx, val_idx
+
+
+def _add_lora(model: MeanPoolClassifier, config: SuccessorConfig) -> Any:
+    """Wrap the encoder in peft LoRA adapters (its own weights freeze) → the peft model."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:  # pragma: no cover - peft is a core dependency
+        raise MissingDependencyError("method 'lora' needs peft: pip install peft") from exc
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.encoder.named_modules()}
+    missing = [t for t in config.lora_target_modules if t not in names]
+    if missing:
+        raise InvalidArgumentError(
+            f"lora_target_modules {missing} name no module of this encoder "
+            "(BERT-style encoders call their attention projections 'query', 'key', 'value')"
+        )
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        bias="none",
+    )
+    peft_model = get_peft_model(model.encoder, lora)
+    # The wrapper forwards input_ids / attention_mask to the BERT model it holds.
+    model.encoder = cast(PreTrainedModel, peft_model)
+    return peft_model
+
+
+def _encoder_param_groups(
+    model: MeanPoolClassifier, lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """AdamW groups for the encoder's trainable parameters: no decay on biases and LayerNorms."""
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    decay: list[torch.nn.Parameter] = []
+    plain: list[torch.nn.Parameter] = []
+    for name, param in model.encoder.named_parameters():
+        if param.requires_grad:
+            (plain if name.endswith(no_decay) else decay).append(param)
+    return [
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": plain, "lr": lr, "weight_decay": 0.0},
+    ]
+
+
 def fine_tune_successor(
     texts: Sequence[str],
     labels: Sequence[int],
@@ -334,17 +543,25 @@ def fine_tune_successor(
     model_path: str | Path | None = None,
     progress: bool = True,
 ) -> Successor:
-    """Fine-tune encoder + head on (texts, labels); labels are class ids in [0, num_classes).
+    """Fine-tune a successor on (texts, labels); labels are class ids in [0, num_classes).
 
-    `model_path` defaults to the bundled all-MiniLM-L6-v2. Texts are tokenised once; each
-    epoch's batches group texts of similar length, so little compute goes to padding. Runs are
-    reproducible for a given seed on the same device and thread count.
+    `config.method` picks full fine-tuning, LP-FT or LoRA; with `config.validation_fraction`
+    > 0 a stratified validation split drives early stopping and the best epoch is kept
+    (`Successor.history` records it). `model_path` defaults to the bundled all-MiniLM-L6-v2.
+    Texts are tokenised once; each epoch's batches group texts of similar length, so little
+    compute goes to padding. Runs are reproducible for a given seed on the same device and
+    thread count.
     """
     config = config or SuccessorConfig()
     _check_training_set(texts, labels, num_classes)
     device = resolve_device(config.device)
     path = Path(model_path) if model_path is not None else minilm_l6_path()
     base_model = MINILM_L6 if model_path is None else str(model_path)
+
+    if config.validation_fraction > 0:
+        train_idx, val_idx = validation_split(labels, config.validation_fraction, config.seed)
+    else:
+        train_idx, val_idx = np.arange(len(texts)), np.empty(0, dtype=np.int64)
 
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -353,59 +570,106 @@ def fine_tune_successor(
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = MeanPoolClassifier.from_pretrained(path, num_classes, config.dropout).to(device)
     model.encoder.get_input_embeddings().requires_grad_(not config.freeze_word_embeddings)
-    ids = tokenizer(list(texts), truncation=True, max_length=config.max_length)["input_ids"]
+    lora_encoder = _add_lora(model, config) if config.method == "lora" else None
+    all_ids = tokenizer(list(texts), truncation=True, max_length=config.max_length)["input_ids"]
+    ids = [all_ids[i] for i in train_idx]
+    val_ids = [all_ids[i] for i in val_idx]
+    val_labels = [int(labels[i]) for i in val_idx]
     lengths = torch.tensor([len(row) for row in ids])
-    targets = torch.tensor([int(y) for y in labels], dtype=torch.long)
+    targets = torch.tensor([int(labels[i]) for i in train_idx], dtype=torch.long)
     pad_id = tokenizer.pad_token_id or 0
-
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
-    decay: list[torch.nn.Parameter] = []
-    plain: list[torch.nn.Parameter] = []
-    for name, param in model.encoder.named_parameters():
-        if param.requires_grad:
-            (plain if name.endswith(no_decay) else decay).append(param)
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "lr": config.lr, "weight_decay": config.weight_decay},
-            {"params": plain, "lr": config.lr, "weight_decay": 0.0},
-            {"params": list(model.head.parameters()), "lr": config.head_lr, "weight_decay": 0.0},
-        ]
-    )
     steps_per_epoch = math.ceil(len(ids) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, round(config.warmup_ratio * total_steps), total_steps
-    )
+    head_params = list(model.head.parameters())
+
+    # (phase, epochs, optimizer param groups); the encoder freezes for the LP phase only.
+    phases: list[tuple[str, int, list[dict[str, Any]]]] = []
+    if config.method == "lp_ft":
+        phases.append(("lp", config.lp_epochs, [{"params": head_params, "lr": config.head_lr}]))
+        ft_groups = _encoder_param_groups(model, config.lr, config.weight_decay)
+        ft_groups.append({"params": head_params, "lr": config.lr, "weight_decay": 0.0})
+    else:
+        encoder_lr = config.lora_lr if config.method == "lora" else config.lr
+        ft_groups = _encoder_param_groups(model, encoder_lr, config.weight_decay)
+        ft_groups.append({"params": head_params, "lr": config.head_lr, "weight_decay": 0.0})
+    phases.append(("ft", config.epochs, ft_groups))
+    # Everything that can change, for snapshots of the best epoch.
+    tracked = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    total_steps = steps_per_epoch * sum(n for _, n, _ in phases)
     shuffler = torch.Generator().manual_seed(config.seed)
 
     deadline = math.inf if config.time_budget_s is None else config.time_budget_s
-    epoch_losses: list[float] = []
+    records: list[EpochRecord] = []
+    best_epoch, best_key = 0, (-math.inf, -math.inf)
+    best_state: dict[str, torch.Tensor] | None = None
+    stale = 0
+    stopped_early = out_of_time = False
     step = 0
     start = time.perf_counter()
     model.train()
     with tqdm(total=total_steps, desc="successor", unit="step", disable=not progress) as bar:
-        for epoch in range(config.epochs):
-            loss_sum = 0.0
-            seen = 0
-            for idx in _length_grouped_batches(lengths, config.batch_size, shuffler):
-                input_ids, mask = _pad_batch([ids[i] for i in idx], pad_id, device)
-                loss = F.cross_entropy(model(input_ids, mask), targets[idx].to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                loss_sum += loss.item() * len(idx)
-                seen += len(idx)
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
-                if time.perf_counter() - start > deadline:
-                    break
-            epoch_losses.append(loss_sum / seen)
-            if time.perf_counter() - start > deadline:
+        for phase, n_epochs, groups in phases:
+            if out_of_time or stopped_early:
                 break
-    if step < total_steps:
+            encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+            if phase == "lp":
+                for p in encoder_params:
+                    p.requires_grad_(False)
+            optimizer = torch.optim.AdamW(groups)
+            phase_steps = steps_per_epoch * n_epochs
+            scheduler = get_linear_schedule_with_warmup(
+                optimizer, round(config.warmup_ratio * phase_steps), phase_steps
+            )
+            stale = 0
+            for epoch in range(n_epochs):
+                loss_sum = 0.0
+                seen = 0
+                for idx in _length_grouped_batches(lengths, config.batch_size, shuffler):
+                    input_ids, mask = _pad_batch([ids[i] for i in idx], pad_id, device)
+                    loss = F.cross_entropy(model(input_ids, mask), targets[idx].to(device))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(tracked.values(), 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    loss_sum += loss.item() * len(idx)
+                    seen += len(idx)
+                    bar.update(1)
+                    bar.set_postfix(phase=phase, epoch=len(records) + 1, loss=f"{loss.item():.3f}")
+                    if time.perf_counter() - start > deadline:
+                        out_of_time = True
+                        break
+                score = val_loss = None
+                if val_ids:
+                    proba = _proba_from_ids(model, val_ids, num_classes, pad_id, device, 128)
+                    score = _score(val_labels, proba.argmax(axis=1), config.validation_metric)
+                    picked = proba[np.arange(len(val_labels)), val_labels]
+                    val_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
+                records.append(EpochRecord(phase, loss_sum / seen, score, val_loss))
+                if score is not None and val_loss is not None:
+                    # Higher score wins; on a tie (a saturated metric) lower loss does.
+                    if (score, -val_loss) > best_key:
+                        best_epoch, best_key, stale = len(records) - 1, (score, -val_loss), 0
+                        best_state = {k: p.detach().clone() for k, p in tracked.items()}
+                    else:
+                        stale += 1
+                if out_of_time:
+                    break
+                if phase == "ft" and stale >= config.patience and epoch < n_epochs - 1:
+                    stopped_early = True
+                    break
+            if phase == "lp":
+                for p in encoder_params:
+                    p.requires_grad_(True)
+    if best_state is not None and best_epoch != len(records) - 1:
+        with torch.no_grad():
+            for name, p in tracked.items():
+                p.copy_(best_state[name])
+    if not val_ids:
+        best_epoch = len(records) - 1
+    if lora_encoder is not None:  # fold the adapters in: a plain encoder, one safetensors
+        model.encoder = cast(PreTrainedModel, lora_encoder.merge_and_unload())
+    if out_of_time and step < total_steps:
         log.warning(
             "successor training stopped by its %.0f s time budget after %d of %d steps",
             deadline,
@@ -413,6 +677,14 @@ def fine_tune_successor(
             total_steps,
         )
     train_seconds = time.perf_counter() - start
+    history = TrainingHistory(
+        method=config.method,
+        validation_metric=config.validation_metric,
+        epochs=tuple(records),
+        best_epoch=best_epoch,
+        validation_indices=tuple(int(i) for i in val_idx),
+        stopped_early=stopped_early,
+    )
     return Successor(
         model=model,
         tokenizer=tokenizer,
@@ -420,5 +692,6 @@ def fine_tune_successor(
         max_length=config.max_length,
         base_model=base_model,
         train_seconds=train_seconds,
-        epoch_losses=epoch_losses,
+        epoch_losses=[r.train_loss for r in records],
+        history=history,
     )
