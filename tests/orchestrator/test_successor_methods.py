@@ -174,11 +174,10 @@ def test_no_validation_keeps_the_last_epoch(lora: Successor) -> None:
     assert not history.stopped_early
 
 
-def test_history_is_reported_by_default() -> None:
+def test_history_is_reported_with_a_validation_split() -> None:
     texts, labels = _slice(4)
-    result = fine_tune_successor(
-        texts, labels, len(CLASSES), SuccessorConfig(epochs=1, **TINY), progress=False
-    )
+    config = SuccessorConfig(epochs=1, validation_fraction=0.1, **TINY)
+    result = fine_tune_successor(texts, labels, len(CLASSES), config, progress=False)
     assert result.history is not None
     assert result.history.method == "full"
     assert result.history.validation_metric == "macro_f1"
@@ -208,7 +207,8 @@ def test_validation_split_never_takes_a_class_last_example() -> None:
 
 def test_validation_split_too_small_for_training_raises() -> None:
     with pytest.raises(InvalidArgumentError, match="no training example"):
-        fine_tune_successor(["a", "b"], [0, 1], 2, SuccessorConfig(**TINY), progress=False)
+        config = SuccessorConfig(validation_fraction=0.1, **TINY)
+        fine_tune_successor(["a", "b"], [0, 1], 2, config, progress=False)
 
 
 @pytest.mark.parametrize(
