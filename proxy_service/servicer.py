@@ -99,12 +99,13 @@ def _timings(timings: selection.Timings) -> proxy_pb2.Timings:
 class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
     """ProxyService over the versions and models held by `cache`."""
 
-    # SelectSequential refits warm after each label; False makes every refit cold (benchmarks).
-    sequential_warm_start: bool = True
-
-    def __init__(self, cache: VersionCache, score_threads: int = 1):
+    def __init__(
+        self, cache: VersionCache, score_threads: int = 1, sequential_warm_start: bool = True
+    ):
         self.cache = cache
         self.score_threads = score_threads
+        # SelectSequential refits warm after each label; False makes every refit cold.
+        self.sequential_warm_start = sequential_warm_start
 
     def Select(
         self, request: proxy_pb2.SelectRequest, context: grpc.ServicerContext
