@@ -239,12 +239,15 @@ class MeanPoolClassifier(torch.nn.Module):
         config = AutoConfig.for_model(**encoder_config)
         return cls(AutoModel.from_config(config), num_classes)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask: (batch, seq) → logits (batch, num_classes)."""
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: (batch, seq) → masked mean of the last layer (batch, hidden)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # (batch, hidden)
-        return self.head(self.dropout(pooled))
+        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """input_ids, attention_mask: (batch, seq) → logits (batch, num_classes)."""
+        return self.head(self.dropout(self.pooled(input_ids, attention_mask)))
 
 
 def _pad_batch(
@@ -360,6 +363,28 @@ class Successor:
         pad_id = self.tokenizer.pad_token_id or 0
         self.model.eval()
         return _proba_from_ids(self.model, ids, self.num_classes, pad_id, self.device, batch_size)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
+        """Sentence embeddings as the encoder service computes them: the fine-tuned encoder's
+        masked mean pooling, L2-normalised → float32 (n, hidden), rows in the order of `texts`."""
+        _check_texts(texts)
+        if batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
+        hidden = self.model.encoder.config.hidden_size
+        out = np.empty((len(texts), hidden), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        pad_id = self.tokenizer.pad_token_id or 0
+        order = np.argsort([len(row) for row in ids], kind="stable")
+        self.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                input_ids, mask = _pad_batch([ids[i] for i in idx], pad_id, self.device)
+                pooled = self.model.pooled(input_ids, mask).float()
+                out[idx] = F.normalize(pooled, p=2.0, dim=1).cpu().numpy()
+        return out
 
     def predict(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
         """Predicted class ids, int64 (n,)."""
