@@ -166,6 +166,37 @@ class EncoderClient:
             raise RuntimeError(f"encoder at {self.address} ended EmbedPool without a version")
         return version
 
+    def refresh(
+        self,
+        pool: str,
+        checkpoint: str,
+        label_count: int = 0,
+        label_set_hash: str = "",
+        max_length: int = 0,
+        backend: str = "",
+        on_progress: Callable[[encoder_pb2.EmbedProgress], None] | None = None,
+    ) -> common_pb2.EmbeddingVersion:
+        """Re-embed a pool from a checkpoint (a path under the encoder's --checkpoint-root)."""
+        request = encoder_pb2.RefreshRequest(
+            pool=pool,
+            checkpoint=checkpoint,
+            backend=backend,
+            max_length=max_length,
+            label_count=label_count,
+            label_set_hash=label_set_hash,
+        )
+        version = None
+        for message in self._stub.RefreshFromCheckpoint(request, timeout=self.timeout):
+            if on_progress is not None:
+                on_progress(message)
+            if message.HasField("version"):
+                version = message.version
+        if version is None:
+            raise RuntimeError(
+                f"encoder at {self.address} ended RefreshFromCheckpoint without a version"
+            )
+        return version
+
     def list_versions(
         self, pool: str, include_incomplete: bool = False
     ) -> list[common_pb2.EmbeddingVersion]:

@@ -9,15 +9,17 @@ gRPC; every label and round is written to the store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from proxal.proxy.v1 import proxy_pb2
 from sklearn.metrics import accuracy_score, f1_score
 
-from orchestrator.clients import ProxyClient, TrainingSet
+from orchestrator.asvp import AlignmentDecision, AsvpConfig, FeatureAligner
+from orchestrator.clients import EncoderClient, ProxyClient, TrainingSet
 from orchestrator.ups import ScoreTable, UpsSchedule
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_store import RoundRecord, SessionRecord, Store
@@ -35,6 +37,7 @@ class LoopConfig:
     classifier_c: float = 10.0
     classifier_max_iter: int = 300
     ups: UpsSchedule | None = None  # subsample the pool for pointwise strategies
+    asvp: AsvpConfig | None = None  # refresh the features from fine-tuned checkpoints
 
     def validate(self, pool_size: int) -> None:
         if not self.strategies:
@@ -43,6 +46,8 @@ class LoopConfig:
             raise InvalidArgumentError("initial_size and batch_size must be >= 1 and rounds >= 0")
         if self.ups is not None:
             self.ups.validate()
+        if self.asvp is not None:
+            self.asvp.validate()
         budget = self.initial_size + self.rounds * self.batch_size
         if budget > pool_size:
             raise InvalidArgumentError(
@@ -69,9 +74,27 @@ class SimulationResult:
         default_factory=dict
     )
     wall_s: float = 0.0
+    # ASVP: every check of each (strategy, seed) session, in round order.
+    alignment: dict[tuple[str, int], list[AlignmentDecision]] = field(default_factory=dict)
 
     def as_rows(self) -> list[dict[str, object]]:
         return [asdict(p) for p in self.points]
+
+    def successor_method(self, strategy: str, seed: int) -> tuple[str, str]:
+        """The method ASVP's last check chose for this session's successor → (method, why)."""
+        decisions = self.alignment.get((strategy, seed))
+        if not decisions:
+            return "full", "no ASVP check ran: plain fine-tuning"
+        return decisions[-1].successor_method, decisions[-1].successor_reason
+
+
+@dataclass(frozen=True)
+class AsvpRuntime:
+    """What ASVP needs beyond the proxy: the encoder, its checkpoint root, the pool's texts."""
+
+    encoder: EncoderClient
+    checkpoint_root: Path
+    texts_of: Mapping[int, str]
 
 
 @dataclass(frozen=True)
@@ -118,9 +141,18 @@ def run_simulation(
     config: LoopConfig,
     run_name: str,
     on_round: Callable[[CurvePoint], None] | None = None,
+    asvp: AsvpRuntime | None = None,
 ) -> SimulationResult:
-    """Run every (strategy, seed) loop; returns the learning-curve points."""
+    """Run every (strategy, seed) loop; returns the learning-curve points.
+
+    With `config.asvp` (which needs `asvp`), each session checks its features on the ASVP
+    schedule before fitting and, after a refresh, selects on the new embedding version.
+    """
     config.validate(len(data.train_ids))
+    if config.asvp is not None and asvp is None:
+        raise InvalidArgumentError(
+            "config.asvp is set but no AsvpRuntime (encoder, checkpoint root, texts) was given"
+        )
     spec = proxy_pb2.ClassifierSpec(
         kind="logreg", c=config.classifier_c, max_iter=config.classifier_max_iter
     )
@@ -146,6 +178,12 @@ def run_simulation(
             )
             labeled = [int(i) for i in initial]
             previous = ScoreTable()  # UPS: the last score of each candidate
+            version = data.version
+            aligner = (
+                _aligner(store, proxy, data, config.asvp, asvp, session, spec, seed, len(labeled))
+                if config.asvp is not None and asvp is not None
+                else None
+            )
             store.append_labels(
                 session,
                 data.pool,
@@ -162,9 +200,15 @@ def run_simulation(
                     num_classes=num_classes,
                 )
                 round_seed = seed * 1000 + rnd  # the same for Predict and Select: one fit
+                decision = None
+                if aligner is not None and aligner.due(rnd, len(labeled)):
+                    decision = aligner.check(rnd, version, training.ids, training.labels)
+                    if decision.version_after != version:
+                        version = decision.version_after
+                        previous = ScoreTable()  # scores of the old features: rescore all
                 predicted = proxy.predict(
                     data.pool,
-                    data.version,
+                    version,
                     training,
                     data.test_ids,
                     seed=round_seed,
@@ -185,12 +229,14 @@ def run_simulation(
                 selected: list[int] = []
                 timings: dict[str, float] = {}
                 proxy_spec: dict[str, object] = {"kind": "logreg", "c": config.classifier_c}
+                if decision is not None:
+                    proxy_spec["asvp"] = decision.as_dict()
                 if rnd < config.rounds:
                     ups = config.ups
                     subsample = ups is not None and not ups.is_full(rnd) and len(previous) > 0
                     selection = proxy.select(
                         data.pool,
-                        data.version,
+                        version,
                         training,
                         strategy,
                         config.batch_size,
@@ -218,12 +264,19 @@ def run_simulation(
                         source="oracle",
                     )
                 elapsed = time.perf_counter() - t0
+                if decision is not None:
+                    timings = {
+                        **timings,
+                        "asvp_finetune_s": decision.finetune_s,
+                        "asvp_logme_s": decision.logme_s,
+                        "asvp_refresh_s": decision.refresh_s,
+                    }
                 store.record_round(
                     RoundRecord(
                         session=session,
                         round=rnd,
                         strategy=strategy,
-                        embedding_version=data.version,
+                        embedding_version=version,
                         selected_ids=selected,
                         labels_total=len(labeled),
                         proxy_spec=proxy_spec,
@@ -248,5 +301,54 @@ def run_simulation(
                 np.array(labeled, dtype=np.int64),
                 [data.classes[gold_of[i]] for i in labeled],
             )
+            if aligner is not None:
+                result.alignment[(strategy, seed)] = aligner.decisions
     result.wall_s = time.perf_counter() - start
     return result
+
+
+def _aligner(
+    store: Store,
+    proxy: ProxyClient,
+    data: PoolData,
+    config: AsvpConfig,
+    runtime: AsvpRuntime,
+    session: str,
+    spec: proxy_pb2.ClassifierSpec,
+    seed: int,
+    initial_labels: int,
+) -> FeatureAligner:
+    """A FeatureAligner for one session, wired to the store, the proxy and the encoder."""
+    num_classes = len(data.classes)
+    max_length = store.get_version(data.pool, data.version).max_length
+
+    def lookup(version: str, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        return store.lookup(data.pool, version, ids)
+
+    def proxy_predict(
+        version: str,
+        train_ids: npt.NDArray[np.int64],
+        train_labels: npt.NDArray[np.int32],
+        ids: npt.NDArray[np.int64],
+    ) -> npt.NDArray[np.int64]:
+        training = TrainingSet(ids=train_ids, labels=train_labels, num_classes=num_classes)
+        predicted = proxy.predict(data.pool, version, training, ids, seed=seed, classifier=spec)
+        return np.asarray(predicted, dtype=np.int64)
+
+    def refresh(checkpoint: str, label_count: int, label_hash: str) -> str:
+        version = runtime.encoder.refresh(
+            data.pool, checkpoint, label_count, label_hash, max_length=max_length
+        )
+        return version.version
+
+    return FeatureAligner(
+        config,
+        runtime.texts_of,
+        num_classes,
+        runtime.checkpoint_root,
+        lookup,
+        proxy_predict,
+        refresh,
+        name=session,
+        initial_labels=initial_labels,
+    )
