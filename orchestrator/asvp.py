@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from orchestrator.alignment import logme
-from orchestrator.successor import SuccessorConfig, fine_tune_successor
+from orchestrator.successor import SuccessorConfig, fine_tune_successor, validation_split
 from proxal_runtime.errors import InvalidArgumentError
 
 # Predicts class ids of `predict_ids` from a proxy fitted on (train_ids, train_labels).
@@ -112,7 +112,7 @@ class AlignmentDecision:
     gap: float
     threshold: float
     use_ped: bool
-    action: str  # "refresh" or "keep"
+    action: str  # "refresh", "keep" or "skip" (too few labels to hold any out; see note)
     version_after: str
     b1_proxy_right_finetuned_wrong: int
     b2_finetuned_right_proxy_wrong: int
@@ -123,9 +123,14 @@ class AlignmentDecision:
     finetune_s: float
     logme_s: float
     refresh_s: float
+    note: str = ""
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """A JSON-ready dict; the scores of a skipped check (NaN) become None."""
+        return {
+            k: None if isinstance(v, float) and math.isnan(v) else v
+            for k, v in asdict(self).items()
+        }
 
 
 def label_set_hash(ids: Sequence[int], labels: Sequence[int]) -> str:
@@ -206,6 +211,10 @@ class FeatureAligner:
             raise InvalidArgumentError(f"labeled ids {missing[:5]} have no text in the pool")
         texts = [self.texts_of[int(i)] for i in ids]
         cfg = self.config
+        try:
+            validation_split(labels.tolist(), cfg.finetune.validation_fraction, cfg.finetune.seed)
+        except InvalidArgumentError as exc:  # too early: check again on the next schedule
+            return self._record(_skipped(rnd, len(ids), version, cfg, str(exc)))
         t0 = time.perf_counter()
         model = fine_tune_successor(
             texts, [int(y) for y in labels], self.num_classes, cfg.finetune, progress=False
@@ -247,26 +256,58 @@ class FeatureAligner:
             action = "refresh"
             refresh_s = time.perf_counter() - t0
         self.last_labels = len(ids)
-        decision = AlignmentDecision(
-            round=rnd,
-            labels=len(ids),
-            version_before=version,
-            logme_current=score_current,
-            logme_finetuned=score_tuned,
-            gap=gap,
-            threshold=cfg.threshold,
-            use_ped=cfg.use_ped,
-            action=action,
-            version_after=new_version,
-            b1_proxy_right_finetuned_wrong=b1,
-            b2_finetuned_right_proxy_wrong=b2,
-            held_out=len(held),
-            successor_method=method,
-            successor_reason=reason,
-            finetune_method=cfg.finetune.method,
-            finetune_s=finetune_s,
-            logme_s=logme_s,
-            refresh_s=refresh_s,
+        return self._record(
+            AlignmentDecision(
+                round=rnd,
+                labels=len(ids),
+                version_before=version,
+                logme_current=score_current,
+                logme_finetuned=score_tuned,
+                gap=gap,
+                threshold=cfg.threshold,
+                use_ped=cfg.use_ped,
+                action=action,
+                version_after=new_version,
+                b1_proxy_right_finetuned_wrong=b1,
+                b2_finetuned_right_proxy_wrong=b2,
+                held_out=len(held),
+                successor_method=method,
+                successor_reason=reason,
+                finetune_method=cfg.finetune.method,
+                finetune_s=finetune_s,
+                logme_s=logme_s,
+                refresh_s=refresh_s,
+            )
         )
+
+    def _record(self, decision: AlignmentDecision) -> AlignmentDecision:
         self.decisions.append(decision)
         return decision
+
+
+def _skipped(
+    rnd: int, labels: int, version: str, config: AsvpConfig, why: str
+) -> AlignmentDecision:
+    """The record of a check that could not run; the features stay as they are."""
+    return AlignmentDecision(
+        round=rnd,
+        labels=labels,
+        version_before=version,
+        logme_current=math.nan,
+        logme_finetuned=math.nan,
+        gap=math.nan,
+        threshold=config.threshold,
+        use_ped=config.use_ped,
+        action="skip",
+        version_after=version,
+        b1_proxy_right_finetuned_wrong=0,
+        b2_finetuned_right_proxy_wrong=0,
+        held_out=0,
+        successor_method="full",
+        successor_reason="no ASVP comparison yet: plain fine-tuning",
+        finetune_method=config.finetune.method,
+        finetune_s=0.0,
+        logme_s=0.0,
+        refresh_s=0.0,
+        note=f"skipped: {why}",
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from orchestrator import report
 from orchestrator.clients import EncoderClient, ProxyClient
 from orchestrator.processes import ServiceProcess
 from orchestrator.progress import describe, embed_with_progress
-from orchestrator.simulation import LoopConfig, PoolData, run_simulation
+from orchestrator.simulation import AsvpRuntime, LoopConfig, PoolData, run_simulation
 from orchestrator.successor import SuccessorConfig, fine_tune_successor
 from proxal_store import Store
 
@@ -76,6 +76,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
+    checkpoints = out / "checkpoints"  # ASVP writes here; the encoder reads from here
+    checkpoints.mkdir(exist_ok=True)
     store_uri = str(out / "store")
     store = Store(store_uri)
     t_start = time.perf_counter()
@@ -84,7 +86,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         ServiceProcess(
             "encoder_service",
             store_uri,
-            ["--backend", config.backend],
+            ["--backend", config.backend, "--checkpoint-root", str(checkpoints)],
             log_path=out / "logs" / "encoder.log",
         ) as enc_proc,
         ServiceProcess("proxy_service", store_uri, log_path=out / "logs" / "proxy.log") as prx_proc,
@@ -102,9 +104,20 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         data = PoolData.from_store(store, POOL, version)
         run_name = time.strftime("demo-%Y%m%d-%H%M%S")
         total = len(config.loop.seeds) * len(config.loop.strategies) * (config.loop.rounds + 1)
+        runtime = (
+            AsvpRuntime(encoder, checkpoints, _texts_by_id(store))
+            if config.loop.asvp is not None
+            else None
+        )
         with tqdm(total=total, desc="active learning (proxy rounds)", unit="round") as bar:
             result = run_simulation(
-                store, proxy, data, config.loop, run_name, on_round=lambda p: bar.update(1)
+                store,
+                proxy,
+                data,
+                config.loop,
+                run_name,
+                on_round=lambda p: bar.update(1),
+                asvp=runtime,
             )
         timings["active_learning_s"] = result.wall_s
         encoder.close()
@@ -113,6 +126,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     summary = report.summarise(result.points)
     print()
     print(report.curve_table(summary))
+    if result.alignment:
+        print()
+        print(report.alignment_table(result.alignment))
 
     successors = []
     texts_of = _texts_by_id(store)
@@ -125,15 +141,19 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         if (strategy, seed) not in result.final_labels:
             continue
         ids, labels = result.final_labels[(strategy, seed)]
+        successor_config, why = config.successor, "as configured"
+        if config.loop.asvp is not None:  # ASVP's rule picks LP-FT or FT
+            method, why = result.successor_method(strategy, seed)
+            successor_config = replace(config.successor, method=method)
         print(
-            f"\nfine-tuning a MiniLM-L6 successor on the {len(ids)} labels {strategy} "
-            f"acquired (seed {seed})"
+            f"\nfine-tuning a MiniLM-L6 successor ({successor_config.method}: {why}) on the "
+            f"{len(ids)} labels {strategy} acquired (seed {seed})"
         )
         successor = fine_tune_successor(
             [texts_of[i] for i in ids.tolist()],
             [index[lab] for lab in labels],
             num_classes=len(data.classes),
-            config=config.successor,
+            config=successor_config,
         )
         metrics = successor.evaluate(test_texts, test_labels)
         successors.append(
@@ -141,6 +161,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                 "strategy": strategy,
                 "seed": seed,
                 "labels": len(ids),
+                "method": successor_config.method,
+                "method_reason": why,
                 "train_seconds": successor.train_seconds,
                 **metrics,
             }
@@ -169,6 +191,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "auc": {s: report.area_under_curve(rows) for s, rows in summary.items()},
         "final": final,
         "points": result.as_rows(),
+        "alignment": {
+            f"{strategy}/s{seed}": [d.as_dict() for d in decisions]
+            for (strategy, seed), decisions in result.alignment.items()
+        },
         "successors": successors,
         "timings_s": timings,
     }

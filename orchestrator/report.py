@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.asvp import AlignmentDecision
 from orchestrator.simulation import CurvePoint
 
 
@@ -68,6 +69,27 @@ def curve_table(summary: dict[str, list[dict[str, float]]]) -> str:
         "AUC".rjust(7)
         + "".join(f"{area_under_curve(summary[s]):.4f}".rjust(width) for s in strategies)
     )
+    return "\n".join(lines)
+
+
+def alignment_table(decisions: dict[tuple[str, int], list[AlignmentDecision]]) -> str:
+    """One line per ASVP check: scores, gap vs threshold, action, B1/B2 and seconds spent."""
+    lines = [
+        "ASVP checks (LogME{} of current vs fine-tuned features on the labeled set)".format(
+            "-PED" if any(d.use_ped for ds in decisions.values() for d in ds) else ""
+        ),
+        f"{'session':>20} {'round':>5} {'labels':>6} {'current':>8} {'tuned':>8} {'gap':>7} "
+        f"{'thresh':>6} {'action':>7} {'B1':>4} {'B2':>4} {'succ.':>6} {'ft s':>6} {'ref s':>6}",
+    ]
+    for (strategy, seed), rows in decisions.items():
+        for d in rows:
+            lines.append(
+                f"{f'{strategy}/s{seed}':>20} {d.round:>5} {d.labels:>6} "
+                f"{d.logme_current:>8.4f} {d.logme_finetuned:>8.4f} {d.gap:>7.4f} "
+                f"{d.threshold:>6.3f} {d.action:>7} {d.b1_proxy_right_finetuned_wrong:>4} "
+                f"{d.b2_finetuned_right_proxy_wrong:>4} {d.successor_method:>6} "
+                f"{d.finetune_s:>6.1f} {d.refresh_s:>6.1f}"
+            )
     return "\n".join(lines)
 
 

@@ -82,7 +82,7 @@ class SimulationResult:
 
     def successor_method(self, strategy: str, seed: int) -> tuple[str, str]:
         """The method ASVP's last check chose for this session's successor → (method, why)."""
-        decisions = self.alignment.get((strategy, seed))
+        decisions = [d for d in self.alignment.get((strategy, seed), []) if d.action != "skip"]
         if not decisions:
             return "full", "no ASVP check ran: plain fine-tuning"
         return decisions[-1].successor_method, decisions[-1].successor_reason

@@ -88,6 +88,16 @@ def test_schedule_by_count_and_by_growth(tmp_path: Path) -> None:
     assert not by_growth.due(2, 399) and by_growth.due(3, 400)
 
 
+def test_a_check_with_too_few_labels_to_hold_out_is_skipped_and_recorded(tmp_path: Path) -> None:
+    aligner = _aligner(AsvpConfig(), tmp_path)
+    aligner.texts_of = {7: "a", 8: "b"}
+    decision = aligner.check(1, "v1", np.array([7, 8]), np.array([0, 1], dtype=np.int32))
+    assert decision.action == "skip" and decision.version_after == "v1"
+    assert "no training example" in decision.note
+    assert decision.as_dict()["gap"] is None  # NaN never reaches the JSON
+    assert aligner.decisions == [decision]
+
+
 def test_missing_checkpoint_root_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="checkpoint root"):
         _aligner(AsvpConfig(), tmp_path / "nope")
