@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import InvalidArgumentError, NotFoundError
-from proxal_runtime.ranking import id_uniform
+from proxal_runtime.subsampling import sort_by_id, ups_keep
 from proxy_service.cache import LoadedVersion, OnceLRU, model_key
 from proxy_service.classifiers import ClassifierSpec, ProxyClassifier, build_classifier
 from proxy_service.strategies import (
@@ -34,8 +34,6 @@ Loader = Callable[[], LoadedVersion]
 ModelCache = OnceLRU[str, ProxyClassifier]
 
 SHOWN_BAD_VALUES = 5
-UPS_SALT = 0x5550_5300  # decorrelates UPS draws from random-strategy scores of the same seed
-UPS_RANK_HORIZON = 17.0  # exp(-17) < 2^-24: ranks past gamma + 17 T are never kept
 
 
 @dataclass(frozen=True)
@@ -144,8 +142,7 @@ class Subsampling:
     @functools.cached_property
     def by_id(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
         """The previous ids (n,) ascending and their scores (n,): one sort, reused."""
-        order = np.argsort(self.previous_ids, kind="stable")
-        return self.previous_ids[order], self.previous_scores[order]
+        return sort_by_id(self.previous_ids, self.previous_scores)
 
     def keep(self, ids: npt.NDArray[np.int64], seed: int) -> npt.NDArray[np.bool_]:
         """Which candidates ids (m,) to re-score: a (m,) mask, deterministic given seed.
@@ -157,20 +154,7 @@ class Subsampling:
         an id is a hash of (seed, id), so vary the seed from round to round.
         """
         previous_ids, previous_scores = self.by_id
-        n = len(previous_ids)
-        # Past rank gamma + 17 T the keep probability is below 2^-24, the resolution of the
-        # uniform draws, so only the top `cut` need ranks: partition, then sort just them.
-        cut = min(n, math.ceil((self.gamma + UPS_RANK_HORIZON * self.temperature) * n) + 1)
-        top = np.argpartition(-previous_scores, cut - 1)[:cut] if cut < n else np.arange(n)
-        top = top[np.lexsort((previous_ids[top], -previous_scores[top]))]
-        rank = np.arange(cut) / max(n - 1, 1)
-        keep_p = np.zeros(n)
-        keep_p[top] = np.exp(-np.maximum(0.0, rank - self.gamma) / self.temperature)
-        pos = np.minimum(np.searchsorted(previous_ids, ids), max(n - 1, 0))
-        known = previous_ids[pos] == ids if n else np.zeros(len(ids), dtype=bool)
-        p = np.ones(len(ids))
-        p[known] = keep_p[pos[known]]
-        return id_uniform(ids, seed ^ UPS_SALT) < p
+        return ups_keep(ids, previous_ids, previous_scores, self.gamma, self.temperature, seed)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from sklearn.covariance import LedoitWolf
 
+from proxal_runtime import uncertainty
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.ranking import id_uniform, top_k
 from proxy_service.classifiers import MLP, MLPProxy, ProxyClassifier
@@ -36,7 +37,6 @@ Rows = npt.NDArray[np.intp]
 CHUNK_ROWS = 4096
 DEFAULT_MC_SAMPLES = 20
 MAX_MC_SAMPLES = 1000
-_TINY = np.finfo(np.float32).tiny
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ class LeastConfidence(ProbaStrategy):
     name: ClassVar[str] = "least_confidence"
 
     def from_proba(self, proba: Matrix) -> Scores:
-        return (1.0 - proba.max(axis=1)).astype(np.float32)
+        return uncertainty.least_confidence(proba)
 
 
 class Margin(ProbaStrategy):
@@ -209,8 +209,7 @@ class Margin(ProbaStrategy):
     name: ClassVar[str] = "margin"
 
     def from_proba(self, proba: Matrix) -> Scores:
-        top2 = np.partition(proba, proba.shape[1] - 2, axis=1)[:, -2:]
-        return (top2[:, 0] - top2[:, 1]).astype(np.float32)
+        return uncertainty.margin(proba)
 
 
 def _row_norms(x: Matrix) -> Scores:
@@ -218,9 +217,7 @@ def _row_norms(x: Matrix) -> Scores:
     return np.einsum("ij,ij->i", x, x)
 
 
-def _entropy(proba: npt.NDArray[np.float32]) -> Scores:
-    """-sum_c p log p over the last axis: (..., C) -> (...)."""
-    return (-(proba * np.log(np.maximum(proba, _TINY))).sum(axis=-1)).astype(np.float32)
+_entropy = uncertainty.entropy  # -sum_c p log p over the last axis: (..., C) -> (...)
 
 
 class Entropy(ProbaStrategy):
