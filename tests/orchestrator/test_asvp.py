@@ -222,3 +222,27 @@ def test_a_budget_larger_than_the_pool_is_refused_before_any_work(services: Serv
         run_simulation(services.store, services.proxy, data, config, "big", asvp=runtime)
     with pytest.raises(NotFoundError):
         services.store.get_session("big-margin-s0")
+
+
+def test_finetuned_features_are_computed_as_the_encoder_service_does(tmp_path: Path) -> None:
+    """LogME compares stored vectors with `Successor.encode`; before any training the two must
+    be the same vectors, or the gap would measure a pooling difference, not fine-tuning."""
+    from transformers import AutoTokenizer
+
+    from encoder_service.encoders import TORCH, build_encoder
+    from orchestrator.successor import MeanPoolClassifier, Successor
+    from proxal_runtime.models import MINILM_L6, minilm_l6_path
+
+    texts = [r["text"] for r in read_jsonl(BANKING77 / "test.jsonl", limit=20)]
+    path = minilm_l6_path()
+    untrained = Successor(
+        MeanPoolClassifier.from_pretrained(path, 3),
+        AutoTokenizer.from_pretrained(str(path)),
+        num_classes=3,
+        max_length=32,
+        base_model=MINILM_L6,
+    )
+    stored, _ = build_encoder(MINILM_L6, TORCH, 32, tmp_path).encode(texts)
+    ours = untrained.encode(texts)
+    assert ours.shape == stored.shape == (20, 384)
+    np.testing.assert_allclose(np.sum(ours * stored, axis=1), 1.0, atol=1e-5)
