@@ -774,8 +774,8 @@ def fine_tune_successor(
     `config.validation_fraction` > 0 a stratified validation split drives early stopping and
     the best epoch is kept (`Successor.history` records it). `model_path` defaults to the
     bundled all-MiniLM-L6-v2. Texts are tokenised once; each epoch's batches group texts of
-    similar length, so little compute goes to padding. Runs are reproducible for a given seed on the same device and
-    thread count.
+    similar length, so little compute goes to padding. Runs are reproducible for a given seed
+    on the same device and thread count.
     """
     config = config or SuccessorConfig()
     _check_training_set(texts, labels, num_classes)
