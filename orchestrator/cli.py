@@ -1,5 +1,6 @@
-"""The `proxal` command: `demo` (the main job), `serve` (OrchestratorService), and the
-encoder client commands `ingest`, `embed` and `versions`."""
+"""The `proxal` command: `demo` (the main job), `serve` (OrchestratorService), `finetune` (a
+successor from a session's labels), and the encoder client commands `ingest`, `embed` and
+`versions`."""
 
 from __future__ import annotations
 
@@ -79,6 +80,53 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         required="PROXAL_ORCHESTRATOR_PROXY" not in os.environ,
         help="address of a proxy service, host:port (env PROXAL_ORCHESTRATOR_PROXY)",
     )
+
+
+def _finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from orchestrator.successor import METHODS, SuccessorConfig
+    from proxal_runtime.settings import DEFAULT_STORE, env_default
+
+    default = SuccessorConfig()
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a successor classifier on a labeling session's labels",
+        description="Fine-tune MiniLM-L6 on the labels SESSION acquired, evaluate it on the "
+        "pool's gold-labelled test split, and write model.safetensors, model.onnx, "
+        "labels.json, config.json, the tokenizer and metrics.json to --out.",
+    )
+    p.add_argument("session", help="the labeling session whose labels to train on")
+    p.add_argument("--out", type=Path, required=True, help="directory to write the successor to")
+    p.add_argument(
+        "--store",
+        default=env_default("PROXAL_ORCHESTRATOR", "store", DEFAULT_STORE, os.environ),
+        help="the store holding the session: a local directory or an s3:// URI (env PROXAL_STORE)",
+    )
+    p.add_argument(
+        "--store-option",
+        action="append",
+        metavar="KEY=VALUE",
+        default=[x for x in os.environ.get("PROXAL_STORE_OPTIONS", "").split(",") if x],
+        help="object-storage option for the store, repeatable",
+    )
+    p.add_argument("--method", choices=METHODS, default=default.method)
+    p.add_argument("--epochs", type=int, default=default.epochs)
+    p.add_argument("--batch-size", type=int, default=default.batch_size)
+    p.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=default.validation_fraction,
+        help="hold out this fraction of the labels for early stopping, in [0, 1); 0 = off",
+    )
+    p.add_argument("--patience", type=int, default=default.patience)
+    p.add_argument("--seed", type=int, default=default.seed)
+    p.add_argument("--max-length", type=int, default=default.max_length)
+    p.add_argument("--device", default=default.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--test-split",
+        default="test",
+        help="pool split whose gold labels score the successor (skipped when it has none)",
+    )
+    p.add_argument("--no-onnx", action="store_true", help="do not write model.onnx")
 
 
 def _encoder_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -162,6 +210,34 @@ def run_encoder_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_finetune_command(args: argparse.Namespace) -> int:
+    from orchestrator.finetune import finetune_session, summary
+    from orchestrator.successor import SuccessorConfig
+    from proxal_runtime.settings import store_options
+    from proxal_store import Store
+
+    config = SuccessorConfig(  # checks every value before anything is read or trained
+        method=args.method,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_fraction=args.validation_fraction,
+        patience=args.patience,
+        seed=args.seed,
+        max_length=args.max_length,
+        device=args.device,
+    )
+    metrics = finetune_session(
+        Store(args.store, store_options(args)),
+        args.session,
+        args.out,
+        config,
+        test_split=args.test_split,
+        onnx=not args.no_onnx,
+    )
+    print(summary(metrics, args.out))
+    return 0
+
+
 def run_demo_command(args: argparse.Namespace) -> int:
     from orchestrator.demo import DemoConfig, run_demo
     from orchestrator.simulation import LoopConfig
@@ -232,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _demo_parser(sub)
     _serve_parser(sub)
+    _finetune_parser(sub)
     _encoder_parsers(sub)
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the demo's service subprocesses are stopped too.
@@ -241,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo_command(args)
         if args.command == "serve":
             return run_serve_command(args)
+        if args.command == "finetune":
+            return run_finetune_command(args)
         return run_encoder_command(args)
     except grpc.RpcError as exc:
         code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"

@@ -3,7 +3,8 @@
 The proxies score pre-computed embeddings; the successor is the deployable model. It keeps the
 checkpoint's own recipe (masked mean pooling over the last hidden states, which is what
 all-MiniLM-L6-v2 was trained for) and adds a dropout + linear head. Saved successors are
-`model.safetensors` + `config.json` + the tokenizer files: no pickle anywhere.
+`model.safetensors` + `config.json` (with the label map) + `labels.json` + the tokenizer
+files, optionally `model.onnx`: no pickle anywhere.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
+import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +44,11 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+LABELS_FILE = "labels.json"
+ONNX_FILE = "model.onnx"
+ONNX_OPSET = 17  # as the encoder service's export
 FORMAT_VERSION = 1
-METHODS = ("full", "lp_ft", "lora")
+METHODS = ("full", "lp_ft", "lora", "bottleneck")
 VALIDATION_METRICS = ("macro_f1", "accuracy")
 
 
@@ -66,6 +73,11 @@ class SuccessorConfig:
       (BERT-style "query" and "value" projections), trained at `lora_lr`; the encoder's own
       weights stay frozen, the head is trained fully at `head_lr`. The adapters are merged into
       the encoder once training ends, so the saved successor is an ordinary one.
+    - "bottleneck": sequential bottleneck adapters (Houlsby et al., 2019; the Pfeiffer
+      placement: one per layer, after the feed-forward output) of width
+      hidden / `bottleneck_reduction`, trained at `adapter_lr` with the head at `head_lr`;
+      the encoder's own weights stay frozen. They cannot be merged into the weights, so the
+      saved successor records them and `load_successor` rebuilds them.
 
     Early stopping: `validation_fraction` of the labels (stratified by class, at least one
     text, never a class's last training example) is held out; after every epoch the model is
@@ -94,6 +106,8 @@ class SuccessorConfig:
     lora_dropout: float = 0.1
     lora_lr: float = 1e-3
     lora_target_modules: tuple[str, ...] = ("query", "value")
+    bottleneck_reduction: int = 16
+    adapter_lr: float = 1e-3
     validation_fraction: float = 0.0
     validation_metric: str = "macro_f1"
     patience: int = 2
@@ -149,6 +163,16 @@ class SuccessorConfig:
                     "lora_target_modules must be a non-empty tuple of module names such as "
                     f"('query', 'value'), got {targets!r}"
                 )
+        if self.method == "bottleneck":
+            if isinstance(self.bottleneck_reduction, bool) or not (
+                isinstance(self.bottleneck_reduction, int) and self.bottleneck_reduction >= 1
+            ):
+                raise InvalidArgumentError(
+                    "bottleneck_reduction must be an integer >= 1 (the adapter width is "
+                    f"hidden_size // bottleneck_reduction), got {self.bottleneck_reduction!r}"
+                )
+            if not self.adapter_lr > 0:
+                raise InvalidArgumentError(f"adapter_lr must be > 0, got {self.adapter_lr}")
         if not 0 <= self.validation_fraction < 1:
             raise InvalidArgumentError(
                 f"validation_fraction must be in [0, 1) (0 disables early stopping), "
@@ -215,14 +239,37 @@ class TrainingHistory:
         return self.epochs[self.best_epoch].validation_score
 
 
+class BottleneckAdapter(torch.nn.Module):
+    """h + up(relu(down(h))): (..., hidden) → (..., hidden), down to hidden // reduction.
+
+    `up` starts at zero, so a fresh adapter is the identity and training starts from the
+    pretrained encoder's function (as LoRA's zero B does).
+    """
+
+    def __init__(self, hidden: int, reduction: int) -> None:
+        super().__init__()
+        self.down = torch.nn.Linear(hidden, hidden // reduction)
+        self.up = torch.nn.Linear(hidden // reduction, hidden)
+        torch.nn.init.zeros_(self.up.weight)
+        torch.nn.init.zeros_(self.up.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + self.up(torch.relu(self.down(hidden)))
+
+
 class MeanPoolClassifier(torch.nn.Module):
-    """Transformer encoder + masked mean pooling + dropout + Linear(hidden, num_classes)."""
+    """Transformer encoder + masked mean pooling + dropout + Linear(hidden, num_classes).
+
+    `bottleneck_reduction` is None, or the reduction of the bottleneck adapters that
+    `add_bottleneck_adapters` put into the encoder.
+    """
 
     def __init__(self, encoder: PreTrainedModel, num_classes: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = encoder
         self.dropout = torch.nn.Dropout(dropout)
         self.head = torch.nn.Linear(encoder.config.hidden_size, num_classes)
+        self.bottleneck_reduction: int | None = None
 
     @classmethod
     def from_pretrained(
@@ -233,14 +280,21 @@ class MeanPoolClassifier(torch.nn.Module):
 
     @classmethod
     def from_encoder_config(
-        cls, encoder_config: dict[str, Any], num_classes: int
+        cls,
+        encoder_config: dict[str, Any],
+        num_classes: int,
+        bottleneck_reduction: int | None = None,
     ) -> MeanPoolClassifier:
-        """Same architecture with random weights, to load a saved state dict into."""
+        """Same architecture (adapters included) with random weights, to load a saved state
+        dict into."""
         config = AutoConfig.for_model(**encoder_config)
-        return cls(AutoModel.from_config(config), num_classes)
+        model = cls(AutoModel.from_config(config), num_classes)
+        if bottleneck_reduction is not None:
+            add_bottleneck_adapters(model, bottleneck_reduction)
+        return model
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """input_ids, attention_mask: (batch, seq) → masked mean of the last layer (batch, hidden)."""
+        """input_ids, attention_mask: (batch, seq) → last layer's masked mean (batch, hidden)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
@@ -248,6 +302,51 @@ class MeanPoolClassifier(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask: (batch, seq) → logits (batch, num_classes)."""
         return self.head(self.dropout(self.pooled(input_ids, attention_mask)))
+
+
+def add_bottleneck_adapters(model: MeanPoolClassifier, reduction: int) -> None:
+    """Put a BottleneckAdapter after the feed-forward output of every encoder layer.
+
+    Written by hand: AdapterHub's `adapters` pins an older transformers and peft has no
+    bottleneck adapter. Each adapter is a submodule of its BERT layer's output block
+    (`encoder.layer.{i}.output.adapter`, so it is saved with the encoder's weights and a
+    checkpoint loader that expects a plain BERT refuses it rather than silently dropping it),
+    applied by a forward hook to the output of `output.dense`: after the feed-forward
+    projection, before dropout and the residual + LayerNorm. New adapters are trainable;
+    freezing the rest is the caller's choice.
+    """
+    if model.bottleneck_reduction is not None:
+        raise InvalidArgumentError("this model already has bottleneck adapters")
+    layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
+    if layers is None or not all(
+        isinstance(getattr(getattr(layer, "output", None), "dense", None), torch.nn.Linear)
+        for layer in layers
+    ):
+        raise InvalidArgumentError(
+            "bottleneck adapters need a BERT-style encoder (encoder.layer[i].output.dense), "
+            f"got {type(model.encoder).__name__}"
+        )
+    hidden = int(model.encoder.config.hidden_size)
+    if hidden // reduction < 1:
+        raise InvalidArgumentError(
+            f"bottleneck_reduction {reduction} leaves no adapter width for hidden size "
+            f"{hidden}: use at most {hidden}"
+        )
+    for layer in layers:
+        dense = layer.output.dense
+        adapter = BottleneckAdapter(hidden, reduction).to(dense.weight.device, dense.weight.dtype)
+        layer.output.add_module("adapter", adapter)
+        dense.register_forward_hook(_adapter_hook(adapter))
+    model.bottleneck_reduction = reduction
+
+
+def _adapter_hook(adapter: BottleneckAdapter) -> Any:
+    """A forward hook that passes the hooked module's output through `adapter`."""
+
+    def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, adapter(output))
+
+    return hook
 
 
 def _pad_batch(
@@ -400,34 +499,124 @@ class Successor:
         predicted = self.predict(texts)
         return {metric: _score(labels, predicted, metric) for metric in ("accuracy", "macro_f1")}
 
-    def save(self, directory: str | Path, label_names: Sequence[str] | None = None) -> Path:
-        """Write model.safetensors, config.json and the tokenizer into `directory`.
-
-        `label_names[i]` names class i (default: the names this successor was loaded with, or
-        "0".."num_classes-1").
-        """
+    def _names(self, label_names: Sequence[str] | None) -> list[str]:
+        """`label_names`, else the names it was loaded with, else "0".."num_classes-1"."""
         names = label_names if label_names is not None else self.label_names
+        if isinstance(names, str):
+            raise InvalidArgumentError("label_names must be a list of names, not one string")
         names = list(names) if names is not None else [str(i) for i in range(self.num_classes)]
         if len(names) != self.num_classes:
             raise InvalidArgumentError(
                 f"label_names must name all {self.num_classes} classes, got {len(names)} names"
             )
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
+        if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise InvalidArgumentError(
+                f"label_names must be distinct, non-empty strings, got {names!r}"
+            )
+        return names
+
+    def save(
+        self, directory: str | Path, label_names: Sequence[str] | None = None, onnx: bool = False
+    ) -> Path:
+        """Write model.safetensors, config.json, labels.json and the tokenizer into
+        `directory` (and model.onnx with `onnx=True`, see `export_onnx`).
+
+        `label_names[i]` names class i (default: the names this successor was loaded with, or
+        "0".."num_classes-1"); config.json and labels.json map index → name ("id2label").
+        """
+        names = self._names(label_names)
+        out = _output_dir(directory)
         state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
+        reduction = self.model.bottleneck_reduction
         config = {
             "format_version": FORMAT_VERSION,
             "num_classes": self.num_classes,
             "label_names": names,
+            "id2label": _id2label(names),
             "base_model": self.base_model,
             "max_length": self.max_length,
             "train_seconds": self.train_seconds,
+            "adapter": None
+            if reduction is None
+            else {"kind": "bottleneck", "reduction": reduction},
             "encoder_config": self.model.encoder.config.to_dict(),
         }
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        _write_labels(out, names)
         self.tokenizer.save_pretrained(str(out))
+        if onnx:
+            self.export_onnx(out, names)
         return out
+
+    def export_onnx(self, directory: str | Path, label_names: Sequence[str] | None = None) -> Path:
+        """Write model.onnx and labels.json into `directory` → the path of model.onnx.
+
+        The graph takes `input_ids` and `attention_mask`, int64 (batch, sequence), both axes
+        dynamic (tokenise with this successor's tokenizer, right padding, at most
+        `max_length` tokens), and returns `logits`, float32 (batch, num_classes); softmax
+        them for `predict_proba`'s numbers. Bottleneck adapters are part of the graph.
+        Exported with the TorchScript exporter (the dynamo one needs onnxscript), opset 17.
+        """
+        names = self._names(label_names)
+        out = _output_dir(directory)
+        # A padded example, so the traced graph keeps the attention mask as a real input.
+        example = self.tokenizer(
+            ["an example sentence to trace the graph", "padding"],
+            padding=True,
+            return_tensors="pt",
+        )
+        args = (example["input_ids"].to(self.device), example["attention_mask"].to(self.device))
+        dynamic = {0: "batch", 1: "sequence"}
+        fd, tmp_name = tempfile.mkstemp(prefix=".model-", suffix=".onnx.tmp", dir=out)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        self.model.eval()
+        try:
+            with warnings.catch_warnings():
+                # The TorchScript exporter warns about its own deprecation and about traced
+                # constants that are fixed for an encoder-only model.
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    self.model,
+                    args,
+                    str(tmp),
+                    input_names=["input_ids", "attention_mask"],
+                    output_names=["logits"],
+                    dynamic_axes={
+                        "input_ids": dynamic,
+                        "attention_mask": dynamic,
+                        "logits": {0: "batch"},
+                    },
+                    opset_version=ONNX_OPSET,
+                    dynamo=False,
+                )
+            os.replace(tmp, out / ONNX_FILE)  # never a half-written model.onnx
+        finally:
+            tmp.unlink(missing_ok=True)
+        _write_labels(out, names)
+        return out / ONNX_FILE
+
+
+def _id2label(names: Sequence[str]) -> dict[str, str]:
+    return {str(i): name for i, name in enumerate(names)}
+
+
+def _write_labels(out: Path, names: Sequence[str]) -> None:
+    """labels.json: {"id2label": {"0": name, ...}, "label2id": {name: 0, ...}}."""
+    labels = {"id2label": _id2label(names), "label2id": {n: i for i, n in enumerate(names)}}
+    (out / LABELS_FILE).write_text(json.dumps(labels, indent=2) + "\n", encoding="utf-8")
+
+
+def _output_dir(directory: str | Path) -> Path:
+    """`directory`, created if missing; a path that is a file is refused."""
+    out = Path(directory)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(
+            f"{out} is a file, not a directory: pass a new or existing directory to write into"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def load_successor(directory: str | Path, device: str = "auto") -> Successor:
@@ -443,7 +632,18 @@ def load_successor(directory: str | Path, device: str = "auto") -> Successor:
             f"this proxal reads {FORMAT_VERSION}"
         )
     encoder_config = dict(config["encoder_config"])
-    model = MeanPoolClassifier.from_encoder_config(encoder_config, config["num_classes"])
+    adapter = config.get("adapter")
+    reduction = None
+    if adapter is not None:
+        if not isinstance(adapter, dict) or adapter.get("kind") != "bottleneck":
+            raise InvalidArgumentError(
+                f"{src / CONFIG_FILE} names an adapter this proxal does not know: {adapter!r} "
+                '(it reads {"kind": "bottleneck", "reduction": N})'
+            )
+        reduction = int(adapter["reduction"])
+    model = MeanPoolClassifier.from_encoder_config(
+        encoder_config, config["num_classes"], bottleneck_reduction=reduction
+    )
     model.load_state_dict(load_file(str(src / WEIGHTS_FILE)))
     return Successor(
         model=model.to(resolve_device(device)),
@@ -570,12 +770,12 @@ def fine_tune_successor(
 ) -> Successor:
     """Fine-tune a successor on (texts, labels); labels are class ids in [0, num_classes).
 
-    `config.method` picks full fine-tuning, LP-FT or LoRA; with `config.validation_fraction`
-    > 0 a stratified validation split drives early stopping and the best epoch is kept
-    (`Successor.history` records it). `model_path` defaults to the bundled all-MiniLM-L6-v2.
-    Texts are tokenised once; each epoch's batches group texts of similar length, so little
-    compute goes to padding. Runs are reproducible for a given seed on the same device and
-    thread count.
+    `config.method` picks full fine-tuning, LP-FT, LoRA or bottleneck adapters; with
+    `config.validation_fraction` > 0 a stratified validation split drives early stopping and
+    the best epoch is kept (`Successor.history` records it). `model_path` defaults to the
+    bundled all-MiniLM-L6-v2. Texts are tokenised once; each epoch's batches group texts of
+    similar length, so little compute goes to padding. Runs are reproducible for a given seed
+    on the same device and thread count.
     """
     config = config or SuccessorConfig()
     _check_training_set(texts, labels, num_classes)
@@ -596,6 +796,9 @@ def fine_tune_successor(
     model = MeanPoolClassifier.from_pretrained(path, num_classes, config.dropout).to(device)
     model.encoder.get_input_embeddings().requires_grad_(not config.freeze_word_embeddings)
     lora_encoder = _add_lora(model, config) if config.method == "lora" else None
+    if config.method == "bottleneck":  # frozen encoder, trainable adapters
+        model.encoder.requires_grad_(False)
+        add_bottleneck_adapters(model, config.bottleneck_reduction)
     all_ids = tokenizer(list(texts), truncation=True, max_length=config.max_length)["input_ids"]
     ids = [all_ids[i] for i in train_idx]
     val_ids = [all_ids[i] for i in val_idx]
@@ -613,7 +816,9 @@ def fine_tune_successor(
         ft_groups = _encoder_param_groups(model, config.lr, config.weight_decay)
         ft_groups.append({"params": head_params, "lr": config.lr, "weight_decay": 0.0})
     else:
-        encoder_lr = config.lora_lr if config.method == "lora" else config.lr
+        encoder_lr = {"lora": config.lora_lr, "bottleneck": config.adapter_lr}.get(
+            config.method, config.lr
+        )
         ft_groups = _encoder_param_groups(model, encoder_lr, config.weight_decay)
         ft_groups.append({"params": head_params, "lr": config.head_lr, "weight_decay": 0.0})
     phases.append(("ft", config.epochs, ft_groups))

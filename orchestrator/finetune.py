@@ -1,0 +1,178 @@
+"""`proxal finetune`: fine-tune a successor on the labels a labeling session acquired.
+
+Reads the session's labels and texts from the store (it only reads: the session is left as
+it is), fine-tunes with a `SuccessorConfig`, evaluates on the pool's gold-labelled test
+split when there is one, and writes the successor (safetensors, ONNX, label map) and
+`metrics.json` into one directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.successor import (
+    CONFIG_FILE,
+    LABELS_FILE,
+    ONNX_FILE,
+    WEIGHTS_FILE,
+    SuccessorConfig,
+    fine_tune_successor,
+)
+from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError
+from proxal_store import Store
+
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class SessionLabels:
+    """A session's labelled texts as a training set.
+
+    `classes` is the label map (index → name): the names the session used, together with the
+    pool's gold classes (so a test split can be scored), sorted. `labels[i]` indexes
+    `classes`; `ids` are the pool row ids of `texts`, in submission order.
+    """
+
+    session: str
+    pool: str
+    ids: np.ndarray
+    texts: list[str]
+    labels: list[int]
+    classes: list[str]
+    labeled_classes: list[str]
+
+
+def session_labels(store: Store, session: str) -> SessionLabels:
+    """Read a session's labels and their texts. NotFoundError for an unknown session or pool,
+    FailedPreconditionError when there is nothing to train a classifier on."""
+    record = store.get_session(session)
+    rows = store.pool_rows(record.pool, columns=["id", "text"])
+    ids, names = store.read_labels(session)
+    labeled = sorted(set(names))
+    if len(labeled) < 2:
+        found = "no labels" if not names else f"labels of one class only ({labeled[0]!r})"
+        raise FailedPreconditionError(
+            f"session {session!r} has {found}: a classifier needs labelled texts of at least "
+            "2 classes, so label more texts before fine-tuning"
+        )
+    text_of = dict(zip(rows.column("id").to_pylist(), rows.column("text").to_pylist(), strict=True))
+    missing = [int(i) for i in ids if int(i) not in text_of]
+    if missing:
+        raise FailedPreconditionError(
+            f"session {session!r} labels {len(missing)} ids that pool {record.pool!r} does not "
+            f"hold (first: {missing[0]}): was the pool re-created after labeling?"
+        )
+    classes = sorted(set(labeled) | set(store.pool_info(record.pool).classes))
+    index = {name: i for i, name in enumerate(classes)}
+    return SessionLabels(
+        session=session,
+        pool=record.pool,
+        ids=ids,
+        texts=[text_of[int(i)] for i in ids],
+        labels=[index[name] for name in names],
+        classes=classes,
+        labeled_classes=labeled,
+    )
+
+
+def gold_rows(store: Store, pool: str, split: str) -> tuple[list[str], list[str]]:
+    """Texts and gold labels of a pool split's labelled rows (empty when it has none)."""
+    rows = store.pool_rows(pool, split=split, columns=["id", "text", "label"])
+    texts, labels = [], []
+    for text, label in zip(
+        rows.column("text").to_pylist(), rows.column("label").to_pylist(), strict=True
+    ):
+        if label is not None:
+            texts.append(text)
+            labels.append(label)
+    return texts, labels
+
+
+def finetune_session(
+    store: Store,
+    session: str,
+    out: str | Path,
+    config: SuccessorConfig,
+    test_split: str = "test",
+    onnx: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune a successor on `session`'s labels and write it with metrics.json to `out`.
+
+    Returns the metrics written: training summary, the kept epoch, test accuracy and
+    macro-F1 on `test_split`'s gold-labelled rows (None when it has none), and the files.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(
+            f"--out {out} is a file, not a directory: pass a new or existing directory"
+        )
+    data = session_labels(store, session)
+    test_texts, test_gold = gold_rows(store, data.pool, test_split)
+    successor = fine_tune_successor(
+        data.texts, data.labels, len(data.classes), config, progress=progress
+    )
+    test: dict[str, Any] | None = None
+    if test_texts:
+        index = {name: i for i, name in enumerate(data.classes)}
+        scores = successor.evaluate(test_texts, [index[name] for name in test_gold])
+        test = {"split": test_split, "rows": len(test_texts), **scores}
+    successor.save(out, label_names=data.classes, onnx=onnx)
+    history = successor.history
+    assert history is not None  # a freshly trained successor has one
+    metrics: dict[str, Any] = {
+        "session": session,
+        "pool": data.pool,
+        "method": config.method,
+        "labels": len(data.labels),
+        "classes": len(data.classes),
+        "labeled_classes": len(data.labeled_classes),
+        "train_seconds": successor.train_seconds,
+        "epochs": [dataclasses.asdict(r) for r in history.epochs],
+        "best_epoch": history.best_epoch,
+        "stopped_early": history.stopped_early,
+        "validation_labels": len(history.validation_indices),
+        "validation_metric": history.validation_metric,
+        "validation_score": history.best_score,
+        "test": test,
+        "files": sorted(
+            name
+            for name in (WEIGHTS_FILE, CONFIG_FILE, LABELS_FILE, ONNX_FILE)
+            if (out / name).is_file()
+        ),
+        "config": dataclasses.asdict(config),
+    }
+    (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def summary(metrics: dict[str, Any], out: Path) -> str:
+    """A few lines for the terminal."""
+    lines = [
+        f"fine-tuned a {metrics['method']} successor on {metrics['labels']} labels of session "
+        f"{metrics['session']!r} (pool {metrics['pool']!r}, {metrics['labeled_classes']} of "
+        f"{metrics['classes']} classes labelled) in {metrics['train_seconds']:.1f} s"
+    ]
+    if metrics["validation_score"] is not None:
+        lines.append(
+            f"kept epoch {metrics['best_epoch'] + 1} of {len(metrics['epochs'])}: validation "
+            f"{metrics['validation_metric']} {metrics['validation_score']:.4f} on "
+            f"{metrics['validation_labels']} held-out labels"
+            + (" (stopped early)" if metrics["stopped_early"] else "")
+        )
+    test = metrics["test"]
+    if test is None:
+        lines.append("no gold-labelled test split: not evaluated")
+    else:
+        lines.append(
+            f"test ({test['split']}, {test['rows']} rows): accuracy {test['accuracy']:.4f}, "
+            f"macro-F1 {test['macro_f1']:.4f}"
+        )
+    lines.append(f"wrote {', '.join(metrics['files'])}, {METRICS_FILE} to {out}")
+    return "\n".join(lines)
