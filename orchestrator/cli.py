@@ -53,6 +53,27 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--ups-full-every", type=int, default=5, help="UPS: then every Nth round (0 = never)"
     )
     p.add_argument(
+        "--asvp-every",
+        type=int,
+        default=0,
+        help="ASVP: check the features every N rounds (fine-tune with LoRA, compare LogME-PED, "
+        "re-embed the pool when the gap passes the threshold); 0 = off unless --asvp-growth",
+    )
+    p.add_argument(
+        "--asvp-growth",
+        type=float,
+        default=0.0,
+        help="ASVP: also check when the labeled set grew by this factor (e.g. 2); 0 = off",
+    )
+    p.add_argument("--asvp-threshold", type=float, default=0.03, help="ASVP: LogME gap to refresh")
+    p.add_argument("--asvp-no-ped", action="store_true", help="ASVP: plain LogME, without PED")
+    p.add_argument(
+        "--successor-method",
+        choices=("full", "lp_ft", "lora", "bottleneck"),
+        default="full",
+        help="how successors are fine-tuned (with ASVP on, its LP-FT/FT rule decides)",
+    )
+    p.add_argument(
         "--successor-strategies",
         type=_csv(),
         default=("margin", "random"),
@@ -239,6 +260,7 @@ def run_finetune_command(args: argparse.Namespace) -> int:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
+    from orchestrator.asvp import AsvpConfig
     from orchestrator.demo import DemoConfig, run_demo
     from orchestrator.simulation import LoopConfig
     from orchestrator.successor import SuccessorConfig
@@ -252,6 +274,15 @@ def run_demo_command(args: argparse.Namespace) -> int:
             full_rounds=args.ups_full_rounds,
             full_every=args.ups_full_every,
         )
+    asvp = None
+    if args.asvp_every or args.asvp_growth:
+        asvp = AsvpConfig(
+            every_rounds=args.asvp_every,
+            growth_factor=args.asvp_growth,
+            threshold=args.asvp_threshold,
+            use_ped=not args.asvp_no_ped,
+        )
+    epochs = {} if args.successor_epochs is None else {"epochs": args.successor_epochs}
     config = DemoConfig(
         out_dir=args.out,
         backend=args.backend,
@@ -264,13 +295,10 @@ def run_demo_command(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             rounds=args.rounds,
             ups=ups,
+            asvp=asvp,
         ),
         successor_strategies=args.successor_strategies,
-        successor=(
-            SuccessorConfig()
-            if args.successor_epochs is None
-            else SuccessorConfig(epochs=args.successor_epochs)
-        ),
+        successor=SuccessorConfig(method=args.successor_method, **epochs),
     )
     run_demo(config)
     return 0

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from orchestrator.cli import main
 from orchestrator.processes import ServiceProcess
 from tests.conftest import REPO
 
@@ -50,3 +53,20 @@ def test_ingest_embed_and_manage_versions(tmp_path: Path, banking_rows) -> None:
         assert "FAILED_PRECONDITION" in refused.stderr and "unpin" in refused.stderr
         missing = _proxal("embed", "nope", *addr)
         assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--asvp-every", "1", "--asvp-threshold", "-0.5"], "asvp threshold must be"),
+        (["--asvp-growth", "0.5"], "growth_factor must be 0 (off) or > 1"),
+        (["--rounds", "200", "--batch-size", "100"], "exceeds the pool"),
+    ],
+)
+def test_demo_refuses_bad_asvp_and_budget_flags_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing started, nothing written
