@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-slow lint typecheck protos bench clean
+.PHONY: demo test test-slow lint typecheck protos bench evidence clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ bench: $(VENV)/.installed
 	$(PY) bench/sequential.py
 	$(PY) bench/encoder.py
 	$(PY) bench/store.py
+
+# Issue 5's evidence on real data (docs/evidence.md, docs/adapters_acquisition.md): about an
+# hour on 2 CPU cores; the two datasets run side by side with one torch thread each.
+evidence: $(VENV)/.installed
+	$(PY) bench/evidence.py --datasets banking77 --rounds 2 --epochs 4 --threads 1 & \
+	$(PY) bench/evidence.py --datasets ag_news --rounds 2 --epochs 4 --threads 1 \
+		--test-limit 1000; wait
+	$(PY) bench/evidence.py --report-only
+	$(PY) bench/adapters_acquisition.py --datasets banking77 --budgets 200 500 --seeds 3 \
+		--pool-size 2000 --test-size 1000 --epochs 4 --threads 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
