@@ -201,7 +201,8 @@ def run_simulation(
                 )
                 round_seed = seed * 1000 + rnd  # the same for Predict and Select: one fit
                 decision = None
-                if aligner is not None and aligner.due(rnd, len(labeled)):
+                # Not on the last round: no selection follows that a refresh could improve.
+                if aligner is not None and rnd < config.rounds and aligner.due(rnd, len(labeled)):
                     decision = aligner.check(rnd, version, training.ids, training.labels)
                     if decision.version_after != version:
                         version = decision.version_after

@@ -161,10 +161,11 @@ def test_loop_refreshes_features_and_records_every_decision(services: Services) 
     result = run_simulation(services.store, services.proxy, data, config, "refresh", asvp=runtime)
 
     decisions = result.alignment[("margin", 0)]
-    assert [d.round for d in decisions] == [1, 2]
+    assert [d.round for d in decisions] == [1]  # never on the last round: nothing follows it
     rounds = services.store.read_rounds("refresh-margin-s0")
     assert "asvp" not in rounds[0].proxy_spec  # round 0 is never checked
-    for record, decision in zip(rounds[1:], decisions, strict=True):
+    assert "asvp" not in rounds[2].proxy_spec  # nor the last
+    for record, decision in zip(rounds[1:2], decisions, strict=True):
         recorded = record.proxy_spec["asvp"]
         assert recorded["gap"] == pytest.approx(decision.logme_finetuned - decision.logme_current)
         assert recorded["action"] == ("refresh" if decision.gap > 0 else "keep")
@@ -176,6 +177,7 @@ def test_loop_refreshes_features_and_records_every_decision(services: Services) 
     new = services.store.get_version(POOL, refreshed[0].version_after)
     assert new.complete and new.source == "checkpoint" and new.label_count == refreshed[0].labels
     assert new.version != services.version
+    assert rounds[2].embedding_version == new.version  # the proxy stays on the new features
     assert not any(services.root.rglob("*.safetensors"))  # checkpoints cleaned up
     method, reason = result.successor_method("margin", 0)
     assert method == decisions[-1].successor_method and reason
@@ -184,7 +186,7 @@ def test_loop_refreshes_features_and_records_every_decision(services: Services) 
 def test_a_huge_threshold_keeps_the_features(services: Services) -> None:
     data = PoolData.from_store(services.store, POOL, services.version)
     config = replace(
-        LOOP, rounds=1, asvp=AsvpConfig(every_rounds=1, threshold=1e6, finetune=TINY_FINETUNE)
+        LOOP, rounds=2, asvp=AsvpConfig(every_rounds=1, threshold=1e6, finetune=TINY_FINETUNE)
     )
     runtime = AsvpRuntime(services.encoder, services.root, services.texts_of)
     result = run_simulation(services.store, services.proxy, data, config, "keep", asvp=runtime)
@@ -202,7 +204,9 @@ def test_a_missing_checkpoint_fails_cleanly_and_keeps_labels_and_rounds(
     """The aligner writes its checkpoint where the encoder does not look: NOT_FOUND; the
     labels and rounds recorded before the failure are all still there."""
     data = PoolData.from_store(services.store, POOL, services.version)
-    config = replace(LOOP, asvp=AsvpConfig(every_rounds=2, threshold=0.0, finetune=TINY_FINETUNE))
+    config = replace(
+        LOOP, rounds=3, asvp=AsvpConfig(every_rounds=2, threshold=0.0, finetune=TINY_FINETUNE)
+    )
     elsewhere = tmp_path / "not-the-encoders-root"
     elsewhere.mkdir()
     runtime = AsvpRuntime(services.encoder, elsewhere, services.texts_of)
