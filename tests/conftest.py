@@ -27,6 +27,21 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, str]]:
     return rows
 
 
+def banking_slice(classes: tuple[str, ...], per_class: int) -> tuple[list[str], list[int]]:
+    """The first `per_class` Banking77 training texts of each of `classes` → texts, class ids
+    (indices into `classes`)."""
+    texts: list[str] = []
+    labels: list[int] = []
+    taken = dict.fromkeys(classes, 0)
+    for row in read_jsonl(BANKING77 / "train.jsonl"):
+        name = row["label"]
+        if name in taken and taken[name] < per_class:
+            taken[name] += 1
+            texts.append(row["text"])
+            labels.append(classes.index(name))
+    return texts, labels
+
+
 def add_blobs_version(store: Any, pool: str, vectors: Any, labels: Any) -> str:
     """Add rows 0..n-1 of a labeled synthetic pool with these vectors (n, d) to a real
     store as one complete embedding version; returns its name."""

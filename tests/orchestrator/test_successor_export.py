@@ -26,7 +26,7 @@ from orchestrator.successor import (
 )
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.models import minilm_l6_path
-from tests.conftest import BANKING77, read_jsonl
+from tests.conftest import banking_slice
 
 CLASSES = ("card_arrival", "exchange_rate", "lost_or_stolen_phone", "top_up_failed")
 TINY: dict[str, Any] = {"batch_size": 8, "max_length": 24, "seed": 0, "validation_fraction": 0.0}
@@ -40,22 +40,9 @@ PROBE = [
 LAYERS, HIDDEN, WIDTH = 6, 384, 384 // 16
 
 
-def _slice(per_class: int) -> tuple[list[str], list[int]]:
-    texts: list[str] = []
-    labels: list[int] = []
-    taken = dict.fromkeys(CLASSES, 0)
-    for row in read_jsonl(BANKING77 / "train.jsonl"):
-        name = row["label"]
-        if name in taken and taken[name] < per_class:
-            taken[name] += 1
-            texts.append(row["text"])
-            labels.append(CLASSES.index(name))
-    return texts, labels
-
-
 @pytest.fixture(scope="module")
 def data() -> tuple[list[str], list[int]]:
-    return _slice(10)
+    return banking_slice(CLASSES, 10)
 
 
 @pytest.fixture(scope="module")
