@@ -7,7 +7,7 @@ status code and message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,15 +156,8 @@ class EncoderClient:
             max_length=max_length,
             precision=precision,
         )
-        version = None
-        for message in self._stub.EmbedPool(request, timeout=self.timeout):
-            if on_progress is not None:
-                on_progress(message)
-            if message.HasField("version"):
-                version = message.version
-        if version is None:
-            raise RuntimeError(f"encoder at {self.address} ended EmbedPool without a version")
-        return version
+        stream = self._stub.EmbedPool(request, timeout=self.timeout)
+        return self._final_version(stream, "EmbedPool", on_progress)
 
     def refresh(
         self,
@@ -185,16 +178,24 @@ class EncoderClient:
             label_count=label_count,
             label_set_hash=label_set_hash,
         )
+        stream = self._stub.RefreshFromCheckpoint(request, timeout=self.timeout)
+        return self._final_version(stream, "RefreshFromCheckpoint", on_progress)
+
+    def _final_version(
+        self,
+        stream: Iterable[encoder_pb2.EmbedProgress],
+        rpc: str,
+        on_progress: Callable[[encoder_pb2.EmbedProgress], None] | None,
+    ) -> common_pb2.EmbeddingVersion:
+        """Drain an embedding run's progress stream → the version its last message carries."""
         version = None
-        for message in self._stub.RefreshFromCheckpoint(request, timeout=self.timeout):
+        for message in stream:
             if on_progress is not None:
                 on_progress(message)
             if message.HasField("version"):
                 version = message.version
         if version is None:
-            raise RuntimeError(
-                f"encoder at {self.address} ended RefreshFromCheckpoint without a version"
-            )
+            raise RuntimeError(f"encoder at {self.address} ended {rpc} without a version")
         return version
 
     def list_versions(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,6 +28,26 @@ def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, str]]:
             if limit is not None and len(rows) >= limit:
                 break
     return rows
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import a script (e.g. a bench/ file) as module `name`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pretrained() -> dict[str, Any]:
+    """MiniLM-L6's pretrained weights as a state dict (to check what training left alone)."""
+    from safetensors.torch import load_file
+
+    from proxal_runtime.models import minilm_l6_path
+
+    return load_file(str(minilm_l6_path() / "model.safetensors"))
 
 
 def banking_slice(classes: tuple[str, ...], per_class: int) -> tuple[list[str], list[int]]:

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from tests.conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "adapters_acquisition.py"
 
 pytestmark = pytest.mark.bench
-
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_adapters_acquisition", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +20,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     tmp = tmp_path_factory.mktemp("bench")
     out, doc = tmp / "adapters.json", tmp / "adapters.md"
     argv = ["--quick", "--datasets", "banking77", "--out", str(out), "--doc", str(doc)]
-    returned = _load_script().main(argv)
+    returned = load_script(SCRIPT, "bench_adapters_acquisition").main(argv)
     written = json.loads(out.read_text())
     assert written["rows"] == returned["rows"]
     return written, doc.read_text()

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "proxy.py"
 PROXAL_ROWS = {"floor", "lc_big", "coreset_mid", "badge_mid"}
 
 
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_proxy", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench") / "proxy.json"
-    returned = _load_script().main(["--quick", "--out", str(out)])
+    returned = load_script(SCRIPT, "bench_proxy").main(["--quick", "--out", str(out)])
     written = json.loads(out.read_text())
     assert written["rows"] == returned["rows"]
     return written

@@ -46,11 +46,6 @@ def data() -> tuple[list[str], list[int]]:
 
 
 @pytest.fixture(scope="module")
-def pretrained() -> dict[str, torch.Tensor]:
-    return load_file(str(minilm_l6_path() / "model.safetensors"))
-
-
-@pytest.fixture(scope="module")
 def bottleneck(data: tuple[list[str], list[int]]) -> Successor:
     config = SuccessorConfig(method="bottleneck", epochs=2, **TINY)
     return fine_tune_successor(*data, len(CLASSES), config, progress=False)

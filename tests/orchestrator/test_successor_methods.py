@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from orchestrator.successor import (
     Successor,
@@ -23,7 +22,6 @@ from orchestrator.successor import (
     validation_split,
 )
 from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.models import minilm_l6_path
 from tests.conftest import banking_slice
 
 CLASSES = ("card_arrival", "exchange_rate", "lost_or_stolen_phone", "top_up_failed")
@@ -33,11 +31,6 @@ TINY = {"batch_size": 8, "max_length": 24, "seed": 0}
 @pytest.fixture(scope="module")
 def data() -> tuple[list[str], list[int]]:
     return banking_slice(CLASSES, 10)
-
-
-@pytest.fixture(scope="module")
-def pretrained() -> dict[str, torch.Tensor]:
-    return load_file(str(minilm_l6_path() / "model.safetensors"))
 
 
 def _changed(successor: Successor, base: dict[str, torch.Tensor]) -> set[str]:
