@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from orchestrator.asvp import AlignmentDecision
-from orchestrator.simulation import CurvePoint
+from orchestrator.runs import RoundRow
 
 
-def summarise(points: list[CurvePoint]) -> dict[str, list[dict[str, float]]]:
+def summarise(points: list[RoundRow]) -> dict[str, list[dict[str, float]]]:
     """Per strategy, per label count: mean and std over seeds of accuracy and macro-F1."""
-    groups: dict[str, dict[int, list[CurvePoint]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[str, dict[int, list[RoundRow]]] = defaultdict(lambda: defaultdict(list))
     for p in points:
         groups[p.strategy][p.labels].append(p)
     out: dict[str, list[dict[str, float]]] = {}

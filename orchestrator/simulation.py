@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +21,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from orchestrator.asvp import AlignmentDecision, AsvpConfig, FeatureAligner
 from orchestrator.clients import EncoderClient, ProxyClient, TrainingSet
+from orchestrator.runs import RoundRow, Run, SessionInfo, pool_fingerprint
 from orchestrator.ups import ScoreTable, UpsSchedule
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_store import RoundRecord, SessionRecord, Store
@@ -56,20 +58,13 @@ class LoopConfig:
             )
 
 
-@dataclass(frozen=True)
-class CurvePoint:
-    strategy: str
-    seed: int
-    round: int
-    labels: int
-    accuracy: float
-    macro_f1: float
-    fit_select_s: float
-
-
 @dataclass
 class SimulationResult:
-    points: list[CurvePoint] = field(default_factory=list)
+    """Every round of every session (`points`), the sessions' seeded initial sets, each
+    session's final labels, and the loop's wall time; `to_run` makes it a run directory."""
+
+    points: list[RoundRow] = field(default_factory=list)
+    sessions: list[SessionInfo] = field(default_factory=list)
     final_labels: dict[tuple[str, int], tuple[npt.NDArray[np.int64], list[str]]] = field(
         default_factory=dict
     )
@@ -79,6 +74,23 @@ class SimulationResult:
 
     def as_rows(self) -> list[dict[str, object]]:
         return [asdict(p) for p in self.points]
+
+    def to_run(
+        self, store: Store, data: PoolData, run_name: str, **manifest: Any
+    ) -> Run:
+        """This result as a `Run` (write it with `orchestrator.runs.write_run`); `manifest`
+        fills the optional fields (dataset, encoder, embed_s, config)."""
+        return Run(
+            name=run_name,
+            pool=data.pool,
+            pool_fingerprint=pool_fingerprint(store, data.pool),
+            store=store.uri if "://" in store.uri else str(Path(store.uri).resolve()),
+            embedding_version=data.version,
+            classes=list(data.classes),
+            sessions=list(self.sessions),
+            rounds=list(self.points),
+            **manifest,
+        )
 
     def successor_method(self, strategy: str, seed: int) -> tuple[str, str]:
         """The method ASVP's last check chose for this session's successor → (method, why)."""
@@ -140,7 +152,7 @@ def run_simulation(
     data: PoolData,
     config: LoopConfig,
     run_name: str,
-    on_round: Callable[[CurvePoint], None] | None = None,
+    on_round: Callable[[RoundRow], None] | None = None,
     asvp: AsvpRuntime | None = None,
 ) -> SimulationResult:
     """Run every (strategy, seed) loop; returns the learning-curve points.
@@ -191,6 +203,7 @@ def run_simulation(
                 [data.classes[gold_of[i]] for i in labeled],
                 source="oracle",
             )
+            result.sessions.append(SessionInfo(strategy, seed, session, tuple(labeled)))
             for rnd in range(config.rounds + 1):
                 t0 = time.perf_counter()
                 ids = np.array(labeled, dtype=np.int64)
@@ -285,14 +298,22 @@ def run_simulation(
                         metrics=metrics,
                     )
                 )
-                point = CurvePoint(
+                point = RoundRow(
                     strategy,
                     seed,
                     rnd,
                     len(labeled),
                     metrics["accuracy"],
                     metrics["macro_f1"],
-                    elapsed,
+                    selected_ids=tuple(selected),
+                    embed_s=decision.refresh_s if decision is not None else 0.0,
+                    load_s=timings.get("load_s", 0.0),
+                    fit_s=timings.get("fit_s", 0.0),
+                    score_s=timings.get("score_s", 0.0) + timings.get("select_s", 0.0),
+                    finetune_s=(
+                        decision.finetune_s + decision.logme_s if decision is not None else 0.0
+                    ),
+                    round_s=elapsed,
                 )
                 result.points.append(point)
                 if on_round is not None:
