@@ -5,6 +5,7 @@ successor from a session's labels), and the encoder client commands `ingest`, `e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -148,6 +149,37 @@ def _finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="pool split whose gold labels score the successor (skipped when it has none)",
     )
     p.add_argument("--no-onnx", action="store_true", help="do not write model.onnx")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="the successor's architecture: a local Hugging Face encoder checkpoint directory "
+        "(default: the bundled MiniLM-L6); it need not be the model that acquired the labels",
+    )
+    p.add_argument(
+        "--plasm",
+        action="store_true",
+        help="PLASM: a teacher fine-tuned on the labels pseudo-labels the rest of the pool, the "
+        "pseudo-labels are filtered, and the successor trains on gold + kept pseudo-labels",
+    )
+    p.add_argument(
+        "--plasm-filter",
+        choices=("uncertainty", "cleanlab", "none"),
+        default="uncertainty",
+        help="keep the teacher's most certain pseudo-labels (as many as its held-out accuracy "
+        "says are right), or drop those confident learning (cleanlab) flags, or keep all",
+    )
+    p.add_argument(
+        "--plasm-pool-sample",
+        type=int,
+        default=None,
+        help="pseudo-label at most N unlabeled texts (a seeded sample; default: all)",
+    )
+    p.add_argument(
+        "--plasm-heldout",
+        type=float,
+        default=0.2,
+        help="fraction of the labels the teacher holds out to score itself",
+    )
 
 
 def _encoder_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -233,6 +265,7 @@ def run_encoder_command(args: argparse.Namespace) -> int:
 
 def run_finetune_command(args: argparse.Namespace) -> int:
     from orchestrator.finetune import finetune_session, summary
+    from orchestrator.plasm import PlasmConfig
     from orchestrator.successor import SuccessorConfig
     from proxal_runtime.settings import store_options
     from proxal_store import Store
@@ -247,6 +280,19 @@ def run_finetune_command(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         device=args.device,
     )
+    plasm = None
+    if args.plasm:
+        plasm = PlasmConfig(
+            teacher=dataclasses.replace(
+                config,
+                method="full",
+                validation_fraction=args.plasm_heldout,
+                validation_metric="accuracy",
+            ),
+            filter=args.plasm_filter,
+            pool_sample=args.plasm_pool_sample,
+            seed=args.seed,
+        )
     metrics = finetune_session(
         Store(args.store, store_options(args)),
         args.session,
@@ -254,6 +300,8 @@ def run_finetune_command(args: argparse.Namespace) -> int:
         config,
         test_split=args.test_split,
         onnx=not args.no_onnx,
+        model_path=args.model,
+        plasm=plasm,
     )
     print(summary(metrics, args.out))
     return 0

@@ -1,9 +1,10 @@
 """`proxal finetune`: fine-tune a successor on the labels a labeling session acquired.
 
 Reads the session's labels and texts from the store (it only reads: the session is left as
-it is), fine-tunes with a `SuccessorConfig`, evaluates on the pool's gold-labelled test
-split when there is one, and writes the successor (safetensors, ONNX, label map) and
-`metrics.json` into one directory.
+it is), fine-tunes with a `SuccessorConfig` -- on the gold labels alone, or with PLASM on
+gold + filtered pseudo-labels of the rest of the pool's split -- evaluates on the pool's
+gold-labelled test split when there is one, and writes the successor (safetensors, ONNX,
+label map) and `metrics.json` into one directory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.plasm import PlasmConfig, model_name, run_plasm
 from orchestrator.successor import (
     CONFIG_FILE,
     LABELS_FILE,
@@ -94,6 +96,33 @@ def gold_rows(store: Store, pool: str, split: str) -> tuple[list[str], list[str]
     return texts, labels
 
 
+def unlabeled_rows(
+    store: Store, session: str, data: SessionLabels
+) -> tuple[list[str], list[int] | None]:
+    """The texts of the session's split that it has not labelled (PLASM pseudo-labels them),
+    and their gold class ids when every one has a gold label (to measure, never to train)."""
+    split = store.get_session(session).split
+    rows = store.pool_rows(data.pool, split=split, columns=["id", "text", "label"])
+    labeled = {int(i) for i in data.ids}
+    index = {name: i for i, name in enumerate(data.classes)}
+    texts, gold = [], []
+    for i, text, label in zip(
+        rows.column("id").to_pylist(),
+        rows.column("text").to_pylist(),
+        rows.column("label").to_pylist(),
+        strict=True,
+    ):
+        if int(i) not in labeled:
+            texts.append(text)
+            gold.append(index.get(label, -1) if label is not None else -1)
+    if not texts:
+        raise FailedPreconditionError(
+            f"session {session!r} labelled every row of split {split!r}: nothing is left for "
+            "PLASM to pseudo-label; fine-tune without --plasm"
+        )
+    return texts, gold if all(g >= 0 for g in gold) else None
+
+
 def finetune_session(
     store: Store,
     session: str,
@@ -102,11 +131,17 @@ def finetune_session(
     test_split: str = "test",
     onnx: bool = True,
     progress: bool = True,
+    model_path: str | Path | None = None,
+    plasm: PlasmConfig | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a successor on `session`'s labels and write it with metrics.json to `out`.
 
-    Returns the metrics written: training summary, the kept epoch, test accuracy and
-    macro-F1 on `test_split`'s gold-labelled rows (None when it has none), and the files.
+    `model_path` is the successor's checkpoint directory (None: MiniLM-L6). With `plasm`, a
+    teacher trained on the labels pseudo-labels the session's split's unlabeled rows and the
+    successor trains on gold + the kept pseudo-labels (`config` is the successor's; the
+    teacher's is `plasm.teacher`). Returns the metrics written: training summary, the kept
+    epoch, test accuracy and macro-F1 on `test_split`'s gold-labelled rows (None when it has
+    none), PLASM's record, and the files.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -115,9 +150,32 @@ def finetune_session(
         )
     data = session_labels(store, session)
     test_texts, test_gold = gold_rows(store, data.pool, test_split)
-    successor = fine_tune_successor(
-        data.texts, data.labels, len(data.classes), config, progress=progress
-    )
+    plasm_record: dict[str, Any] | None = None
+    if plasm is None:
+        successor = fine_tune_successor(
+            data.texts,
+            data.labels,
+            len(data.classes),
+            config,
+            model_path=model_path,
+            progress=progress,
+        )
+    else:
+        pool_texts, pool_gold = unlabeled_rows(store, session, data)
+        result = run_plasm(
+            data.texts,
+            data.labels,
+            pool_texts,
+            len(data.classes),
+            dataclasses.replace(
+                plasm,
+                successor=config,
+                successor_model=None if model_path is None else str(model_path),
+            ),
+            pool_gold=pool_gold,
+            progress=progress,
+        )
+        successor, plasm_record = result.successor, result.report.as_dict()
     test: dict[str, Any] | None = None
     if test_texts:
         index = {name: i for i, name in enumerate(data.classes)}
@@ -130,6 +188,7 @@ def finetune_session(
         "session": session,
         "pool": data.pool,
         "method": config.method,
+        "model": model_name(model_path),
         "labels": len(data.labels),
         "classes": len(data.classes),
         "labeled_classes": len(data.labeled_classes),
@@ -141,6 +200,7 @@ def finetune_session(
         "validation_metric": history.validation_metric,
         "validation_score": history.best_score,
         "test": test,
+        "plasm": plasm_record,
         "files": sorted(
             name
             for name in (WEIGHTS_FILE, CONFIG_FILE, LABELS_FILE, ONNX_FILE)
@@ -155,10 +215,24 @@ def finetune_session(
 def summary(metrics: dict[str, Any], out: Path) -> str:
     """A few lines for the terminal."""
     lines = [
-        f"fine-tuned a {metrics['method']} successor on {metrics['labels']} labels of session "
-        f"{metrics['session']!r} (pool {metrics['pool']!r}, {metrics['labeled_classes']} of "
-        f"{metrics['classes']} classes labelled) in {metrics['train_seconds']:.1f} s"
+        f"fine-tuned a {metrics['method']} {metrics['model']} successor on {metrics['labels']} "
+        f"labels of session {metrics['session']!r} (pool {metrics['pool']!r}, "
+        f"{metrics['labeled_classes']} of {metrics['classes']} classes labelled) in "
+        f"{metrics['train_seconds']:.1f} s"
     ]
+    plasm = metrics.get("plasm")
+    if plasm is not None:
+        measured = (
+            f"; pseudo-label accuracy vs gold {plasm['pseudo_accuracy_all']:.3f} all, "
+            f"{plasm['pseudo_accuracy_kept']:.3f} kept"
+            if plasm["pseudo_accuracy_kept"] is not None
+            else ""
+        )
+        lines.append(
+            f"PLASM ({plasm['filter']} filter): teacher held-out accuracy "
+            f"{plasm['teacher_heldout_accuracy']:.3f} (chance {plasm['chance']:.3f}); kept "
+            f"{plasm['kept']} of {plasm['candidates']} pseudo-labels{measured}"
+        )
     if metrics["validation_score"] is not None:
         lines.append(
             f"kept epoch {metrics['best_epoch'] + 1} of {len(metrics['epochs'])}: validation "

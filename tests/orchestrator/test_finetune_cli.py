@@ -93,7 +93,7 @@ def test_finetune_writes_a_successor_onnx_and_metrics(
     )
     printed = capsys.readouterr().out
     assert code == 0
-    assert "bottleneck successor on 40 labels of session 's1'" in printed
+    assert "bottleneck minilm-l6 successor on 40 labels of session 's1'" in printed
     assert "test (test, 20 rows): accuracy" in printed
     for name in ("model.safetensors", "model.onnx", "config.json", "labels.json", "metrics.json"):
         assert (out / name).is_file(), name
