@@ -1,6 +1,6 @@
 """The `proxal` command: `demo` (the main job), `serve` (OrchestratorService), `finetune` (a
-successor from a session's labels), and the encoder client commands `ingest`, `embed` and
-`versions`."""
+successor from a session's labels), `asm` (acquisition sequence mismatch and dataset transfer
+between two runs), and the encoder client commands `ingest`, `embed` and `versions`."""
 
 from __future__ import annotations
 
@@ -182,6 +182,28 @@ def _finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
 
 
+def _asm_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "asm",
+        help="acquisition sequence mismatch between two runs, and ΔAUC of dataset transfer",
+        description="Compare the acquisition sequences of every (strategy, seed) session two "
+        "run directories over the same pool share: batch mismatch (mean GloVe cosine distance "
+        "of the Hungarian matching) per step, and ASM, its running mean. Unless --no-transfer, "
+        "also fit run B's model on run A's sequences: ΔAUC(A→B) = AUC(B on A's labels) − "
+        "AUC(B's own random session).",
+    )
+    p.add_argument("run_a", type=Path, help="run directory of the acquiring model A")
+    p.add_argument("run_b", type=Path, help="run directory of the consumer model B")
+    p.add_argument("--strategies", type=_csv(), default=(), help="only these strategies")
+    p.add_argument("--json", type=Path, default=None, help="write every number to this file")
+    p.add_argument("--no-transfer", action="store_true", help="ASM only; no proxy needed")
+    p.add_argument(
+        "--proxy",
+        default="",
+        help="proxy service over run B's store, host:port (default: start one for the command)",
+    )
+
+
 def _encoder_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     encoder = argparse.ArgumentParser(add_help=False)
     encoder.add_argument(
@@ -307,6 +329,49 @@ def run_finetune_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_asm_command(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+    import tempfile
+
+    from orchestrator.asm import (
+        GloveSpace,
+        asm_document,
+        asm_table,
+        run_mismatch,
+        transferability,
+    )
+    from orchestrator.clients import ProxyClient
+    from orchestrator.processes import ServiceProcess
+    from orchestrator.runs import load_run
+    from proxal_store import Store
+
+    run_a, run_b = load_run(args.run_a), load_run(args.run_b)
+    mismatch = run_mismatch(run_a, run_b, GloveSpace(), strategies=args.strategies)
+    transfer = {}
+    if not args.no_transfer:
+        with contextlib.ExitStack() as stack:
+            address = args.proxy
+            if not address:
+                log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "proxy.log"
+                address = stack.enter_context(
+                    ServiceProcess("proxy_service", run_b.store, log_path=log)
+                ).address
+            proxy = ProxyClient(address)
+            stack.callback(proxy.close)
+            store = Store(run_b.store)
+            for strategy, seed in mismatch:
+                transfer[strategy, seed] = transferability(
+                    proxy, store, run_a, run_b, strategy, seed
+                )
+    print(f"ASM: run {run_a.name!r} (A) vs {run_b.name!r} (B) on pool {run_a.pool!r}")
+    print(asm_table(mismatch, transfer))
+    if args.json is not None:
+        document = asm_document(run_a, run_b, mismatch, transfer)
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def run_demo_command(args: argparse.Namespace) -> int:
     from orchestrator.asvp import AsvpConfig
     from orchestrator.demo import DemoConfig, run_demo
@@ -385,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _demo_parser(sub)
     _serve_parser(sub)
     _finetune_parser(sub)
+    _asm_parser(sub)
     _encoder_parsers(sub)
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the demo's service subprocesses are stopped too.
@@ -396,6 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve_command(args)
         if args.command == "finetune":
             return run_finetune_command(args)
+        if args.command == "asm":
+            return run_asm_command(args)
         return run_encoder_command(args)
     except grpc.RpcError as exc:
         code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
