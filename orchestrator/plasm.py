@@ -183,10 +183,13 @@ def run_plasm(
     config: PlasmConfig | None = None,
     pool_gold: Sequence[int] | None = None,
     progress: bool = False,
+    teacher: Successor | None = None,
 ) -> PlasmResult:
     """Teacher on gold → pseudo-label `pool_texts` (the unlabeled pool) → filter → successor
     on gold + kept pseudo-labels. `pool_gold` (same length as pool_texts), when known, only
-    measures the pseudo-labels' accuracy; it never reaches training.
+    measures the pseudo-labels' accuracy; it never reaches training. `teacher`: one this
+    function returned before for the same gold labels (to try another filter without
+    training it again).
 
     Raises FailedPreconditionError when the teacher is not better than chance on its
     held-out labels, InvalidArgumentError for inconsistent inputs.
@@ -205,14 +208,15 @@ def run_plasm(
     texts = [pool_texts[i] for i in positions.tolist()]
 
     t0 = time.perf_counter()
-    teacher = fine_tune_successor(
-        gold_texts,
-        gold_labels,
-        num_classes,
-        replace(config.teacher, seed=config.seed),
-        model_path=config.teacher_model,
-        progress=progress,
-    )
+    if teacher is None:
+        teacher = fine_tune_successor(
+            gold_texts,
+            gold_labels,
+            num_classes,
+            replace(config.teacher, seed=config.seed),
+            model_path=config.teacher_model,
+            progress=progress,
+        )
     n_heldout, accuracy, chance = heldout_score(teacher, gold_texts, gold_labels, num_classes)
     teacher_s = time.perf_counter() - t0
     if accuracy <= chance:
