@@ -27,7 +27,7 @@ from scipy.spatial.distance import cdist
 from sklearn.metrics import accuracy_score, f1_score
 
 from orchestrator.clients import ProxyClient, TrainingSet
-from orchestrator.report import area_under_curve
+from orchestrator.evaluation import area_under_curve
 from orchestrator.runs import Run, check_same_pool
 from proxal_runtime.errors import InvalidArgumentError, MissingDependencyError
 from proxal_store import Store

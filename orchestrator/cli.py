@@ -1,6 +1,8 @@
 """The `proxal` command: `demo` (the main job), `serve` (OrchestratorService), `finetune` (a
-successor from a session's labels), `asm` (acquisition sequence mismatch and dataset transfer
-between two runs), and the encoder client commands `ingest`, `embed` and `versions`."""
+successor from a session's labels, optionally with PLASM pseudo-labels), `report` (a run
+directory's evaluation as Markdown/HTML, JSON and plots), `compare` (two runs side by side),
+`asm` (acquisition sequence mismatch and dataset transfer between two runs), and the encoder
+client commands `ingest`, `embed` and `versions`."""
 
 from __future__ import annotations
 
@@ -238,6 +240,71 @@ def _encoder_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
 
 
+def _report_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "report",
+        help="evaluate a run directory: tables, AUC, ΔAUC, sample saving ratio, timings",
+        description="Evaluate RUN_DIR (written by `proxal demo` or the benchmarks) and write "
+        "report.md or report.html, report.json and PNG plots to --out.",
+    )
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/report")
+    p.add_argument("--format", choices=("md", "html"), default="md")
+    p = sub.add_parser(
+        "compare",
+        help="compare two run directories side by side (B − A per strategy)",
+        description="Compare RUN_A and RUN_B per strategy: final accuracy and macro-F1, AUC, "
+        "ΔAUC vs random, sample saving ratio and loop seconds, with B − A. Prints the table; "
+        "with --out also writes comparison.md/.html and comparison.json.",
+    )
+    p.add_argument("run_a", type=Path, metavar="RUN_A")
+    p.add_argument("run_b", type=Path, metavar="RUN_B")
+    p.add_argument("--out", type=Path, default=None, help="also write the comparison here")
+    p.add_argument("--format", choices=("md", "html"), default="md")
+    p.add_argument(
+        "--allow-different-pools",
+        action="store_true",
+        help="compare the numbers even though the runs used different pools",
+    )
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from orchestrator.evaluation import evaluate_run
+    from orchestrator.report import key_table, write_report
+    from orchestrator.runs import load_run
+
+    run = load_run(args.run_dir)
+    out = args.out if args.out is not None else args.run_dir / "report"
+    paths = write_report(run, out, fmt=args.format)
+    evaluation = evaluate_run(run)
+    print(f"run {run.name}: {len(run.rounds)} rounds, {len(run.sessions)} sessions")
+    print(key_table(evaluation))
+    for note in evaluation["notes"]:
+        print(f"note: {note}")
+    print()
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def run_compare_command(args: argparse.Namespace) -> int:
+    from orchestrator.evaluation import compare_runs
+    from orchestrator.report import compare_table, write_comparison
+    from orchestrator.runs import load_run
+
+    comparison = compare_runs(
+        load_run(args.run_a),
+        load_run(args.run_b),
+        allow_different_pools=args.allow_different_pools,
+    )
+    print(compare_table(comparison))
+    if args.out is not None:
+        print()
+        for path in write_comparison(comparison, args.out, fmt=args.format):
+            print(f"wrote {path}")
+    return 0
+
+
 def run_encoder_command(args: argparse.Namespace) -> int:
     from orchestrator.clients import EncoderClient
     from orchestrator.progress import describe, embed_with_progress
@@ -452,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _finetune_parser(sub)
     _asm_parser(sub)
     _encoder_parsers(sub)
+    _report_parsers(sub)
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the demo's service subprocesses are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -464,6 +532,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_finetune_command(args)
         if args.command == "asm":
             return run_asm_command(args)
+        if args.command == "report":
+            return run_report_command(args)
+        if args.command == "compare":
+            return run_compare_command(args)
         return run_encoder_command(args)
     except grpc.RpcError as exc:
         code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"

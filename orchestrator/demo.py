@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from orchestrator import report
+from orchestrator import evaluation, report
 from orchestrator.clients import EncoderClient, ProxyClient
 from orchestrator.processes import ServiceProcess
 from orchestrator.progress import describe, embed_with_progress
@@ -123,7 +123,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         encoder.close()
         proxy.close()
 
-    summary = report.summarise(result.points)
+    summary = evaluation.summarise(result.points)
     print()
     print(report.curve_table(summary))
     if result.alignment:
@@ -188,7 +188,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "config": {**asdict(config), "out_dir": str(config.out_dir)},
         "run": run_name,
         "learning_curves": summary,
-        "auc": {s: report.area_under_curve(rows) for s, rows in summary.items()},
+        "auc": {s: evaluation.area_under_curve(rows) for s, rows in summary.items()},
         "final": final,
         "points": result.as_rows(),
         "alignment": {

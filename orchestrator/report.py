@@ -1,50 +1,57 @@
-"""Learning-curve summaries: a text table, a JSON report and a PNG plot."""
+"""Rendering evaluations: text tables, JSON, PNG plots, and the Markdown/HTML reports of
+`proxal report` and `proxal compare`.
+
+The numbers come from `orchestrator.evaluation` (`evaluate_run`, `compare_runs`); this module
+only formats them. `write_report` and `write_comparison` take `extra_sections` — (title,
+Markdown body) pairs appended to the document — so other modules can add sections (e.g. ASM)
+without changing this one.
+"""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
-from collections import defaultdict
+import math
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from orchestrator.asvp import AlignmentDecision
-from orchestrator.runs import RoundRow
+from orchestrator.evaluation import (
+    DEFINITIONS,
+    TIMING_FIELDS,
+    area_under_curve,
+    compare_runs,
+    evaluate_run,
+    summarise,
+)
+from orchestrator.runs import Run
+from proxal_runtime.errors import InvalidArgumentError
 
+if TYPE_CHECKING:  # asvp imports torch; rendering a report should not
+    from orchestrator.asvp import AlignmentDecision
 
-def summarise(points: list[RoundRow]) -> dict[str, list[dict[str, float]]]:
-    """Per strategy, per label count: mean and std over seeds of accuracy and macro-F1."""
-    groups: dict[str, dict[int, list[RoundRow]]] = defaultdict(lambda: defaultdict(list))
-    for p in points:
-        groups[p.strategy][p.labels].append(p)
-    out: dict[str, list[dict[str, float]]] = {}
-    for strategy, by_labels in groups.items():
-        rows = []
-        for labels in sorted(by_labels):
-            acc = np.array([p.accuracy for p in by_labels[labels]])
-            f1 = np.array([p.macro_f1 for p in by_labels[labels]])
-            rows.append(
-                {
-                    "labels": labels,
-                    "seeds": len(acc),
-                    "accuracy_mean": float(acc.mean()),
-                    "accuracy_std": float(acc.std()),
-                    "macro_f1_mean": float(f1.mean()),
-                    "macro_f1_std": float(f1.std()),
-                }
-            )
-        out[strategy] = rows
-    return out
+__all__ = [
+    "FORMATS",
+    "alignment_table",
+    "area_under_curve",
+    "compare_runs",
+    "compare_table",
+    "curve_table",
+    "evaluate_run",
+    "key_table",
+    "markdown_to_html",
+    "plot_curves",
+    "summarise",
+    "write_comparison",
+    "write_json",
+    "write_report",
+]
 
-
-def area_under_curve(rows: list[dict[str, float]], key: str = "accuracy_mean") -> float:
-    """Trapezoidal area under a curve, normalised by its label range (a mean accuracy)."""
-    x = np.array([r["labels"] for r in rows], dtype=float)
-    y = np.array([r[key] for r in rows], dtype=float)
-    if len(x) < 2:
-        return float(y[0]) if len(y) else 0.0
-    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+FORMATS = ("md", "html")
 
 
 def curve_table(summary: dict[str, list[dict[str, float]]]) -> str:
@@ -125,3 +132,692 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Formatting helpers
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    """A number as text; None/NaN → "–"."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{float(value):.{digits}f}"
+
+
+def _pm(mean: Any, std: Any, digits: int = 4) -> str:
+    if mean is None:
+        return "–"
+    return f"{_num(mean, digits)} ± {_num(std, digits)}"
+
+
+def _signed(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    return f"{float(value):+.{digits}f}"
+
+
+def _ssr(ssr: Mapping[str, Any] | None) -> str:
+    if ssr is None or ssr.get("ratio") is None:
+        return "–"
+    return f"{'' if ssr['reached'] else '≥ '}{ssr['ratio']:.2f}"
+
+
+def _plasm_value(value: Any) -> str:
+    """A PLASM record's mean: whole numbers (counts) without decimals."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return _num(value)
+
+
+def _md_cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: int = 1) -> str:
+    """A GitHub-flavoured Markdown table; columns from index `right` on are right-aligned."""
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in headers) + " |",
+        "|" + "|".join("---:" if i >= right else "---" for i in range(len(headers))) + "|",
+    ]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _text_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: int = 1) -> str:
+    """A fixed-width text table; columns from index `right` on are right-aligned."""
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i >= right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise InvalidArgumentError(f"report format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+# ---------------------------------------------------------------------------------------
+# Markdown → self-contained HTML (the subset these reports use)
+
+_IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)$")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+_HTML_STYLE = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 72em;
+       margin: 2em auto; padding: 0 1em; color: #1f2328; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { border: 1px solid #d0d7de; padding: 0.25em 0.6em; }
+th { background: #f6f8fa; }
+td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; }
+code { background: #f6f8fa; padding: 0.1em 0.3em; border-radius: 4px; }
+pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; }
+"""
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text.replace("\\|", "|"), quote=False)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+
+
+def _image_src(src: str, base_dir: Path | None) -> str:
+    """A relative PNG next to the document becomes a `data:` URI (self-contained HTML)."""
+    if base_dir is not None and "://" not in src and not src.startswith("data:"):
+        path = base_dir / src
+        if path.is_file():
+            mime = "image/png" if path.suffix.lower() == ".png" else "application/octet-stream"
+            return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    return src
+
+
+def _html_table(lines: Sequence[str]) -> str:
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in _CELL_SPLIT.split(line.strip().strip("|"))]
+
+    head = cells(lines[0])
+    rule = cells(lines[1]) if len(lines) > 1 else []
+    right = [c.endswith(":") and not c.startswith(":") for c in rule]
+    body = lines[2:] if len(lines) > 1 and set(lines[1].replace(" ", "")) <= set("|-:") else []
+
+    def row(values: Sequence[str], tag: str) -> str:
+        return (
+            "<tr>"
+            + "".join(
+                f"<{tag}{' class=r' if i < len(right) and right[i] else ''}>{_inline(v)}</{tag}>"
+                for i, v in enumerate(values)
+            )
+            + "</tr>"
+        )
+
+    return (
+        "<table><thead>"
+        + row(head, "th")
+        + "</thead><tbody>"
+        + "".join(row(cells(line), "td") for line in body)
+        + "</tbody></table>"
+    )
+
+
+def markdown_to_html(markdown: str, base_dir: Path | None = None, title: str = "") -> str:
+    """A self-contained HTML page from the Markdown subset the reports use: ATX headings,
+    pipe tables, `-` lists, fenced code, paragraphs, `code`, **bold** and standalone images
+    (relative images under `base_dir` are embedded as base64 `data:` URIs)."""
+    lines = markdown.splitlines()
+    parts: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if not stripped:
+            i += 1
+        elif stripped.startswith("```"):
+            j = i + 1
+            while j < len(lines) and not lines[j].strip().startswith("```"):
+                j += 1
+            parts.append("<pre>" + html.escape("\n".join(lines[i + 1 : j])) + "</pre>")
+            i = j + 1
+        elif m := re.match(r"^(#{1,6})\s+(.*)$", stripped):
+            level = len(m.group(1))
+            parts.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
+            i += 1
+        elif m := _IMAGE.match(stripped):
+            alt, src = m.group(1), _image_src(m.group(2), base_dir)
+            parts.append(f'<p><img alt="{html.escape(alt)}" src="{html.escape(src)}"></p>')
+            i += 1
+        elif stripped.startswith("|"):
+            j = i
+            while j < len(lines) and lines[j].strip().startswith("|"):
+                j += 1
+            parts.append(_html_table(lines[i:j]))
+            i = j
+        elif stripped.startswith(("- ", "* ")):
+            items = []
+            while i < len(lines) and lines[i].strip().startswith(("- ", "* ")):
+                items.append("<li>" + _inline(lines[i].strip()[2:]) + "</li>")
+                i += 1
+            parts.append("<ul>" + "".join(items) + "</ul>")
+        else:
+            para = []
+            while (
+                i < len(lines)
+                and lines[i].strip()
+                and not re.match(r"^(#{1,6}\s|\||```|- |\* |!\[)", lines[i].strip())
+            ):
+                para.append(lines[i].strip())
+                i += 1
+            parts.append("<p>" + _inline(" ".join(para)) + "</p>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_HTML_STYLE}</style></head>\n<body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+
+
+def _write_document(
+    markdown: str,
+    out: Path,
+    stem: str,
+    fmt: str,
+    title: str,
+    extra_sections: Sequence[tuple[str, str]],
+) -> Path:
+    for section_title, body in extra_sections:
+        markdown += f"\n\n## {section_title}\n\n{body.strip()}\n"
+    if fmt == "md":
+        path, text = out / f"{stem}.md", markdown.rstrip() + "\n"
+    else:
+        path, text = out / f"{stem}.html", markdown_to_html(markdown, out, title)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _write_evaluation_json(doc: Mapping[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------
+# `proxal report`
+
+
+def key_table(evaluation: Mapping[str, Any]) -> str:
+    """The per-strategy key numbers as fixed-width text: final accuracy/macro-F1 (mean ± std),
+    AUC, ΔAUC vs random and SSR at the final budget."""
+    return _text_table(*_key_rows(evaluation))
+
+
+def _key_rows(evaluation: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    headers = [
+        "strategy",
+        "labels",
+        "final accuracy",
+        "final macro-F1",
+        "AUC acc.",
+        "AUC F1",
+        "ΔAUC acc.",
+        "ΔAUC F1",
+        "SSR",
+    ]
+    rows = []
+    for strategy, m in evaluation["strategies"].items():
+        final, delta = m["final"], m["delta_auc"] or {}
+        rows.append(
+            [
+                strategy,
+                _num(final["labels"]),
+                _pm(final["accuracy_mean"], final["accuracy_std"]),
+                _pm(final["macro_f1_mean"], final["macro_f1_std"]),
+                _num(m["auc"]["accuracy"]),
+                _num(m["auc"]["macro_f1"]),
+                _signed(delta.get("accuracy")),
+                _signed(delta.get("macro_f1")),
+                _ssr(m["ssr_final"]),
+            ]
+        )
+    return headers, rows
+
+
+def _encoder_text(encoder: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in encoder.items()) or "–"
+
+
+def _curve_rows(
+    curves: Mapping[str, Sequence[Mapping[str, Any]]], metric: str
+) -> tuple[list[str], list[list[str]]]:
+    strategies = list(curves)
+    labels = sorted({r["labels"] for rows in curves.values() for r in rows})
+    cell = {(s, r["labels"]): r for s in strategies for r in curves[s]}
+    rows = []
+    for n in labels:
+        row = [str(n)]
+        for s in strategies:
+            r = cell.get((s, n))
+            row.append(_pm(r[f"{metric}_mean"], r[f"{metric}_std"]) if r else "–")
+        rows.append(row)
+    return ["labels", *strategies], rows
+
+
+def _report_markdown(ev: Mapping[str, Any], images: Mapping[str, str]) -> str:
+    meta = ev["run"]
+    out: list[str] = [f"# proxal report: {meta['name']}", ""]
+
+    out += ["## Run summary", ""]
+    seeds = "; ".join(f"{s}: {', '.join(map(str, v))}" for s, v in meta["seeds"].items())
+    out.append(
+        _md_table(
+            ["field", "value"],
+            [
+                ["run", meta["name"]],
+                ["dataset", meta["dataset"] or "–"],
+                ["pool", f"{meta['pool']} (fingerprint `{meta['pool_fingerprint'][:12]}`)"],
+                ["embedding version", meta["embedding_version"]],
+                ["encoder", _encoder_text(meta["encoder"])],
+                ["classes", meta["classes"]],
+                ["strategies", ", ".join(meta["strategies"])],
+                ["seeds", seeds],
+                ["sessions", meta["sessions"]],
+                ["rounds (all sessions)", meta["rounds"]],
+                ["one-off pool embedding", f"{_num(meta['embed_s'], 1)} s"],
+            ],
+            right=99,
+        )
+    )
+    for note in ev["notes"]:
+        out += ["", f"**Note:** {note}"]
+
+    curves = ev["learning_curves"]
+    out += ["", "## Learning curves", ""]
+    if "curves" in images:
+        out += [f"![learning curves]({images['curves']})", ""]
+    for metric, name in (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1")):
+        out += [f"### {name} (mean ± std over seeds)", "", _md_table(*_curve_rows(curves, metric))]
+        out.append("")
+
+    out += ["## AUC, ΔAUC vs random and sample saving ratio", ""]
+    headers, rows = _key_rows(ev)
+    headers[1], headers[-1] = "final labels", "SSR @ final"
+    out += [_md_table(headers, rows), ""]
+    out += [f"- **AUC**: {DEFINITIONS['auc']}"]
+    out += [f"- **ΔAUC**: {DEFINITIONS['delta_auc']}"]
+    out += [f"- **SSR**: {DEFINITIONS['ssr']}", ""]
+    ssr_notes = [
+        f"- {s}: {m['ssr_final']['note']}"
+        for s, m in ev["strategies"].items()
+        if m["ssr_final"] and m["ssr_final"]["note"]
+    ]
+    if ssr_notes:
+        out += ["SSR at the final budget, edge cases:", "", *ssr_notes, ""]
+    if "delta" in images:
+        out += [f"![ΔAUC and SSR]({images['delta']})", ""]
+    with_ssr = {s: m["ssr"] for s, m in ev["strategies"].items() if m["ssr"]}
+    if with_ssr:
+        labels = sorted({r["strategy_labels"] for rs in with_ssr.values() for r in rs})
+        cell = {(s, r["strategy_labels"]): r for s, rs in with_ssr.items() for r in rs}
+        out += ["### SSR at every budget", ""]
+        out.append(
+            _md_table(
+                ["labels", *with_ssr],
+                [[str(n), *(_ssr(cell.get((s, n))) for s in with_ssr)] for n in labels],
+            )
+        )
+        out.append("")
+
+    timing = ev["timing"]
+    parts = [(f, f.removesuffix("_s").replace("finetune", "fine-tune")) for f in TIMING_FIELDS]
+    parts = [p for p in parts if p[0] != "round_s"] + [("other_s", "other"), ("round_s", "round")]
+    out += ["## Time per round", ""]
+    out += [
+        f"One-off pool embedding: {_num(timing['one_off_embed_s'], 2)} s (not in any round). "
+        + DEFINITIONS["timing"],
+        "",
+        "### Per session (sum over rounds, mean over seeds), seconds",
+        "",
+    ]
+    out.append(
+        _md_table(
+            ["strategy", "rounds", *(name for _, name in parts)],
+            [
+                [s, t["rounds"], *(_num(t[f], 2) for f, _ in parts)]
+                for s, t in timing["totals"].items()
+            ],
+        )
+    )
+    out += ["", "### Per round (mean over seeds), seconds", ""]
+    out.append(
+        _md_table(
+            ["strategy", "round", "labels", *(name for _, name in parts)],
+            [
+                [s, r["round"], _num(r["labels"], 0), *(_num(r[f], 3) for f, _ in parts)]
+                for s, rows_ in timing["per_round"].items()
+                for r in rows_
+            ],
+        )
+    )
+    out.append("")
+    if "timing" in images:
+        out += [f"![time per round]({images['timing']})", ""]
+
+    successors = ev["successors"]
+    if successors:
+        plasm_keys = list(dict.fromkeys(k for s in successors if s["plasm"] for k in s["plasm"]))
+        out += ["## Successors", ""]
+        out += [
+            "Successor models fine-tuned on the first `labels` labels a session acquired, "
+            "mean ± std over seeds; PLASM rows added pseudo-labels (their columns are means "
+            "over seeds of the pseudo-labelling record).",
+            "",
+        ]
+        out.append(
+            _md_table(
+                [
+                    "strategy",
+                    "labels",
+                    "model",
+                    "method",
+                    "PLASM",
+                    "seeds",
+                    "accuracy",
+                    "macro-F1",
+                    "train s",
+                    *(f"PLASM {k}" for k in plasm_keys),
+                ],
+                [
+                    [
+                        s["strategy"],
+                        s["labels"],
+                        s["model"],
+                        s["method"],
+                        "yes" if s["pseudo_labels"] else "no",
+                        s["seeds"],
+                        _pm(s["accuracy_mean"], s["accuracy_std"]),
+                        _pm(s["macro_f1_mean"], s["macro_f1_std"]),
+                        _pm(s["train_s_mean"], s["train_s_std"], 1),
+                        *(_plasm_value((s["plasm"] or {}).get(k)) for k in plasm_keys),
+                    ]
+                    for s in successors
+                ],
+                right=5,
+            )
+        )
+        out.append("")
+        if "successors" in images:
+            out += [f"![successors]({images['successors']})", ""]
+    return "\n".join(out)
+
+
+def plot_delta_auc_ssr(evaluation: Mapping[str, Any], path: Path) -> None:
+    """Bars: ΔAUC vs random (accuracy and macro-F1) and SSR at the final budget (hatched
+    where it is only a lower bound), per strategy other than random, as a PNG."""
+    plt = _pyplot()
+    strategies = [s for s, m in evaluation["strategies"].items() if m["ssr_final"]]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    x = np.arange(len(strategies))
+    for offset, metric, name in ((-0.2, "accuracy", "accuracy"), (0.2, "macro_f1", "macro-F1")):
+        values = [evaluation["strategies"][s]["delta_auc"][metric] for s in strategies]
+        axes[0].bar(x + offset, [np.nan if v is None else v for v in values], 0.4, label=name)
+    axes[0].axhline(0, color="black", linewidth=0.8)
+    axes[0].set_title("ΔAUC vs random")
+    axes[0].legend()
+    ssr = [evaluation["strategies"][s]["ssr_final"] for s in strategies]
+    bars = axes[1].bar(x, [np.nan if r["ratio"] is None else r["ratio"] for r in ssr], 0.6)
+    for bar, r in zip(bars, ssr, strict=True):
+        if not r["reached"]:
+            bar.set_hatch("//")
+    axes[1].axhline(1, color="black", linewidth=0.8)
+    axes[1].set_title("sample saving ratio at the final budget (hatched: ≥, lower bound)")
+    for ax in axes:
+        ax.set_xticks(x, strategies, rotation=20)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_timing(per_round: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) -> None:
+    """Stacked bars per round (mean over seeds): embed, load, fit, score, fine-tune, other;
+    one panel per strategy, as a PNG."""
+    plt = _pyplot()
+    strategies = list(per_round)
+    cols = min(3, max(1, len(strategies)))
+    nrows = math.ceil(len(strategies) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
+    parts = [f for f in TIMING_FIELDS if f != "round_s"] + ["other_s"]
+    for ax, strategy in zip(axes.flat, strategies, strict=False):
+        rows = per_round[strategy]
+        x = np.array([r["round"] for r in rows])
+        bottom = np.zeros(len(rows))
+        for f in parts:
+            values = np.array([r[f] or 0.0 for r in rows], dtype=float)
+            ax.bar(x, values, bottom=bottom, label=f.removesuffix("_s"))
+            bottom += values
+        ax.set_title(strategy)
+        ax.set_xticks(x)
+        ax.set_xlabel("round")
+        ax.set_ylabel("seconds (mean over seeds)")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(strategies) :]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=len(parts), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / (3.6 * nrows)))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_successors(successors: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """Successor test accuracy (mean ± std over seeds) per group, as a PNG bar chart."""
+    plt = _pyplot()
+    names = [
+        f"{s['strategy']}@{s['labels']}\n{s['method']}{' +PLASM' if s['pseudo_labels'] else ''}"
+        for s in successors
+    ]
+    mean = [np.nan if s["accuracy_mean"] is None else s["accuracy_mean"] for s in successors]
+    std = [0.0 if s["accuracy_std"] is None else s["accuracy_std"] for s in successors]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names)), 4))
+    ax.bar(np.arange(len(names)), mean, yerr=std, capsize=4)
+    ax.set_xticks(np.arange(len(names)), names, fontsize=8)
+    ax.set_ylabel("successor test accuracy")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(
+    run: Run,
+    out_dir: str | Path,
+    fmt: str = "md",
+    extra_sections: Sequence[tuple[str, str]] = (),
+) -> list[Path]:
+    """Write a run's report to `out_dir` (created): report.md or report.html (self-contained,
+    images embedded), report.json (= `evaluate_run(run)`) and the PNGs. `extra_sections`:
+    (title, Markdown body) pairs appended as `##` sections. → the paths written, document
+    first."""
+    _check_format(fmt)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ev = evaluate_run(run)
+    written = [out / "report.json"]
+    _write_evaluation_json(ev, written[0])
+
+    images: dict[str, str] = {"curves": "learning_curves.png", "timing": "timing.png"}
+    summary = summarise(run.rounds)
+    plot_curves(
+        {s: summary[s] for s in ev["learning_curves"]},
+        out / images["curves"],
+        f"{run.name}: learning curves (mean ± std over seeds)",
+    )
+    if any(m["ssr_final"] for m in ev["strategies"].values()):
+        images["delta"] = "delta_auc_ssr.png"
+        plot_delta_auc_ssr(ev, out / images["delta"])
+    plot_timing(ev["timing"]["per_round"], out / images["timing"])
+    if ev["successors"]:
+        images["successors"] = "successors.png"
+        plot_successors(ev["successors"], out / images["successors"])
+    written += [out / name for name in images.values()]
+
+    document = _write_document(
+        _report_markdown(ev, images),
+        out,
+        "report",
+        fmt,
+        f"proxal report: {run.name}",
+        extra_sections,
+    )
+    return [document, *written]
+
+
+# ---------------------------------------------------------------------------------------
+# `proxal compare`
+
+_COMPARE_ROWS = (
+    ("final labels", "final_labels", None),
+    ("final accuracy", "final_accuracy_mean", "final_accuracy_std"),
+    ("final macro-F1", "final_macro_f1_mean", "final_macro_f1_std"),
+    ("AUC accuracy", "auc_accuracy", None),
+    ("AUC macro-F1", "auc_macro_f1", None),
+    ("ΔAUC accuracy", "delta_auc_accuracy", None),
+    ("ΔAUC macro-F1", "delta_auc_macro_f1", None),
+    ("SSR @ final", "ssr_final", None),
+    ("loop seconds", "loop_s", None),
+)
+
+
+def _compare_cell(side: Mapping[str, Any] | None, key: str, std: str | None) -> str:
+    if side is None:
+        return "(not run)"
+    if key == "ssr_final":
+        return _ssr({"ratio": side[key], "reached": side["ssr_final_reached"]})
+    if key in ("final_labels", "loop_s"):
+        return _num(side[key], 1) if isinstance(side[key], float) else _num(side[key])
+    if std is not None:
+        return _pm(side[key], side[std])
+    return _signed(side[key]) if key.startswith("delta") else _num(side[key])
+
+
+def _compare_rows(comparison: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for strategy, entry in comparison["per_strategy"].items():
+        for n, (name, key, std) in enumerate(_COMPARE_ROWS):
+            diff = entry["diff"]
+            digits = 1 if key == "loop_s" else 0 if key == "final_labels" else 4
+            rows.append(
+                [
+                    strategy if n == 0 else "",
+                    name,
+                    _compare_cell(entry["a"], key, std),
+                    _compare_cell(entry["b"], key, std),
+                    "–" if diff is None else _signed(diff[key], digits),
+                ]
+            )
+    return rows
+
+
+def _run_line(meta: Mapping[str, Any]) -> str:
+    seeds = max((len(v) for v in meta["seeds"].values()), default=0)
+    return (
+        f"{meta['name']} (pool {meta['pool']}, embedding {meta['embedding_version']}, "
+        f"{meta['classes']} classes, {seeds} seed(s), {meta['sessions']} sessions)"
+    )
+
+
+def compare_table(comparison: Mapping[str, Any]) -> str:
+    """`compare_runs`'s numbers side by side as fixed-width text: one block of rows per
+    strategy, columns A, B and B − A."""
+    lines = [f"A: {_run_line(comparison['a'])}", f"B: {_run_line(comparison['b'])}"]
+    lines += [f"note: {n}" for n in comparison["notes"]]
+    lines += [
+        "",
+        _text_table(["strategy", "metric", "A", "B", "B − A"], _compare_rows(comparison), 2),
+    ]
+    return "\n".join(lines)
+
+
+def _comparison_markdown(comparison: Mapping[str, Any]) -> str:
+    a, b = comparison["a"], comparison["b"]
+    out = [f"# proxal compare: {a['name']} vs {b['name']}", ""]
+    out.append(
+        _md_table(
+            ["", "A", "B"],
+            [
+                ["run", a["name"], b["name"]],
+                ["dataset", a["dataset"] or "–", b["dataset"] or "–"],
+                ["pool", a["pool"], b["pool"]],
+                [
+                    "pool fingerprint",
+                    f"`{a['pool_fingerprint'][:12]}`",
+                    f"`{b['pool_fingerprint'][:12]}`",
+                ],
+                ["embedding version", a["embedding_version"], b["embedding_version"]],
+                ["encoder", _encoder_text(a["encoder"]), _encoder_text(b["encoder"])],
+                ["classes", a["classes"], b["classes"]],
+                ["strategies", ", ".join(a["strategies"]), ", ".join(b["strategies"])],
+                ["sessions", a["sessions"], b["sessions"]],
+                ["one-off embedding s", _num(a["embed_s"], 1), _num(b["embed_s"], 1)],
+            ],
+            right=99,
+        )
+    )
+    for note in comparison["notes"]:
+        out += ["", f"**Note:** {note}"]
+    out += ["", "## Per strategy (B − A where both ran it)", ""]
+    out.append(_md_table(["strategy", "metric", "A", "B", "B − A"], _compare_rows(comparison), 2))
+    out += [
+        "",
+        f"- **AUC**: {DEFINITIONS['auc']}",
+        f"- **ΔAUC**: {DEFINITIONS['delta_auc']}",
+        f"- **SSR**: {DEFINITIONS['ssr']}",
+        "- **loop seconds**: a session's active-learning loop (sum of its rounds), mean over "
+        "seeds; the one-off pool embedding is not included.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_comparison(
+    comparison: Mapping[str, Any],
+    out: str | Path,
+    fmt: str = "md",
+    extra_sections: Sequence[tuple[str, str]] = (),
+) -> list[Path]:
+    """Write `compare_runs`'s result to directory `out` (created): comparison.md or
+    comparison.html, and comparison.json. `extra_sections`: (title, Markdown body) pairs
+    appended as `##` sections. → the paths written, document first."""
+    _check_format(fmt)
+    directory = Path(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = directory / "comparison.json"
+    _write_evaluation_json(comparison, data)
+    document = _write_document(
+        _comparison_markdown(comparison),
+        directory,
+        "comparison",
+        fmt,
+        f"proxal compare: {comparison['a']['name']} vs {comparison['b']['name']}",
+        extra_sections,
+    )
+    return [document, data]
