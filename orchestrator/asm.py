@@ -335,10 +335,13 @@ def transfer_curve(
     return curve
 
 
-def curve_auc(points: Sequence[CurvePoint]) -> dict[str, float]:
-    """metric → area under the curve (`report.area_under_curve`: trapezoid / label range)."""
+def curve_auc(
+    points: Sequence[CurvePoint], lo: float | None = None, hi: float | None = None
+) -> dict[str, float]:
+    """metric → area under the curve (`evaluation.area_under_curve`: trapezoid / label
+    range), over labels lo..hi when given (default: the curve's whole range)."""
     rows = [p._asdict() for p in points]
-    return {m: area_under_curve(rows, key=m) for m in METRICS}
+    return {m: area_under_curve(rows, key=m, lo=lo, hi=hi) for m in METRICS}
 
 
 @dataclass(frozen=True)
@@ -347,7 +350,8 @@ class Transfer:
 
     `curve`: B fitted on A's sequence; `random_curve`: B's own random session of that seed;
     `native_curve`: B's own session of that strategy and seed (empty when run B has none).
-    `auc`, `random_auc`, `native_auc`: metric → AUC; `delta_auc` = auc − random_auc.
+    `auc`, `random_auc`, `native_auc`: metric → AUC over each curve's own range;
+    `delta_auc`: transferred − random over the range both curves share.
     """
 
     strategy: str
@@ -371,7 +375,11 @@ class Transfer:
 
     @property
     def delta_auc(self) -> dict[str, float]:
-        return {m: self.auc[m] - self.random_auc[m] for m in METRICS}
+        """AUC(transferred) − AUC(random), both over the label range the two curves share."""
+        lo = max(self.curve[0].labels, self.random_curve[0].labels)
+        hi = min(self.curve[-1].labels, self.random_curve[-1].labels)
+        transferred, random = curve_auc(self.curve, lo, hi), curve_auc(self.random_curve, lo, hi)
+        return {m: transferred[m] - random[m] for m in METRICS}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -494,3 +502,32 @@ def asm_document(
         "missing_texts": len({i for r in mismatch.values() for i in r.missing_ids}),
         "sessions": sessions,
     }
+
+
+def asm_markdown(mismatch: Mapping[tuple[str, int], AsmResult]) -> str:
+    """A report section: ASM per (strategy, seed) and its mean per strategy, as Markdown."""
+    lines = [
+        "Acquisition sequence mismatch (Jukić & Šnajder 2023): texts as mean GloVe 6B 50d word "
+        "vectors; each step's batches are matched one-to-one by the Hungarian algorithm on "
+        "cosine distance; a step's mismatch is the mean matched distance, ASM the mean over "
+        "steps. 0 means both runs acquired the same texts in the same steps.",
+        "",
+        "| strategy | seed | steps | ASM | first batch | last batch |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    by_strategy: dict[str, list[float]] = {}
+    for (strategy, seed), r in mismatch.items():
+        by_strategy.setdefault(strategy, []).append(r.asm)
+        lines.append(
+            f"| {strategy} | {seed} | {r.steps} | {r.asm:.4f} | {r.per_batch[0]:.4f} | "
+            f"{r.per_batch[-1]:.4f} |"
+        )
+    lines += ["", "| strategy | sessions | mean ASM | std |", "|---|---:|---:|---:|"]
+    for strategy, values in by_strategy.items():
+        lines.append(
+            f"| {strategy} | {len(values)} | {np.mean(values):.4f} | {np.std(values):.4f} |"
+        )
+    missing = {i for r in mismatch.values() for i in r.missing_ids}
+    if missing:
+        lines += ["", f"{len(missing)} acquired texts had no GloVe token (zero vectors)."]
+    return "\n".join(lines)

@@ -266,6 +266,11 @@ def _report_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="compare the numbers even though the runs used different pools",
     )
+    p.add_argument(
+        "--no-asm",
+        action="store_true",
+        help="leave out the acquisition sequence mismatch section (runs over the same pool)",
+    )
 
 
 def run_report_command(args: argparse.Namespace) -> int:
@@ -292,15 +297,27 @@ def run_compare_command(args: argparse.Namespace) -> int:
     from orchestrator.report import compare_table, write_comparison
     from orchestrator.runs import load_run
 
-    comparison = compare_runs(
-        load_run(args.run_a),
-        load_run(args.run_b),
-        allow_different_pools=args.allow_different_pools,
-    )
+    run_a, run_b = load_run(args.run_a), load_run(args.run_b)
+    comparison = compare_runs(run_a, run_b, allow_different_pools=args.allow_different_pools)
     print(compare_table(comparison))
+    sections: list[tuple[str, str]] = []
+    if comparison["same_pool"] and not args.no_asm:
+        from orchestrator.asm import GloveSpace, asm_markdown, asm_table, run_mismatch
+        from proxal_runtime.errors import InvalidArgumentError
+
+        try:  # e.g. no (strategy, seed) session in both runs: the comparison still stands
+            mismatch = run_mismatch(run_a, run_b, GloveSpace())
+        except InvalidArgumentError as exc:
+            print(f"\nno acquisition sequence mismatch: {exc}")
+        else:
+            print()
+            print(asm_table(mismatch))
+            sections.append(("Acquisition sequence mismatch", asm_markdown(mismatch)))
     if args.out is not None:
         print()
-        for path in write_comparison(comparison, args.out, fmt=args.format):
+        for path in write_comparison(
+            comparison, args.out, fmt=args.format, extra_sections=sections
+        ):
             print(f"wrote {path}")
     return 0
 

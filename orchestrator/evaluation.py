@@ -307,19 +307,24 @@ def _numeric(value: object) -> bool:
 
 
 def summarise_successors(rows: Iterable[SuccessorRow]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (strategy, labels, model, method, pseudo-labelled or not).
+    """Mean ± std over seeds per (strategy, labels, model, method, pseudo-labelled or not,
+    PLASM filter).
 
-    → [{strategy, labels, model, method, pseudo_labels, seeds, accuracy_mean, accuracy_std,
+    → [{strategy, labels, model, method, pseudo_labels, filter, seeds, accuracy_mean, accuracy_std,
     macro_f1_mean, macro_f1_std, train_s_mean, train_s_std, plasm}], in first-seen order;
     `plasm` is {key: mean over the rows that have it} of the numeric values of the rows'
     `plasm` records (e.g. how many pseudo-labels were kept and their accuracy), None when no
     row of the group was pseudo-labelled.
     """
-    groups: dict[tuple[str, int, str, str, bool], list[SuccessorRow]] = defaultdict(list)
+    groups: dict[tuple[str, int, str, str, bool, str | None], list[SuccessorRow]] = defaultdict(
+        list
+    )
     for r in rows:
-        groups[(r.strategy, r.labels, r.model, r.method, r.plasm is not None)].append(r)
+        pseudo_filter = None if r.plasm is None else str(r.plasm.get("filter", ""))
+        key = (r.strategy, r.labels, r.model, r.method, r.plasm is not None, pseudo_filter)
+        groups[key].append(r)
     out: list[dict[str, Any]] = []
-    for (strategy, labels, model, method, pseudo), rs in groups.items():
+    for (strategy, labels, model, method, pseudo, pseudo_filter), rs in groups.items():
         acc = _mean_std([r.accuracy for r in rs])
         f1 = _mean_std([r.macro_f1 for r in rs])
         train = _mean_std([r.train_s for r in rs])
@@ -338,6 +343,7 @@ def summarise_successors(rows: Iterable[SuccessorRow]) -> list[dict[str, Any]]:
                 "model": model,
                 "method": method,
                 "pseudo_labels": pseudo,
+                "filter": pseudo_filter,
                 "seeds": len({r.seed for r in rs}),
                 "accuracy_mean": acc[0],
                 "accuracy_std": acc[1],

@@ -171,7 +171,9 @@ def cleanlab_keep(
         cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
         method="predict_proba",
     )
-    issues = find_label_issues(labels=y, pred_probs=proba, filter_by="prune_by_noise_rate")
+    issues = find_label_issues(
+        labels=y, pred_probs=proba, filter_by="prune_by_noise_rate", n_jobs=1
+    )
     return np.flatnonzero(~issues).astype(np.int64)
 
 

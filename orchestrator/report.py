@@ -551,7 +551,7 @@ def _report_markdown(ev: Mapping[str, Any], images: Mapping[str, str]) -> str:
                         s["labels"],
                         s["model"],
                         s["method"],
-                        "yes" if s["pseudo_labels"] else "no",
+                        s.get("filter") or "yes" if s["pseudo_labels"] else "no",
                         s["seeds"],
                         _pm(s["accuracy_mean"], s["accuracy_std"]),
                         _pm(s["macro_f1_mean"], s["macro_f1_std"]),
@@ -632,7 +632,8 @@ def plot_successors(successors: Sequence[Mapping[str, Any]], path: Path) -> None
     """Successor test accuracy (mean ± std over seeds) per group, as a PNG bar chart."""
     plt = _pyplot()
     names = [
-        f"{s['strategy']}@{s['labels']}\n{s['method']}{' +PLASM' if s['pseudo_labels'] else ''}"
+        f"{s['strategy']}@{s['labels']}\n{s['method']}"
+        + (f" +PLASM ({s.get('filter') or '?'})" if s["pseudo_labels"] else "")
         for s in successors
     ]
     mean = [np.nan if s["accuracy_mean"] is None else s["accuracy_mean"] for s in successors]

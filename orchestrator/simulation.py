@@ -75,9 +75,7 @@ class SimulationResult:
     def as_rows(self) -> list[dict[str, object]]:
         return [asdict(p) for p in self.points]
 
-    def to_run(
-        self, store: Store, data: PoolData, run_name: str, **manifest: Any
-    ) -> Run:
+    def to_run(self, store: Store, data: PoolData, run_name: str, **manifest: Any) -> Run:
         """This result as a `Run` (write it with `orchestrator.runs.write_run`); `manifest`
         fills the optional fields (dataset, encoder, embed_s, config)."""
         return Run(

@@ -364,7 +364,9 @@ def test_transfer_delta_auc_against_the_consumers_random_curve(
         own = _auc([8, 16, 24, 32, 40], [v - shift for v in random])
         assert result.auc[metric] == pytest.approx(transferred, 1e-12)
         assert result.random_auc[metric] == pytest.approx(own, 1e-12)
-        assert result.delta_auc[metric] == pytest.approx(transferred - own, 1e-12)
+        # ΔAUC compares the two curves over the labels both cover: 8..32, not random's 8..40
+        shared = _auc([8, 16, 24, 32], [v - shift for v in random[:4]])
+        assert result.delta_auc[metric] == pytest.approx(transferred - shared, 1e-12)
     assert result.native_auc == pytest.approx(
         {
             "accuracy": _auc([8, 16, 24, 32], [0.3, 0.6, 0.7, 0.8]),
@@ -454,6 +456,19 @@ def test_cli_transfer_with_a_given_proxy_and_a_started_one(
         (session,) = json.loads(path.read_text())["sessions"]
         assert [p["labels"] for p in session["transfer"]["curve"]] == [8, 16, 24, 32]
     assert json.loads(given.read_text()) == json.loads(started.read_text())
+
+
+def test_compare_adds_an_asm_section(
+    run_dirs: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "cmp"
+    assert main(["compare", *run_dirs, "--out", str(out)]) == 0
+    assert "ASM" in capsys.readouterr().out
+    text = (out / "comparison.md").read_text()
+    assert "## Acquisition sequence mismatch" in text and "| margin | 0 | 3 |" in text
+    assert main(["compare", *run_dirs, "--no-asm", "--out", str(tmp_path / "plain")]) == 0
+    assert "ASM" not in capsys.readouterr().out
+    assert "mismatch" not in (tmp_path / "plain" / "comparison.md").read_text()
 
 
 def test_cli_bad_inputs_exit_2_with_a_message(

@@ -197,7 +197,7 @@ def test_cli_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     b = write_run(make_run(name="run-b"), tmp_path / "b")
     other: Run = make_run(name="run-c", fingerprint="elsewhere")
     c = write_run(other, tmp_path / "c")
-    assert main(["compare", str(a), str(b)]) == 0
+    assert main(["compare", str(a), str(b), "--no-asm"]) == 0  # synthetic: no store for ASM
     printed = capsys.readouterr().out
     assert "A: run-a" in printed and "B: run-b" in printed and "final accuracy" in printed
     assert main(["compare", str(a), str(c)]) == 2
