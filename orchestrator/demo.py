@@ -3,7 +3,8 @@
 Starts the encoder and proxy services as subprocesses on loopback, ingests Banking77
 into a local store, embeds it with MiniLM-L6, runs simulated active learning for several
 strategies and seeds, fine-tunes MiniLM-L6 successors on the acquired labels, and writes
-a JSON report and a PNG learning curve.
+a JSON report, a PNG learning curve, the run directory (`out/run`) and its `proxal report`
+(`out/report/report.md`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from orchestrator import evaluation, report
 from orchestrator.clients import EncoderClient, ProxyClient
 from orchestrator.processes import ServiceProcess
 from orchestrator.progress import describe, embed_with_progress
+from orchestrator.runs import SuccessorRow, write_run
 from orchestrator.simulation import AsvpRuntime, LoopConfig, PoolData, run_simulation
 from orchestrator.successor import SuccessorConfig, fine_tune_successor
 from proxal_store import Store
@@ -131,6 +133,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         print(report.alignment_table(result.alignment))
 
     successors = []
+    successor_rows: list[SuccessorRow] = []
     texts_of = _texts_by_id(store)
     test_texts = [texts_of[i] for i in data.test_ids.tolist()]
     test_labels = data.test_gold.tolist()
@@ -156,6 +159,18 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             config=successor_config,
         )
         metrics = successor.evaluate(test_texts, test_labels)
+        successor_rows.append(
+            SuccessorRow(
+                strategy,
+                seed,
+                len(ids),
+                "minilm-l6",
+                successor_config.method,
+                metrics["accuracy"],
+                metrics["macro_f1"],
+                successor.train_seconds,
+            )
+        )
         successors.append(
             {
                 "strategy": strategy,
@@ -204,8 +219,21 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         out / "learning_curve.png",
         f"Banking77: proxy active learning, {len(config.loop.seeds)} seed(s)",
     )
+    run = result.to_run(
+        store,
+        data,
+        run_name,
+        dataset="banking77",
+        encoder={"model": "minilm-l6", "backend": config.backend},
+        embed_s=timings["ingest_embed_s"],
+        config=asdict(config.loop),
+    )
+    run.successors = successor_rows
+    run_dir = write_run(run, out / "run")
+    written = report.write_report(run, out / "report")
     print(
         f"\nreport: {out / 'report.json'}\nplot:   {out / 'learning_curve.png'}\n"
+        f"run:    {run_dir} (`proxal report {run_dir}` rebuilds {written[0]})\n"
         f"total time {timings['total_s']:.0f} s"
     )
     return doc

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.runs import load_run
 from tests.conftest import REPO
 
 
@@ -61,6 +62,13 @@ def test_small_demo_writes_report_and_plot(tmp_path: Path) -> None:
     png = (out / "learning_curve.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert report["embedding_version"] == "v1"
+    run = load_run(out / "run")  # the run directory `proxal report` reads
+    assert (run.strategies(), len(run.rounds)) == (["random", "margin"], 2 * 2 * 3)
+    assert [(s.strategy, s.labels) for s in run.successors] == [("margin", 80)]
+    assert run.labeled_ids("margin", 1).size == 80
+    assert "## AUC, ΔAUC vs random and sample saving ratio" in (
+        out / "report" / "report.md"
+    ).read_text(encoding="utf-8")
 
     # a second run over the same directory reuses the pool and its embedding version
     again = _run(
