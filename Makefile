@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-slow lint typecheck protos bench evidence clean
+.PHONY: demo test test-slow lint typecheck protos bench evidence evidence-plasm clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,15 @@ evidence: $(VENV)/.installed
 	$(PY) bench/evidence.py --report-only
 	$(PY) bench/adapters_acquisition.py --datasets banking77 --budgets 200 500 --seeds 3 \
 		--pool-size 2000 --test-size 1000 --epochs 4 --threads 1
+	$(MAKE) evidence-plasm
+
+# Issue 6's evidence (docs/plasm_asm.md, docs/runs/): PLASM under L3-acquires/L6-succeeds
+# mismatch, ASM between the two encoders, sample saving ratios; about 1.5 hours on 2 cores.
+evidence-plasm: $(VENV)/.installed
+	rm -rf /tmp/proxal-plasm-asm
+	$(PY) bench/plasm_asm.py --acquire --datasets banking77 --threads 1 & \
+	$(PY) bench/plasm_asm.py --acquire --datasets ag_news --threads 1 --test-limit 1000; wait
+	$(PY) bench/plasm_asm.py --analyse --threads 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -275,8 +275,10 @@ class MeanPoolClassifier(torch.nn.Module):
     def from_pretrained(
         cls, path: str | Path, num_classes: int, dropout: float = 0.1
     ) -> MeanPoolClassifier:
-        """Pretrained encoder weights from `path`, freshly initialised head."""
-        return cls(AutoModel.from_pretrained(str(path)), num_classes, dropout)
+        """Pretrained encoder weights from `path` (safetensors only: never a pickle),
+        freshly initialised head."""
+        encoder = AutoModel.from_pretrained(str(path), use_safetensors=True)
+        return cls(encoder, num_classes, dropout)
 
     @classmethod
     def from_encoder_config(
@@ -782,6 +784,13 @@ def fine_tune_successor(
     device = resolve_device(config.device)
     path = Path(model_path) if model_path is not None else minilm_l6_path()
     base_model = MINILM_L6 if model_path is None else str(model_path)
+    missing = [n for n in ("config.json", WEIGHTS_FILE) if not (path / n).is_file()]
+    if missing:
+        raise InvalidArgumentError(
+            f"model {path} is not a Hugging Face encoder checkpoint directory (no "
+            f"{' or '.join(missing)}): pass a directory with config.json, model.safetensors "
+            "and the tokenizer files"
+        )
 
     if config.validation_fraction > 0:
         train_idx, val_idx = validation_split(labels, config.validation_fraction, config.seed)

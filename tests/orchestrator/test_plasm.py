@@ -4,6 +4,7 @@ MiniLM-L6 on Banking77 texts, and `proxal finetune --plasm` against a real store
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -139,18 +140,38 @@ def session_store(tmp_path: Path) -> str:
     return uri
 
 
-def test_finetune_cli_with_plasm(
+def _tiny_bert(directory: Path) -> Path:
+    """A different architecture from the acquisition encoder: a 2-layer, 64-wide BERT with
+    random weights (safetensors) and MiniLM-L6's tokenizer."""
+    from transformers import BertConfig, BertModel
+
+    from proxal_runtime.models import minilm_l6_path
+
+    config = BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
+    )
+    BertModel(config).save_pretrained(str(directory), safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_l6_path() / name, directory / name)
+    return directory
+
+
+def test_finetune_cli_with_plasm_and_another_successor_architecture(
     session_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "succ"
+    tiny = _tiny_bert(tmp_path / "tiny-bert")
     args = ["finetune", "s1", "--store", session_store, "--out", str(out), "--epochs", "2"]
     args += ["--batch-size", "8", "--max-length", "32", "--device", "cpu", "--no-onnx"]
-    assert main([*args, "--plasm", "--plasm-pool-sample", "40", "--plasm-filter", "none"]) == 0
+    args += ["--plasm", "--plasm-pool-sample", "40", "--plasm-filter", "none"]
+    assert main([*args, "--model", str(tiny)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     plasm = metrics["plasm"]
     assert (plasm["gold"], plasm["candidates"], plasm["kept"]) == (30, 40, 40)
     assert 0.0 <= plasm["pseudo_accuracy_all"] <= 1.0  # the pool has gold: measured
-    assert metrics["model"] == "minilm-l6" and metrics["test"]["rows"] == 30
+    assert metrics["model"] == "tiny-bert" and metrics["test"]["rows"] == 30
+    saved = json.loads((out / "config.json").read_text())["encoder_config"]
+    assert saved["hidden_size"] == 64 and saved["num_hidden_layers"] == 2
     assert "PLASM (none filter)" in capsys.readouterr().out
     assert len(Store(session_store).read_labels("s1")[0]) == 30  # the session is untouched
 
@@ -161,6 +182,9 @@ def test_finetune_cli_plasm_errors(
     args = ["finetune", "all", "--store", session_store, "--out", str(tmp_path / "o")]
     assert main([*args, "--plasm", "--device", "cpu"]) == 2
     assert "nothing is left for PLASM to pseudo-label" in capsys.readouterr().err
+    s1 = ["finetune", "s1", "--store", session_store, "--out", str(tmp_path / "o")]
+    assert main([*s1, "--model", str(tmp_path / "nowhere")]) == 2
+    assert "is not a Hugging Face encoder checkpoint directory" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main([*args, "--plasm", "--plasm-filter", "tracin"])
     assert exc.value.code == 2
