@@ -217,119 +217,45 @@ def _pyplot() -> Any:
 
 
 # ---------------------------------------------------------------------------------------
-# Markdown → self-contained HTML (the subset these reports use)
+# Markdown → self-contained HTML (Python-Markdown, with the plots inlined)
 
-_IMAGE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)$")
-_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+_IMG_SRC = re.compile(r'(<img\b[^>]*\bsrc=")([^"]+)(")')
 _HTML_STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 72em;
        margin: 2em auto; padding: 0 1em; color: #1f2328; line-height: 1.45; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { border: 1px solid #d0d7de; padding: 0.25em 0.6em; }
 th { background: #f6f8fa; }
-td.r, th.r { text-align: right; font-variant-numeric: tabular-nums; }
+td[align=right], th[align=right] { font-variant-numeric: tabular-nums; }
 img { max-width: 100%; }
 code { background: #f6f8fa; padding: 0.1em 0.3em; border-radius: 4px; }
 pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; }
 """
 
 
-def _inline(text: str) -> str:
-    out = html.escape(text.replace("\\|", "|"), quote=False)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-
-
 def _image_src(src: str, base_dir: Path | None) -> str:
     """A relative PNG next to the document becomes a `data:` URI (self-contained HTML)."""
     if base_dir is not None and "://" not in src and not src.startswith("data:"):
-        path = base_dir / src
+        path = base_dir / html.unescape(src)
         if path.is_file():
             mime = "image/png" if path.suffix.lower() == ".png" else "application/octet-stream"
             return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
     return src
 
 
-def _html_table(lines: Sequence[str]) -> str:
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in _CELL_SPLIT.split(line.strip().strip("|"))]
-
-    head = cells(lines[0])
-    rule = cells(lines[1]) if len(lines) > 1 else []
-    right = [c.endswith(":") and not c.startswith(":") for c in rule]
-    body = lines[2:] if len(lines) > 1 and set(lines[1].replace(" ", "")) <= set("|-:") else []
-
-    def row(values: Sequence[str], tag: str) -> str:
-        return (
-            "<tr>"
-            + "".join(
-                f"<{tag}{' class=r' if i < len(right) and right[i] else ''}>{_inline(v)}</{tag}>"
-                for i, v in enumerate(values)
-            )
-            + "</tr>"
-        )
-
-    return (
-        "<table><thead>"
-        + row(head, "th")
-        + "</thead><tbody>"
-        + "".join(row(cells(line), "td") for line in body)
-        + "</tbody></table>"
-    )
-
-
 def markdown_to_html(markdown: str, base_dir: Path | None = None, title: str = "") -> str:
-    """A self-contained HTML page from the Markdown subset the reports use: ATX headings,
-    pipe tables, `-` lists, fenced code, paragraphs, `code`, **bold** and standalone images
-    (relative images under `base_dir` are embedded as base64 `data:` URIs)."""
-    lines = markdown.splitlines()
-    parts: list[str] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        stripped = line.strip()
-        if not stripped:
-            i += 1
-        elif stripped.startswith("```"):
-            j = i + 1
-            while j < len(lines) and not lines[j].strip().startswith("```"):
-                j += 1
-            parts.append("<pre>" + html.escape("\n".join(lines[i + 1 : j])) + "</pre>")
-            i = j + 1
-        elif m := re.match(r"^(#{1,6})\s+(.*)$", stripped):
-            level = len(m.group(1))
-            parts.append(f"<h{level}>{_inline(m.group(2))}</h{level}>")
-            i += 1
-        elif m := _IMAGE.match(stripped):
-            alt, src = m.group(1), _image_src(m.group(2), base_dir)
-            parts.append(f'<p><img alt="{html.escape(alt)}" src="{html.escape(src)}"></p>')
-            i += 1
-        elif stripped.startswith("|"):
-            j = i
-            while j < len(lines) and lines[j].strip().startswith("|"):
-                j += 1
-            parts.append(_html_table(lines[i:j]))
-            i = j
-        elif stripped.startswith(("- ", "* ")):
-            items = []
-            while i < len(lines) and lines[i].strip().startswith(("- ", "* ")):
-                items.append("<li>" + _inline(lines[i].strip()[2:]) + "</li>")
-                i += 1
-            parts.append("<ul>" + "".join(items) + "</ul>")
-        else:
-            para = []
-            while (
-                i < len(lines)
-                and lines[i].strip()
-                and not re.match(r"^(#{1,6}\s|\||```|- |\* |!\[)", lines[i].strip())
-            ):
-                para.append(lines[i].strip())
-                i += 1
-            parts.append("<p>" + _inline(" ".join(para)) + "</p>")
+    """A self-contained HTML page from a report's Markdown (Python-Markdown with tables and
+    fenced code; any HTML in the text is shown, not interpreted); relative images under
+    `base_dir` are embedded as base64 `data:` URIs."""
+    import markdown as md
+
+    # Escaped first: labels and names in a run are data, never markup.
+    body = md.markdown(html.escape(markdown, quote=False), extensions=["tables", "fenced_code"])
+    body = _IMG_SRC.sub(lambda m: m.group(1) + _image_src(m.group(2), base_dir) + m.group(3), body)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_HTML_STYLE}</style></head>\n<body>\n"
-        + "\n".join(parts)
+        + body
         + "\n</body></html>\n"
     )
 
