@@ -379,13 +379,7 @@ def run_metadata(run: Run) -> dict[str, Any]:
     """Who the run is: name, dataset, pool, embedding version, encoder, classes, sessions."""
     strategies = _ordered(run, [*run.strategies(), *(r.strategy for r in run.rounds)])
     return {
-        "name": run.name,
-        "dataset": run.dataset,
-        "pool": run.pool,
-        "pool_fingerprint": run.pool_fingerprint,
-        "store": run.store,
-        "embedding_version": run.embedding_version,
-        "encoder": dict(run.encoder),
+        **run.identity(),
         "classes": len(run.classes),
         "sessions": len(run.sessions),
         "strategies": strategies,

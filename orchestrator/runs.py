@@ -111,6 +111,19 @@ class Run:
     successors: list[SuccessorRow] = field(default_factory=list)
     directory: Path | None = None
 
+    def identity(self) -> dict[str, Any]:
+        """What the run is over: name, dataset, pool (and fingerprint), store, embedding
+        version and encoder."""
+        return {
+            "name": self.name,
+            "dataset": self.dataset,
+            "pool": self.pool,
+            "pool_fingerprint": self.pool_fingerprint,
+            "store": self.store,
+            "embedding_version": self.embedding_version,
+            "encoder": dict(self.encoder),
+        }
+
     def strategies(self) -> list[str]:
         """Strategies in the order their sessions were run."""
         return list(dict.fromkeys(s.strategy for s in self.sessions))
@@ -227,13 +240,7 @@ def write_run(run: Run, directory: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     manifest = {
         "format": FORMAT,
-        "name": run.name,
-        "dataset": run.dataset,
-        "pool": run.pool,
-        "pool_fingerprint": run.pool_fingerprint,
-        "store": run.store,
-        "embedding_version": run.embedding_version,
-        "encoder": run.encoder,
+        **run.identity(),
         "classes": run.classes,
         "embed_s": run.embed_s,
         "config": run.config,
