@@ -102,7 +102,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--proxy",
         default=os.environ.get("PROXAL_ORCHESTRATOR_PROXY", ""),
         required="PROXAL_ORCHESTRATOR_PROXY" not in os.environ,
-        help="address of a proxy service, host:port (env PROXAL_ORCHESTRATOR_PROXY)",
+        help="proxy service address: host:port, or dns:///name:port or ip:port,ip:port for "
+        "replicas (calls spread round-robin) (env PROXAL_ORCHESTRATOR_PROXY)",
     )
 
 

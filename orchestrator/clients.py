@@ -7,7 +7,10 @@ status code and message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import ipaddress
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +34,65 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 FORMATS = {".jsonl": encoder_pb2.FILE_FORMAT_JSONL, ".csv": encoder_pb2.FILE_FORMAT_CSV}
 
 
-def open_channel(address: str) -> grpc.Channel:
-    """An insecure channel with proxal's message-size limits."""
-    return grpc.insecure_channel(address, options=grpc_channel_options())
+# The channel's default service config: balance calls over every address the target
+# resolves to, instead of gRPC's default pick_first (one connection, one server at a time).
+ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# Targets naming a gRPC resolver, which may resolve to several servers.
+_RESOLVER_SCHEME = re.compile(r"^(dns|ipv4|ipv6):")
+
+
+def open_channel(address: str, round_robin: bool = False) -> grpc.Channel:
+    """An insecure channel with proxal's message-size limits, balanced round-robin if asked."""
+    options: list[tuple[str, str | int]] = [*grpc_channel_options()]
+    if round_robin:
+        options.append(("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG))
+    return grpc.insecure_channel(address, options=options)
+
+
+def channel_target(addresses: Sequence[str]) -> str:
+    """A gRPC target naming every replica: ``ipv4:h1:p1,h2:p2`` (or ``ipv6:``).
+
+    One address is used as is, so a ``dns:///name:port`` that resolves to several replicas
+    works too; several must be IP literals with ports.
+    """
+    if not addresses:
+        raise ValueError("need at least one replica address")
+    if len(addresses) == 1:
+        return addresses[0]
+    families = set()
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        try:
+            if not sep or not port.isdigit():
+                raise ValueError(address)
+            families.add(ipaddress.ip_address(host.strip("[]")).version)
+        except ValueError:
+            raise ValueError(
+                f"replica address {address!r} is not ip:port; list IP literals, or pass one "
+                "dns:///name:port target that resolves to every replica"
+            ) from None
+    if len(families) > 1:
+        raise ValueError("replica addresses mix IPv4 and IPv6; use one family")
+    return f"ipv{families.pop()}:" + ",".join(addresses)
+
+
+def proxy_target(address: str) -> tuple[str, bool]:
+    """(gRPC target, balance round-robin?) for a proxy address as users write it.
+
+    * ``host:port``: one server, as is, with gRPC's default pick_first (unchanged).
+    * ``dns:///name:port``, ``ipv4:a:p1,b:p2``, ``ipv6:...``: as is, round-robin over every
+      address the resolver returns (a headless Service or a compose service with replicas).
+    * ``a:p1,b:p2`` (IP literals): becomes ``ipv4:a:p1,b:p2`` (or ``ipv6:``), round-robin.
+    """
+    address = address.strip()
+    if not address:
+        raise ValueError("empty proxy address")
+    if _RESOLVER_SCHEME.match(address):
+        return address, True
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if len(parts) > 1:
+        return channel_target(parts), True
+    return address, False
 
 
 @dataclass(frozen=True)
@@ -234,10 +293,20 @@ class EncoderClient:
 
 
 class ProxyClient:
+    """Calls one proxy service, or spreads calls over replicas (see `proxy_target`).
+
+    ``address`` is ``host:port`` (one replica, pick_first), or a ``dns:///name:port`` /
+    ``ipv4:a:p1,b:p2`` target or a comma-separated list of ``ip:port``, balanced with the
+    ``round_robin`` policy: each call goes to the next ready replica, and a replica that
+    goes away drops out of the rotation (a call in flight on it fails UNAVAILABLE).
+    """
+
     def __init__(self, address: str, timeout: float = 120.0):
         self.address = address
         self.timeout = timeout
-        self._channel = open_channel(address)
+        self.target, round_robin = proxy_target(address)
+        self.load_balancing = "round_robin" if round_robin else "pick_first"
+        self._channel = open_channel(self.target, round_robin)
         self._stub = proxy_pb2_grpc.ProxyServiceStub(self._channel)
 
     def select(

@@ -35,7 +35,6 @@ As with an unsharded Select, asking for more than the candidates there are is an
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import threading
 import time
@@ -49,7 +48,7 @@ import numpy.typing as npt
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
-from orchestrator.clients import TrainingSet, select_request
+from orchestrator.clients import TrainingSet, channel_target, select_request
 from proxal_runtime.arrays import pack_int64, unpack_float32, unpack_int64
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.ranking import top_k
@@ -101,33 +100,6 @@ def shard_proto(shard: Shard) -> proxy_pb2.Shard:
     if isinstance(shard, IdRange):
         return proxy_pb2.Shard(range=proxy_pb2.IdRange(start=shard.start, end=shard.end))
     return proxy_pb2.Shard(ids=common_pb2.Int64Array(data=pack_int64(shard)))
-
-
-def channel_target(addresses: Sequence[str]) -> str:
-    """A gRPC target naming every replica: ``ipv4:h1:p1,h2:p2`` (or ``ipv6:``).
-
-    One address is used as is, so a ``dns:///name:port`` that resolves to several replicas
-    works too; several must be IP literals with ports.
-    """
-    if not addresses:
-        raise ValueError("need at least one replica address")
-    if len(addresses) == 1:
-        return addresses[0]
-    families = set()
-    for address in addresses:
-        host, sep, port = address.rpartition(":")
-        try:
-            if not sep or not port.isdigit():
-                raise ValueError(address)
-            families.add(ipaddress.ip_address(host.strip("[]")).version)
-        except ValueError:
-            raise ValueError(
-                f"replica address {address!r} is not ip:port; list IP literals, or pass one "
-                "dns:///name:port target that resolves to every replica"
-            ) from None
-    if len(families) > 1:
-        raise ValueError("replica addresses mix IPv4 and IPv6; use one family")
-    return f"ipv{families.pop()}:" + ",".join(addresses)
 
 
 def merge_top_k(
