@@ -538,6 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--acquire", action="store_true", help="phase 1: embed, AL runs, successors")
     p.add_argument("--analyse", action="store_true", help="phase 2: ASM, SSR, PLASM tables")
+    p.add_argument(
+        "--successors-only",
+        action="store_true",
+        help="phase 1's successors for --seeds on the run directories under --work (to spread "
+        "seeds over processes: give each a copy of the runs/ directory, then concatenate "
+        "their successors.jsonl)",
+    )
     p.add_argument("--datasets", nargs="+", default=list(PLANS), choices=list(PLANS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--rounds", type=int, default=None, help="override the plan's rounds")
@@ -560,8 +567,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=Path, default=REPO / "docs")
     p.add_argument("--quick", action="store_true", help="smoke settings: 1 epoch, small sample")
     args = p.parse_args(argv)
-    if not (args.acquire or args.analyse):
-        p.error("pass --acquire, --analyse or both")
+    if not (args.acquire or args.analyse or args.successors_only):
+        p.error("pass --acquire, --successors-only and/or --analyse")
     if args.quick:
         args.epochs, args.teacher_epochs, args.pool_sample = 1, 2, 200
     import torch
@@ -579,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.datasets:
             acquire(name, args)
             (args.work / name / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if args.successors_only:  # more seeds' successors on runs phase 1 already wrote
+        for name in args.datasets:
+            runs = args.work / name / "runs"
+            l6 = load_run(runs / "l6")
+            successors(name, l6, load_run(runs / "l3"), Plan(**l6.config["plan"]), args)
     if args.analyse:
         analyse(args)
     return 0
