@@ -49,10 +49,7 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -67,6 +64,7 @@ from orchestrator.clients import ProxyClient, TrainingSet
 from orchestrator.processes import ServiceProcess
 from orchestrator.sharding import ShardedSelector, split_range
 from proxal_store import EncoderInfo, Store
+from proxal_store.local_s3 import moto_s3
 
 POOL_PREFIX = "scale"
 CLASSES, FRAGMENT_ROWS, STRATEGY, K = 4, 50_000, "least_confidence", 100
@@ -99,60 +97,14 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def local_store(root: Path, s3: bool) -> Iterator[tuple[Store, list[str]]]:
     """(store, the services' store flags): a directory under root, or a moto S3 bucket."""
     if not s3:
         yield Store(str(root / "store")), []
         return
-    import boto3
-
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        options = {
-            "aws_endpoint": endpoint,
-            "aws_access_key_id": "test",
-            "aws_secret_access_key": "test",
-            "aws_region": "us-east-1",
-            "allow_http": "true",
-        }
-        store = Store(f"s3://{BUCKET}/scale", storage_options=options)
-        yield store, [f"--store-option={k}={v}" for k, v in options.items()]
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with moto_s3(BUCKET) as server:
+        yield Store(f"s3://{BUCKET}/scale", storage_options=server.options), server.store_flags()
 
 
 def add_pool(store: Store, pool: str, rows: int, dim: int, seed: int) -> tuple[str, np.ndarray]:

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -32,6 +28,7 @@ from orchestrator.clients import ProxyClient, TrainingSet, proxy_target
 from orchestrator.processes import ServiceProcess
 from orchestrator.sharding import ShardedSelector, ShardReport, split_range
 from proxal_store import Store
+from proxal_store.local_s3 import moto_s3
 from tests.conftest import add_blobs_version
 
 pytestmark = pytest.mark.timeout(300)
@@ -41,12 +38,6 @@ POOL = "blobs"
 N, DIM, CLASSES = 20_000, 64, 4
 INITIAL, K, ROUNDS, SHARDS = 120, 25, 3, 6  # 6 shards: the same cut for 1, 2 and 3 replicas
 STRATEGIES = ["margin", "least_confidence"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -62,39 +53,8 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    port = _free_port()
-    log = (tmp_path_factory.mktemp("moto") / "moto.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        options = {
-            "aws_endpoint": endpoint,
-            "aws_access_key_id": "test",
-            "aws_secret_access_key": "test",
-            "aws_region": "us-east-1",
-            "allow_http": "true",
-        }
-        store = Store(f"s3://{BUCKET}/scale", storage_options=options)
+    with moto_s3(BUCKET, log=tmp_path_factory.mktemp("moto") / "moto.log") as s3:
+        store = Store(f"s3://{BUCKET}/scale", storage_options=s3.options)
         rng = np.random.default_rng(0)
         centers = rng.normal(0.0, 0.5, size=(CLASSES, DIM))
         labels = rng.integers(0, CLASSES, size=N)
@@ -103,19 +63,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         initial = np.sort(rng.choice(N, INITIAL, replace=False)).astype(np.int64)
         yield World(
             store=store,
-            flags=[f"--store-option={k}={v}" for k, v in options.items()],
+            flags=s3.store_flags(),
             version=version,
             labels=labels.astype(np.int64),
             initial=initial,
         )
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 def start_replicas(

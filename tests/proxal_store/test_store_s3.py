@@ -2,72 +2,25 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import lance
 import numpy as np
 import pytest
 
 from proxal_store import EncoderInfo, Store
+from proxal_store.local_s3 import moto_s3
 
 BUCKET = "proxal-test"
 ROWS, DIM, FRAGMENT_ROWS = 120_000, 32, 50_000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[dict[str, str], Any]]:
     """(storage_options, boto3 client) of a moto S3 server with an empty bucket."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        options = {
-            "aws_endpoint": endpoint,
-            "aws_access_key_id": "test",
-            "aws_secret_access_key": "test",
-            "aws_region": "us-east-1",
-            "allow_http": "true",
-        }
-        yield options, client
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with moto_s3(BUCKET) as server:
+        yield server.options, server.client
 
 
 def _data_keys(client: Any, prefix: str) -> set[str]:
