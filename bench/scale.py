@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.clients import ProxyClient, TrainingSet
-from orchestrator.processes import ServiceProcess
+from orchestrator.processes import ServiceProcess, start_all, stop_all
 from orchestrator.sharding import ShardedSelector, split_range
 from proxal_store import EncoderInfo, Store
 from proxal_store.local_s3 import moto_s3
@@ -125,24 +125,12 @@ def add_pool(store: Store, pool: str, rows: int, dim: int, seed: int) -> tuple[s
 
 def start_replicas(store: Store, flags: list[str], n: int, log_dir: Path) -> list[ServiceProcess]:
     args = ["--workers", "1", "--score-threads", "1", "--cache-versions", "1", *flags]
-    replicas = [
-        ServiceProcess("proxy_service", store.uri, args, log_dir / f"proxy{i}.log")
-        for i in range(n)
-    ]
-    with ThreadPoolExecutor(n) as pool:
-        starts = [pool.submit(r.start) for r in replicas]
-    try:
-        for started in starts:
-            started.result()
-    except BaseException:
-        stop_replicas(replicas)
-        raise
-    return replicas
-
-
-def stop_replicas(replicas: list[ServiceProcess]) -> None:
-    with ThreadPoolExecutor(max(1, len(replicas))) as pool:
-        list(pool.map(ServiceProcess.stop, replicas))
+    return start_all(
+        [
+            ServiceProcess("proxy_service", store.uri, args, log_dir / f"proxy{i}.log")
+            for i in range(n)
+        ]
+    )
 
 
 def measure(
@@ -306,7 +294,7 @@ def run(sizes: Sizes, s3: bool) -> dict[str, Any]:
                         )
                         results.append(result)
             finally:
-                stop_replicas(replicas)
+                stop_all(replicas)
     return {"results": results, "model": fit_model(results, n_cores), "cores": n_cores}
 
 

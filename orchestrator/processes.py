@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
@@ -75,8 +77,11 @@ class ServiceProcess:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (continuing the process first, in case it was SIGSTOPped), then SIGKILL
+        after `timeout` seconds."""
         if self.process is None or self.process.poll() is not None:
             return
+        self.process.send_signal(signal.SIGCONT)
         self.process.terminate()
         try:
             self.process.wait(timeout)
@@ -94,6 +99,26 @@ class ServiceProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def start_all(processes: list[ServiceProcess]) -> list[ServiceProcess]:
+    """Start the processes in parallel (each waits until it serves); on any failure stop
+    them all and re-raise. → the same list."""
+    with ThreadPoolExecutor(max(1, len(processes))) as pool:
+        starts = [pool.submit(p.start) for p in processes]
+    try:
+        for started in starts:
+            started.result()
+    except BaseException:
+        stop_all(processes)
+        raise
+    return processes
+
+
+def stop_all(processes: list[ServiceProcess]) -> None:
+    """Stop the processes in parallel (each drains its calls for a moment on SIGTERM)."""
+    with ThreadPoolExecutor(max(1, len(processes))) as pool:
+        list(pool.map(ServiceProcess.stop, processes))
 
 
 def wait_serving(address: str, timeout: float = 30.0) -> None:

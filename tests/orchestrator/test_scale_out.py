@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy.typing as npt
 import pytest
 
 from orchestrator.clients import ProxyClient, TrainingSet, proxy_target
-from orchestrator.processes import ServiceProcess
+from orchestrator.processes import ServiceProcess, start_all, stop_all
 from orchestrator.sharding import ShardedSelector, ShardReport, split_range
 from proxal_store import Store
 from proxal_store.local_s3 import moto_s3
@@ -82,24 +81,7 @@ def start_replicas(
         )
         for i in range(n)
     ]
-    with ThreadPoolExecutor(n) as pool:
-        starts = [pool.submit(r.start) for r in replicas]
-    try:
-        for started in starts:
-            started.result()
-    except BaseException:
-        stop_all(replicas)
-        raise
-    return replicas
-
-
-def stop_all(replicas: list[ServiceProcess]) -> None:
-    """Stop every replica still running (continuing a stopped one first), in parallel."""
-    for replica in replicas:
-        if replica.process is not None and replica.process.poll() is None:
-            os.kill(replica.process.pid, signal.SIGCONT)
-    with ThreadPoolExecutor(len(replicas)) as pool:
-        list(pool.map(ServiceProcess.stop, replicas))
+    return start_all(replicas)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -20,7 +19,7 @@ import pytest
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
 from orchestrator.clients import TrainingSet, select_request
-from orchestrator.processes import ServiceProcess
+from orchestrator.processes import ServiceProcess, start_all, stop_all
 from orchestrator.sharding import (
     IdRange,
     ShardedSelector,
@@ -57,25 +56,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, str, Trainin
 
 
 def start_replicas(store: Store, log_dir: Path, n: int = 3) -> list[ServiceProcess]:
-    replicas = [
-        ServiceProcess("proxy_service", store.uri, REPLICA_ARGS, log_dir / f"proxy{i}.log")
-        for i in range(n)
-    ]
-    with ThreadPoolExecutor(n) as pool:
-        starts = [pool.submit(r.start) for r in replicas]
-    try:
-        for started in starts:
-            started.result()
-    except BaseException:
-        stop_all(replicas)
-        raise
-    return replicas
-
-
-def stop_all(replicas: list[ServiceProcess]) -> None:
-    """Stop the replicas in parallel (each drains its calls for a moment on SIGTERM)."""
-    with ThreadPoolExecutor(len(replicas)) as pool:
-        list(pool.map(ServiceProcess.stop, replicas))
+    return start_all(
+        [
+            ServiceProcess("proxy_service", store.uri, REPLICA_ARGS, log_dir / f"proxy{i}.log")
+            for i in range(n)
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
