@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 from proxal.proxy.v1 import proxy_pb2
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
-from sklearn.metrics import accuracy_score, f1_score
 
 from orchestrator.clients import ProxyClient, TrainingSet
-from orchestrator.evaluation import area_under_curve
+from orchestrator.evaluation import area_under_curve, test_scores
 from orchestrator.runs import Run, check_same_pool
+from orchestrator.simulation import PoolData
 from proxal_runtime.errors import InvalidArgumentError, MissingDependencyError
 from proxal_store import Store
 
@@ -253,32 +253,6 @@ def classifier_spec(run: Run) -> proxy_pb2.ClassifierSpec:
     )
 
 
-def _gold(store: Store, run: Run) -> tuple[dict[int, int], npt.NDArray[np.int64]]:
-    """Gold class index (into run.classes) of every labeled pool row, and the test ids."""
-    rows = store.pool_rows(run.pool, columns=["id", "label", "split"])
-    index = {c: i for i, c in enumerate(run.classes)}
-    gold, test = {}, []
-    for i, label, split in zip(
-        rows.column("id").to_pylist(),
-        rows.column("label").to_pylist(),
-        rows.column("split").to_pylist(),
-        strict=True,
-    ):
-        if label is None:
-            continue
-        if label not in index:
-            raise InvalidArgumentError(
-                f"pool {run.pool!r} row {i} has label {label!r}, not one of run "
-                f"{run.name!r}'s classes"
-            )
-        gold[i] = index[label]
-        if split == "test":
-            test.append(i)
-    if not test:
-        raise InvalidArgumentError(f"pool {run.pool!r} has no gold-labelled 'test' rows to score")
-    return gold, np.array(test, dtype=np.int64)
-
-
 def transfer_curve(
     proxy: ProxyClient,
     store: Store,
@@ -291,8 +265,8 @@ def transfer_curve(
     """The consumer (the proxy on embedding version `consumer_version` of `store`) fitted on
     the gold labels of run A's first b acquired ids, for each of A's budgets b, scored on the
     pool's test split. `classifier` defaults to run A's logistic regression."""
-    gold, test_ids = _gold(store, run_a)
-    test_gold = np.array([gold[i] for i in test_ids.tolist()], dtype=np.int32)
+    data = PoolData.from_store(store, run_a.pool, consumer_version)
+    gold = dict(zip(data.train_ids.tolist(), data.train_gold.tolist(), strict=True))
     spec = classifier_spec(run_a) if classifier is None else classifier
     num_classes = len(run_a.classes)
     curve = []
@@ -313,25 +287,12 @@ def transfer_curve(
             run_a.pool,
             consumer_version,
             training,
-            test_ids,
+            data.test_ids,
             seed=seed * 1000 + rnd,
             classifier=spec,
         )
-        curve.append(
-            CurvePoint(
-                budget,
-                float(accuracy_score(test_gold, predicted)),
-                float(
-                    f1_score(
-                        test_gold,
-                        predicted,
-                        average="macro",
-                        labels=np.arange(num_classes),
-                        zero_division=0,
-                    )
-                ),
-            )
-        )
+        scores = test_scores(data.test_gold, predicted, num_classes)
+        curve.append(CurvePoint(budget, scores["accuracy"], scores["macro_f1"]))
     return curve
 
 

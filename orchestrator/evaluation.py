@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import accuracy_score, f1_score
 
 from orchestrator.runs import RoundRow, Run, SuccessorRow, check_same_pool
 from proxal_runtime.errors import InvalidArgumentError
@@ -50,6 +52,21 @@ DEFINITIONS = {
 }
 
 Summary = dict[str, list[dict[str, float]]]
+
+
+def test_scores(
+    gold: npt.ArrayLike, predicted: npt.ArrayLike, num_classes: int
+) -> dict[str, float]:
+    """Accuracy and macro-F1 (over all `num_classes` classes, absent ones scoring 0) of
+    predicted class ids (n,) against gold (n,)."""
+    return {
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "macro_f1": float(
+            f1_score(
+                gold, predicted, average="macro", labels=np.arange(num_classes), zero_division=0
+            )
+        ),
+    }
 
 
 def summarise(points: Iterable[RoundRow]) -> Summary:

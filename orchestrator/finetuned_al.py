@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import accuracy_score, f1_score
 
+from orchestrator.evaluation import test_scores
 from orchestrator.successor import SuccessorConfig, fine_tune_successor
 from orchestrator.ups import UpsSchedule
 from proxal_runtime.errors import InvalidArgumentError, NotFoundError
@@ -159,17 +159,6 @@ def _check_inputs(
         raise InvalidArgumentError("evaluate=True needs test texts; pass some or set it False")
 
 
-def _metrics(
-    gold: npt.NDArray[np.int32], predicted: npt.NDArray[np.int64], c: int
-) -> dict[str, float]:
-    return {
-        "accuracy": float(accuracy_score(gold, predicted)),
-        "macro_f1": float(
-            f1_score(gold, predicted, average="macro", labels=np.arange(c), zero_division=0)
-        ),
-    }
-
-
 def _open_session(target: StoreTarget, config: FinetunedLoopConfig) -> None:
     try:
         target.store.get_session(target.session)
@@ -253,7 +242,7 @@ def run_finetuned_al(
         metrics: dict[str, float] = {}
         if config.evaluate:
             predicted = model.predict_proba(list(test_texts)).argmax(axis=1)
-            metrics = _metrics(test_gold, predicted, num_classes)
+            metrics = test_scores(test_gold, predicted, num_classes)
         evaluated = time.perf_counter()
 
         selected = np.zeros(0, dtype=np.intp)

@@ -12,19 +12,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 from proxal.proxy.v1 import proxy_pb2
-from sklearn.metrics import accuracy_score, f1_score
 
-from orchestrator.asvp import AlignmentDecision, AsvpConfig, FeatureAligner
 from orchestrator.clients import EncoderClient, ProxyClient, TrainingSet
+from orchestrator.evaluation import test_scores
 from orchestrator.runs import RoundRow, Run, SessionInfo, pool_fingerprint
 from orchestrator.ups import ScoreTable, UpsSchedule
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_store import RoundRecord, SessionRecord, Store
+
+if TYPE_CHECKING:  # ASVP fine-tunes with torch: imported only when a loop uses it
+    from orchestrator.asvp import AlignmentDecision, AsvpConfig, FeatureAligner
 
 
 @dataclass(frozen=True)
@@ -226,18 +228,7 @@ def run_simulation(
                     seed=round_seed,
                     classifier=spec,
                 )
-                metrics = {
-                    "accuracy": float(accuracy_score(data.test_gold, predicted)),
-                    "macro_f1": float(
-                        f1_score(
-                            data.test_gold,
-                            predicted,
-                            average="macro",
-                            labels=np.arange(num_classes),
-                            zero_division=0,
-                        )
-                    ),
-                }
+                metrics = test_scores(data.test_gold, predicted, num_classes)
                 selected: list[int] = []
                 timings: dict[str, float] = {}
                 proxy_spec: dict[str, object] = {"kind": "logreg", "c": config.classifier_c}
@@ -339,6 +330,8 @@ def _aligner(
     initial_labels: int,
 ) -> FeatureAligner:
     """A FeatureAligner for one session, wired to the store, the proxy and the encoder."""
+    from orchestrator.asvp import FeatureAligner
+
     num_classes = len(data.classes)
     max_length = store.get_version(data.pool, data.version).max_length
 
