@@ -26,6 +26,7 @@ def _csv(kind: Callable[[str], object] = str) -> Callable[[str], tuple[object, .
 
 def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from orchestrator.simulation import LoopConfig
+    from orchestrator.successor_config import METHODS
 
     loop = LoopConfig()
     p = sub.add_parser("demo", help="active learning on Banking77, end to end (the main job)")
@@ -72,7 +73,7 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--asvp-no-ped", action="store_true", help="ASVP: plain LogME, without PED")
     p.add_argument(
         "--successor-method",
-        choices=("full", "lp_ft", "lora", "bottleneck"),
+        choices=METHODS,
         default="full",
         help="how successors are fine-tuned (with ASVP on, its LP-FT/FT rule decides)",
     )
@@ -108,10 +109,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from orchestrator.successor import METHODS, SuccessorConfig
+    from orchestrator.successor_config import METHODS, SuccessorConfig
     from proxal_runtime.settings import DEFAULT_STORE, env_default
 
-    default = SuccessorConfig()
+    # The field defaults, read without building a config (which would load torch for the device).
+    default = {f.name: f.default for f in dataclasses.fields(SuccessorConfig)}
     p = sub.add_parser(
         "finetune",
         help="fine-tune a successor classifier on a labeling session's labels",
@@ -133,19 +135,19 @@ def _finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=[x for x in os.environ.get("PROXAL_STORE_OPTIONS", "").split(",") if x],
         help="object-storage option for the store, repeatable",
     )
-    p.add_argument("--method", choices=METHODS, default=default.method)
-    p.add_argument("--epochs", type=int, default=default.epochs)
-    p.add_argument("--batch-size", type=int, default=default.batch_size)
+    p.add_argument("--method", choices=METHODS, default=default["method"])
+    p.add_argument("--epochs", type=int, default=default["epochs"])
+    p.add_argument("--batch-size", type=int, default=default["batch_size"])
     p.add_argument(
         "--validation-fraction",
         type=float,
-        default=default.validation_fraction,
+        default=default["validation_fraction"],
         help="hold out this fraction of the labels for early stopping, in [0, 1); 0 = off",
     )
-    p.add_argument("--patience", type=int, default=default.patience)
-    p.add_argument("--seed", type=int, default=default.seed)
-    p.add_argument("--max-length", type=int, default=default.max_length)
-    p.add_argument("--device", default=default.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--patience", type=int, default=default["patience"])
+    p.add_argument("--seed", type=int, default=default["seed"])
+    p.add_argument("--max-length", type=int, default=default["max_length"])
+    p.add_argument("--device", default=default["device"], help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--test-split",
         default="test",
@@ -373,7 +375,7 @@ def run_encoder_command(args: argparse.Namespace) -> int:
 def run_finetune_command(args: argparse.Namespace) -> int:
     from orchestrator.finetune import finetune_session, summary
     from orchestrator.plasm import PlasmConfig
-    from orchestrator.successor import SuccessorConfig
+    from orchestrator.successor_config import SuccessorConfig
     from proxal_runtime.settings import store_options
     from proxal_store import Store
 
@@ -461,7 +463,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     from orchestrator.asvp import AsvpConfig
     from orchestrator.demo import DemoConfig, run_demo
     from orchestrator.simulation import LoopConfig
-    from orchestrator.successor import SuccessorConfig
+    from orchestrator.successor_config import SuccessorConfig
     from orchestrator.ups import UpsSchedule
 
     ups = None
@@ -526,21 +528,14 @@ def run_serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-# Commands that start without importing torch (seconds saved on every `proxal report`).
-LIGHT_COMMANDS = ("serve", "asm", "report", "compare", "ingest", "embed", "versions")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("LANCE_LOG", "error")
-    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="proxal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    command = next((a for a in argv if not a.startswith("-")), "")
-    if command not in LIGHT_COMMANDS:  # their parsers take defaults from torch-importing configs
-        _demo_parser(sub)
-        _finetune_parser(sub)
+    _demo_parser(sub)
+    _finetune_parser(sub)
     _serve_parser(sub)
     _asm_parser(sub)
     _encoder_parsers(sub)
