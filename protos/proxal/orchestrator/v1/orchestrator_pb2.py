@@ -24,31 +24,57 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)proxal/orchestrator/v1/orchestrator.proto\x12\x16proxal.orchestrator.v1\"\xa4\x01\n\x14\x43reateSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\r\n\x05split\x18\x07 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x08 \x03(\t\"\xcb\x01\n\x07Session\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\r\n\x05split\x18\x07 \x01(\t\x12\x0e\n\x06labels\x18\x08 \x01(\x03\x12\x0e\n\x06rounds\x18\t \x01(\x03\x12\x0f\n\x07\x63lasses\x18\n \x03(\t\x12\x12\n\ncreated_at\x18\x0b \x01(\t\"$\n\x11GetSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\".\n\x10NextBatchRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\" \n\x04Item\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\"z\n\x11NextBatchResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.proxal.orchestrator.v1.Item\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x03\"\"\n\x05Label\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\"U\n\x13SubmitLabelsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12-\n\x06labels\x18\x02 \x03(\x0b\x32\x1d.proxal.orchestrator.v1.Label\">\n\x14SubmitLabelsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x14\n\x0ctotal_labels\x18\x02 \x01(\x03\x32\x9c\x03\n\x13OrchestratorService\x12^\n\rCreateSession\x12,.proxal.orchestrator.v1.CreateSessionRequest\x1a\x1f.proxal.orchestrator.v1.Session\x12X\n\nGetSession\x12).proxal.orchestrator.v1.GetSessionRequest\x1a\x1f.proxal.orchestrator.v1.Session\x12`\n\tNextBatch\x12(.proxal.orchestrator.v1.NextBatchRequest\x1a).proxal.orchestrator.v1.NextBatchResponse\x12i\n\x0cSubmitLabels\x12+.proxal.orchestrator.v1.SubmitLabelsRequest\x1a,.proxal.orchestrator.v1.SubmitLabelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)proxal/orchestrator/v1/orchestrator.proto\x12\x16proxal.orchestrator.v1\"\xbb\x01\n\x14\x43reateSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\r\n\x05split\x18\x07 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x08 \x03(\t\x12\x15\n\rlease_seconds\x18\t \x01(\x01\"\xe2\x01\n\x07Session\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0c\n\x04pool\x18\x02 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x03 \x01(\t\x12\x10\n\x08strategy\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12\r\n\x05split\x18\x07 \x01(\t\x12\x0e\n\x06labels\x18\x08 \x01(\x03\x12\x0e\n\x06rounds\x18\t \x01(\x03\x12\x0f\n\x07\x63lasses\x18\n \x03(\t\x12\x12\n\ncreated_at\x18\x0b \x01(\t\x12\x15\n\rlease_seconds\x18\x0c \x01(\x01\"$\n\x11GetSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\" \n\rStatusRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"*\n\nClassCount\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xc9\x02\n\rSessionStatus\x12\x30\n\x07session\x18\x01 \x01(\x0b\x32\x1f.proxal.orchestrator.v1.Session\x12\x0e\n\x06labels\x18\x02 \x01(\x03\x12\x0f\n\x07skipped\x18\x03 \x01(\x03\x12\x0e\n\x06leased\x18\x04 \x01(\x03\x12\x11\n\tremaining\x18\x05 \x01(\x03\x12\x0e\n\x06rounds\x18\x06 \x01(\x03\x12\x19\n\x11\x65mbedding_version\x18\x07 \x01(\t\x12\x16\n\x0elatest_version\x18\x08 \x01(\t\x12\x1a\n\x12\x65stimated_accuracy\x18\t \x01(\x01\x12\x15\n\raccuracy_note\x18\n \x01(\t\x12\x38\n\x0c\x63lass_counts\x18\x0b \x03(\x0b\x32\".proxal.orchestrator.v1.ClassCount\x12\x12\n\nannotators\x18\x0c \x01(\x03\"A\n\x10NextBatchRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x11\n\tannotator\x18\x03 \x01(\t\" \n\x04Item\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xb7\x01\n\x11NextBatchResponse\x12+\n\x05items\x18\x01 \x03(\x0b\x32\x1c.proxal.orchestrator.v1.Item\x12\x10\n\x08strategy\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x03\x12\x10\n\x08lease_id\x18\x05 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x06 \x01(\x01\x12\x0f\n\x07resumed\x18\x07 \x01(\x08\"\"\n\x05Label\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\t\"\x8d\x01\n\x13SubmitLabelsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12-\n\x06labels\x18\x02 \x03(\x0b\x32\x1d.proxal.orchestrator.v1.Label\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\tannotator\x18\x04 \x01(\t\x12\x0f\n\x07relabel\x18\x05 \x01(\x08\"P\n\x14SubmitLabelsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x14\n\x0ctotal_labels\x18\x02 \x01(\x03\x12\x10\n\x08replayed\x18\x03 \x01(\x08\"R\n\x0bSkipRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x03\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\tannotator\x18\x04 \x01(\t\"E\n\x0bUndoRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tannotator\x18\x03 \x01(\t\"5\n\nUndoneItem\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\"\xb0\x01\n\x0cUndoResponse\x12\x19\n\x11undone_request_id\x18\x01 \x01(\t\x12\x31\n\x05items\x18\x02 \x03(\x0b\x32\".proxal.orchestrator.v1.UndoneItem\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x18\n\x10lease_expires_at\x18\x04 \x01(\x01\x12\x14\n\x0ctotal_labels\x18\x05 \x01(\x03\x12\x10\n\x08replayed\x18\x06 \x01(\x08\"9\n\x13ReleaseLeaseRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x11\n\tannotator\x18\x02 \x01(\t\"(\n\x14ReleaseLeaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x03\"\x8f\x01\n\x13ImportLabelsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12-\n\x06labels\x18\x02 \x03(\x0b\x32\x1d.proxal.orchestrator.v1.Label\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x11\n\toverwrite\x18\x04 \x01(\x08\x12\x11\n\tannotator\x18\x05 \x01(\t\"\\\n\x13\x45xportLabelsRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x34\n\x06\x66ormat\x18\x02 \x01(\x0e\x32$.proxal.orchestrator.v1.ExportFormat\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c*}\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45XPORT_FORMAT_JSONL\x10\x01\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x12\x1e\n\x1a\x45XPORT_FORMAT_LABEL_STUDIO\x10\x03\x32\xdc\x07\n\x13OrchestratorService\x12^\n\rCreateSession\x12,.proxal.orchestrator.v1.CreateSessionRequest\x1a\x1f.proxal.orchestrator.v1.Session\x12X\n\nGetSession\x12).proxal.orchestrator.v1.GetSessionRequest\x1a\x1f.proxal.orchestrator.v1.Session\x12V\n\x06Status\x12%.proxal.orchestrator.v1.StatusRequest\x1a%.proxal.orchestrator.v1.SessionStatus\x12`\n\tNextBatch\x12(.proxal.orchestrator.v1.NextBatchRequest\x1a).proxal.orchestrator.v1.NextBatchResponse\x12i\n\x0cSubmitLabels\x12+.proxal.orchestrator.v1.SubmitLabelsRequest\x1a,.proxal.orchestrator.v1.SubmitLabelsResponse\x12Y\n\x04Skip\x12#.proxal.orchestrator.v1.SkipRequest\x1a,.proxal.orchestrator.v1.SubmitLabelsResponse\x12Q\n\x04Undo\x12#.proxal.orchestrator.v1.UndoRequest\x1a$.proxal.orchestrator.v1.UndoResponse\x12i\n\x0cReleaseLease\x12+.proxal.orchestrator.v1.ReleaseLeaseRequest\x1a,.proxal.orchestrator.v1.ReleaseLeaseResponse\x12i\n\x0cImportLabels\x12+.proxal.orchestrator.v1.ImportLabelsRequest\x1a,.proxal.orchestrator.v1.SubmitLabelsResponse\x12\x62\n\x0c\x45xportLabels\x12+.proxal.orchestrator.v1.ExportLabelsRequest\x1a#.proxal.orchestrator.v1.ExportChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proxal.orchestrator.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_EXPORTFORMAT']._serialized_start=2244
+  _globals['_EXPORTFORMAT']._serialized_end=2369
   _globals['_CREATESESSIONREQUEST']._serialized_start=70
-  _globals['_CREATESESSIONREQUEST']._serialized_end=234
-  _globals['_SESSION']._serialized_start=237
-  _globals['_SESSION']._serialized_end=440
-  _globals['_GETSESSIONREQUEST']._serialized_start=442
-  _globals['_GETSESSIONREQUEST']._serialized_end=478
-  _globals['_NEXTBATCHREQUEST']._serialized_start=480
-  _globals['_NEXTBATCHREQUEST']._serialized_end=526
-  _globals['_ITEM']._serialized_start=528
-  _globals['_ITEM']._serialized_end=560
-  _globals['_NEXTBATCHRESPONSE']._serialized_start=562
-  _globals['_NEXTBATCHRESPONSE']._serialized_end=684
-  _globals['_LABEL']._serialized_start=686
-  _globals['_LABEL']._serialized_end=720
-  _globals['_SUBMITLABELSREQUEST']._serialized_start=722
-  _globals['_SUBMITLABELSREQUEST']._serialized_end=807
-  _globals['_SUBMITLABELSRESPONSE']._serialized_start=809
-  _globals['_SUBMITLABELSRESPONSE']._serialized_end=871
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=874
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=1286
+  _globals['_CREATESESSIONREQUEST']._serialized_end=257
+  _globals['_SESSION']._serialized_start=260
+  _globals['_SESSION']._serialized_end=486
+  _globals['_GETSESSIONREQUEST']._serialized_start=488
+  _globals['_GETSESSIONREQUEST']._serialized_end=524
+  _globals['_STATUSREQUEST']._serialized_start=526
+  _globals['_STATUSREQUEST']._serialized_end=558
+  _globals['_CLASSCOUNT']._serialized_start=560
+  _globals['_CLASSCOUNT']._serialized_end=602
+  _globals['_SESSIONSTATUS']._serialized_start=605
+  _globals['_SESSIONSTATUS']._serialized_end=934
+  _globals['_NEXTBATCHREQUEST']._serialized_start=936
+  _globals['_NEXTBATCHREQUEST']._serialized_end=1001
+  _globals['_ITEM']._serialized_start=1003
+  _globals['_ITEM']._serialized_end=1035
+  _globals['_NEXTBATCHRESPONSE']._serialized_start=1038
+  _globals['_NEXTBATCHRESPONSE']._serialized_end=1221
+  _globals['_LABEL']._serialized_start=1223
+  _globals['_LABEL']._serialized_end=1257
+  _globals['_SUBMITLABELSREQUEST']._serialized_start=1260
+  _globals['_SUBMITLABELSREQUEST']._serialized_end=1401
+  _globals['_SUBMITLABELSRESPONSE']._serialized_start=1403
+  _globals['_SUBMITLABELSRESPONSE']._serialized_end=1483
+  _globals['_SKIPREQUEST']._serialized_start=1485
+  _globals['_SKIPREQUEST']._serialized_end=1567
+  _globals['_UNDOREQUEST']._serialized_start=1569
+  _globals['_UNDOREQUEST']._serialized_end=1638
+  _globals['_UNDONEITEM']._serialized_start=1640
+  _globals['_UNDONEITEM']._serialized_end=1693
+  _globals['_UNDORESPONSE']._serialized_start=1696
+  _globals['_UNDORESPONSE']._serialized_end=1872
+  _globals['_RELEASELEASEREQUEST']._serialized_start=1874
+  _globals['_RELEASELEASEREQUEST']._serialized_end=1931
+  _globals['_RELEASELEASERESPONSE']._serialized_start=1933
+  _globals['_RELEASELEASERESPONSE']._serialized_end=1973
+  _globals['_IMPORTLABELSREQUEST']._serialized_start=1976
+  _globals['_IMPORTLABELSREQUEST']._serialized_end=2119
+  _globals['_EXPORTLABELSREQUEST']._serialized_start=2121
+  _globals['_EXPORTLABELSREQUEST']._serialized_end=2213
+  _globals['_EXPORTCHUNK']._serialized_start=2215
+  _globals['_EXPORTCHUNK']._serialized_end=2242
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=2372
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=3360
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -6,8 +7,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_FORMAT_UNSPECIFIED: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_JSONL: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_CSV: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_LABEL_STUDIO: _ClassVar[ExportFormat]
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat
+EXPORT_FORMAT_JSONL: ExportFormat
+EXPORT_FORMAT_CSV: ExportFormat
+EXPORT_FORMAT_LABEL_STUDIO: ExportFormat
+
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "classes")
+    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "classes", "lease_seconds")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -16,6 +28,7 @@ class CreateSessionRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     session: str
     pool: str
     embedding_version: str
@@ -24,10 +37,11 @@ class CreateSessionRequest(_message.Message):
     seed: int
     split: str
     classes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
+    lease_seconds: float
+    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "labels", "rounds", "classes", "created_at")
+    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "labels", "rounds", "classes", "created_at", "lease_seconds")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +53,7 @@ class Session(_message.Message):
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     session: str
     pool: str
     embedding_version: str
@@ -50,7 +65,8 @@ class Session(_message.Message):
     rounds: int
     classes: _containers.RepeatedScalarFieldContainer[str]
     created_at: str
-    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., labels: _Optional[int] = ..., rounds: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., created_at: _Optional[str] = ...) -> None: ...
+    lease_seconds: float
+    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., labels: _Optional[int] = ..., rounds: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., created_at: _Optional[str] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session",)
@@ -58,13 +74,57 @@ class GetSessionRequest(_message.Message):
     session: str
     def __init__(self, session: _Optional[str] = ...) -> None: ...
 
+class StatusRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class ClassCount(_message.Message):
+    __slots__ = ("label", "count")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    count: int
+    def __init__(self, label: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class SessionStatus(_message.Message):
+    __slots__ = ("session", "labels", "skipped", "leased", "remaining", "rounds", "embedding_version", "latest_version", "estimated_accuracy", "accuracy_note", "class_counts", "annotators")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    LEASED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_NOTE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    labels: int
+    skipped: int
+    leased: int
+    remaining: int
+    rounds: int
+    embedding_version: str
+    latest_version: str
+    estimated_accuracy: float
+    accuracy_note: str
+    class_counts: _containers.RepeatedCompositeFieldContainer[ClassCount]
+    annotators: int
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., labels: _Optional[int] = ..., skipped: _Optional[int] = ..., leased: _Optional[int] = ..., remaining: _Optional[int] = ..., rounds: _Optional[int] = ..., embedding_version: _Optional[str] = ..., latest_version: _Optional[str] = ..., estimated_accuracy: _Optional[float] = ..., accuracy_note: _Optional[str] = ..., class_counts: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., annotators: _Optional[int] = ...) -> None: ...
+
 class NextBatchRequest(_message.Message):
-    __slots__ = ("session", "k")
+    __slots__ = ("session", "k", "annotator")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
     session: str
     k: int
-    def __init__(self, session: _Optional[str] = ..., k: _Optional[int] = ...) -> None: ...
+    annotator: str
+    def __init__(self, session: _Optional[str] = ..., k: _Optional[int] = ..., annotator: _Optional[str] = ...) -> None: ...
 
 class Item(_message.Message):
     __slots__ = ("id", "text")
@@ -75,16 +135,22 @@ class Item(_message.Message):
     def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
 
 class NextBatchResponse(_message.Message):
-    __slots__ = ("items", "strategy", "fallback_reason", "round")
+    __slots__ = ("items", "strategy", "fallback_reason", "round", "lease_id", "lease_expires_at", "resumed")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
     strategy: str
     fallback_reason: str
     round: int
-    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., round: _Optional[int] = ...) -> None: ...
+    lease_id: str
+    lease_expires_at: float
+    resumed: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., round: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., resumed: _Optional[bool] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("id", "label")
@@ -95,17 +161,115 @@ class Label(_message.Message):
     def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
 
 class SubmitLabelsRequest(_message.Message):
-    __slots__ = ("session", "labels")
+    __slots__ = ("session", "labels", "request_id", "annotator", "relabel")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    RELABEL_FIELD_NUMBER: _ClassVar[int]
     session: str
     labels: _containers.RepeatedCompositeFieldContainer[Label]
-    def __init__(self, session: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    annotator: str
+    relabel: bool
+    def __init__(self, session: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., request_id: _Optional[str] = ..., annotator: _Optional[str] = ..., relabel: _Optional[bool] = ...) -> None: ...
 
 class SubmitLabelsResponse(_message.Message):
-    __slots__ = ("accepted", "total_labels")
+    __slots__ = ("accepted", "total_labels", "replayed")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_LABELS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     total_labels: int
-    def __init__(self, accepted: _Optional[int] = ..., total_labels: _Optional[int] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, accepted: _Optional[int] = ..., total_labels: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class SkipRequest(_message.Message):
+    __slots__ = ("session", "ids", "request_id", "annotator")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    request_id: str
+    annotator: str
+    def __init__(self, session: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ..., request_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
+
+class UndoRequest(_message.Message):
+    __slots__ = ("session", "request_id", "annotator")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    request_id: str
+    annotator: str
+    def __init__(self, session: _Optional[str] = ..., request_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
+
+class UndoneItem(_message.Message):
+    __slots__ = ("id", "text", "label")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    text: str
+    label: str
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class UndoResponse(_message.Message):
+    __slots__ = ("undone_request_id", "items", "lease_id", "lease_expires_at", "total_labels", "replayed")
+    UNDONE_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_LABELS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    undone_request_id: str
+    items: _containers.RepeatedCompositeFieldContainer[UndoneItem]
+    lease_id: str
+    lease_expires_at: float
+    total_labels: int
+    replayed: bool
+    def __init__(self, undone_request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[UndoneItem, _Mapping]]] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., total_labels: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+
+class ReleaseLeaseRequest(_message.Message):
+    __slots__ = ("session", "annotator")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    annotator: str
+    def __init__(self, session: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
+
+class ReleaseLeaseResponse(_message.Message):
+    __slots__ = ("released",)
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    released: int
+    def __init__(self, released: _Optional[int] = ...) -> None: ...
+
+class ImportLabelsRequest(_message.Message):
+    __slots__ = ("session", "labels", "request_id", "overwrite", "annotator")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    request_id: str
+    overwrite: bool
+    annotator: str
+    def __init__(self, session: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., request_id: _Optional[str] = ..., overwrite: _Optional[bool] = ..., annotator: _Optional[str] = ...) -> None: ...
+
+class ExportLabelsRequest(_message.Message):
+    __slots__ = ("session", "format")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    format: ExportFormat
+    def __init__(self, session: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ...) -> None: ...
+
+class ExportChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...

@@ -44,6 +44,11 @@ class OrchestratorServiceStub:
                 request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Session.FromString,
                 _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/Status',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StatusRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SessionStatus.FromString,
+                _registered_method=True)
         self.NextBatch = channel.unary_unary(
                 '/proxal.orchestrator.v1.OrchestratorService/NextBatch',
                 request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.NextBatchRequest.SerializeToString,
@@ -53,6 +58,31 @@ class OrchestratorServiceStub:
                 '/proxal.orchestrator.v1.OrchestratorService/SubmitLabels',
                 request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsRequest.SerializeToString,
                 response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.FromString,
+                _registered_method=True)
+        self.Skip = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/Skip',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SkipRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.FromString,
+                _registered_method=True)
+        self.Undo = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/Undo',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UndoRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UndoResponse.FromString,
+                _registered_method=True)
+        self.ReleaseLease = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/ReleaseLease',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ReleaseLeaseRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ReleaseLeaseResponse.FromString,
+                _registered_method=True)
+        self.ImportLabels = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/ImportLabels',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ImportLabelsRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.FromString,
+                _registered_method=True)
+        self.ExportLabels = channel.unary_stream(
+                '/proxal.orchestrator.v1.OrchestratorService/ExportLabels',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportLabelsRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportChunk.FromString,
                 _registered_method=True)
 
 
@@ -71,14 +101,58 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Status(self, request, context):
+        """Labels, skips, leases, rounds, embedding versions and an estimated accuracy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def NextBatch(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The annotator's open lease if it has one, else a new batch chosen by the strategy.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SubmitLabels(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Skip(self, request, context):
+        """The items are not shown again in this session (undo brings them back).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Undo(self, request, context):
+        """Reverts the annotator's latest label or skip request that is not undone yet; its items
+        are leased back to the annotator so it can label them again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseLease(self, request, context):
+        """Ends the annotator's open lease now, returning its unlabelled items to the pool.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportLabels(self, request, context):
+        """Labels made elsewhere (a file, another tool); no lease needed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportLabels(self, request, context):
+        """The session's current labels as a file, streamed in chunks.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -96,6 +170,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSessionRequest.FromString,
                     response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Session.SerializeToString,
             ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StatusRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SessionStatus.SerializeToString,
+            ),
             'NextBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.NextBatch,
                     request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.NextBatchRequest.FromString,
@@ -105,6 +184,31 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.SubmitLabels,
                     request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsRequest.FromString,
                     response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.SerializeToString,
+            ),
+            'Skip': grpc.unary_unary_rpc_method_handler(
+                    servicer.Skip,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SkipRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.SerializeToString,
+            ),
+            'Undo': grpc.unary_unary_rpc_method_handler(
+                    servicer.Undo,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UndoRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UndoResponse.SerializeToString,
+            ),
+            'ReleaseLease': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseLease,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ReleaseLeaseRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ReleaseLeaseResponse.SerializeToString,
+            ),
+            'ImportLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportLabels,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ImportLabelsRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.SerializeToString,
+            ),
+            'ExportLabels': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportLabels,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportLabelsRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +276,33 @@ class OrchestratorService:
             _registered_method=True)
 
     @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/Status',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StatusRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SessionStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def NextBatch(request,
             target,
             options=(),
@@ -215,6 +346,141 @@ class OrchestratorService:
             '/proxal.orchestrator.v1.OrchestratorService/SubmitLabels',
             proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsRequest.SerializeToString,
             proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Skip(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/Skip',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SkipRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Undo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/Undo',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UndoRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UndoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseLease(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/ReleaseLease',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ReleaseLeaseRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ReleaseLeaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/ImportLabels',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ImportLabelsRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/ExportLabels',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportLabelsRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportChunk.FromString,
             options,
             channel_credentials,
             insecure,
