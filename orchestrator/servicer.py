@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 
-from orchestrator.sessions import Sessions, SessionStatus
+from orchestrator.label_files import CSV, JSONL, LABEL_STUDIO, format_labels
+from orchestrator.sessions import Sessions, SessionStatus, WriteResult
+from proxal_runtime.errors import InvalidArgumentError
+
+EXPORT_CHUNK_BYTES = 64 * 1024
+_EXPORT_FORMATS = {
+    pb.EXPORT_FORMAT_UNSPECIFIED: JSONL,
+    pb.EXPORT_FORMAT_JSONL: JSONL,
+    pb.EXPORT_FORMAT_CSV: CSV,
+    pb.EXPORT_FORMAT_LABEL_STUDIO: LABEL_STUDIO,
+}
 
 
 def _session(state: SessionStatus) -> pb.Session:
@@ -23,6 +35,13 @@ def _session(state: SessionStatus) -> pb.Session:
         rounds=state.rounds,
         classes=state.classes,
         created_at=r.created_at,
+        lease_seconds=state.lease_seconds,
+    )
+
+
+def _written(result: WriteResult) -> pb.SubmitLabelsResponse:
+    return pb.SubmitLabelsResponse(
+        accepted=result.accepted, total_labels=result.total_labels, replayed=result.replayed
     )
 
 
@@ -43,29 +62,107 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 request.seed,
                 request.split or "train",
                 list(request.classes),
+                request.lease_seconds or 600.0,
             )
         )
 
     def GetSession(
         self, request: pb.GetSessionRequest, context: grpc.ServicerContext
     ) -> pb.Session:
-        return _session(self.sessions.status(request.session))
+        return _session(self.sessions.get(request.session))
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.SessionStatus:
+        s = self.sessions.status(request.session)
+        return pb.SessionStatus(
+            session=_session(s),
+            labels=s.labels,
+            skipped=s.skipped,
+            leased=s.leased,
+            remaining=s.remaining,
+            rounds=s.rounds,
+            embedding_version=s.record.embedding_version,
+            latest_version=s.latest_version,
+            estimated_accuracy=s.estimated_accuracy,
+            accuracy_note=s.accuracy_note,
+            class_counts=[pb.ClassCount(label=c, count=n) for c, n in s.class_counts],
+            annotators=s.annotators,
+        )
 
     def NextBatch(
         self, request: pb.NextBatchRequest, context: grpc.ServicerContext
     ) -> pb.NextBatchResponse:
-        batch = self.sessions.next_batch(request.session, request.k)
+        batch = self.sessions.next_batch(request.session, request.k, request.annotator)
         return pb.NextBatchResponse(
             items=[pb.Item(id=i, text=t) for i, t in batch.items],
             strategy=batch.strategy,
             fallback_reason=batch.fallback_reason,
             round=batch.round,
+            lease_id=batch.lease_id,
+            lease_expires_at=batch.lease_expires_at,
+            resumed=batch.resumed,
         )
 
     def SubmitLabels(
         self, request: pb.SubmitLabelsRequest, context: grpc.ServicerContext
     ) -> pb.SubmitLabelsResponse:
-        accepted, total = self.sessions.submit(
-            request.session, [(x.id, x.label) for x in request.labels]
+        return _written(
+            self.sessions.submit(
+                request.session,
+                [(x.id, x.label) for x in request.labels],
+                request.request_id,
+                request.annotator,
+                request.relabel,
+            )
         )
-        return pb.SubmitLabelsResponse(accepted=accepted, total_labels=total)
+
+    def Skip(
+        self, request: pb.SkipRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitLabelsResponse:
+        return _written(
+            self.sessions.skip(
+                request.session, list(request.ids), request.request_id, request.annotator
+            )
+        )
+
+    def Undo(self, request: pb.UndoRequest, context: grpc.ServicerContext) -> pb.UndoResponse:
+        result = self.sessions.undo(request.session, request.request_id, request.annotator)
+        return pb.UndoResponse(
+            undone_request_id=result.undone_request_id,
+            items=[pb.UndoneItem(id=i, text=t, label=lab) for i, t, lab in result.items],
+            lease_id=result.lease_id,
+            lease_expires_at=result.lease_expires_at,
+            total_labels=result.total_labels,
+            replayed=result.replayed,
+        )
+
+    def ReleaseLease(
+        self, request: pb.ReleaseLeaseRequest, context: grpc.ServicerContext
+    ) -> pb.ReleaseLeaseResponse:
+        return pb.ReleaseLeaseResponse(
+            released=self.sessions.release(request.session, request.annotator)
+        )
+
+    def ImportLabels(
+        self, request: pb.ImportLabelsRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitLabelsResponse:
+        return _written(
+            self.sessions.import_labels(
+                request.session,
+                [(x.id, x.label) for x in request.labels],
+                request.request_id,
+                request.overwrite,
+                request.annotator,
+            )
+        )
+
+    def ExportLabels(
+        self, request: pb.ExportLabelsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ExportChunk]:
+        fmt = _EXPORT_FORMATS.get(request.format)
+        if fmt is None:
+            raise InvalidArgumentError(
+                f"unknown export format {request.format}; use one of {list(pb.ExportFormat.keys())}"
+            )
+        data = format_labels(self.sessions.export_rows(request.session), fmt)
+        for start in range(0, len(data), EXPORT_CHUNK_BYTES):
+            yield pb.ExportChunk(data=data[start : start + EXPORT_CHUNK_BYTES])

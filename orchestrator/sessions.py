@@ -1,33 +1,90 @@
 """Labeling sessions: the domain code behind OrchestratorService.
 
 A session names a pool, a pinned embedding version, a strategy and the classes. All of its
-state lives in the store (sessions, labels, rounds tables), so a restarted orchestrator
-carries on where it was. A label is acknowledged only after the store committed it.
+state lives in the store: the session row, its label log (`proxal_store.labels`), its
+leases and its rounds. A restarted orchestrator replays them and carries on where it was.
+
+Guarantees (docs/sessions.md):
+- a write (labels, skip, undo, import) is acknowledged only after its one commit;
+- a write carries a request id, and a retry of a committed request is answered from the
+  log without writing again; an id reused for a different request is refused;
+- NextBatch leases items to one annotator; nobody else gets or may label them until the
+  lease ends (its items decided, released, or expired).
+
+Writes to one session are serialised by a per-session lock, so this assumes one
+orchestrator process per store (many annotators, one writer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
+import numpy.typing as npt
+from sklearn.model_selection import StratifiedKFold
 
-from orchestrator.clients import ProxyClient, TrainingSet
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError
-from proxal_runtime.names import check_name
+from orchestrator.clients import ProxyClient, Selection, TrainingSet
+from proxal_runtime.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from proxal_runtime.names import check_annotator, check_name, check_request_id
 from proxal_runtime.server import error_from_rpc
 from proxal_store import RoundRecord, SessionRecord, Store
+from proxal_store.labels import (
+    GRANT,
+    IMPORT,
+    LABEL,
+    RELEASE,
+    SKIP,
+    UNDO,
+    LabelEvent,
+    LabelLog,
+    Lease,
+    LeaseEvent,
+    Request,
+    active_leases,
+)
 
-MAX_BATCH = 1000
+MAX_BATCH = 1000  # items per NextBatch, labels per SubmitLabels, ids per Skip
+MAX_IMPORT = 100_000  # labels per ImportLabels request
+MAX_CLASSES = 10_000
+MAX_CLASS_CHARS = 256
+DEFAULT_LEASE_SECONDS = 600.0
+MAX_LEASE_SECONDS = 7 * 24 * 3600.0
+DEFAULT_ANNOTATOR = "default"
+CV_FOLDS = 5
 
 
 @dataclass(frozen=True)
 class SessionStatus:
+    """A session and its counts; the accuracy fields are filled by `Sessions.status`."""
+
     record: SessionRecord
     classes: list[str]
     labels: int
     rounds: int
+    skipped: int = 0
+    leased: int = 0
+    remaining: int = 0
+    latest_version: str = ""
+    estimated_accuracy: float = float("nan")
+    accuracy_note: str = ""
+    class_counts: tuple[tuple[str, int], ...] = ()
+    annotators: int = 0
+
+    @property
+    def lease_seconds(self) -> float:
+        return float(self.record.config.get("lease_seconds", DEFAULT_LEASE_SECONDS))
 
 
 @dataclass(frozen=True)
@@ -36,15 +93,49 @@ class Batch:
     strategy: str
     fallback_reason: str
     round: int
+    lease_id: str = ""
+    lease_expires_at: float = 0.0
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome of a labels, skip or import request."""
+
+    accepted: int
+    total_labels: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class UndoResult:
+    undone_request_id: str
+    items: list[tuple[int, str, str]]  # (id, text, label undone; "" for a skip)
+    lease_id: str
+    lease_expires_at: float
+    total_labels: int
+    replayed: bool = False
+
+
+def request_digest(kind: str, annotator: str, payload: object) -> str:
+    """A digest of what a request asks for, to tell a retry from a reused request id."""
+    text = json.dumps([kind, annotator, payload], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Sessions:
-    """Create sessions, hand out batches chosen by the proxy, take labels."""
+    """Create sessions, lease batches chosen by the proxy, take labels, skips and undos."""
 
-    def __init__(self, store: Store, proxy: ProxyClient):
+    def __init__(self, store: Store, proxy: ProxyClient, clock: Callable[[], float] = time.time):
         self.store = store
         self.proxy = proxy
+        self.clock = clock
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._split_ids: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
+        self._accuracy: dict[tuple[str, int], tuple[float, str]] = {}
 
+    # ------------------------------------------------------------ sessions
     def create(
         self,
         session: str,
@@ -55,11 +146,16 @@ class Sessions:
         seed: int = 0,
         split: str = "train",
         classes: Sequence[str] = (),
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> SessionStatus:
         check_name("session", session)
         check_name("split", split)
         if not 1 <= batch_size <= MAX_BATCH:
             raise InvalidArgumentError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
+        if not 1.0 <= lease_seconds <= MAX_LEASE_SECONDS:  # also refuses NaN
+            raise InvalidArgumentError(
+                f"lease_seconds must be in 1..{MAX_LEASE_SECONDS:.0f}, got {lease_seconds}"
+            )
         info = self.store.pool_info(pool)
         if split not in info.splits:
             raise NotFoundError(
@@ -70,12 +166,7 @@ class Sessions:
             if embedding_version
             else self.store.latest_version(pool).version
         )
-        class_list = list(classes) or info.classes
-        if len(class_list) < 2 or len(set(class_list)) != len(class_list):
-            raise InvalidArgumentError(
-                "a session needs at least two distinct classes: pass `classes`, or ingest a pool "
-                "with gold labels"
-            )
+        class_list = _check_classes(list(classes) or info.classes)
         record = self.store.create_session(
             SessionRecord(
                 session=session,
@@ -85,92 +176,452 @@ class Sessions:
                 batch_size=batch_size,
                 seed=seed,
                 split=split,
-                config={"classes": class_list},
+                config={"classes": class_list, "lease_seconds": lease_seconds},
             )
         )
         return SessionStatus(record, class_list, labels=0, rounds=0)
 
-    def status(self, session: str) -> SessionStatus:
+    def get(self, session: str) -> SessionStatus:
+        """The session with its label and round counts (cheap: no accuracy estimate)."""
         record = self.store.get_session(session)
-        ids, _ = self.store.read_labels(session)
         return SessionStatus(
             record,
             list(record.config["classes"]),
-            labels=len(ids),
+            labels=len(self.store.read_label_log(session).labels),
             rounds=len(self.store.read_rounds(session)),
         )
 
-    def next_batch(self, session: str, k: int = 0) -> Batch:
-        """The next k unlabeled items of the session's split, chosen by its strategy."""
-        state = self.status(session)
-        record = state.record
+    def status(self, session: str) -> SessionStatus:
+        """Counts, leases, versions, and the proxy's cross-validated accuracy estimate."""
+        record = self.store.get_session(session)
+        log = self.store.read_label_log(session)
+        leases = active_leases(self.store.read_lease_events(session), log, self.clock())
+        leased = sum(len(x.ids) for x in leases)
+        split_ids = self._split(record)
+        decided = len(log.labels) + len(log.skipped)
+        accuracy, note = self._estimated_accuracy(record, log)
+        counts = Counter(log.labels.values())
+        return SessionStatus(
+            record,
+            list(record.config["classes"]),
+            labels=len(log.labels),
+            rounds=len(self.store.read_rounds(session)),
+            skipped=len(log.skipped),
+            leased=leased,
+            remaining=max(0, len(split_ids) - decided - leased),
+            latest_version=self.store.latest_version(record.pool).version,
+            estimated_accuracy=accuracy,
+            accuracy_note=note,
+            class_counts=tuple(sorted(counts.items(), key=lambda x: (-x[1], x[0]))),
+            annotators=len({a for a in log.annotator_of.values() if a}),
+        )
+
+    # ------------------------------------------------------------ batches and leases
+    def next_batch(self, session: str, k: int = 0, annotator: str = "") -> Batch:
+        """The annotator's open lease if any, else the next k items chosen by the strategy,
+        leased to the annotator. Empty when nothing is left to hand out."""
+        annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
+        record = self.store.get_session(session)
         k = k or record.batch_size
         if not 1 <= k <= MAX_BATCH:
             raise InvalidArgumentError(f"k must be in 1..{MAX_BATCH}, got {k}")
-        index = {c: i for i, c in enumerate(state.classes)}
-        ids, labels = self.store.read_labels(session)
-        rows = self.store.pool_rows(record.pool, split=record.split, columns=["id", "text"])
-        candidates = rows.column("id").to_numpy()
-        training = TrainingSet(
-            ids=ids,
-            labels=np.array([index[x] for x in labels], dtype=np.int32),
-            num_classes=len(state.classes),
-        )
-        try:
-            selection = self.proxy.select(
-                record.pool,
-                record.embedding_version,
-                training,
-                record.strategy,
-                k,
-                seed=record.seed * 100_003 + state.rounds,
-                candidate_ids=candidates,
+        with self._lock(session):
+            log = self.store.read_label_log(session)
+            now = self.clock()
+            leases = active_leases(self.store.read_lease_events(session), log, now)
+            rounds = len(self.store.read_rounds(session))
+            own = [x for x in leases if x.annotator == annotator]
+            if own:
+                lease = own[0]
+                return Batch(
+                    self._texts(record, lease.ids),
+                    record.strategy,
+                    "",
+                    rounds - 1,
+                    lease.lease_id,
+                    lease.expires_at,
+                    resumed=True,
+                )
+            leased = {i for x in leases for i in x.ids}
+            candidates = np.array(
+                [i for i in self._split(record).tolist() if not log.decided(i) and i not in leased],
+                dtype=np.int64,
             )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, "proxy service") from exc
-        text_of = dict(zip(candidates.tolist(), rows.column("text").to_pylist(), strict=True))
-        chosen = selection.ids.tolist()
-        self.store.record_round(
-            RoundRecord(
-                session=session,
-                round=state.rounds,
-                strategy=selection.strategy,
-                embedding_version=record.embedding_version,
-                selected_ids=chosen,
-                labels_total=len(ids),
-                timings=selection.timings,
-                scores_summary={
-                    "max": float(selection.scores.max()),
-                    "min": float(selection.scores.min()),
-                },
+            if candidates.size == 0:
+                return Batch([], record.strategy, "nothing left to label", rounds)
+            selection = self._select(record, log, candidates, min(k, candidates.size), rounds)
+            chosen = tuple(int(i) for i in selection.ids)
+            lease_id = uuid.uuid4().hex
+            expires = now + float(record.config.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+            self.store.append_lease_events(
+                session, [LeaseEvent(GRANT, lease_id, annotator, chosen, expires)]
             )
-        )
+            self.store.record_round(
+                RoundRecord(
+                    session=session,
+                    round=rounds,
+                    strategy=selection.strategy,
+                    embedding_version=record.embedding_version,
+                    selected_ids=list(chosen),
+                    labels_total=len(log.labels),
+                    timings=selection.timings,
+                    scores_summary={
+                        "max": float(selection.scores.max()),
+                        "min": float(selection.scores.min()),
+                        "annotator": annotator,
+                    },
+                )
+            )
         return Batch(
-            [(i, text_of[i]) for i in chosen],
+            self._texts(record, chosen),
             selection.strategy,
             selection.fallback_reason,
-            state.rounds,
+            rounds,
+            lease_id,
+            expires,
         )
 
-    def submit(self, session: str, labels: Sequence[tuple[int, str]]) -> tuple[int, int]:
-        """Validate and commit labels; returns (accepted, total labels of the session)."""
-        record = self.store.get_session(session)
-        classes = set(record.config["classes"])
-        if not labels:
-            raise InvalidArgumentError("no labels in the request")
-        bad = sorted({lab for _, lab in labels if lab not in classes})
-        if bad:
-            raise InvalidArgumentError(
-                f"unknown label(s) {bad[:5]}; the session's classes are {sorted(classes)[:20]}"
+    def release(self, session: str, annotator: str = "") -> int:
+        """End the annotator's open leases now; returns how many items went back."""
+        annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
+        self.store.get_session(session)
+        with self._lock(session):
+            log = self.store.read_label_log(session)
+            leases = active_leases(self.store.read_lease_events(session), log, self.clock())
+            own = [x for x in leases if x.annotator == annotator]
+            self.store.append_lease_events(
+                session, [LeaseEvent(RELEASE, x.lease_id, annotator) for x in own]
             )
-        ids = np.array([i for i, _ in labels], dtype=np.int64)
-        known = self.store.pool_rows(record.pool, split=record.split, columns=["id"])
-        missing = np.setdiff1d(ids, known.column("id").to_numpy())
+        return sum(len(x.ids) for x in own)
+
+    # ------------------------------------------------------------ writes
+    def submit(
+        self,
+        session: str,
+        labels: Sequence[tuple[int, str]],
+        request_id: str = "",
+        annotator: str = "",
+        relabel: bool = False,
+    ) -> WriteResult:
+        """Commit labels for items of the session's split; idempotent per request id."""
+        annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
+        check_request_id(request_id)
+        record = self.store.get_session(session)
+        ids = self._check_items(record, [i for i, _ in labels], MAX_BATCH, "labels")
+        _check_labels(record, [lab for _, lab in labels])
+        digest = request_digest(LABEL, annotator, [sorted(labels), relabel])
+        with self._lock(session):
+            log = self.store.read_label_log(session)
+            replay = _replayed(log, request_id, digest)
+            if replay is not None:
+                return WriteResult(len(replay.events), len(log.labels), replayed=True)
+            if not relabel:
+                done = [i for i in ids if i in log.labels]
+                if done:
+                    raise FailedPreconditionError(
+                        f"{len(done)} item(s) already have a label, e.g. {done[0]} is "
+                        f"{log.labels[done[0]]!r}; set relabel to change labels"
+                    )
+            self._check_not_leased_to_others(session, log, ids, annotator)
+            self.store.append_label_events(
+                session,
+                record.pool,
+                [
+                    LabelEvent(LABEL, i, lab, request_id, digest, annotator)
+                    for (_, lab), i in zip(labels, ids, strict=True)
+                ],
+            )
+        total = len(log.labels) + sum(1 for i in ids if i not in log.labels)
+        return WriteResult(len(ids), total)
+
+    def skip(
+        self, session: str, ids: Sequence[int], request_id: str = "", annotator: str = ""
+    ) -> WriteResult:
+        """Skip items: they are not handed out again in this session (Undo brings them back)."""
+        annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
+        check_request_id(request_id)
+        record = self.store.get_session(session)
+        items = self._check_items(record, ids, MAX_BATCH, "ids")
+        digest = request_digest(SKIP, annotator, sorted(items))
+        with self._lock(session):
+            log = self.store.read_label_log(session)
+            replay = _replayed(log, request_id, digest)
+            if replay is not None:
+                return WriteResult(len(replay.events), len(log.labels), replayed=True)
+            done = [i for i in items if i in log.labels]
+            if done:
+                raise FailedPreconditionError(
+                    f"{len(done)} item(s) already have a label, e.g. {done[0]}; only items "
+                    "without a label can be skipped (Undo takes a label back)"
+                )
+            self._check_not_leased_to_others(session, log, items, annotator)
+            self.store.append_label_events(
+                session,
+                record.pool,
+                [LabelEvent(SKIP, i, "", request_id, digest, annotator) for i in items],
+            )
+        return WriteResult(len(items), len(log.labels))
+
+    def undo(self, session: str, request_id: str = "", annotator: str = "") -> UndoResult:
+        """Revert the annotator's latest label or skip request; its items are leased back."""
+        annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
+        check_request_id(request_id)
+        record = self.store.get_session(session)
+        digest = request_digest(UNDO, annotator, [])
+        with self._lock(session):
+            log = self.store.read_label_log(session)
+            replay = _replayed(log, request_id, digest)
+            if replay is not None:
+                target = log.requests[replay.events[0].undoes]
+            else:
+                found = log.last_undoable(annotator)
+                if found is None:
+                    raise FailedPreconditionError(
+                        f"annotator {annotator!r} has nothing to undo in session {session!r}"
+                    )
+                target = found
+                self.store.append_label_events(
+                    session,
+                    record.pool,
+                    [
+                        LabelEvent(
+                            UNDO, e.id, e.label, request_id, digest, annotator, target.request_id
+                        )
+                        for e in target.events
+                    ],
+                )
+                log = self.store.read_label_log(session)
+            lease = self._lease_back(session, record, log, annotator, target.ids)
+        return UndoResult(
+            target.request_id,
+            [
+                (e.id, text, e.label)
+                for e, (_, text) in zip(target.events, self._texts(record, target.ids), strict=True)
+            ],
+            lease.lease_id if lease else "",
+            lease.expires_at if lease else 0.0,
+            len(log.labels),
+            replayed=replay is not None,
+        )
+
+    def import_labels(
+        self,
+        session: str,
+        labels: Sequence[tuple[int, str]],
+        request_id: str = "",
+        overwrite: bool = False,
+        annotator: str = "",
+    ) -> WriteResult:
+        """Labels made elsewhere; items that have a label keep it unless `overwrite`."""
+        annotator = check_annotator(annotator or "import")
+        check_request_id(request_id)
+        record = self.store.get_session(session)
+        ids = self._check_items(record, [i for i, _ in labels], MAX_IMPORT, "labels")
+        _check_labels(record, [lab for _, lab in labels])
+        digest = request_digest(IMPORT, annotator, [sorted(labels), overwrite])
+        with self._lock(session):
+            log = self.store.read_label_log(session)
+            replay = _replayed(log, request_id, digest)
+            if replay is not None:
+                return WriteResult(len(replay.events), len(log.labels), replayed=True)
+            events = [
+                LabelEvent(IMPORT, i, lab, request_id, digest, annotator, source="import")
+                for (_, lab), i in zip(labels, ids, strict=True)
+                if overwrite or i not in log.labels
+            ]
+            self.store.append_label_events(session, record.pool, events)
+        total = len(log.labels) + sum(1 for e in events if e.id not in log.labels)
+        return WriteResult(len(events), total)
+
+    def export_rows(self, session: str) -> list[dict[str, object]]:
+        """The current labels as rows: id, text, label, annotator (in the order given)."""
+        record = self.store.get_session(session)
+        log = self.store.read_label_log(session)
+        ids = list(log.labels)
+        return [
+            {"id": i, "text": text, "label": log.labels[i], "annotator": log.annotator_of[i]}
+            for i, text in self._texts(record, ids)
+        ]
+
+    # ------------------------------------------------------------ helpers
+    def _lock(self, session: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(session, threading.Lock())
+
+    def _split(self, record: SessionRecord) -> npt.NDArray[np.int64]:
+        """The ids of the session's split (splits never change once ingested)."""
+        key = (record.pool, record.split)
+        if key not in self._split_ids:
+            rows = self.store.pool_rows(record.pool, split=record.split, columns=["id"])
+            self._split_ids[key] = np.sort(rows.column("id").to_numpy())
+        return self._split_ids[key]
+
+    def _texts(self, record: SessionRecord, ids: Sequence[int]) -> list[tuple[int, str]]:
+        if not ids:
+            return []
+        rows = self.store.pool_rows(record.pool, split=record.split, columns=["id", "text"])
+        text_of = dict(
+            zip(rows.column("id").to_pylist(), rows.column("text").to_pylist(), strict=True)
+        )
+        return [(i, text_of[i]) for i in ids]
+
+    def _check_items(
+        self, record: SessionRecord, ids: Sequence[int], limit: int, what: str
+    ) -> list[int]:
+        if not ids:
+            raise InvalidArgumentError(f"no {what} in the request")
+        if len(ids) > limit:
+            raise InvalidArgumentError(
+                f"{len(ids)} {what} in one request; send at most {limit} per request"
+            )
+        items = [int(i) for i in ids]
+        if len(set(items)) != len(items):
+            dup = next(i for i, n in Counter(items).items() if n > 1)
+            raise InvalidArgumentError(f"id {dup} appears more than once in the request")
+        known = self._split(record)
+        missing = np.setdiff1d(np.asarray(items, dtype=np.int64), known)
         if missing.size:
             raise NotFoundError(
                 f"{missing.size} id(s) are not in split {record.split!r} of pool "
                 f"{record.pool!r}: {missing[:5].tolist()}"
             )
-        self.store.append_labels(session, record.pool, ids.tolist(), [lab for _, lab in labels])
-        total, _ = self.store.read_labels(session)
-        return len(labels), len(total)
+        return items
+
+    def _check_not_leased_to_others(
+        self, session: str, log: LabelLog, ids: Sequence[int], annotator: str
+    ) -> None:
+        leases = active_leases(self.store.read_lease_events(session), log, self.clock())
+        holder = {i: x for x in leases if x.annotator != annotator for i in x.ids}
+        taken = [i for i in ids if i in holder]
+        if taken:
+            lease = holder[taken[0]]
+            raise FailedPreconditionError(
+                f"{len(taken)} item(s) are leased to annotator {lease.annotator!r}, e.g. "
+                f"{taken[0]} until {time.strftime('%H:%M:%S', time.gmtime(lease.expires_at))} "
+                "UTC; label items from your own NextBatch"
+            )
+
+    def _lease_back(
+        self,
+        session: str,
+        record: SessionRecord,
+        log: LabelLog,
+        annotator: str,
+        ids: Sequence[int],
+    ) -> Lease | None:
+        """Lease the undecided `ids` that nobody else holds to `annotator` (after an undo)."""
+        leases = active_leases(self.store.read_lease_events(session), log, self.clock())
+        held = {i: x for x in leases for i in x.ids}
+        mine = [x for x in leases if x.annotator == annotator and set(ids) <= set(x.ids)]
+        if mine:
+            return mine[0]
+        free = tuple(i for i in ids if not log.decided(i) and i not in held)
+        if not free:
+            return None
+        expires = self.clock() + float(record.config.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+        lease = Lease(uuid.uuid4().hex, annotator, free, expires)
+        self.store.append_lease_events(
+            session, [LeaseEvent(GRANT, lease.lease_id, annotator, free, expires)]
+        )
+        return lease
+
+    def _training(self, record: SessionRecord, labels: dict[int, str]) -> TrainingSet:
+        index = {c: i for i, c in enumerate(record.config["classes"])}
+        return TrainingSet(
+            ids=np.fromiter(labels.keys(), dtype=np.int64, count=len(labels)),
+            labels=np.array([index[x] for x in labels.values()], dtype=np.int32),
+            num_classes=len(index),
+        )
+
+    def _select(
+        self,
+        record: SessionRecord,
+        log: LabelLog,
+        candidates: npt.NDArray[np.int64],
+        k: int,
+        rounds: int,
+    ) -> Selection:
+        try:
+            return self.proxy.select(
+                record.pool,
+                record.embedding_version,
+                self._training(record, log.labels),
+                record.strategy,
+                k,
+                seed=record.seed * 100_003 + rounds,
+                candidate_ids=candidates,
+            )
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, "proxy service") from exc
+
+    def _estimated_accuracy(self, record: SessionRecord, log: LabelLog) -> tuple[float, str]:
+        """Stratified k-fold accuracy of the proxy on the labels, cached per log length."""
+        key = (record.session, log.events)
+        if key not in self._accuracy:
+            self._accuracy[key] = self._cross_validate(record, log.labels)
+        return self._accuracy[key]
+
+    def _cross_validate(self, record: SessionRecord, labels: dict[int, str]) -> tuple[float, str]:
+        counts = Counter(labels.values())
+        kept = {i: lab for i, lab in labels.items() if counts[lab] >= 2}
+        if len({*kept.values()}) < 2:
+            return float("nan"), "needs two classes with at least two labels each"
+        folds = min(CV_FOLDS, min(counts[lab] for lab in kept.values()))
+        training = self._training(record, kept)
+        correct = 0
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=record.seed)
+        try:
+            for train, test in splitter.split(training.ids, training.labels):
+                fold = TrainingSet(
+                    training.ids[train], training.labels[train], training.num_classes
+                )
+                predicted = self.proxy.predict(
+                    record.pool, record.embedding_version, fold, training.ids[test], record.seed
+                )
+                correct += int((predicted == training.labels[test]).sum())
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc, "proxy service") from exc
+        dropped = len(labels) - len(kept)
+        note = f"{folds}-fold cross-validation of the proxy on {len(kept)} labels"
+        if dropped:
+            note += f" ({dropped} in classes with a single label left out)"
+        return correct / len(kept), note
+
+
+def _check_classes(classes: list[str]) -> list[str]:
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        raise InvalidArgumentError(
+            "a session needs at least two distinct classes: pass `classes`, or ingest a pool "
+            "with gold labels"
+        )
+    if len(classes) > MAX_CLASSES:
+        raise InvalidArgumentError(f"{len(classes)} classes; at most {MAX_CLASSES} are allowed")
+    bad = [c for c in classes if not c.strip() or len(c) > MAX_CLASS_CHARS]
+    if bad:
+        raise InvalidArgumentError(
+            f"class names must be 1..{MAX_CLASS_CHARS} characters and not blank, got {bad[0]!r}"
+        )
+    return classes
+
+
+def _check_labels(record: SessionRecord, labels: Sequence[str]) -> None:
+    classes = set(record.config["classes"])
+    bad = sorted({lab for lab in labels if lab not in classes})
+    if bad:
+        raise InvalidArgumentError(
+            f"unknown label(s) {[b[:80] for b in bad[:5]]}; the session's classes are "
+            f"{sorted(classes)[:20]}"
+        )
+
+
+def _replayed(log: LabelLog, request_id: str, digest: str) -> Request | None:
+    """The committed request with this id (a retry), or None for a new request."""
+    request = log.requests.get(request_id)
+    if request is None:
+        return None
+    if request.request_hash != digest:
+        raise InvalidArgumentError(
+            f"request_id {request_id!r} was already used for a different request; use a new "
+            "request id for each new request, and the same one only to retry"
+        )
+    return request

@@ -9,7 +9,9 @@ table                       columns
 ``embeddings__<pool>``      id int64, vector fixed_size_list<float32>[dim]; one table
                             version per embedding run, pinned by a tag ("v1", "v2", ...)
 ``embedding_versions``      metadata per run (append-only; the last row per version wins)
-``labels``                  session, pool, id, label, source, created_at (append-only)
+``labels``                  a session's label log: label / import / skip / undo events
+                            with request id and annotator (append-only)
+``leases``                  items reserved for an annotator: grant and release events
 ``rounds``                  one row per AL round: strategy, version, selected ids, ...
 ``sessions``                one row per AL session
 ==========================  ==========================================================
@@ -17,7 +19,8 @@ table                       columns
 Atomicity: an embedding run writes its fragments first (invisible) and commits them as one
 table version at the end, then tags it, then records it as complete. Readers only open
 versions recorded complete, by tag, so a partial run is never visible. Pool ingestion is a
-single append commit. Label appends are committed before `append_labels` returns.
+single append commit. Label appends are committed before `append_labels` returns; the
+events of one request are one commit, so a request is either wholly in the log or not.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import json
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,6 +48,7 @@ from proxal_runtime.errors import (
     NotFoundError,
 )
 from proxal_runtime.names import check_name
+from proxal_store.labels import LABEL, LabelEvent, LabelLog, LeaseEvent
 
 POOL_SCHEMA = pa.schema(
     [
@@ -89,6 +93,7 @@ FRAGMENTS_SCHEMA = pa.schema(
         ("recorded_at", pa.string()),
     ]
 )
+# A session's label log (proxal_store.labels): append-only events, one commit per request.
 LABELS_SCHEMA = pa.schema(
     [
         ("session", pa.string()),
@@ -96,6 +101,22 @@ LABELS_SCHEMA = pa.schema(
         ("id", pa.int64()),
         ("label", pa.string()),
         ("source", pa.string()),
+        ("created_at", pa.string()),
+        ("kind", pa.string()),
+        ("request_id", pa.string()),
+        ("request_hash", pa.string()),
+        ("annotator", pa.string()),
+        ("undoes", pa.string()),
+    ]
+)
+LEASES_SCHEMA = pa.schema(
+    [
+        ("session", pa.string()),
+        ("kind", pa.string()),
+        ("lease_id", pa.string()),
+        ("annotator", pa.string()),
+        ("ids", pa.list_(pa.int64())),
+        ("expires_at", pa.float64()),
         ("created_at", pa.string()),
     ]
 )
@@ -838,41 +859,64 @@ class Store:
         labels: Sequence[str],
         source: str = "human",
     ) -> None:
-        """Append labels; committed (on disk) when this returns."""
-        check_name("session", session)
+        """Append labels given outside a request (an oracle); committed when this returns."""
         if len(ids) != len(labels):
             raise InvalidArgumentError("ids and labels must have the same length")
-        if not len(ids):
+        events = [
+            LabelEvent(LABEL, int(i), label, source=source)
+            for i, label in zip(ids, labels, strict=True)
+        ]
+        self.append_label_events(session, pool, events)
+
+    def append_label_events(self, session: str, pool: str, events: Sequence[LabelEvent]) -> None:
+        """Append one request's events as one commit: all of them are on disk, or none."""
+        check_name("session", session)
+        if not events:
             return
         now = utcnow()
-        rows = pa.table(
-            {
-                "session": [session] * len(ids),
-                "pool": [pool] * len(ids),
-                "id": pa.array(np.asarray(ids, dtype=np.int64)),
-                "label": list(labels),
-                "source": [source] * len(ids),
-                "created_at": [now] * len(ids),
-            },
-            schema=LABELS_SCHEMA,
-        )
-        self._append("labels", rows)
+        rows = [
+            {**asdict(e), "session": session, "pool": pool, "created_at": e.created_at or now}
+            for e in events
+        ]
+        self._append("labels", pa.Table.from_pylist(rows, schema=LABELS_SCHEMA))
+
+    def read_label_events(self, session: str) -> list[LabelEvent]:
+        """A session's label log in commit order."""
+        check_name("session", session)
+        columns = [f.name for f in fields(LabelEvent)]
+        table = self._read("labels", where=f"session = '{session}'", columns=columns)
+        if table is None:
+            return []
+        return [LabelEvent(**row) for row in table.to_pylist()]
+
+    def read_label_log(self, session: str) -> LabelLog:
+        return LabelLog.replay(self.read_label_events(session))
 
     def read_labels(self, session: str) -> tuple[npt.NDArray[np.int64], list[str]]:
-        """A session's labels in submission order; a relabelled id keeps its last label."""
+        """A session's current labels in the order given; a relabelled id keeps its last
+        label, undone requests do not count."""
+        labels = self.read_label_log(session).labels
+        return np.fromiter(labels.keys(), dtype=np.int64, count=len(labels)), list(labels.values())
+
+    # ---------------------------------------------------------------- leases
+    def append_lease_events(self, session: str, events: Sequence[LeaseEvent]) -> None:
         check_name("session", session)
-        table = self._read(
-            "labels", where=f"session = '{session}'", columns=["id", "label", "created_at"]
-        )
-        if table is None or table.num_rows == 0:
-            return np.zeros(0, dtype=np.int64), []
-        last: dict[int, str] = {}
-        for i, label in zip(
-            table.column("id").to_pylist(), table.column("label").to_pylist(), strict=True
-        ):
-            last.pop(i, None)
-            last[i] = label
-        return np.fromiter(last.keys(), dtype=np.int64, count=len(last)), list(last.values())
+        if not events:
+            return
+        now = utcnow()
+        rows = [
+            {**asdict(e), "session": session, "ids": list(e.ids), "created_at": e.created_at or now}
+            for e in events
+        ]
+        self._append("leases", pa.Table.from_pylist(rows, schema=LEASES_SCHEMA))
+
+    def read_lease_events(self, session: str) -> list[LeaseEvent]:
+        check_name("session", session)
+        columns = [f.name for f in fields(LeaseEvent)]
+        table = self._read("leases", where=f"session = '{session}'", columns=columns)
+        if table is None:
+            return []
+        return [LeaseEvent(**{**row, "ids": tuple(row["ids"])}) for row in table.to_pylist()]
 
     # ---------------------------------------------------------------- rounds
     def record_round(self, record: RoundRecord) -> None:

@@ -1,9 +1,17 @@
-"""Labeling sessions through a real OrchestratorService, backed by a real proxy subprocess."""
+"""Labeling sessions through a real OrchestratorService, backed by a real proxy subprocess.
+
+Leases, request-id idempotency, skip, undo, relabel, import and export, all over gRPC
+against a real LanceDB store. Lease expiry uses a clock the test moves (no sleeping).
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -11,9 +19,12 @@ import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 
+from orchestrator import servicer as servicer_module
 from orchestrator.clients import ProxyClient
+from orchestrator.label_files import CSV, JSONL, LABEL_STUDIO, parse_labels
 from orchestrator.processes import ServiceProcess
 from orchestrator.servicer import OrchestratorServicer
+from orchestrator.session_client import SessionClient
 from orchestrator.sessions import Sessions
 from proxal_runtime.server import ServerSettings, start_server
 from proxal_store import EncoderInfo, Store
@@ -28,10 +39,50 @@ def _blobs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
     return (centres[y] + rng.normal(size=(n, DIM))).astype(np.float32), [CLASSES[i] for i in y]
 
 
+class Clock:
+    """Wall time plus an offset the test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@dataclass
+class Stack:
+    stub: pb_grpc.OrchestratorServiceStub
+    store: Store
+    address: str
+    clock: Clock
+    proxy_address: str
+
+
+def rid() -> str:
+    return uuid.uuid4().hex
+
+
+def submit(
+    stack: Stack, session: str, pairs: list[tuple[int, str]], who: str = "ann", **kw: object
+) -> pb.SubmitLabelsResponse:
+    return stack.stub.SubmitLabels(
+        pb.SubmitLabelsRequest(
+            session=session,
+            labels=[pb.Label(id=i, label=lab) for i, lab in pairs],
+            request_id=str(kw.pop("request_id", rid())),
+            annotator=who,
+            **kw,  # type: ignore[arg-type]
+        )
+    )
+
+
+def gold(store: Store) -> dict[int, str]:
+    labels = store.pool_rows("blobs", split="train").column("label").to_pylist()
+    return dict(enumerate(labels))
+
+
 @pytest.fixture(scope="module")
-def stack(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[pb_grpc.OrchestratorServiceStub, Store]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("sessions")
     store = Store(str(root / "store"))
     rng = np.random.default_rng(0)
@@ -42,7 +93,8 @@ def stack(
         writer.write(np.arange(N_TRAIN + N_TEST), x)
         writer.commit()
     with ServiceProcess("proxy_service", store.uri, log_path=root / "proxy.log") as proxy:
-        sessions = Sessions(store, ProxyClient(proxy.address))
+        clock = Clock()
+        sessions = Sessions(store, ProxyClient(proxy.address), clock=clock)
         servicer = OrchestratorServicer(sessions)
         running = start_server(
             ServerSettings(port=0),
@@ -50,50 +102,273 @@ def stack(
             ["proxal.orchestrator.v1.OrchestratorService"],
         )
         with grpc.insecure_channel(running.address) as channel:
-            yield pb_grpc.OrchestratorServiceStub(channel), store
+            stub = pb_grpc.OrchestratorServiceStub(channel)
+            yield Stack(stub, store, running.address, clock, proxy.address)
         running.stop(0)
 
 
-def test_label_loop_over_grpc(stack) -> None:  # type: ignore[no-untyped-def]
-    stub, store = stack
-    session = stub.CreateSession(
+def test_label_loop_over_grpc(stack: Stack) -> None:
+    session = stack.stub.CreateSession(
         pb.CreateSessionRequest(
             session="loop", pool="blobs", strategy="margin", batch_size=8, seed=1
         )
     )
     assert session.embedding_version == "v1" and list(session.classes) == CLASSES
-    gold = dict(
-        zip(
-            range(N_TRAIN),
-            store.pool_rows("blobs", split="train").column("label").to_pylist(),
-            strict=True,
-        )
-    )
+    assert session.lease_seconds == 600
+    truth = gold(stack.store)
     seen: set[int] = set()
     strategies = []
     for _ in range(3):
-        batch = stub.NextBatch(pb.NextBatchRequest(session="loop"))
+        batch = stack.stub.NextBatch(pb.NextBatchRequest(session="loop", annotator="ann"))
         ids = [item.id for item in batch.items]
-        assert len(ids) == 8 and len(set(ids)) == 8
+        assert len(ids) == 8 and len(set(ids)) == 8 and batch.lease_id and not batch.resumed
+        assert batch.lease_expires_at > time.time() + 500
         assert not seen & set(ids), "a batch must never contain an already-labeled id"
         assert all(0 <= i < N_TRAIN for i in ids), "only ids of the session's split"
         seen.update(ids)
         strategies.append((batch.strategy, batch.fallback_reason))
-        reply = stub.SubmitLabels(
-            pb.SubmitLabelsRequest(
-                session="loop", labels=[pb.Label(id=i, label=gold[i]) for i in ids]
-            )
-        )
-        assert reply.accepted == 8 and reply.total_labels == len(seen)
+        reply = submit(stack, "loop", [(i, truth[i]) for i in ids])
+        assert reply.accepted == 8 and reply.total_labels == len(seen) and not reply.replayed
     # the cold start (no labels) falls back to random and says why; later rounds use margin
     assert strategies[0][0] == "random" and strategies[0][1]
     assert strategies[-1] == ("margin", "")
-    status = stub.GetSession(pb.GetSessionRequest(session="loop"))
-    assert status.labels == 24 and status.rounds == 3
+    session = stack.stub.GetSession(pb.GetSessionRequest(session="loop"))
+    assert session.labels == 24 and session.rounds == 3
     # acknowledged labels are in the store, read back by a fresh Store on the same directory
-    ids, labels = Store(store.uri).read_labels("loop")
-    assert sorted(ids.tolist()) == sorted(seen)
-    assert all(gold[i] == lab for i, lab in zip(ids.tolist(), labels, strict=True))
+    stored, labels = Store(stack.store.uri).read_labels("loop")
+    assert sorted(stored.tolist()) == sorted(seen)
+    assert all(truth[i] == lab for i, lab in zip(stored.tolist(), labels, strict=True))
+
+
+def test_status_counts_and_estimates_accuracy(stack: Stack) -> None:
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="stat", pool="blobs"))
+    early = stack.stub.Status(pb.StatusRequest(session="stat"))
+    assert early.labels == 0 and early.remaining == N_TRAIN and early.latest_version == "v1"
+    assert np.isnan(early.estimated_accuracy) and "two classes" in early.accuracy_note
+    truth = gold(stack.store)
+    submit(stack, "stat", [(i, truth[i]) for i in range(60)])
+    stack.stub.Skip(pb.SkipRequest(session="stat", ids=[60, 61], request_id=rid(), annotator="b"))
+    batch = stack.stub.NextBatch(pb.NextBatchRequest(session="stat", k=5, annotator="c"))
+    status = stack.stub.Status(pb.StatusRequest(session="stat"))
+    assert (status.labels, status.skipped, status.leased) == (60, 2, 5)
+    assert status.remaining == N_TRAIN - 67 and status.rounds == 1 and status.annotators == 1
+    assert status.embedding_version == "v1" and status.session.session == "stat"
+    counts = Counter(truth[i] for i in range(60))
+    assert {c.label: c.count for c in status.class_counts} == counts
+    # well-separated blobs: the proxy's cross-validated accuracy must be high, and honest
+    assert 0.8 <= status.estimated_accuracy <= 1.0 and "5-fold" in status.accuracy_note
+    assert len(batch.items) == 5
+
+
+def test_two_annotators_never_share_an_item_and_leases_expire(stack: Stack) -> None:
+    stack.stub.CreateSession(
+        pb.CreateSessionRequest(session="lease", pool="blobs", batch_size=20, lease_seconds=60)
+    )
+    a = stack.stub.NextBatch(pb.NextBatchRequest(session="lease", annotator="alice"))
+    b = stack.stub.NextBatch(pb.NextBatchRequest(session="lease", annotator="bob"))
+    a_ids, b_ids = [x.id for x in a.items], [x.id for x in b.items]
+    assert len(a_ids) == len(b_ids) == 20 and not set(a_ids) & set(b_ids)
+    # alice asks again (her client restarted): she gets her open lease back, not new items
+    again = stack.stub.NextBatch(pb.NextBatchRequest(session="lease", annotator="alice"))
+    assert again.resumed and again.lease_id == a.lease_id and [x.id for x in again.items] == a_ids
+    # bob may not label alice's items while her lease holds
+    with pytest.raises(grpc.RpcError) as info:
+        submit(stack, "lease", [(a_ids[0], "alpha")], who="bob")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "leased to annotator 'alice'" in info.value.details()
+    submit(stack, "lease", [(i, "alpha") for i in a_ids[:5]], who="alice")
+    # the lease now covers only the 15 items alice has not labelled
+    left = stack.stub.NextBatch(pb.NextBatchRequest(session="lease", annotator="alice"))
+    assert [x.id for x in left.items] == a_ids[5:]
+    # after expiry, alice's 15 unlabelled items go back to the pool: carol can get them
+    stack.clock.offset += 61
+    try:
+        carol = stack.stub.NextBatch(
+            pb.NextBatchRequest(session="lease", annotator="carol", k=N_TRAIN - 5)
+        )
+        carol_ids = {x.id for x in carol.items}
+        assert set(a_ids[5:]) <= carol_ids and set(b_ids) <= carol_ids
+        assert not set(a_ids[:5]) & carol_ids  # labelled items never come back
+    finally:
+        stack.clock.offset -= 61
+    nothing = stack.stub.NextBatch(pb.NextBatchRequest(session="lease", annotator="dave"))
+    assert not nothing.items and nothing.fallback_reason == "nothing left to label"
+
+
+def test_release_returns_items_at_once(stack: Stack) -> None:
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="rel", pool="blobs", batch_size=6))
+    a = stack.stub.NextBatch(pb.NextBatchRequest(session="rel", annotator="alice"))
+    submit(stack, "rel", [(a.items[0].id, "beta")], who="alice")
+    released = stack.stub.ReleaseLease(pb.ReleaseLeaseRequest(session="rel", annotator="alice"))
+    assert released.released == 5
+    submit(stack, "rel", [(a.items[1].id, "gamma")], who="bob")  # no longer leased
+    assert stack.stub.Status(pb.StatusRequest(session="rel")).leased == 0
+
+
+def test_concurrent_annotators_get_disjoint_batches(stack: Stack) -> None:
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="crowd", pool="blobs", batch_size=10))
+    batches: dict[str, list[int]] = {}
+
+    def work(name: str) -> None:
+        reply = stack.stub.NextBatch(pb.NextBatchRequest(session="crowd", annotator=name))
+        batches[name] = [x.id for x in reply.items]
+
+    threads = [threading.Thread(target=work, args=(f"a{n}",)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    every = [i for ids in batches.values() for i in ids]
+    assert len(batches) == 6 and len(every) == 60 and len(set(every)) == 60
+
+
+def test_retries_never_double_count(stack: Stack) -> None:
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="idem", pool="blobs"))
+    key = rid()
+    first = submit(stack, "idem", [(1, "alpha"), (2, "beta")], request_id=key)
+    retry = submit(stack, "idem", [(1, "alpha"), (2, "beta")], request_id=key)
+    assert (first.accepted, first.total_labels, first.replayed) == (2, 2, False)
+    assert (retry.accepted, retry.total_labels, retry.replayed) == (2, 2, True)
+    with pytest.raises(grpc.RpcError) as info:
+        submit(stack, "idem", [(3, "alpha")], request_id=key)  # same id, other request
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "already used for a different request" in info.value.details()
+    skip_id = rid()
+    for _ in range(2):
+        stack.stub.Skip(
+            pb.SkipRequest(session="idem", ids=[7], request_id=skip_id, annotator="ann")
+        )
+    undo_id = rid()
+    undone = [
+        stack.stub.Undo(pb.UndoRequest(session="idem", request_id=undo_id, annotator="ann"))
+        for _ in range(2)
+    ]
+    assert [u.undone_request_id for u in undone] == [skip_id, skip_id]
+    assert [u.replayed for u in undone] == [False, True]
+    events = stack.store.read_label_events("idem")
+    assert Counter((e.kind, e.id) for e in events) == {
+        ("label", 1): 1,
+        ("label", 2): 1,
+        ("skip", 7): 1,
+        ("undo", 7): 1,
+    }
+
+
+def test_skip_undo_and_relabel(stack: Stack) -> None:
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="edit", pool="blobs", batch_size=3))
+    batch = stack.stub.NextBatch(pb.NextBatchRequest(session="edit", annotator="ann"))
+    x, y, z = [i.id for i in batch.items]
+    submit(stack, "edit", [(x, "alpha")])
+    stack.stub.Skip(pb.SkipRequest(session="edit", ids=[y], request_id=rid(), annotator="ann"))
+    # a skipped item is not handed out again
+    more = stack.stub.NextBatch(pb.NextBatchRequest(session="edit", annotator="ann"))
+    assert [i.id for i in more.items] == [z]
+    # undo takes back the skip: y is leased back to the same annotator, with its text
+    undo = stack.stub.Undo(pb.UndoRequest(session="edit", request_id=rid(), annotator="ann"))
+    assert [(i.id, i.label) for i in undo.items] == [(y, "")] and undo.items[0].text
+    assert undo.lease_id and undo.total_labels == 1
+    resumed = stack.stub.NextBatch(pb.NextBatchRequest(session="edit", annotator="ann"))
+    assert {i.id for i in resumed.items} >= {y}
+    # changing a label needs `relabel`
+    with pytest.raises(grpc.RpcError) as info:
+        submit(stack, "edit", [(x, "beta")])
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "set relabel" in info.value.details()
+    submit(stack, "edit", [(x, "beta")], relabel=True)
+    assert stack.store.read_labels("edit")[1] == ["beta"]
+    # undo the relabel: the earlier label comes back
+    undo = stack.stub.Undo(pb.UndoRequest(session="edit", request_id=rid(), annotator="ann"))
+    assert [(i.id, i.label) for i in undo.items] == [(x, "beta")]
+    assert stack.store.read_labels("edit")[1] == ["alpha"]
+    # undo the first label: nothing left, and a further undo says so
+    stack.stub.Undo(pb.UndoRequest(session="edit", request_id=rid(), annotator="ann"))
+    assert stack.store.read_labels("edit")[0].size == 0
+    with pytest.raises(grpc.RpcError) as info:
+        stack.stub.Undo(pb.UndoRequest(session="edit", request_id=rid(), annotator="ann"))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "nothing to undo" in info.value.details()
+    # an item with a label cannot be skipped
+    submit(stack, "edit", [(x, "gamma")])
+    with pytest.raises(grpc.RpcError) as info:
+        stack.stub.Skip(pb.SkipRequest(session="edit", ids=[x], request_id=rid(), annotator="ann"))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_import_then_export_in_every_format(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="io", pool="blobs"))
+    submit(stack, "io", [(5, "gamma")], who="ann")
+    client = SessionClient(stack.address, annotator="importer")
+    truth = gold(stack.store)
+    pairs = [(i, truth[i]) for i in range(40)]
+    # id 5 keeps the human label unless overwrite is set
+    assert client.import_labels("io", pairs) == 39
+    assert dict(zip(*stack.store.read_labels("io"), strict=True))[5] == "gamma"
+    assert client.import_labels("io", [(5, truth[5])], overwrite=True) == 1
+    monkeypatch.setattr(servicer_module, "EXPORT_CHUNK_BYTES", 256)  # force many chunks
+    expected = sorted(pairs)
+    for fmt in (JSONL, CSV, LABEL_STUDIO):
+        data = client.export("io", fmt)
+        assert sorted(parse_labels(data, fmt)) == expected, fmt
+    lines = client.export("io", JSONL).decode().splitlines()
+    assert '"text": "train text' in lines[0] and '"annotator": "importer"' in lines[0]
+    client.close()
+
+
+BAD_WRITES = [
+    (dict(labels=[(1, "alpha")], request_id=""), grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
+    (
+        dict(labels=[(1, "alpha")], annotator="no spaces"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "annotator",
+    ),
+    (dict(labels=[(1, "alpha"), (1, "beta")]), grpc.StatusCode.INVALID_ARGUMENT, "more than once"),
+    (
+        dict(labels=[(i, "alpha") for i in range(1001)]),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "at most 1000",
+    ),
+    (
+        dict(labels=[(1, "alpha"), (N_TRAIN + 5, "beta")]),  # a test-split id
+        grpc.StatusCode.NOT_FOUND,
+        "not in split",
+    ),
+    (dict(labels=[(10**9, "alpha")]), grpc.StatusCode.NOT_FOUND, "not in split"),
+    (dict(labels=[(1, "delta")]), grpc.StatusCode.INVALID_ARGUMENT, "unknown label"),
+    (dict(labels=[]), grpc.StatusCode.INVALID_ARGUMENT, "no labels"),
+]
+
+
+@pytest.mark.parametrize(("kw", "code", "fragment"), BAD_WRITES)
+def test_bad_labels_are_rejected_and_nothing_is_written(
+    stack: Stack, kw: dict[str, object], code: grpc.StatusCode, fragment: str
+) -> None:
+    session = f"bad-{BAD_WRITES.index((kw, code, fragment))}"
+    stack.stub.CreateSession(pb.CreateSessionRequest(session=session, pool="blobs"))
+    labels = kw.pop("labels")
+    with pytest.raises(grpc.RpcError) as info:
+        stack.stub.SubmitLabels(
+            pb.SubmitLabelsRequest(
+                session=session,
+                labels=[pb.Label(id=i, label=lab) for i, lab in labels],  # type: ignore[attr-defined]
+                request_id=str(kw.get("request_id", rid())),
+                annotator=str(kw.get("annotator", "ann")),
+            )
+        )
+    assert info.value.code() == code and fragment in info.value.details()
+    assert stack.store.read_label_events(session) == []
+
+
+def test_writes_to_an_unknown_session_are_not_found(stack: Stack) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        submit(stack, "ghost", [(1, "a")])
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as info:
+        list(stack.stub.ExportLabels(pb.ExportLabelsRequest(session="ghost")))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="fmt", pool="blobs"))
+    with pytest.raises(grpc.RpcError) as info:
+        list(stack.stub.ExportLabels(pb.ExportLabelsRequest(session="fmt", format=42)))  # type: ignore[arg-type]
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @pytest.mark.parametrize(
@@ -120,70 +395,48 @@ def test_label_loop_over_grpc(stack) -> None:  # type: ignore[no-untyped-def]
             grpc.StatusCode.INVALID_ARGUMENT,
             "batch_size",
         ),
+        (
+            pb.CreateSessionRequest(session="x", pool="blobs", lease_seconds=float("nan")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "lease_seconds",
+        ),
+        (
+            pb.CreateSessionRequest(session="x", pool="blobs", classes=["a", "a"]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "two distinct classes",
+        ),
     ],
 )
-def test_create_session_bad_input(stack, request_, code, fragment) -> None:  # type: ignore[no-untyped-def]
-    stub, _ = stack
+def test_create_session_bad_input(
+    stack: Stack, request_: pb.CreateSessionRequest, code: grpc.StatusCode, fragment: str
+) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        stub.CreateSession(request_)
+        stack.stub.CreateSession(request_)
     assert info.value.code() == code
     assert fragment in info.value.details()
 
 
-def test_bad_labels_are_rejected_and_nothing_is_written(stack) -> None:  # type: ignore[no-untyped-def]
-    stub, store = stack
-    stub.CreateSession(pb.CreateSessionRequest(session="bad", pool="blobs"))
-    cases = [
-        (
-            [pb.Label(id=1, label="alpha"), pb.Label(id=N_TRAIN + 5, label="beta")],
-            grpc.StatusCode.NOT_FOUND,
-            "not in split",
-        ),  # a test-split id
-        ([pb.Label(id=10**9, label="alpha")], grpc.StatusCode.NOT_FOUND, "not in split"),
-        ([pb.Label(id=1, label="delta")], grpc.StatusCode.INVALID_ARGUMENT, "unknown label"),
-        ([], grpc.StatusCode.INVALID_ARGUMENT, "no labels"),
-    ]
-    for labels, code, fragment in cases:
-        with pytest.raises(grpc.RpcError) as info:
-            stub.SubmitLabels(pb.SubmitLabelsRequest(session="bad", labels=labels))
-        assert info.value.code() == code and fragment in info.value.details()
-    assert store.read_labels("bad")[0].size == 0
-    with pytest.raises(grpc.RpcError) as info:
-        stub.SubmitLabels(
-            pb.SubmitLabelsRequest(session="ghost", labels=[pb.Label(id=1, label="a")])
-        )
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-def test_proxy_errors_keep_their_status(stack) -> None:  # type: ignore[no-untyped-def]
-    stub, _ = stack
-    stub.CreateSession(pb.CreateSessionRequest(session="weird", pool="blobs", strategy="telepathy"))
-    stub.SubmitLabels(
-        pb.SubmitLabelsRequest(
-            session="weird", labels=[pb.Label(id=0, label="alpha"), pb.Label(id=1, label="beta")]
-        )
+def test_proxy_errors_keep_their_status(stack: Stack) -> None:
+    stack.stub.CreateSession(
+        pb.CreateSessionRequest(session="weird", pool="blobs", strategy="telepathy")
     )
+    submit(stack, "weird", [(0, "alpha"), (1, "beta")])
     with pytest.raises(grpc.RpcError) as info:
-        stub.NextBatch(pb.NextBatchRequest(session="weird"))
+        stack.stub.NextBatch(pb.NextBatchRequest(session="weird"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "proxy service" in info.value.details() and "telepathy" in info.value.details()
-    with pytest.raises(grpc.RpcError) as info:
-        stub.NextBatch(
-            pb.NextBatchRequest(session="weird", k=N_TRAIN)
-        )  # more than the unlabeled candidates
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # a failed selection leases nothing
+    assert stack.stub.Status(pb.StatusRequest(session="weird")).leased == 0
 
 
-def test_sessions_survive_a_new_orchestrator(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    stub, store = stack
-    stub.CreateSession(pb.CreateSessionRequest(session="durable", pool="blobs", batch_size=4))
-    batch = stub.NextBatch(pb.NextBatchRequest(session="durable"))
-    stub.SubmitLabels(
-        pb.SubmitLabelsRequest(
-            session="durable", labels=[pb.Label(id=item.id, label="alpha") for item in batch.items]
-        )
-    )
-    # a second orchestrator over the same store (as after a restart) sees the same session
-    fresh = Sessions(Store(store.uri), ProxyClient("127.0.0.1:1"))
-    status = fresh.status("durable")
-    assert status.labels == 4 and status.rounds == 1 and status.record.batch_size == 4
+def test_sessions_survive_a_new_orchestrator(stack: Stack) -> None:
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="durable", pool="blobs", batch_size=4))
+    batch = stack.stub.NextBatch(pb.NextBatchRequest(session="durable", annotator="ann"))
+    submit(stack, "durable", [(batch.items[0].id, "alpha")])
+    # a second orchestrator over the same store (as after a restart) carries on: same labels,
+    # rounds and leases, and the annotator gets the rest of the open lease back
+    fresh = Sessions(Store(stack.store.uri), ProxyClient(stack.proxy_address))
+    state = fresh.get("durable")
+    assert state.labels == 1 and state.rounds == 1 and state.record.batch_size == 4
+    resumed = fresh.next_batch("durable", annotator="ann")
+    assert resumed.resumed and [i for i, _ in resumed.items] == [x.id for x in batch.items[1:]]

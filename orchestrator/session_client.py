@@ -1,0 +1,139 @@
+"""A client of OrchestratorService for one annotator (used by `proxal label` and the CLI).
+
+Every write gets a fresh request id, and a write that fails because the orchestrator is
+unreachable (UNAVAILABLE, DEADLINE_EXCEEDED: it may be restarting) is retried with the
+same id until `retry_seconds` pass. The server answers a retry of a committed request from
+its log, so a label is never counted twice however often a call is retried.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import grpc
+from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from orchestrator.clients import open_channel
+
+T = TypeVar("T")
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+IMPORT_CHUNK = 10_000
+EXPORT_FORMATS = {
+    "jsonl": pb.EXPORT_FORMAT_JSONL,
+    "csv": pb.EXPORT_FORMAT_CSV,
+    "label-studio": pb.EXPORT_FORMAT_LABEL_STUDIO,
+}
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class SessionClient:
+    """OrchestratorService calls as `annotator`, with retries that keep their request id."""
+
+    def __init__(
+        self,
+        address: str,
+        annotator: str = "default",
+        timeout: float = 60.0,
+        retry_seconds: float = 60.0,
+    ):
+        self.address = address
+        self.annotator = annotator
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+        self._channel = open_channel(address)
+        self.stub = pb_grpc.OrchestratorServiceStub(self._channel)
+
+    def _call(self, fn: Callable[..., T], request: object) -> T:
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.1
+        while True:
+            try:
+                return fn(request, timeout=self.timeout, wait_for_ready=True)
+            except grpc.RpcError as exc:
+                code = exc.code() if isinstance(exc, grpc.Call) else None
+                if code not in RETRYABLE or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+    # reads
+    def session(self, session: str) -> pb.Session:
+        return self._call(self.stub.GetSession, pb.GetSessionRequest(session=session))
+
+    def status(self, session: str) -> pb.SessionStatus:
+        return self._call(self.stub.Status, pb.StatusRequest(session=session))
+
+    def export(self, session: str, fmt: str = "jsonl") -> bytes:
+        request = pb.ExportLabelsRequest(session=session, format=EXPORT_FORMATS[fmt])
+        chunks = self._call(lambda r, **kw: list(self.stub.ExportLabels(r, **kw)), request)
+        return b"".join(c.data for c in chunks)
+
+    # writes
+    def create(self, request: pb.CreateSessionRequest) -> pb.Session:
+        return self._call(self.stub.CreateSession, request)
+
+    def next_batch(self, session: str, k: int = 0) -> pb.NextBatchResponse:
+        request = pb.NextBatchRequest(session=session, k=k, annotator=self.annotator)
+        return self._call(self.stub.NextBatch, request)
+
+    def submit(
+        self, session: str, labels: Sequence[tuple[int, str]], relabel: bool = False
+    ) -> pb.SubmitLabelsResponse:
+        request = pb.SubmitLabelsRequest(
+            session=session,
+            labels=[pb.Label(id=i, label=lab) for i, lab in labels],
+            request_id=new_request_id(),
+            annotator=self.annotator,
+            relabel=relabel,
+        )
+        return self._call(self.stub.SubmitLabels, request)
+
+    def skip(self, session: str, ids: Sequence[int]) -> pb.SubmitLabelsResponse:
+        request = pb.SkipRequest(
+            session=session, ids=ids, request_id=new_request_id(), annotator=self.annotator
+        )
+        return self._call(self.stub.Skip, request)
+
+    def undo(self, session: str) -> pb.UndoResponse:
+        request = pb.UndoRequest(
+            session=session, request_id=new_request_id(), annotator=self.annotator
+        )
+        return self._call(self.stub.Undo, request)
+
+    def release(self, session: str) -> int:
+        request = pb.ReleaseLeaseRequest(session=session, annotator=self.annotator)
+        return self._call(self.stub.ReleaseLease, request).released
+
+    def import_labels(
+        self, session: str, labels: Sequence[tuple[int, str]], overwrite: bool = False
+    ) -> int:
+        """Import in chunks of IMPORT_CHUNK, one request each; returns how many were written."""
+        base = new_request_id()
+        written = 0
+        for n, start in enumerate(range(0, len(labels), IMPORT_CHUNK)):
+            chunk = labels[start : start + IMPORT_CHUNK]
+            request = pb.ImportLabelsRequest(
+                session=session,
+                labels=[pb.Label(id=i, label=lab) for i, lab in chunk],
+                request_id=f"import-{base}-{n}",
+                overwrite=overwrite,
+                annotator=self.annotator,
+            )
+            written += self._call(self.stub.ImportLabels, request).accepted
+        return written
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> SessionClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
