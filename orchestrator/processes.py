@@ -31,8 +31,14 @@ class ServiceProcess:
         extra_args: list[str] | None = None,
         log_path: Path | None = None,
         start_timeout: float = 120.0,
+        command: tuple[str, ...] = (),
+        port: int = 0,
     ):
+        """`command` goes right after the module (``("serve",)`` for the orchestrator);
+        `port` 0 takes an ephemeral port."""
         self.module = module
+        self.command = command
+        self.port = port
         self.store = store
         self.extra_args = extra_args or []
         self.log_path = log_path
@@ -48,10 +54,11 @@ class ServiceProcess:
             sys.executable,
             "-m",
             self.module,
+            *self.command,
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(self.port),
             "--port-file",
             str(port_file),
             "--store",
