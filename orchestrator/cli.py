@@ -1,8 +1,9 @@
 """The `proxal` command: `demo` (the main job), `serve` (OrchestratorService), `finetune` (a
 successor from a session's labels, optionally with PLASM pseudo-labels), `report` (a run
 directory's evaluation as Markdown/HTML, JSON and plots), `compare` (two runs side by side),
-`asm` (acquisition sequence mismatch and dataset transfer between two runs), and the encoder
-client commands `ingest`, `embed` and `versions`."""
+`asm` (acquisition sequence mismatch and dataset transfer between two runs), the encoder
+client commands `ingest`, `embed` and `versions`, and the labeling commands `session`,
+`labels` and `label` (orchestrator/label_cli.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import grpc
 
+from orchestrator import label_cli
 from proxal_runtime.errors import ProxalError
 
 
@@ -540,6 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _asm_parser(sub)
     _encoder_parsers(sub)
     _report_parsers(sub)
+    label_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the demo's service subprocesses are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -556,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_report_command(args)
         if args.command == "compare":
             return run_compare_command(args)
+        if args.command in label_cli.COMMANDS:
+            return label_cli.run(args)
         return run_encoder_command(args)
     except grpc.RpcError as exc:
         code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"

@@ -1,0 +1,149 @@
+"""The `proxal` commands for people and tools that label: `session create|status`,
+`labels import|export` and `label` (the terminal labeling client). They all talk to a
+running `proxal serve` at `--orchestrator` (env PROXAL_ORCHESTRATOR)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+
+from orchestrator.label_files import FORMATS, format_of, parse_labels
+from orchestrator.session_client import SessionClient
+
+COMMANDS = ("session", "labels", "label")
+Sub = argparse._SubParsersAction
+
+
+def default_annotator() -> str:
+    """PROXAL_ANNOTATOR, else the login name made safe for an annotator name."""
+    name = os.environ.get("PROXAL_ANNOTATOR") or getpass.getuser()
+    return re.sub(r"[^A-Za-z0-9._@-]", "-", name)[:64] or "default"
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get("PROXAL_ORCHESTRATOR", "")
+    p.add_argument(
+        "--orchestrator",
+        default=env,
+        required=not env,
+        help="address of `proxal serve`, host:port (env PROXAL_ORCHESTRATOR)",
+    )
+    p.add_argument(
+        "--annotator",
+        default=default_annotator(),
+        help="who labels (env PROXAL_ANNOTATOR, else your login name)",
+    )
+
+
+def add_parsers(sub: Sub) -> None:
+    session = sub.add_parser("session", help="create a labeling session or show its status")
+    ops = session.add_subparsers(dest="op", required=True)
+    create = ops.add_parser("create", help="create a session on an embedded pool")
+    create.add_argument("session")
+    create.add_argument("--pool", required=True)
+    create.add_argument("--strategy", default="margin")
+    create.add_argument("--batch-size", type=int, default=10)
+    create.add_argument("--seed", type=int, default=0)
+    create.add_argument("--split", default="train")
+    create.add_argument("--classes", default="", help="comma-separated; default: the pool's")
+    create.add_argument("--embedding-version", default="", help="default: the newest")
+    create.add_argument("--lease-seconds", type=float, default=600.0)
+    status = ops.add_parser("status", help="labels, skips, leases, rounds, estimated accuracy")
+    status.add_argument("session")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    for p in (create, status):
+        _client_args(p)
+
+    labels = sub.add_parser("labels", help="import or export a session's labels")
+    ops = labels.add_subparsers(dest="op", required=True)
+    imp = ops.add_parser("import", help="add labels from a JSONL, CSV or Label Studio file")
+    imp.add_argument("session")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--format", choices=FORMATS, default="", help="default: from the suffix")
+    imp.add_argument("--overwrite", action="store_true", help="replace existing labels")
+    exp = ops.add_parser("export", help="write a session's labels as JSONL, CSV or Label Studio")
+    exp.add_argument("session")
+    exp.add_argument("--format", choices=FORMATS, default="jsonl")
+    exp.add_argument("-o", "--output", type=Path, default=None, help="default: stdout")
+    for p in (imp, exp):
+        _client_args(p)
+
+    label = sub.add_parser("label", help="label a session's items in the terminal")
+    label.add_argument("session")
+    _client_args(label)
+
+
+def run(args: argparse.Namespace) -> int:
+    with SessionClient(args.orchestrator, args.annotator) as client:
+        if args.command == "label":
+            from orchestrator import label_tui
+
+            return label_tui.run(client, args.session)
+        if args.command == "session" and args.op == "create":
+            created = client.create(
+                pb.CreateSessionRequest(
+                    session=args.session,
+                    pool=args.pool,
+                    embedding_version=args.embedding_version,
+                    strategy=args.strategy,
+                    batch_size=args.batch_size,
+                    seed=args.seed,
+                    split=args.split,
+                    classes=[c for c in args.classes.split(",") if c],
+                    lease_seconds=args.lease_seconds,
+                )
+            )
+            print(
+                f"created {created.session} on {created.pool}/{created.embedding_version}: "
+                f"{len(created.classes)} classes, strategy {created.strategy}"
+            )
+            return 0
+        if args.command == "session":
+            return _print_status(client.status(args.session), args.json)
+        if args.op == "import":
+            fmt = format_of(args.file, args.format)
+            pairs = parse_labels(args.file.read_bytes(), fmt)
+            written = client.import_labels(args.session, pairs, overwrite=args.overwrite)
+            print(f"imported {written} of {len(pairs)} labels into {args.session}")
+            return 0
+        data = client.export(args.session, args.format)
+        if args.output is None:
+            sys.stdout.buffer.write(data)
+        else:
+            args.output.write_bytes(data)
+        return 0
+
+
+def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
+    fields = {
+        "session": s.session.session,
+        "pool": s.session.pool,
+        "labels": s.labels,
+        "skipped": s.skipped,
+        "leased": s.leased,
+        "remaining": s.remaining,
+        "rounds": s.rounds,
+        "annotators": s.annotators,
+        "embedding_version": s.embedding_version,
+        "latest_version": s.latest_version,
+        "estimated_accuracy": None if math.isnan(s.estimated_accuracy) else s.estimated_accuracy,
+        "accuracy_note": s.accuracy_note,
+        "class_counts": {c.label: c.count for c in s.class_counts},
+    }
+    if as_json:
+        print(json.dumps(fields, indent=1))
+        return 0
+    for key, value in fields.items():
+        if key != "class_counts":
+            print(f"{key:>18}: {value}")
+    top = ", ".join(f"{c.label} {c.count}" for c in s.class_counts[:10])
+    print(f"{'class_counts':>18}: {top}{' ...' if len(s.class_counts) > 10 else ''}")
+    return 0

@@ -1,0 +1,219 @@
+"""`proxal label` driven as a person would, through a pseudo-terminal, and the `session` and
+`labels` commands, against a real OrchestratorService over a real proxy and store."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from orchestrator.cli import main
+from orchestrator.clients import ProxyClient
+from orchestrator.label_tui import choose
+from orchestrator.processes import ServiceProcess
+from orchestrator.servicer import OrchestratorServicer
+from orchestrator.sessions import Sessions
+from proxal_runtime.server import ServerSettings, start_server
+from proxal_store import EncoderInfo, Store
+
+N, DIM = 120, 8
+CLASSES = ["alpha", "beta", "gamma"]
+MANY = [*CLASSES, *(f"topic-{n:02d}" for n in range(9))]  # 12 classes: line mode
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Store]]:
+    root = tmp_path_factory.mktemp("label-cli")
+    store = Store(str(root / "store"))
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, size=N)
+    x = (rng.normal(scale=4.0, size=(3, DIM))[y] + rng.normal(size=(N, DIM))).astype(np.float32)
+    store.add_pool_rows(
+        "cli", "train", [f"sentence number {i}" for i in range(N)], [CLASSES[i] for i in y]
+    )
+    with store.begin_embedding("cli", EncoderInfo("synthetic", "none", DIM, 0)) as writer:
+        writer.write(np.arange(N), x)
+        writer.commit()
+    with ServiceProcess("proxy_service", store.uri, log_path=root / "proxy.log") as proxy:
+        servicer = OrchestratorServicer(Sessions(store, ProxyClient(proxy.address)))
+        running = start_server(
+            ServerSettings(port=0),
+            lambda s: pb_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
+            ["proxal.orchestrator.v1.OrchestratorService"],
+        )
+        yield running.address, store
+        running.stop(0)
+
+
+def _create(address: str, session: str, classes: list[str], batch_size: int = 3) -> None:
+    with grpc.insecure_channel(address) as channel:
+        pb_grpc.OrchestratorServiceStub(channel).CreateSession(
+            pb.CreateSessionRequest(
+                session=session, pool="cli", classes=classes, batch_size=batch_size
+            )
+        )
+
+
+class Terminal:
+    """A command on a pseudo-terminal: read what it shows, type keys."""
+
+    def __init__(self, argv: list[str]):
+        self.master, slave = pty.openpty()
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'protos'}", "COLUMNS": "100"}
+        self.process = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+        )
+        os.close(slave)
+        self.screen = ""
+        self.seen = 0
+
+    def expect(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
+        """Wait until `pattern` appears in output not matched before; returns the match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.compile(pattern).search(self.screen, self.seen)
+            if match:
+                self.seen = match.end()
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{pattern!r} not shown; screen:\n{self.screen[-2000:]}")
+            ready, _, _ = select.select([self.master], [], [], min(left, 0.5))
+            if ready:
+                try:
+                    self.screen += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:  # the program exited and closed the terminal
+                    if self.process.poll() is not None and not re.search(pattern, self.screen):
+                        raise AssertionError(f"exited before {pattern!r}:\n{self.screen}") from None
+
+    def type(self, keys: str) -> None:
+        os.write(self.master, keys.encode())
+
+    def close(self) -> int:
+        code = self.process.wait(30)
+        os.close(self.master)
+        return code
+
+
+def _label(address: str, session: str) -> Terminal:
+    argv = [sys.executable, "-m", "orchestrator", "label", session]
+    return Terminal([*argv, "--orchestrator", address, "--annotator", "pat"])
+
+
+def test_a_person_labels_skips_undoes_and_quits(served: tuple[str, Store]) -> None:
+    address, store = served
+    _create(address, "tty", CLASSES)
+    term = _label(address, "tty")
+    term.expect(r"proxal label · tty · pat · labels 0")
+    first = int(term.expect(r"\n#(\d+)\r?\n").group(1))
+    term.expect(r"1 alpha\s+2 beta\s+3 gamma")
+    term.expect(r"s skip · u undo · q quit · press a number")
+    term.type("1")  # one key, no Enter
+    term.expect(rf"#{first} → alpha")
+    second = int(term.expect(r"\n#(\d+)\r?\n").group(1))
+    assert second != first
+    term.type("s")
+    term.expect(rf"#{second} skipped")
+    term.type("u")  # the skip is undone and the item comes back
+    term.expect(rf"undone: #{second} skip")
+    assert int(term.expect(r"\n#(\d+)\r?\n").group(1)) == second
+    term.type("7")  # not a class: says so, stays on the item
+    term.expect(r"no class 7: pick 1-3")
+    term.type("2")
+    term.expect(rf"#{second} → beta")
+    term.type("q")
+    term.expect(r"Bye: 2 labels; 1 unlabelled item\(s\) handed back")
+    assert term.close() == 0
+    ids, labels = store.read_labels("tty")
+    assert dict(zip(ids.tolist(), labels, strict=True)) == {first: "alpha", second: "beta"}
+    events = store.read_label_events("tty")
+    assert [e.kind for e in events] == ["label", "skip", "undo", "label"]
+    assert {e.annotator for e in events} == {"pat"}
+    with grpc.insecure_channel(address) as channel:
+        status = pb_grpc.OrchestratorServiceStub(channel).Status(pb.StatusRequest(session="tty"))
+    assert status.leased == 0  # quitting handed the rest of the batch back
+
+
+def test_many_classes_are_picked_by_number_or_name(served: tuple[str, Store]) -> None:
+    address, store = served
+    _create(address, "lines", MANY, batch_size=2)
+    term = _label(address, "lines")
+    item = int(term.expect(r"\n#(\d+)\r?\n").group(1))
+    term.expect(r"number or name, Enter\s+label> ")
+    term.type("topic\n")  # ambiguous: lists the matches with their numbers
+    term.expect(r"9 classes match 'topic': 4 topic-00")
+    term.type("99\n")
+    term.expect(r"no class 99: pick 1-12")
+    term.type("GAM\n")  # a unique part of a name, any case
+    term.expect(rf"#{item} → gamma")
+    nxt = int(term.expect(r"\n#(\d+)\r?\n").group(1))
+    term.type("5\n")
+    term.expect(rf"#{nxt} → topic-01")
+    term.type("q\n")
+    term.expect(r"Bye: 2 labels")
+    assert term.close() == 0
+    ids, labels = store.read_labels("lines")
+    assert dict(zip(ids.tolist(), labels, strict=True)) == {item: "gamma", nxt: "topic-01"}
+
+
+def test_choose_reads_answers() -> None:
+    assert choose("2", CLASSES)[0].label == "beta"  # type: ignore[union-attr]
+    assert choose(" Alpha ", CLASSES)[0].label == "alpha"  # type: ignore[union-attr]
+    assert choose("q", CLASSES)[0].kind == "quit"  # type: ignore[union-attr]
+    assert choose("a", CLASSES) == (None, "3 classes match 'a': 1 alpha  2 beta  3 gamma")
+    assert choose("", CLASSES) == (None, "")
+    assert choose("0", CLASSES) == (None, "no class 0: pick 1-3")
+
+
+def test_session_and_labels_commands(
+    served: tuple[str, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, store = served
+    client = ["--orchestrator", address, "--annotator", "ops"]
+    assert main(["session", "create", "files", "--pool", "cli", "--batch-size", "5", *client]) == 0
+    assert "created files on cli/v1: 3 classes" in capsys.readouterr().out
+    gold = store.pool_rows("cli").column("label").to_pylist()
+    src = tmp_path / "in.csv"
+    src.write_text("id,text,label\n" + "".join(f"{i},t,{gold[i]}\n" for i in range(30)))
+    assert main(["labels", "import", "files", str(src), *client]) == 0
+    assert "imported 30 of 30 labels into files" in capsys.readouterr().out
+    studio = tmp_path / "out.json"
+    assert (
+        main(["labels", "export", "files", "--format", "label-studio", "-o", str(studio), *client])
+        == 0
+    )
+    tasks = json.loads(studio.read_text())
+    assert len(tasks) == 30 and tasks[0]["data"]["proxal_id"] == 0
+    assert tasks[0]["annotations"][0]["result"][0]["value"]["choices"] == [gold[0]]
+    # a Label Studio file imports into another session unchanged
+    assert main(["session", "create", "copy", "--pool", "cli", *client]) == 0
+    assert main(["labels", "import", "copy", str(studio), *client]) == 0
+    assert store.read_labels("copy")[1] == store.read_labels("files")[1]
+    capsys.readouterr()
+    assert main(["session", "status", "files", "--json", *client]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["labels"] == 30 and status["remaining"] == N - 30
+    assert status["estimated_accuracy"] is not None and status["estimated_accuracy"] > 0.8
+    # a broken file is refused with the line at fault, and nothing is imported
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 40, "label": "alpha"}\n{"id": "x", "label": "beta"}\n')
+    assert main(["labels", "import", "files", str(bad), *client]) == 2
+    assert "line 2: id 'x' is not an integer" in capsys.readouterr().err
+    assert len(store.read_labels("files")[0]) == 30
+    # server-side refusals come back with their status code
+    assert main(["labels", "export", "nosuch", *client]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
