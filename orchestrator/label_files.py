@@ -106,10 +106,12 @@ def _json(text: str, where: str) -> Any:
 def _pair(row: Any, where: str) -> tuple[int, str]:
     if not isinstance(row, dict) or "id" not in row or "label" not in row:
         raise InvalidArgumentError(f"{where}: needs an 'id' and a 'label'")
-    try:
-        item = int(row["id"])
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{where}: id {row['id']!r} is not an integer") from None
+    item = row["id"]
+    whole_float = isinstance(item, float) and item.is_integer()
+    if whole_float or (isinstance(item, str) and item.strip().isdigit()):
+        item = int(item)
+    if type(item) is not int or not 0 <= item < 2**63:  # bool is not an id either
+        raise InvalidArgumentError(f"{where}: id {row['id']!r} is not an integer id (0..2^63-1)")
     label = row["label"]
     if not isinstance(label, str) or not label:
         raise InvalidArgumentError(f"{where}: label {label!r} is not a non-empty string")

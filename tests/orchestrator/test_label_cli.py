@@ -212,7 +212,7 @@ def test_session_and_labels_commands(
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 40, "label": "alpha"}\n{"id": "x", "label": "beta"}\n')
     assert main(["labels", "import", "files", str(bad), *client]) == 2
-    assert "line 2: id 'x' is not an integer" in capsys.readouterr().err
+    assert "line 2: id 'x' is not an integer id" in capsys.readouterr().err
     assert len(store.read_labels("files")[0]) == 30
     # server-side refusals come back with their status code
     assert main(["labels", "export", "nosuch", *client]) == 1
