@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from proxal_runtime import healthcheck
@@ -217,6 +218,7 @@ def test_settings_from_flags_and_environment(pki: Pki, tmp_path: Path) -> None:
         ("client-ca-only", "needs TLS"),
         ("missing-cert", "cannot read --tls-cert"),
         ("mismatched-key", "are not a PEM certificate and its unencrypted private key"),
+        ("encrypted-key", "gRPC needs an unencrypted key"),
         ("not-a-ca", "is not a PEM CA certificate"),
         ("empty-token-file", "is empty"),
         ("blank-token-file", "holds no token"),
@@ -228,6 +230,14 @@ def test_settings_from_flags_and_environment(pki: Pki, tmp_path: Path) -> None:
 def test_bad_settings_fail_at_start(pki: Pki, tmp_path: Path, case: str, message: str) -> None:
     (tmp_path / "empty").write_text("")
     (tmp_path / "blank").write_text(" ,\n")
+    key = serialization.load_pem_private_key(pki.server_key.read_bytes(), None)
+    (tmp_path / "encrypted.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
     tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
     argv, env = {
         "cert-only": (["--tls-cert", str(pki.server_cert)], {}),
@@ -237,6 +247,7 @@ def test_bad_settings_fail_at_start(pki: Pki, tmp_path: Path, case: str, message
             ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.client_key)],
             {},
         ),
+        "encrypted-key": ([*tls[:2], "--tls-key", str(tmp_path / "encrypted.key")], {}),
         "not-a-ca": ([*tls, "--tls-client-ca", str(pki.server_key)], {}),
         "empty-token-file": (["--auth-token-file", str(tmp_path / "empty")], {}),
         "blank-token-file": (["--auth-token-file", str(tmp_path / "blank")], {}),
