@@ -28,6 +28,7 @@ from proxal_runtime.arrays import (
     unpack_int32,
     unpack_int64,
 )
+from proxal_runtime.security import ClientSecurity
 from proxal_runtime.server import grpc_channel_options
 
 UPLOAD_CHUNK_BYTES = 1 << 20
@@ -41,12 +42,19 @@ ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin":
 _RESOLVER_SCHEME = re.compile(r"^(dns|ipv4|ipv6):")
 
 
-def open_channel(address: str, round_robin: bool = False) -> grpc.Channel:
-    """An insecure channel with proxal's message-size limits, balanced round-robin if asked."""
+def open_channel(
+    address: str, round_robin: bool = False, security: ClientSecurity | None = None
+) -> grpc.Channel:
+    """A channel with proxal's message-size limits, balanced round-robin if asked.
+
+    TLS, client certificate and bearer token as `security` says, by default as the
+    environment does (`ClientSecurity.from_env`: plaintext and no token when unset).
+    """
     options: list[tuple[str, str | int]] = [*grpc_channel_options()]
     if round_robin:
         options.append(("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG))
-    return grpc.insecure_channel(address, options=options)
+    security = ClientSecurity.from_env() if security is None else security
+    return security.channel(address, options)
 
 
 def channel_target(addresses: Sequence[str]) -> str:

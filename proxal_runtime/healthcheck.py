@@ -3,26 +3,42 @@
 Asks the server's gRPC health service (registered by `proxal_runtime.server.start_server`)
 about SERVICE (default "": the server as a whole) and exits 0 when the answer is SERVING,
 1 otherwise: NOT_SERVING, an unknown service, no answer within --timeout, or no server.
-Container HEALTHCHECKs call it; Kubernetes uses its native `grpc:` probes instead.
-It imports only grpc and the health stubs, so it starts in a fraction of a second.
+Container HEALTHCHECKs and the Kubernetes exec probes call it. It speaks TLS (and presents a
+client certificate) as the client environment says (PROXAL_TLS_CA, PROXAL_TLS_CLIENT_CERT,
+PROXAL_TLS_CLIENT_KEY; see docs/security.md) and sends no token: health needs none.
+It imports only grpc, the health stubs and proxal_runtime.security, so it starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from proxal_runtime.security import ClientSecurity, SecurityConfigError
+
 SERVING = 0
 NOT_SERVING = 1
 
 
-def check(address: str, service: str = "", timeout: float = 3.0) -> tuple[bool, str]:
-    """(serving, what the server said) for `service` at `address` (host:port)."""
-    with grpc.insecure_channel(address) as channel:
+def check(
+    address: str,
+    service: str = "",
+    timeout: float = 3.0,
+    security: ClientSecurity | None = None,
+) -> tuple[bool, str]:
+    """(serving, what the server said) for `service` at `address` (host:port), over TLS
+    when `security` (by default the environment's) says so."""
+    try:
+        security = ClientSecurity.from_env() if security is None else security
+        channel = dataclasses.replace(security, token="").channel(address)
+    except SecurityConfigError as exc:
+        return False, f"CLIENT SETTINGS: {exc}"
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(

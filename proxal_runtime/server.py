@@ -1,4 +1,4 @@
-"""gRPC server bootstrap shared by the services: error mapping, health, reflection.
+"""gRPC server bootstrap shared by the services: error mapping, health, reflection, security.
 
 `STATUS_BY_ERROR` is the one table that turns proxal's domain errors into status codes.
 Servicers stay thin: they raise `ProxalError`s (or let domain code raise them) and the
@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from proxal_runtime import errors
+from proxal_runtime.security import ServerSecurity
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class ServerSettings:
     max_workers: int = 8
     max_message_bytes: int = 64 * 1024 * 1024
     port_file: Path | None = None
+    security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS and tokens
 
     def grpc_options(self) -> list[tuple[str, int]]:
         return grpc_channel_options(self.max_message_bytes)
@@ -168,10 +170,15 @@ def start_server(
     register: Callable[[grpc.Server], None],
     service_names: Sequence[str],
 ) -> RunningServer:
-    """Build, register, start. `service_names` are full names for health and reflection."""
+    """Build, register, start. `service_names` are full names for health and reflection.
+
+    Raises `security.SecurityConfigError` before serving when the TLS files do not work.
+    """
+    security = settings.security
+    credentials = security.credentials()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[*security.interceptors(), ErrorMappingInterceptor()],
         options=settings.grpc_options(),
     )
     register(server)
@@ -182,7 +189,11 @@ def start_server(
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     server.start()
@@ -190,7 +201,14 @@ def start_server(
         tmp = settings.port_file.with_suffix(".tmp")
         tmp.write_text(f"{port}\n")
         os.replace(tmp, settings.port_file)  # readers never see a half-written file
-    log.info("serving %s on %s:%d", ", ".join(service_names), settings.host, port)
+    log.info(
+        "serving %s on %s:%d (%s)",
+        ", ".join(service_names),
+        settings.host,
+        port,
+        security.describe(),
+    )
+    security.warn_if_exposed(settings.host)
     return RunningServer(server, port, health_servicer)
 
 

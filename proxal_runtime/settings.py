@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from proxal_runtime.security import SecurityConfigError, ServerSecurity, read_tokens
 from proxal_runtime.server import ServerSettings
 
 DEFAULT_STORE = "./proxal-store"
@@ -24,7 +25,11 @@ def env_default(prefix: str, name: str, default: str, env: Mapping[str, str]) ->
 def add_common_args(
     parser: argparse.ArgumentParser, prefix: str, env: Mapping[str, str] | None = None
 ) -> None:
-    """Flags shared by every service: --host, --port, --port-file, --store, --workers."""
+    """Flags shared by every service: network, store, workers, TLS and bearer tokens.
+
+    Accepted tokens come from PROXAL_<SERVICE>_AUTH_TOKEN or PROXAL_AUTH_TOKEN
+    (comma-separated; never a flag, so they stay out of `ps`) and from --auth-token-file.
+    """
     env = os.environ if env is None else env
     parser.add_argument("--host", default=env_default(prefix, "host", "127.0.0.1", env))
     parser.add_argument("--port", type=int, default=int(env_default(prefix, "port", "0", env)))
@@ -54,6 +59,35 @@ def add_common_args(
         "--max-message-mb", type=int, default=int(env_default(prefix, "max_message_mb", "64", env))
     )
     parser.add_argument("--log-level", default=env_default(prefix, "log_level", "INFO", env))
+    tls = parser.add_argument_group("TLS and authentication (docs/security.md)")
+    tls.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=env_default(prefix, "tls_cert", "", env) or None,
+        help="PEM server certificate (chain): serve TLS instead of plaintext (env PROXAL_TLS_CERT)",
+    )
+    tls.add_argument(
+        "--tls-key",
+        type=Path,
+        default=env_default(prefix, "tls_key", "", env) or None,
+        help="the certificate's unencrypted PEM private key (env PROXAL_TLS_KEY)",
+    )
+    tls.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        default=env_default(prefix, "tls_client_ca", "", env) or None,
+        help="PEM CA bundle: require client certificates it signed, i.e. mutual TLS "
+        "(env PROXAL_TLS_CLIENT_CA)",
+    )
+    tls.add_argument(
+        "--auth-token-file",
+        type=Path,
+        default=env_default(prefix, "auth_token_file", "", env) or None,
+        help="file of accepted bearer tokens, one a line; calls without one get "
+        "UNAUTHENTICATED (env PROXAL_AUTH_TOKEN_FILE; PROXAL_AUTH_TOKEN adds comma-separated "
+        "tokens)",
+    )
+    parser.set_defaults(auth_token=env_default(prefix, "auth_token", "", env))
 
 
 def store_options(args: argparse.Namespace) -> dict[str, str] | None:
@@ -68,12 +102,25 @@ def store_options(args: argparse.Namespace) -> dict[str, str] | None:
 
 
 def server_settings(args: argparse.Namespace) -> ServerSettings:
+    """Settings from `add_common_args` flags; exits with a message when security settings
+    cannot work (a missing or mismatched file, an empty token file, a short token)."""
+    try:
+        security = ServerSecurity(
+            cert=args.tls_cert,
+            key=args.tls_key,
+            client_ca=args.tls_client_ca,
+            tokens=read_tokens(args.auth_token, args.auth_token_file),
+        )
+        security.credentials()  # read and check the files now, not at the first call
+    except SecurityConfigError as exc:
+        raise SystemExit(f"proxal: {exc}") from None
     return ServerSettings(
         host=args.host,
         port=args.port,
         max_workers=args.workers,
         max_message_bytes=args.max_message_mb * 1024 * 1024,
         port_file=args.port_file,
+        security=security,
     )
 
 

@@ -7,7 +7,7 @@ overlays, and kubernetes-validate --strict checks them against the API schemas; 
 Then assertions on the rendered objects: probes, security contexts, resources, the
 headless proxy Service, the HPA, GPU requests, and that the environment variables the
 compose file and the manifests set are the ones the services' own parsers read, giving
-the intended settings with no flags at all.
+the intended settings with no flags at all (mutual TLS and a token on Kubernetes).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from proxal_runtime.security import CLIENT_ENV, ClientSecurity
+from proxal_runtime.settings import server_settings
 
 yaml = pytest.importorskip("yaml")
 
@@ -44,8 +47,7 @@ KUSTOMIZATIONS = {
     "cpu": DEPLOY / "k8s" / "overlays" / "cpu",
     "gpu": DEPLOY / "k8s" / "overlays" / "gpu",
 }
-# Env names reserved for TLS and token auth (a later issue; the services ignore them today).
-RESERVED_ENV = {"PROXAL_TLS_CERT", "PROXAL_TLS_KEY", "PROXAL_TLS_CLIENT_CA", "PROXAL_AUTH_TOKEN"}
+TLS = Path("/etc/proxal/tls")  # where the manifests mount Secret proxal-tls
 # compose service / Deployment component -> env prefix of its settings
 PREFIX = {
     "encoder": "PROXAL_ENCODER",
@@ -297,7 +299,7 @@ def _unknown_env(name: str, env: Mapping[str, str], monkeypatch: pytest.MonkeyPa
         ).choices["serve"]
     dests = {a.dest.upper() for a in parser._actions if a.dest != "help"}
     known = {f"{PREFIX[name]}_{d}" for d in dests} | {f"PROXAL_{d}" for d in dests}
-    known |= {"PROXAL_STORE_OPTIONS"} | RESERVED_ENV
+    known |= {"PROXAL_STORE_OPTIONS", *CLIENT_ENV}  # CLIENT_ENV has PROXAL_AUTH_TOKEN
     return {k for k in env if k.startswith("PROXAL_") and k not in known}
 
 
@@ -378,9 +380,14 @@ def test_deployments_are_probed_hardened_and_sized(rendered: dict[str, Path], ov
         for container in pod["containers"]:
             where = f"{overlay}/{component}/{container['name']}"
             port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
-            for probe in ("readinessProbe", "livenessProbe"):
-                assert container[probe]["grpc"]["port"] == port, f"{where} {probe}"
-            assert container["readinessProbe"]["grpc"]["service"] == services[component]
+            # exec probes: the native gRPC ones cannot speak TLS
+            check = ["python", "-m", "proxal_runtime.healthcheck", f"127.0.0.1:{port}"]
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                if probe in container or probe != "startupProbe":
+                    command = container[probe]["exec"]["command"]
+                    assert command[:4] == check, f"{where} {probe}"
+                    assert container[probe].get("timeoutSeconds", 1) >= 5, f"{where} {probe}"
+            assert container["readinessProbe"]["exec"]["command"][4:] == [services[component]]
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False, where
             assert security["readOnlyRootFilesystem"] is True, where
@@ -493,8 +500,21 @@ def test_manifests_configure_services_by_environment(
     env, refs = _container_env(container, objects)
     refs |= {f"Secret/{v['secret']['secretName']}" for v in pod["volumes"] if "secret" in v}
     assert refs <= names, f"missing: {refs - names}"
-    assert set(env) >= RESERVED_ENV
     settings = _parse_service_env(component, env, monkeypatch)
+    # Secured by default: mutual TLS and a token, as a server and as a client (the probes).
+    assert (settings["tls_cert"], settings["tls_key"], settings["tls_client_ca"]) == (
+        TLS / "tls.crt",
+        TLS / "tls.key",
+        TLS / "ca.crt",
+    )
+    assert settings["auth_token"] == env["PROXAL_AUTH_TOKEN"]
+    client = ClientSecurity.from_env(env)
+    assert client == ClientSecurity(
+        TLS / "ca.crt", TLS / "tls.crt", TLS / "tls.key", env["PROXAL_AUTH_TOKEN"]
+    )
+    # ... and a service refuses to start on the placeholder Secrets.
+    with pytest.raises(SystemExit, match="at least 16"):
+        server_settings(argparse.Namespace(**settings))
     assert settings["host"] == "0.0.0.0"
     assert settings["port"] == container["ports"][0]["containerPort"]
     assert settings["store"].startswith("s3://")
