@@ -19,6 +19,7 @@ import grpc
 
 from orchestrator import label_cli
 from proxal_runtime.errors import ProxalError
+from proxal_runtime.security import SecurityConfigError
 
 
 def _csv(kind: Callable[[str], object] = str) -> Callable[[str], tuple[object, ...]]:
@@ -567,7 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         print(f"proxal: {code}: {details}", file=sys.stderr)
         return 1
-    except ProxalError as exc:
+    except (ProxalError, SecurityConfigError) as exc:
         print(f"proxal: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,7 +6,6 @@ Used by `proxal demo` and by tests: each service is `python -m <package>` with
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -17,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from proxal_runtime.healthcheck import check
 
 
 class ServiceProcess:
@@ -129,15 +127,13 @@ def stop_all(processes: list[ServiceProcess]) -> None:
 
 
 def wait_serving(address: str, timeout: float = 30.0) -> None:
-    """Block until the server at `address` reports SERVING on its health service."""
+    """Block until the server at `address` reports SERVING on its health service (over TLS
+    when the client environment says so, as `proxal_runtime.healthcheck` does)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            with contextlib.suppress(grpc.RpcError):  # not up yet: retry until the deadline
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=2.0).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{address} not SERVING after {timeout}s")
-            time.sleep(0.1)
+    while True:
+        serving, status = check(address, timeout=2.0)
+        if serving:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{address} not SERVING after {timeout}s: {status}")
+        time.sleep(0.1)

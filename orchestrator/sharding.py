@@ -52,6 +52,7 @@ from orchestrator.clients import TrainingSet, channel_target, select_request
 from proxal_runtime.arrays import pack_int64, unpack_float32, unpack_int64
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.ranking import top_k
+from proxal_runtime.security import ClientSecurity
 from proxal_runtime.server import grpc_channel_options
 
 # Strategies whose picks depend on one another, so they cannot be merged from per-shard
@@ -202,7 +203,7 @@ class ShardedSelector:
             *grpc_channel_options(),
             ("grpc.lb_policy_name", "round_robin"),
         ]
-        self._channel = grpc.insecure_channel(self.target, options=options)
+        self._channel = ClientSecurity.from_env().channel(self.target, options)
         self._stub = proxy_pb2_grpc.ProxyServiceStub(self._channel)
         self._lock = threading.Lock()
         self.calls = 0  # every Select attempt this selector has made
