@@ -75,8 +75,47 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> No
     context.abort(code, message)
 
 
+@dataclass(frozen=True)
+class _Undecodable:
+    """Request bytes that are not the method's message; the call answers INVALID_ARGUMENT."""
+
+    message: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, returning `_Undecodable` instead of raising. gRPC would otherwise
+    answer INTERNAL ("Exception deserializing request!") before any handler runs."""
+    if deserializer is None:
+        return None
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = getattr(descriptor, "full_name", "request")
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # protobuf's DecodeError, or anything a parser raises
+            return _Undecodable(
+                f"the request is not a valid {name} message ({exc}); send the message "
+                "that the service's .proto defines"
+            )
+
+    return parse
+
+
+def _parsed(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidArgumentError(request.message)
+    return request
+
+
+def _parsed_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        yield _parsed(request)
+
+
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    """Wraps every handler so a raised ProxalError becomes its mapped status code."""
+    """Wraps every handler so a raised ProxalError becomes its mapped status code, and a
+    request that does not parse becomes INVALID_ARGUMENT."""
 
     def intercept_service(
         self,
@@ -87,11 +126,12 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        parse = _parsed_stream if handler.request_streaming else _parsed
 
         def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
                 try:
-                    return behavior(request, context)
+                    return behavior(parse(request), context)
                 except errors.ProxalError as exc:
                     _abort(context, exc, method)
                 except Exception as exc:
@@ -104,7 +144,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         def streaming(behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 try:
-                    yield from behavior(request, context)
+                    yield from behavior(parse(request), context)
                 except errors.ProxalError as exc:
                     _abort(context, exc, method)
                 except Exception as exc:
@@ -114,6 +154,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
 
             return wrapped
 
+        handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
         if handler.unary_unary:
             return handler._replace(unary_unary=unary(handler.unary_unary))
         if handler.stream_unary:

@@ -141,3 +141,20 @@ def test_store_options_from_flags_and_environment() -> None:
     assert store_options(parse([], {})) is None
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         store_options(parse(["--store-option", "novalue"], {}))
+
+
+def test_bytes_that_do_not_parse_are_invalid_argument(server) -> None:  # type: ignore[no-untyped-def]
+    garbage = b"\xff\xff\xff\xff"  # not a protobuf message of any type
+    with grpc.insecure_channel(server.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/grpc.health.v1.Health/Check")(garbage, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid grpc.health.v1.HealthCheckRequest message" in info.value.details()
+        stream = channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            list(stream(iter([garbage]), timeout=5))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert status.status == health_pb2.HealthCheckResponse.SERVING
