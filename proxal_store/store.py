@@ -153,6 +153,10 @@ COMPLETE = "complete"
 RUNNING = "running"
 FAILED = "failed"
 DELETED = "deleted"
+# Append-only logs, written one small commit at a time: compacted every COMPACT_EVERY
+# appends (a read of 1,000 one-row fragments took 1.5 s, of the compacted table 14 ms).
+LOG_TABLES = frozenset({"labels", "leases", "rounds"})
+COMPACT_EVERY = 50
 READ_BATCH_ROWS = 2048  # scan batch of read_embeddings: measured fastest of 512..65536
 
 
@@ -421,6 +425,7 @@ class Store:
         self.storage_options = storage_options
         self._db = lancedb.connect(self.uri, storage_options=storage_options)
         self._lock = threading.RLock()
+        self._appends: dict[str, int] = {}  # appends to each log table by this Store
 
     # ---------------------------------------------------------------- helpers
     def _uri_of(self, table: str) -> str:
@@ -439,6 +444,17 @@ class Store:
                 self._db.create_table(name, data=rows, schema=rows.schema)
             else:
                 table.add(rows)
+            if name in LOG_TABLES:
+                self._appends[name] = self._appends.get(name, 0) + 1
+                if self._appends[name] % COMPACT_EVERY == 0:
+                    self._compact(name)
+
+    def _compact(self, name: str) -> None:
+        """Merge a log table's small per-commit fragments, keeping row order, so reads stay
+        fast; files of versions older than an hour go (nothing reads those any more)."""
+        ds = lance.dataset(self._uri_of(name), storage_options=self.storage_options)
+        ds.optimize.compact_files()
+        ds.cleanup_old_versions(older_than=timedelta(hours=1))
 
     def _read(
         self, name: str, where: str | None = None, columns: list[str] | None = None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import lance
 import numpy as np
 import pytest
 
@@ -169,3 +172,21 @@ def test_a_new_version_may_change_dim(store: Store) -> None:
         assert writer.commit().dim == 3
     assert store.read_embeddings("p", "v1")[1].shape == (4, 8)
     assert store.read_embeddings("p", "v2")[1].shape == (4, 3)
+
+
+def test_log_tables_are_compacted_and_keep_their_order(tmp_path: Path) -> None:
+    from proxal_store.labels import LabelEvent
+    from proxal_store.store import COMPACT_EVERY
+
+    store = Store(str(tmp_path / "s"))
+    n = 2 * COMPACT_EVERY + 7
+    for i in range(n):  # one commit per request, as sessions write them
+        session = f"s{i % 2}"
+        store.append_label_events(
+            session, "p", [LabelEvent("label", (i * 37) % 101, f"c{i}", f"r{i}")]
+        )
+    fragments = lance.dataset(str(tmp_path / "s" / "labels.lance")).get_fragments()
+    assert len(fragments) <= 8  # compacted twice, then 7 one-row appends
+    events = store.read_label_events("s1")
+    assert [e.request_id for e in events] == [f"r{i}" for i in range(1, n, 2)]
+    assert store.read_label_log("s1").labels == {(i * 37) % 101: f"c{i}" for i in range(1, n, 2)}
