@@ -17,13 +17,14 @@ orchestrator process per store (many annotators, one writer).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -305,14 +306,10 @@ class Sessions:
     ) -> WriteResult:
         """Commit labels for items of the session's split; idempotent per request id."""
         annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
-        check_request_id(request_id)
         record = self.store.get_session(session)
-        ids = self._check_items(record, [i for i, _ in labels], MAX_BATCH, "labels")
-        _check_labels(record, [lab for _, lab in labels])
+        ids = self._check_pairs(record, labels, MAX_BATCH)
         digest = request_digest(LABEL, annotator, [sorted(labels), relabel])
-        with self._lock(session):
-            log = self.store.read_label_log(session)
-            replay = _replayed(log, request_id, digest)
+        with self._writing(session, request_id, digest) as (log, replay):
             if replay is not None:
                 return WriteResult(len(replay.events), len(log.labels), replayed=True)
             if not relabel:
@@ -339,13 +336,10 @@ class Sessions:
     ) -> WriteResult:
         """Skip items: they are not handed out again in this session (Undo brings them back)."""
         annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
-        check_request_id(request_id)
         record = self.store.get_session(session)
         items = self._check_items(record, ids, MAX_BATCH, "ids")
         digest = request_digest(SKIP, annotator, sorted(items))
-        with self._lock(session):
-            log = self.store.read_label_log(session)
-            replay = _replayed(log, request_id, digest)
+        with self._writing(session, request_id, digest) as (log, replay):
             if replay is not None:
                 return WriteResult(len(replay.events), len(log.labels), replayed=True)
             done = [i for i in items if i in log.labels]
@@ -365,12 +359,9 @@ class Sessions:
     def undo(self, session: str, request_id: str = "", annotator: str = "") -> UndoResult:
         """Revert the annotator's latest label or skip request; its items are leased back."""
         annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
-        check_request_id(request_id)
         record = self.store.get_session(session)
         digest = request_digest(UNDO, annotator, [])
-        with self._lock(session):
-            log = self.store.read_label_log(session)
-            replay = _replayed(log, request_id, digest)
+        with self._writing(session, request_id, digest) as (log, replay):
             if replay is not None:
                 target = log.requests[replay.events[0].undoes]
             else:
@@ -414,14 +405,10 @@ class Sessions:
     ) -> WriteResult:
         """Labels made elsewhere; items that have a label keep it unless `overwrite`."""
         annotator = check_annotator(annotator or "import")
-        check_request_id(request_id)
         record = self.store.get_session(session)
-        ids = self._check_items(record, [i for i, _ in labels], MAX_IMPORT, "labels")
-        _check_labels(record, [lab for _, lab in labels])
+        ids = self._check_pairs(record, labels, MAX_IMPORT)
         digest = request_digest(IMPORT, annotator, [sorted(labels), overwrite])
-        with self._lock(session):
-            log = self.store.read_label_log(session)
-            replay = _replayed(log, request_id, digest)
+        with self._writing(session, request_id, digest) as (log, replay):
             if replay is not None:
                 return WriteResult(len(replay.events), len(log.labels), replayed=True)
             events = [
@@ -447,6 +434,17 @@ class Sessions:
     def _lock(self, session: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(session, threading.Lock())
+
+    @contextlib.contextmanager
+    def _writing(
+        self, session: str, request_id: str, digest: str
+    ) -> Iterator[tuple[LabelLog, Request | None]]:
+        """Hold the session's write lock with its log, and the committed request with this
+        id if this is a retry (then the caller answers from it and writes nothing)."""
+        check_request_id(request_id)
+        with self._lock(session):
+            log = self.store.read_label_log(session)
+            yield log, _replayed(log, request_id, digest)
 
     def _split(self, record: SessionRecord) -> npt.NDArray[np.int64]:
         """The ids of the session's split (splits never change once ingested)."""
@@ -486,6 +484,14 @@ class Sessions:
                 f"{record.pool!r}: {missing[:5].tolist()}"
             )
         return items
+
+    def _check_pairs(
+        self, record: SessionRecord, labels: Sequence[tuple[int, str]], limit: int
+    ) -> list[int]:
+        """The ids of (id, label) pairs, checked against the split and the classes."""
+        ids = self._check_items(record, [i for i, _ in labels], limit, "labels")
+        _check_labels(record, [lab for _, lab in labels])
+        return ids
 
     def _check_not_leased_to_others(
         self, session: str, log: LabelLog, ids: Sequence[int], annotator: str
