@@ -10,38 +10,43 @@ import re
 
 from proxal_runtime.errors import InvalidArgumentError
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_ANNOTATOR = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def check_name(kind: str, value: str) -> str:
-    """Return `value` if it is a valid name, else raise InvalidArgumentError."""
-    if not _NAME.match(value or ""):
-        raise InvalidArgumentError(
-            f"{kind} name {value!r} is invalid: use 1-64 characters from a-z, 0-9, '_' and '-', "
-            "starting with a letter or digit"
-        )
+def _check(pattern: re.Pattern[str], value: str, what: str, rule: str) -> str:
+    """`value` if the whole of it matches `pattern` (a trailing newline does not), else
+    InvalidArgumentError saying `what` is invalid and the `rule`."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        shown = value[:80] if isinstance(value, str) else value
+        raise InvalidArgumentError(f"{what} {shown!r} is invalid: {rule}")
     return value
 
 
-_ANNOTATOR = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+def check_name(kind: str, value: str) -> str:
+    """Return `value` if it is a valid pool, session or split name, else raise."""
+    return _check(
+        _NAME,
+        value,
+        f"{kind} name",
+        "use 1-64 characters from a-z, 0-9, '_' and '-', starting with a letter or digit",
+    )
 
 
 def check_annotator(value: str) -> str:
     """Return `value` if it is a valid annotator name, else raise InvalidArgumentError."""
-    if not _ANNOTATOR.match(value):
-        raise InvalidArgumentError(
-            f"annotator {value[:80]!r} is invalid: use 1-64 characters from A-Z, a-z, 0-9 "
-            "and '._@-'"
-        )
-    return value
+    return _check(
+        _ANNOTATOR, value, "annotator", "use 1-64 characters from A-Z, a-z, 0-9 and '._@-'"
+    )
 
 
 def check_request_id(value: str) -> str:
     """Return `value` if it is a valid client request id (e.g. a UUID), else raise."""
-    if not _REQUEST_ID.match(value):
-        raise InvalidArgumentError(
-            f"request_id {value[:80]!r} is invalid: every write needs a request id of 1-128 "
-            "characters from A-Z, a-z, 0-9 and '._:-' (e.g. a UUID), the same one on retries"
-        )
-    return value
+    return _check(
+        _REQUEST_ID,
+        value,
+        "request_id",
+        "every write needs a request id of 1-128 characters from A-Z, a-z, 0-9 and '._:-' "
+        "(e.g. a UUID), the same one on retries",
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proxal_runtime import errors
 from proxal_runtime.arrays import pack_float32, pack_int64, unpack_float32, unpack_int64
-from proxal_runtime.names import check_name
+from proxal_runtime.names import check_annotator, check_name, check_request_id
 from proxal_runtime.server import (
     STATUS_BY_ERROR,
     ServerSettings,
@@ -97,10 +99,26 @@ def test_packed_arrays_round_trip_and_reject_ragged_bytes() -> None:
         unpack_int64(b"\x00" * 7, "candidate_ids")
 
 
-@pytest.mark.parametrize("name", ["", "../x", "/abs", "A", "a b", "a'b", "x" * 65])
+@pytest.mark.parametrize("name", ["", "../x", "/abs", "A", "a b", "a'b", "x" * 65, "pool\n"])
 def test_bad_names_are_rejected(name: str) -> None:
     with pytest.raises(errors.InvalidArgumentError):
         check_name("pool", name)
+
+
+@pytest.mark.parametrize(
+    ("check", "good", "bad"),
+    [
+        (check_annotator, ["ann", "a.b@c-d_e", "X" * 64], ["", "a b", "x" * 65, "ann\n", "é"]),
+        (check_request_id, ["0f3a-uuid", "a:b.c_d"], ["", "a/b", "x" * 129, "id\n", "a b"]),
+    ],
+)
+def test_annotators_and_request_ids(
+    check: Callable[[str], str], good: list[str], bad: list[str]
+) -> None:
+    assert [check(x) for x in good] == good
+    for value in bad:
+        with pytest.raises(errors.InvalidArgumentError, match="is invalid"):
+            check(value)
 
 
 def test_good_names_pass() -> None:
