@@ -244,10 +244,9 @@ class Sessions:
                     resumed=True,
                 )
             leased = {i for x in leases for i in x.ids}
-            candidates = np.array(
-                [i for i in self._split(record).tolist() if not log.decided(i) and i not in leased],
-                dtype=np.int64,
-            )
+            taken = np.fromiter([*log.labels, *log.skipped, *leased], dtype=np.int64)
+            split = self._split(record)
+            candidates = split[~np.isin(split, taken)]
             if candidates.size == 0:
                 return Batch([], record.strategy, "nothing left to label", rounds)
             selection = self._select(record, log, candidates, min(k, candidates.size), rounds)
@@ -455,12 +454,7 @@ class Sessions:
         return self._split_ids[key]
 
     def _texts(self, record: SessionRecord, ids: Sequence[int]) -> list[tuple[int, str]]:
-        if not ids:
-            return []
-        rows = self.store.pool_rows(record.pool, split=record.split, columns=["id", "text"])
-        text_of = dict(
-            zip(rows.column("id").to_pylist(), rows.column("text").to_pylist(), strict=True)
-        )
+        text_of = self.store.pool_texts(record.pool, ids)
         return [(i, text_of[i]) for i in ids]
 
     def _check_items(

@@ -522,6 +522,19 @@ class Store:
             )
         return table.sort_by("id") if "id" in table.column_names else table
 
+    def pool_texts(self, pool: str, ids: Sequence[int]) -> dict[int, str]:
+        """The texts of `ids` (those in the pool), read by a filter, not a full scan."""
+        check_name("pool", pool)
+        if not len(ids):
+            return {}
+        where = f"id IN ({','.join(str(int(i)) for i in ids)})"
+        table = self._read(_pool_table(pool), where=where, columns=["id", "text"])
+        if table is None:
+            raise NotFoundError(f"pool {pool!r} not found")
+        return dict(
+            zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True)
+        )
+
     def pool_info(self, pool: str) -> PoolInfo:
         rows = self.pool_rows(pool, columns=["id", "label", "split"])
         splits = {}
