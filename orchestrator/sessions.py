@@ -153,6 +153,8 @@ class Sessions:
         check_name("split", split)
         if not 1 <= batch_size <= MAX_BATCH:
             raise InvalidArgumentError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
+        if not 0 <= seed < 2**63:
+            raise InvalidArgumentError(f"seed must be in 0..2^63-1, got {seed}")
         if not 1.0 <= lease_seconds <= MAX_LEASE_SECONDS:  # also refuses NaN
             raise InvalidArgumentError(
                 f"lease_seconds must be in 1..{MAX_LEASE_SECONDS:.0f}, got {lease_seconds}"
@@ -548,7 +550,7 @@ class Sessions:
                 self._training(record, log.labels),
                 record.strategy,
                 k,
-                seed=record.seed * 100_003 + rounds,
+                seed=(record.seed * 100_003 + rounds) % 2**64,
                 candidate_ids=candidates,
             )
         except grpc.RpcError as exc:
@@ -569,7 +571,7 @@ class Sessions:
         folds = min(CV_FOLDS, min(counts[lab] for lab in kept.values()))
         training = self._training(record, kept)
         correct = 0
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=record.seed)
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=record.seed % 2**32)
         try:
             for train, test in splitter.split(training.ids, training.labels):
                 fold = TrainingSet(
@@ -599,7 +601,8 @@ def _check_classes(classes: list[str]) -> list[str]:
     bad = [c for c in classes if not c.strip() or len(c) > MAX_CLASS_CHARS]
     if bad:
         raise InvalidArgumentError(
-            f"class names must be 1..{MAX_CLASS_CHARS} characters and not blank, got {bad[0]!r}"
+            f"class names must be 1..{MAX_CLASS_CHARS} characters and not blank, got "
+            f"{bad[0][:80]!r} ({len(bad[0])} characters)"
         )
     return classes
 

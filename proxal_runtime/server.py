@@ -25,6 +25,7 @@ from proxal_runtime import errors
 from proxal_runtime.security import ServerSecurity
 
 log = logging.getLogger(__name__)
+MAX_ERROR_CHARS = 2000  # longer messages are cut: gRPC drops trailers over its metadata limit
 
 STATUS_BY_ERROR: dict[type[errors.ProxalError], grpc.StatusCode] = {
     errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
@@ -72,6 +73,8 @@ def _abort(context: grpc.ServicerContext, exc: BaseException, method: str) -> No
         message = f"internal error in {method}: {type(exc).__name__}: {exc}"
     else:
         message = str(exc)
+    if len(message) > MAX_ERROR_CHARS:  # it travels in a trailer, limited to 8-16 KiB
+        message = message[:MAX_ERROR_CHARS] + f"... ({len(message)} characters in all)"
     context.abort(code, message)
 
 

@@ -25,6 +25,7 @@ RAISES = {
     "state": errors.FailedPreconditionError("version is running"),
     "busy": errors.ResourceExhaustedError("too many"),
     "bug": ZeroDivisionError("division by zero"),
+    "long": errors.InvalidArgumentError("x" * 100_000),  # e.g. a client's huge name echoed
 }
 
 
@@ -176,3 +177,12 @@ def test_bytes_that_do_not_parse_are_invalid_argument(server) -> None:  # type: 
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
         assert status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_long_messages_are_cut_to_fit_a_trailer(server) -> None:  # type: ignore[no-untyped-def]
+    with grpc.insecure_channel(server.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/test.Errors/long")(b"", timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().endswith("... (100000 characters in all)")
+    assert len(info.value.details()) < 2100
