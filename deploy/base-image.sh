@@ -33,6 +33,7 @@ command -v debootstrap >/dev/null || { log "debootstrap is missing: apt-get inst
 [[ $(id -u) == 0 ]] || { log "debootstrap needs root"; exit 1; }
 
 ROOT=$(mktemp -d /var/tmp/proxal-base.XXXXXX)
+chmod 0755 "$ROOT" # becomes the image's /: mktemp's 0700 would lock out non-root users
 cleanup() { rm -rf --one-file-system "$ROOT"; }
 trap cleanup EXIT
 
