@@ -23,7 +23,8 @@
 #  6. Sizes and times, then `compose down -v`.
 #
 # Settings (environment): PROXAL_SMOKE_STORAGE_DRIVER (vfs; overlay2 is far lighter where the
-# kernel has overlayfs), PROXAL_SMOKE_CACHE (/var/cache/proxal-smoke: wheelhouse, logs),
+# kernel has overlayfs), PROXAL_SMOKE_DOCKER_ROOT (the daemon's --data-root when this script
+# starts it: /var/lib/docker for vfs, else /var/lib/docker-DRIVER), PROXAL_SMOKE_CACHE (/var/cache/proxal-smoke: wheelhouse, logs),
 # PROXAL_SMOKE_ROUNDS (5), PROXAL_SMOKE_BATCH (20), PROXAL_SMOKE_TRAIN (1000),
 # PROXAL_SMOKE_TEST (500), PROXAL_SMOKE_KEEP_IMAGES (1: keep images and build cache for the
 # next run; 0: remove them at the end), BASE_IMAGE (proxal/base:bookworm), COMPOSE (the
@@ -136,9 +137,16 @@ if "$DOCKER" info >/dev/null 2>&1; then
     driver=$("$DOCKER" info -f '{{.Driver}}')
     log "using the running Docker daemon (storage driver $driver)"
 else
-    log "starting dockerd --storage-driver $STORAGE_DRIVER --iptables=false --bridge=none"
+    # One data root per storage driver: BuildKit's cache in a data root used before with
+    # another driver points at snapshots that are not there ("failed to read dockerfile:
+    # stat /var/lib/docker/overlay2/...: no such file or directory", seen here).
+    data_root=${PROXAL_SMOKE_DOCKER_ROOT:-/var/lib/docker}
+    [[ $STORAGE_DRIVER == vfs || -n ${PROXAL_SMOKE_DOCKER_ROOT:-} ]] ||
+        data_root=/var/lib/docker-$STORAGE_DRIVER
+    log "starting dockerd --storage-driver $STORAGE_DRIVER --iptables=false --bridge=none" \
+        "--data-root $data_root"
     dockerd --storage-driver "$STORAGE_DRIVER" --iptables=false --bridge=none \
-        >"$LOGS/dockerd.log" 2>&1 &
+        --data-root "$data_root" >"$LOGS/dockerd.log" 2>&1 &
     DOCKERD_PID=$!
     for _ in $(seq 60); do
         "$DOCKER" info >/dev/null 2>&1 && break
