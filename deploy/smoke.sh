@@ -158,16 +158,10 @@ else
 fi
 DOCKER_ROOT=$("$DOCKER" info -f '{{.DockerRootDir}}')
 # vfs copies every layer and container whole. Measured: images and build cache ~10 GB, the
-# running stack ~29 GB (each proxal container holds two full copies of its 2.7 GB image).
-# overlay2 shares them.
+# running stack ~28 GB (each proxal container holds two full copies of its 2.7 GB image),
+# and a rebuild holds the old images too until the end. overlay2 shares them.
 if [[ -z $MIN_FREE_GB ]]; then
-    if [[ $driver != vfs ]]; then
-        MIN_FREE_GB=10
-    elif "$DOCKER" image inspect proxal/proxy:0.1.0 >/dev/null 2>&1; then
-        MIN_FREE_GB=34
-    else
-        MIN_FREE_GB=44
-    fi
+    if [[ $driver == vfs ]]; then MIN_FREE_GB=44; else MIN_FREE_GB=10; fi
 fi
 free_gb=$(df -BG --output=avail "$DOCKER_ROOT" | tail -1 | tr -dc 0-9)
 log "disk: ${free_gb} GB free under $DOCKER_ROOT (this run wants ${MIN_FREE_GB} GB with $driver)"
