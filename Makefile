@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-slow lint typecheck protos bench evidence evidence-plasm clean
+.PHONY: demo test test-slow lint typecheck protos bench evidence evidence-plasm smoke clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,11 @@ evidence-plasm: $(VENV)/.installed
 	$(PY) bench/plasm_asm.py --acquire --datasets banking77 --threads 1 & \
 	$(PY) bench/plasm_asm.py --acquire --datasets ag_news --threads 1 --test-limit 1000; wait
 	$(PY) bench/plasm_asm.py --analyse --threads 2
+
+# Build the container images and run the compose stack for real (deploy/smoke.sh): root,
+# Debian's docker.io, no image registry; ~10 min and ~45 GB of disk with the vfs driver.
+smoke:
+	bash deploy/smoke.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
