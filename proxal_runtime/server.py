@@ -59,7 +59,10 @@ def error_from_rpc(exc: grpc.RpcError, service: str) -> errors.ProxalError:
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode:
-    """The status code for an exception: mapped ProxalErrors, INTERNAL for anything else."""
+    """The status code for an exception: mapped ProxalErrors, UNIMPLEMENTED for a method
+    a servicer does not implement, INTERNAL for anything else."""
+    if isinstance(exc, NotImplementedError):
+        return grpc.StatusCode.UNIMPLEMENTED
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]

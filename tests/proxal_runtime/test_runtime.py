@@ -25,6 +25,7 @@ RAISES = {
     "state": errors.FailedPreconditionError("version is running"),
     "busy": errors.ResourceExhaustedError("too many"),
     "bug": ZeroDivisionError("division by zero"),
+    "todo": NotImplementedError("Method not implemented!"),  # a generated servicer's stub
     "long": errors.InvalidArgumentError("x" * 100_000),  # e.g. a client's huge name echoed
 }
 
@@ -62,6 +63,7 @@ def server():  # type: ignore[no-untyped-def]
         ("state", grpc.StatusCode.FAILED_PRECONDITION),
         ("busy", grpc.StatusCode.RESOURCE_EXHAUSTED),
         ("bug", grpc.StatusCode.INTERNAL),
+        ("todo", grpc.StatusCode.UNIMPLEMENTED),
     ],
 )
 def test_errors_map_to_status_codes(server, kind: str, code: grpc.StatusCode) -> None:  # type: ignore[no-untyped-def]
