@@ -334,6 +334,7 @@ def select(
         seed=query.seed,
         mc_samples=mc_samples,
         threads=threads,
+        deadline=deadline,
     )
     empty_ids, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
     if k:
