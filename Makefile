@@ -37,13 +37,15 @@ protos: $(VENV)/.installed
 	$(PY) protos/generate.py
 
 # Benchmarks print a table and write JSON under bench/results/ (run by hand; noisy on shared CPUs).
-# The bench extra adds small-text (pinned), which bench/proxy.py compares against.
+# The bench extra adds small-text (pinned), which bench/proxy.py compares against; bench/load.py
+# (50 clients x 100 Selects on one proxy replica) exits non-zero if any request fails.
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) bench/proxy.py
 	$(PY) bench/sequential.py
 	$(PY) bench/encoder.py
 	$(PY) bench/store.py
+	$(PY) bench/load.py
 
 # Issue 5's evidence on real data (docs/evidence.md, docs/adapters_acquisition.md): about an
 # hour on 2 CPU cores; the two datasets run side by side with one torch thread each.

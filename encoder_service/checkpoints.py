@@ -101,11 +101,17 @@ def _locate(spec: str, root: Path) -> Path:
         raise InvalidArgumentError(
             f"checkpoint {spec!r} must be a relative path under the checkpoint root"
         )
-    path = (root / spec).resolve()
-    if not path.is_relative_to(root):
-        raise InvalidArgumentError(f"checkpoint {spec!r} points outside the checkpoint root")
-    if not path.exists():
-        raise NotFoundError(f"checkpoint {spec!r} not found under the checkpoint root")
+    try:
+        path = (root / spec).resolve()
+        if not path.is_relative_to(root):
+            raise InvalidArgumentError(f"checkpoint {spec!r} points outside the checkpoint root")
+        if not path.exists():
+            raise NotFoundError(f"checkpoint {spec!r} not found under the checkpoint root")
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop (RuntimeError)
+        raise InvalidArgumentError(
+            f"checkpoint {spec!r} is not a usable path under the checkpoint root: "
+            f"{exc.strerror if isinstance(exc, OSError) else exc}"
+        ) from exc
     return path
 
 
@@ -188,9 +194,10 @@ def _hf_directory(path: Path, config: Mapping[str, Any], spec: str) -> ResolvedC
 
 def _convert_state_dict(weights: Path, spec: str, work_dir: Path) -> ResolvedCheckpoint:
     """Load a (prefixed) encoder state dict into MiniLM-L6 and save it as a HF directory."""
+    stored = _file_shapes(weights)  # an unreadable file fails before the model loads
     model = _base_model()
     expected = model.state_dict()
-    keys = _encoder_state_keys(_file_shapes(weights), _shapes(expected), spec)
+    keys = _encoder_state_keys(stored, _shapes(expected), spec)
     state = load_file(str(weights))
     model.load_state_dict({name: state[key] for name, key in keys.items()}, strict=False)
     return ResolvedCheckpoint(_save(model, work_dir), _sha256([weights]), "safetensors")

@@ -12,11 +12,15 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 
-from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.errors import InvalidArgumentError, ResourceExhaustedError
 from proxal_store import Store
 
 TEXT = "text"
 LABEL = "label"
+# The longest text accepted (characters). Models read at most 512 tokens (~2,500 characters
+# of English), so longer texts are truncated anyway; this bounds tokenizer time and memory.
+DEFAULT_MAX_TEXT_CHARS = 100_000
+SHOWN_NAMES, SHOWN_NAME_CHARS = 5, 40  # field names quoted in an error message
 
 
 class UploadFormat(StrEnum):
@@ -44,10 +48,15 @@ class IngestResult:
 
 
 def ingest_upload(
-    store: Store, pool: str, split: str, data: bytes, fmt: UploadFormat | None
+    store: Store,
+    pool: str,
+    split: str,
+    data: bytes,
+    fmt: UploadFormat | None,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
 ) -> IngestResult:
     """Parse `data` and add its rows to `pool` as `split` in one commit."""
-    parsed = parse_upload(data, fmt)
+    parsed = parse_upload(data, fmt, max_text_chars)
     first_id, rows_added = store.add_pool_rows(pool, split, parsed.texts, parsed.labels)
     info = store.pool_info(pool)
     return IngestResult(
@@ -60,8 +69,13 @@ def ingest_upload(
     )
 
 
-def parse_upload(data: bytes, fmt: UploadFormat | None) -> ParsedUpload:
-    """Decode and parse a whole upload; `fmt` None infers JSONL vs CSV from the content."""
+def parse_upload(
+    data: bytes, fmt: UploadFormat | None, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+) -> ParsedUpload:
+    """Decode and parse a whole upload; `fmt` None infers JSONL vs CSV from the content.
+
+    A text longer than `max_text_chars` characters is ResourceExhaustedError.
+    """
     text = _decode(data)
     if not text.strip():
         raise InvalidArgumentError(
@@ -70,7 +84,8 @@ def parse_upload(data: bytes, fmt: UploadFormat | None) -> ParsedUpload:
         )
     if fmt is None:
         fmt = UploadFormat.JSONL if text.lstrip().startswith("{") else UploadFormat.CSV
-    texts, labels = _parse_jsonl(text) if fmt is UploadFormat.JSONL else _parse_csv(text)
+    parse = _parse_jsonl if fmt is UploadFormat.JSONL else _parse_csv
+    texts, labels = parse(text, max_text_chars)
     return ParsedUpload(texts=texts, labels=labels, format=fmt)
 
 
@@ -85,7 +100,16 @@ def _decode(data: bytes) -> str:
         ) from exc
 
 
-def _check_text(value: object, line: int) -> str:
+def _shown(names: list[str]) -> str:
+    """The first few field names, each cut short: error messages quote client data."""
+    shown = [
+        name if len(name) <= SHOWN_NAME_CHARS else name[:SHOWN_NAME_CHARS] + "..."
+        for name in names[:SHOWN_NAMES]
+    ]
+    return repr(shown)[:-1] + (f", ... ({len(names)} in all)]" if len(names) > SHOWN_NAMES else "]")
+
+
+def _check_text(value: object, line: int, max_chars: int) -> str:
     if not isinstance(value, str):
         raise InvalidArgumentError(
             f"line {line}: '{TEXT}' must be a string, got {type(value).__name__}"
@@ -93,6 +117,11 @@ def _check_text(value: object, line: int) -> str:
     if not value.strip():
         raise InvalidArgumentError(
             f"line {line}: '{TEXT}' is empty or whitespace-only; remove the row or give it text"
+        )
+    if len(value) > max_chars:
+        raise ResourceExhaustedError(
+            f"line {line}: '{TEXT}' is {len(value)} characters long, over the server's limit "
+            f"of {max_chars} (--max-text-chars); shorten or split it"
         )
     return value
 
@@ -109,7 +138,7 @@ def _label(value: object, line: int) -> str | None:
     return label or None
 
 
-def _parse_jsonl(text: str) -> tuple[list[str], list[str | None]]:
+def _parse_jsonl(text: str, max_text_chars: int) -> tuple[list[str], list[str | None]]:
     texts: list[str] = []
     labels: list[str | None] = []
     # Split on "\n" only: str.splitlines() would also split inside strings on U+2028 etc.
@@ -130,16 +159,16 @@ def _parse_jsonl(text: str) -> tuple[list[str], list[str | None]]:
             )
         if TEXT not in row:
             raise InvalidArgumentError(
-                f"line {number}: missing the '{TEXT}' field (fields: {sorted(row)})"
+                f"line {number}: missing the '{TEXT}' field (fields: {_shown(sorted(row))})"
             )
-        texts.append(_check_text(row[TEXT], number))
+        texts.append(_check_text(row[TEXT], number, max_text_chars))
         labels.append(_label(row.get(LABEL), number))
     if not texts:
         raise InvalidArgumentError("the upload has no rows")
     return texts, labels
 
 
-def _parse_csv(text: str) -> tuple[list[str], list[str | None]]:
+def _parse_csv(text: str, max_text_chars: int) -> tuple[list[str], list[str | None]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(row for row in reader if row)  # the text is not blank: a row exists
@@ -147,7 +176,7 @@ def _parse_csv(text: str) -> tuple[list[str], list[str | None]]:
         if TEXT not in columns:
             raise InvalidArgumentError(
                 f"line {reader.line_num}: the CSV header has no '{TEXT}' column "
-                f"(columns: {columns}); name the column with the texts '{TEXT}'"
+                f"(columns: {_shown(columns)}); name the column with the texts '{TEXT}'"
             )
         text_col = columns.index(TEXT)
         label_col = columns.index(LABEL) if LABEL in columns else None
@@ -161,7 +190,7 @@ def _parse_csv(text: str) -> tuple[list[str], list[str | None]]:
                     f"line {reader.line_num}: {len(row)} fields, the header has {len(columns)}; "
                     "quote fields that contain commas"
                 )
-            texts.append(_check_text(row[text_col], reader.line_num))
+            texts.append(_check_text(row[text_col], reader.line_num, max_text_chars))
             labels.append(None if label_col is None else _label(row[label_col], reader.line_num))
     except csv.Error as exc:
         raise InvalidArgumentError(f"line {reader.line_num}: malformed CSV ({exc})") from exc

@@ -25,6 +25,7 @@ from encoder_service.ingest import UploadFormat, ingest_upload
 from encoder_service.pipeline import Progress, check_batch_size, embed_pool, encoder_info
 from encoder_service.settings import EncoderSettings
 from proxal_runtime.errors import InvalidArgumentError, ResourceExhaustedError
+from proxal_runtime.limits import check_strings
 from proxal_runtime.names import check_name
 from proxal_store import EncoderInfo, Store, VersionInfo
 
@@ -34,6 +35,7 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_LENGTH = 128
 CHECKPOINT_SOURCE = "checkpoint"  # EncoderInfo.source of a RefreshFromCheckpoint run
 DEFAULT_COMPARE_SAMPLE = 1000
+MAX_COMPARE_SAMPLE = 100_000  # rows whose vectors CompareVersions reads from each version
 DEFAULT_KEEP_LATEST = 1
 
 _FORMATS: dict[int, UploadFormat | None] = {
@@ -85,6 +87,7 @@ def _read_upload(chunks: Iterator[encoder_pb2.IngestPoolChunk], max_bytes: int) 
             "the first IngestPoolChunk must carry the header (pool, split, format)"
         )
     header = first.header
+    check_strings(header, prefix="header.")
     pool = check_name("pool", header.pool)
     split = check_name("split", header.split or DEFAULT_SPLIT)
     if header.format not in _FORMATS:
@@ -114,7 +117,14 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         self, request_iterator: Iterator[encoder_pb2.IngestPoolChunk], context: grpc.ServicerContext
     ) -> encoder_pb2.IngestPoolResponse:
         upload = _read_upload(request_iterator, self._settings.max_upload_bytes)
-        result = ingest_upload(self._store, upload.pool, upload.split, upload.data, upload.format)
+        result = ingest_upload(
+            self._store,
+            upload.pool,
+            upload.split,
+            upload.data,
+            upload.format,
+            self._settings.max_text_chars,
+        )
         return encoder_pb2.IngestPoolResponse(
             pool=result.pool,
             split=result.split,
@@ -127,6 +137,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def EmbedPool(
         self, request: encoder_pb2.EmbedPoolRequest, context: grpc.ServicerContext
     ) -> Iterator[encoder_pb2.EmbedProgress]:
+        check_strings(request)
         batch_size = check_batch_size(request.batch_size or DEFAULT_BATCH_SIZE)
         self._store.pool_rows(request.pool, columns=["id"])  # NOT_FOUND before loading a model
         encoder = self._encoders.get(
@@ -140,6 +151,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def RefreshFromCheckpoint(
         self, request: encoder_pb2.RefreshRequest, context: grpc.ServicerContext
     ) -> Iterator[encoder_pb2.EmbedProgress]:
+        check_strings(request)
         batch_size = check_batch_size(request.batch_size or DEFAULT_BATCH_SIZE)
         if request.label_count < 0:
             raise InvalidArgumentError(f"label_count must be >= 0, got {request.label_count}")
@@ -231,38 +243,49 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def ListVersions(
         self, request: encoder_pb2.ListVersionsRequest, context: grpc.ServicerContext
     ) -> encoder_pb2.ListVersionsResponse:
+        check_strings(request)
         versions = self._store.list_versions(request.pool, request.include_incomplete)
         return encoder_pb2.ListVersionsResponse(versions=[version_message(v) for v in versions])
 
     def GetVersion(
         self, request: encoder_pb2.VersionRequest, context: grpc.ServicerContext
     ) -> common_pb2.EmbeddingVersion:
+        check_strings(request)
         return version_message(self._store.get_version(request.pool, request.version))
 
     def PinVersion(
         self, request: encoder_pb2.VersionRequest, context: grpc.ServicerContext
     ) -> common_pb2.EmbeddingVersion:
+        check_strings(request)
         return version_message(self._store.pin_version(request.pool, request.version))
 
     def UnpinVersion(
         self, request: encoder_pb2.VersionRequest, context: grpc.ServicerContext
     ) -> common_pb2.EmbeddingVersion:
+        check_strings(request)
         return version_message(self._store.unpin_version(request.pool, request.version))
 
     def DeleteVersion(
         self, request: encoder_pb2.VersionRequest, context: grpc.ServicerContext
     ) -> encoder_pb2.DeleteVersionResponse:
+        check_strings(request)
         info = self._store.delete_version(request.pool, request.version)
         return encoder_pb2.DeleteVersionResponse(pool=info.pool, version=info.version)
 
     def CompareVersions(
         self, request: encoder_pb2.CompareVersionsRequest, context: grpc.ServicerContext
     ) -> encoder_pb2.CompareVersionsResponse:
+        check_strings(request)
+        if not 0 <= request.sample <= MAX_COMPARE_SAMPLE:
+            raise InvalidArgumentError(
+                f"sample must be in 1..{MAX_COMPARE_SAMPLE} (0 means {DEFAULT_COMPARE_SAMPLE}), "
+                f"got {request.sample}"
+            )
         result = self._store.compare_versions(
             request.pool,
             request.version_a,
             request.version_b,
-            sample=request.sample if request.sample > 0 else DEFAULT_COMPARE_SAMPLE,
+            sample=request.sample or DEFAULT_COMPARE_SAMPLE,
             seed=request.seed,
         )
         return encoder_pb2.CompareVersionsResponse(
@@ -277,6 +300,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def CleanupVersions(
         self, request: encoder_pb2.CleanupVersionsRequest, context: grpc.ServicerContext
     ) -> encoder_pb2.CleanupVersionsResponse:
+        check_strings(request)
         # proto3 cannot tell 0 from unset: 0 means the default; use DeleteVersion for the last.
         result = self._store.cleanup_versions(
             request.pool, request.keep_latest or DEFAULT_KEEP_LATEST
@@ -286,6 +310,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def GetPool(
         self, request: encoder_pb2.GetPoolRequest, context: grpc.ServicerContext
     ) -> encoder_pb2.PoolInfo:
+        check_strings(request)
         info = self._store.pool_info(request.pool)
         return encoder_pb2.PoolInfo(
             pool=info.pool,

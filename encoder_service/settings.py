@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder_service.encoders import BACKENDS, TORCH
+from encoder_service.ingest import DEFAULT_MAX_TEXT_CHARS
 from proxal_runtime.server import ServerSettings
 from proxal_runtime.settings import (
     DEFAULT_STORE,
@@ -36,6 +37,7 @@ class EncoderSettings:
     backend: str = TORCH  # used when an EmbedPool request names none
     onnx_cache: Path = field(default_factory=lambda: Path(DEFAULT_ONNX_CACHE).expanduser())
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS  # longest text IngestPool accepts
     write_chunk_rows: int = DEFAULT_WRITE_CHUNK_ROWS  # rows per durable chunk of a run
     checkpoint_root: Path = field(default_factory=Path.cwd)  # RefreshFromCheckpoint paths
 
@@ -66,6 +68,12 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="largest IngestPool upload accepted, in MiB (env PROXAL_ENCODER_MAX_UPLOAD_MB)",
     )
     parser.add_argument(
+        "--max-text-chars",
+        type=int,
+        default=int(env_default(PREFIX, "max_text_chars", str(DEFAULT_MAX_TEXT_CHARS), env)),
+        help="longest text an upload may hold, in characters (env PROXAL_ENCODER_MAX_TEXT_CHARS)",
+    )
+    parser.add_argument(
         "--write-chunk-rows",
         type=int,
         default=int(env_default(PREFIX, "write_chunk_rows", str(DEFAULT_WRITE_CHUNK_ROWS), env)),
@@ -91,6 +99,8 @@ def parse_settings(
         parser.error(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
     if args.max_upload_mb < 1:
         parser.error(f"--max-upload-mb must be at least 1, got {args.max_upload_mb}")
+    if args.max_text_chars < 1:
+        parser.error(f"--max-text-chars must be at least 1, got {args.max_text_chars}")
     if args.write_chunk_rows < 1:
         parser.error(f"--write-chunk-rows must be at least 1, got {args.write_chunk_rows}")
     checkpoint_root = Path(args.checkpoint_root).expanduser().resolve()
@@ -103,6 +113,7 @@ def parse_settings(
         backend=args.backend,
         onnx_cache=Path(args.onnx_cache).expanduser(),
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
+        max_text_chars=args.max_text_chars,
         write_chunk_rows=args.write_chunk_rows,
         checkpoint_root=checkpoint_root,
     )

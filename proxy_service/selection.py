@@ -23,6 +23,7 @@ from proxal_runtime.subsampling import sort_by_id, ups_keep
 from proxy_service.cache import LoadedVersion, OnceLRU, model_key
 from proxy_service.classifiers import ClassifierSpec, ProxyClassifier, build_classifier
 from proxy_service.strategies import (
+    CHUNK_ROWS,
     DEFAULT_MC_SAMPLES,
     Pool,
     Strategy,
@@ -260,6 +261,10 @@ def check_query(query: Query, check_k: bool = True) -> tuple[Strategy, Classifie
     """Validate everything that needs no data; (strategy, resolved spec, MC samples)."""
     if check_k and query.k <= 0:
         raise InvalidArgumentError(f"k must be >= 1, got {query.k}")
+    if query.mc_samples < 0:
+        raise InvalidArgumentError(
+            f"mc_samples must be >= 0 (0 means {DEFAULT_MC_SAMPLES}), got {query.mc_samples}"
+        )
     strategy = get_strategy(query.strategy)
     spec = query.spec.resolved()
     mc_samples = query.mc_samples or DEFAULT_MC_SAMPLES
@@ -329,6 +334,7 @@ def select(
         seed=query.seed,
         mc_samples=mc_samples,
         threads=threads,
+        deadline=deadline,
     )
     empty_ids, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
     if k:
@@ -385,9 +391,13 @@ def predict(
     deadline.check("fitting the proxy")
     fitted = time.perf_counter()
 
-    proba = model.predict_proba(version.vectors[rows])
-    labels = proba.argmax(axis=1).astype(np.int32)
-    confidence = proba[np.arange(len(rows)), labels]
+    labels = np.empty(len(rows), dtype=np.int32)
+    confidence = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), CHUNK_ROWS):  # (chunk, classes) probabilities at a time
+        proba = model.predict_proba(version.vectors[rows[start : start + CHUNK_ROWS]])
+        chunk = proba.argmax(axis=1)
+        labels[start : start + len(chunk)] = chunk
+        confidence[start : start + len(chunk)] = proba[np.arange(len(chunk)), chunk]
     scored = time.perf_counter()
     return PredictionResult(
         labels=labels,

@@ -211,6 +211,7 @@ class SequentialSession:
             seed=self.seed,
             mc_samples=self.mc_samples,
             threads=self.threads,
+            deadline=deadline,
         )
         picked = chosen.select(pool, 1)
         deadline.check("scoring and selecting")

@@ -19,10 +19,12 @@ from proxal_runtime.arrays import (
 )
 from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.limits import check_strings
 from proxal_runtime.names import check_name
 from proxy_service import selection, sequential
 from proxy_service.cache import VersionCache
 from proxy_service.classifiers import ClassifierSpec
+from proxy_service.limits import RequestLimits
 
 SERVICE_NAME: str = proxy_pb2.DESCRIPTOR.services_by_name["ProxyService"].full_name
 
@@ -97,19 +99,43 @@ def _timings(timings: selection.Timings) -> proxy_pb2.Timings:
 
 
 class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
-    """ProxyService over the versions and models held by `cache`."""
+    """ProxyService over the versions and models held by `cache`, within `limits`."""
 
     def __init__(
-        self, cache: VersionCache, score_threads: int = 1, sequential_warm_start: bool = True
+        self,
+        cache: VersionCache,
+        score_threads: int = 1,
+        sequential_warm_start: bool = True,
+        limits: RequestLimits | None = None,
     ):
         self.cache = cache
         self.score_threads = score_threads
         # SelectSequential refits warm after each label; False makes every refit cold.
         self.sequential_warm_start = sequential_warm_start
+        self.limits = limits or RequestLimits()
+
+    def _check_training(self, training: proxy_pb2.TrainingSet) -> None:
+        self.limits.check_classes(training.num_classes)
+        self.limits.check_ids("training.ids", training.ids.data)
+        self.limits.check_ids("training.labels", training.labels.data, itemsize=4)
+
+    def _check_select(self, request: proxy_pb2.SelectRequest, check_k: bool = True) -> None:
+        """Refuse a SelectRequest over the limits before anything is unpacked."""
+        check_strings(request)
+        if check_k:
+            self.limits.check_k(request.k)
+        self._check_training(request.training)
+        self.limits.check_ids("candidate_ids", request.candidate_ids.data)
+        self.limits.check_ids("shard.ids", request.shard.ids.data)
+        self.limits.check_ids("subsampling.previous_ids", request.subsampling.previous_ids.data)
+        self.limits.check_ids(
+            "subsampling.previous_scores", request.subsampling.previous_scores.data, itemsize=4
+        )
 
     def Select(
         self, request: proxy_pb2.SelectRequest, context: grpc.ServicerContext
     ) -> proxy_pb2.SelectResponse:
+        self._check_select(request)
         result = selection.select(
             _loader(self.cache, request.pool, request.embedding_version),
             self.cache.models,
@@ -131,6 +157,9 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
     def Predict(
         self, request: proxy_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> proxy_pb2.PredictResponse:
+        check_strings(request)
+        self._check_training(request.training)
+        self.limits.check_ids("ids", request.ids.data)
         result = selection.predict(
             _loader(self.cache, request.pool, request.embedding_version),
             self.cache.models,
@@ -167,6 +196,7 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
                 f"got {first.WhichOneof('step') or 'an empty message'}"
             )
         request = first.start
+        self._check_select(request, check_k=False)  # a sequential stream ignores k
         session, step = sequential.SequentialSession.start(
             _loader(self.cache, request.pool, request.embedding_version),
             query_from_proto(request),

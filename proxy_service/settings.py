@@ -5,17 +5,23 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxal_runtime.server import ServerSettings
 from proxal_runtime.settings import add_common_args, env_default, server_settings, store_options
+from proxy_service.limits import (
+    DEFAULT_MAX_CLASSES,
+    DEFAULT_MAX_IDS,
+    DEFAULT_MAX_K,
+    RequestLimits,
+)
 
 ENV_PREFIX = "PROXAL_PROXY"
 
 
 @dataclass(frozen=True)
 class ProxySettings:
-    """Everything `python -m proxy_service` needs: network, store, cache sizes."""
+    """Everything `python -m proxy_service` needs: network, store, cache sizes, limits."""
 
     server: ServerSettings
     store: str
@@ -23,6 +29,7 @@ class ProxySettings:
     cache_versions: int = 4
     cache_models: int = 16
     score_threads: int = 2
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
 
 def _positive_int(value: str) -> int:
@@ -59,6 +66,24 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         default=env_default(ENV_PREFIX, "score_threads", str(min(os.cpu_count() or 1, 4)), env),
         help="threads that score one request's pool chunks in parallel (default: cores, <= 4)",
     )
+    parser.add_argument(
+        "--max-k",
+        type=_positive_int,
+        default=env_default(ENV_PREFIX, "max_k", str(DEFAULT_MAX_K), env),
+        help="largest k a Select may ask for (env PROXAL_PROXY_MAX_K)",
+    )
+    parser.add_argument(
+        "--max-classes",
+        type=_positive_int,
+        default=env_default(ENV_PREFIX, "max_classes", str(DEFAULT_MAX_CLASSES), env),
+        help="largest training.num_classes accepted (env PROXAL_PROXY_MAX_CLASSES)",
+    )
+    parser.add_argument(
+        "--max-ids",
+        type=_positive_int,
+        default=env_default(ENV_PREFIX, "max_ids", str(DEFAULT_MAX_IDS), env),
+        help="most values in one packed id or label array of a request (env PROXAL_PROXY_MAX_IDS)",
+    )
     return parser
 
 
@@ -71,4 +96,5 @@ def from_args(args: argparse.Namespace) -> ProxySettings:
         cache_versions=args.cache_versions,
         cache_models=args.cache_models,
         score_threads=args.score_threads,
+        limits=RequestLimits(max_k=args.max_k, max_classes=args.max_classes, max_ids=args.max_ids),
     )

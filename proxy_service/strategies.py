@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -26,6 +26,7 @@ import numpy.typing as npt
 from sklearn.covariance import LedoitWolf
 
 from proxal_runtime import uncertainty
+from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.ranking import id_uniform, top_k
 from proxy_service.classifiers import MLP, MLPProxy, ProxyClassifier
@@ -37,6 +38,7 @@ Rows = npt.NDArray[np.intp]
 CHUNK_ROWS = 4096
 DEFAULT_MC_SAMPLES = 20
 MAX_MC_SAMPLES = 1000
+PICKS_PER_DEADLINE_CHECK = 16  # greedy strategies check the deadline this often
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class Pool:
     ``vectors`` (N, d) is the whole embedding version (read-only); the candidates are its
     rows ``rows`` (m,) ascending, with ids ``ids`` (m,). The labeled examples are rows
     ``train_rows`` (n,) with classes ``labels`` (n,) in [0, num_classes). ``model`` is the
-    fitted proxy for strategies that need one, else None.
+    fitted proxy for strategies that need one, else None. Greedy strategies (a pass over the
+    candidates per pick) stop with DeadlineExceededError once ``deadline`` has passed.
     """
 
     vectors: Matrix
@@ -59,6 +62,12 @@ class Pool:
     seed: int
     mc_samples: int = DEFAULT_MC_SAMPLES
     threads: int = 1
+    deadline: Deadline = field(default_factory=Deadline)
+
+    def check_deadline(self, step: int, k: int) -> None:
+        """Every PICKS_PER_DEADLINE_CHECK picks of k: stop if the deadline has passed."""
+        if step % PICKS_PER_DEADLINE_CHECK == 0:
+            self.deadline.check(f"{step} of {k} picks")
 
     def map_rows(self, fn: Callable[[Matrix], npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
         """fn applied to the candidate vectors chunk by chunk: (m, ...) float32 results.
@@ -329,6 +338,7 @@ class CoreSet(Strategy):
         picks = np.empty(k, dtype=np.intp)
         scores = np.empty(k, dtype=np.float32)
         for step in range(k):
+            pool.check_deadline(step, k)
             best = int(top_k(nearest if len(labeled) or step else tie, pool.ids, 1, pool.seed)[0])
             picks[step], scores[step] = best, nearest[best]
             center = matrix[positions[best]]
@@ -372,6 +382,7 @@ class Badge(Strategy):
         d2 = np.full(len(proba), np.inf, dtype=np.float32)  # squared distance to the centers
         picked = np.zeros(len(proba), dtype=bool)
         for step in range(k):
+            pool.check_deadline(step, k)
             total = float(d2.sum(dtype=np.float64))
             if step == 0:
                 best = int(top_k(g_sq, pool.ids, 1, pool.seed)[0])

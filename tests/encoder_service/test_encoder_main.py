@@ -23,14 +23,18 @@ def test_settings_defaults_environment_and_flags(tmp_path: Path) -> None:
     assert defaults.backend == "torch"
     assert defaults.onnx_cache == Path("~/.cache/proxal/onnx").expanduser()
     assert defaults.max_upload_bytes == 256 * 1024 * 1024
+    assert defaults.max_text_chars == 100_000
 
     env = {
         "PROXAL_ENCODER_BACKEND": "onnx",
         "PROXAL_ENCODER_MAX_UPLOAD_MB": "8",
+        "PROXAL_ENCODER_MAX_TEXT_CHARS": "5000",
         "PROXAL_STORE": str(tmp_path / "env-store"),
     }
     from_env = parse_settings([], env=env)
     assert (from_env.backend, from_env.max_upload_bytes) == ("onnx", 8 * 1024 * 1024)
+    assert from_env.max_text_chars == 5000
+    assert parse_settings(["--max-text-chars", "7"], env=env).max_text_chars == 7
     assert from_env.store == str(tmp_path / "env-store")
 
     flags = parse_settings(
@@ -51,6 +55,7 @@ def test_settings_defaults_environment_and_flags(tmp_path: Path) -> None:
         (["--backend", "tensorrt"], {}),
         ([], {"PROXAL_ENCODER_BACKEND": "tensorrt"}),
         (["--max-upload-mb", "0"], {}),
+        (["--max-text-chars", "0"], {}),
     ],
 )
 def test_invalid_settings_exit_with_usage_error(

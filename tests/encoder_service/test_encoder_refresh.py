@@ -205,6 +205,8 @@ def test_lora_adapter_is_merged(server: RefreshServer) -> None:
         ("pickled", grpc.StatusCode.FAILED_PRECONDITION, "pytorch_model.bin (pickle)"),
         ("bert768-lora", grpc.StatusCode.FAILED_PRECONDITION, "size mismatch"),
         ("gpt2-lora", grpc.StatusCode.FAILED_PRECONDITION, "c_attn"),
+        ("a" * 300, grpc.StatusCode.INVALID_ARGUMENT, "File name too long"),  # was INTERNAL
+        ("a" * 513, grpc.StatusCode.INVALID_ARGUMENT, "at most 512 are accepted"),
     ],
 )
 def test_bad_checkpoints_leave_the_store_unchanged(

@@ -75,6 +75,11 @@ def test_errors_map_to_status_codes(versioned: EncoderServer, upload: Upload) ->
     assert _code(lambda: stub.DeleteVersion(req(version="v99"))) == grpc.StatusCode.NOT_FOUND
     cleanup = encoder_pb2.CleanupVersionsRequest(pool="vers", keep_latest=-1)
     assert _code(lambda: stub.CleanupVersions(cleanup)) == invalid
+    for sample in (-1, 100_001):  # -1 used to mean the default
+        compare = encoder_pb2.CompareVersionsRequest(
+            pool="vers", version_a="v1", version_b="v1", sample=sample
+        )
+        assert _code(lambda compare=compare: stub.CompareVersions(compare)) == invalid
     upload("fresh", jsonl([{"text": "a"}, {"text": "b"}]))
     writer = versioned.store.begin_embedding("fresh", INFO)
     running = grpc.StatusCode.FAILED_PRECONDITION

@@ -16,10 +16,12 @@ from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
 from proxal_runtime.arrays import pack_int32, pack_int64, unpack_float32, unpack_int32, unpack_int64
+from proxal_runtime.errors import ResourceExhaustedError
 from proxal_runtime.ranking import top_k
 from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
 from proxal_store import EncoderInfo, Store
 from proxy_service.cache import VersionCache
+from proxy_service.limits import RequestLimits
 from proxy_service.servicer import SERVICE_NAME, ProxyServicer
 from tests.conftest import add_blobs_version
 
@@ -202,6 +204,15 @@ BAD_SELECTS: list[tuple[str, dict[str, Any], grpc.StatusCode, str]] = [
     ("k negative", {"k": -1}, grpc.StatusCode.INVALID_ARGUMENT, "k must be"),
     ("k too big", {"k": 5000}, grpc.StatusCode.INVALID_ARGUMENT, f"only {N - LABELED} candidates"),
     ("strategy", {"strategy": "bayes"}, grpc.StatusCode.INVALID_ARGUMENT, "valid strategies"),
+    ("k over the limit", {"k": 10_001}, grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-k"),
+    ("mc_samples", {"mc_samples": -1}, grpc.StatusCode.INVALID_ARGUMENT, "mc_samples must be"),
+    ("long string", {"strategy": "x" * 513}, grpc.StatusCode.INVALID_ARGUMENT, "at most 512"),
+    (  # (rows, classes) probabilities: 2^31 - 1 classes used to exhaust memory
+        "classes over the limit",
+        {"training": proxy_pb2.TrainingSet(num_classes=2**31 - 1)},
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "--max-classes",
+    ),
     (
         "classifier",
         {"classifier": proxy_pb2.ClassifierSpec(kind="svm")},
@@ -324,6 +335,20 @@ def test_bad_training_is_invalid_argument(
                 proxy_pb2.PredictRequest(pool=POOL, embedding_version=data.version, training=train)
             )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_id_arrays_over_the_limit_are_resource_exhausted(proxy: Proxy, data: Blobs) -> None:
+    servicer = ProxyServicer(proxy.cache, limits=RequestLimits(max_ids=10))
+    eleven = pack_int64(np.arange(11))
+    for overrides in ({"candidate_ids": eleven}, {"training": proxy_pb2.TrainingSet()}):
+        request = select_request(data, **overrides)
+        if "training" in overrides:
+            request.training.labels.data = pack_int32(np.zeros(11))
+        with pytest.raises(ResourceExhaustedError, match="over the server's limit of 10"):
+            servicer.Select(request, context=None)
+    predict = proxy_pb2.PredictRequest(ids=common_pb2.Int64Array(data=eleven))
+    with pytest.raises(ResourceExhaustedError, match=r"ids holds 11 values.*--max-ids"):
+        servicer.Predict(predict, context=None)
 
 
 def test_incomplete_version_is_failed_precondition(proxy: Proxy, data: Blobs) -> None:

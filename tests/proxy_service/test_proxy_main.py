@@ -60,6 +60,16 @@ def test_settings_from_flags_env_and_defaults() -> None:
     assert flags.cache_versions == 7
 
 
+def test_request_limits_from_flags_env_and_defaults() -> None:
+    defaults = from_args(build_parser(env={}).parse_args([])).limits
+    assert (defaults.max_k, defaults.max_classes, defaults.max_ids) == (10_000, 1_000, 2_000_000)
+    env = {"PROXAL_PROXY_MAX_K": "50", "PROXAL_PROXY_MAX_IDS": "9"}
+    limits = from_args(build_parser(env=env).parse_args(["--max-classes", "3"])).limits
+    assert (limits.max_k, limits.max_classes, limits.max_ids) == (50, 3, 9)
+    with pytest.raises(SystemExit):
+        build_parser(env={}).parse_args(["--max-k", "0"])
+
+
 def test_cache_sizes_must_be_positive() -> None:
     with pytest.raises(SystemExit):
         build_parser(env={}).parse_args(["--cache-versions", "0"])

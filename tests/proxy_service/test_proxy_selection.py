@@ -10,6 +10,7 @@ import pytest
 from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import DeadlineExceededError, InvalidArgumentError, NotFoundError
 from proxal_runtime.ranking import top_k
+from proxy_service import selection
 from proxy_service.cache import LoadedVersion
 from proxy_service.classifiers import ClassifierSpec, SingleClassError
 from proxy_service.selection import (
@@ -189,6 +190,15 @@ def test_predict_keeps_request_order_and_duplicates() -> None:
     assert len(result.labels) == 4 and result.labels[0] == result.labels[2]
     empty = predict(lambda: VERSION, ModelCache(1), training(), ids[:0], 0, ClassifierSpec())
     assert len(empty.labels) == 0 and len(empty.confidence) == 0
+
+
+def test_predict_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Predict computes (chunk, classes) probabilities at a time: memory stays bounded."""
+    whole = predict(lambda: VERSION, ModelCache(1), training(), VERSION.ids, 0, ClassifierSpec())
+    monkeypatch.setattr(selection, "CHUNK_ROWS", 7)
+    chunked = predict(lambda: VERSION, ModelCache(1), training(), VERSION.ids, 0, ClassifierSpec())
+    np.testing.assert_array_equal(chunked.labels, whole.labels)
+    np.testing.assert_array_equal(chunked.confidence, whole.confidence)
 
 
 def test_predict_needs_two_classes() -> None:

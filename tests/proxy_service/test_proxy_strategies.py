@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.cluster import kmeans_plusplus
 
-from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.deadline import Deadline
+from proxal_runtime.errors import DeadlineExceededError, InvalidArgumentError
 from proxy_service import strategies
 from proxy_service.classifiers import ClassifierSpec, build_classifier
 from proxy_service.strategies import (
@@ -322,3 +325,14 @@ def test_badge_spreads_like_sklearn_kmeans_plusplus() -> None:
     )
     assert ours < uniform
     assert ours < 1.5 * theirs
+
+
+@pytest.mark.parametrize("name", ["coreset", "badge"])
+def test_greedy_strategies_stop_at_the_deadline(name: str) -> None:
+    """One pass over the candidates per pick: a large k must not outlive the caller's
+    deadline (the replica's worker would keep scoring for nobody)."""
+    pool = replace(make_pool(name), deadline=Deadline(0.0))
+    with pytest.raises(DeadlineExceededError, match="after 0 of 30 picks"):
+        STRATEGIES[name].select(pool, 30)
+    late = replace(pool, deadline=Deadline(30.0))
+    assert len(STRATEGIES[name].select(late, 30).positions) == 30
