@@ -259,12 +259,6 @@ def test_get_pool_unknown_is_not_found(encoder_server) -> None:
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxal_runtime/names.check_name matches with '$', which also accepts a final "
-    "newline; creating the pool's table then fails inside LanceDB and the call is INTERNAL "
-    "(fix: _NAME.fullmatch; docs/hardening.md)",
-)
 @pytest.mark.parametrize(("pool", "split"), [("pool\n", "train"), ("pool", "train\n")])
 def test_a_name_ending_in_a_newline_is_invalid_argument(upload, pool: str, split: str) -> None:
     with pytest.raises(grpc.RpcError) as err:

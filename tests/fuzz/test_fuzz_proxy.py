@@ -280,12 +280,6 @@ def test_hostile_requests_get_client_errors(proxy_world: ProxyWorld, rpc: str) -
     _check_selection([valid], outcome)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gRPC Python answers a message it cannot parse with INTERNAL, and for a stream it "
-    "sends a second status when the handler returns, after which shutdown waits for the "
-    "call forever; proxal_runtime/server.py must parse requests itself (docs/hardening.md)",
-)
 @pytest.mark.parametrize("rpc", ["Select", "SelectSequential"])
 def test_an_unparsable_message_is_invalid_argument_and_shutdown_does_not_wait(
     tmp_path: Path, rpc: str

@@ -1,0 +1,264 @@
+"""Hostile-input fuzzing of every OrchestratorService RPC against a real server and store.
+
+Per RPC, 1,000 generated requests: mutants of valid requests, hostile messages and raw
+bytes, over session "fz" on pool "blobs" (200 train items, 3 classes, a real proxy
+subprocess). Every call must end OK or with a client-error status. Afterwards the server is
+SERVING, every label an OK SubmitLabels or ImportLabels acknowledged is in the store, no
+request id was committed twice, and a valid label round still works.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from hypothesis import strategies as st
+from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from orchestrator.clients import ProxyClient
+from orchestrator.processes import ServiceProcess
+from orchestrator.servicer import OrchestratorServicer
+from orchestrator.sessions import Sessions
+from proxal_runtime.server import ServerSettings, start_server
+from proxal_store import EncoderInfo, Store
+from tests.fuzz.fuzzing import (
+    INT32,
+    INT64,
+    UINT64,
+    Outcome,
+    Request,
+    Strategy,
+    assert_serving,
+    choices,
+    doubles,
+    fuzz_rpc,
+    hostile_text,
+    ints,
+    invoke,
+    messages,
+    names,
+    one,
+    parsed,
+    requests_of,
+    rpcs,
+)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["OrchestratorService"]
+RPCS = rpcs(SERVICE)
+N_TRAIN, N_TEST, DIM = 200, 20, 8
+CLASSES = ["alpha", "beta", "gamma"]
+IDS = list(range(N_TRAIN + N_TEST))  # test-split ids are not labelable: NOT_FOUND
+ANNOTATORS = ["ann", "bob", "c.d@e"]
+
+
+@dataclass
+class OrchestratorWorld:
+    channel: grpc.Channel
+    store: Store
+    acknowledged: dict[str, set[tuple[int, str]]] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrchestratorWorld]:
+    root: Path = tmp_path_factory.mktemp("fuzz-orchestrator")
+    store = Store(str(root / "store"))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, size=N_TRAIN + N_TEST)
+    x = (rng.normal(scale=4, size=(3, DIM))[y] + rng.normal(size=(len(y), DIM))).astype("f4")
+    labels = [CLASSES[i] for i in y]
+    store.add_pool_rows("blobs", "train", [f"t{i}" for i in range(N_TRAIN)], labels[:N_TRAIN])
+    store.add_pool_rows("blobs", "test", [f"e{i}" for i in range(N_TEST)], labels[N_TRAIN:])
+    with store.begin_embedding("blobs", EncoderInfo("synthetic", "none", DIM, 0)) as writer:
+        writer.write(np.arange(len(y)), x)
+        writer.commit()
+    with ServiceProcess("proxy_service", store.uri, log_path=root / "proxy.log") as proxy:
+        sessions = Sessions(store, ProxyClient(proxy.address, timeout=30))
+        sessions.create("fz", "blobs", batch_size=5, lease_seconds=5)
+        servicer = OrchestratorServicer(sessions)
+        running = start_server(
+            ServerSettings(port=0, max_message_bytes=4 * 1024 * 1024),
+            lambda s: pb_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
+            [SERVICE.full_name],
+        )
+        with grpc.insecure_channel(running.address) as channel:
+            yield OrchestratorWorld(channel, store)
+        running.stop(0)
+
+
+def request_ids() -> Strategy:
+    """Fresh ids mostly, a few reused ones (retries, or reuse for another request), and
+    invalid ones."""
+    fresh = st.builds(lambda: uuid.uuid4().hex)
+    return st.one_of(fresh, fresh, st.sampled_from(["r1", "r2", "r3"]), hostile_text())
+
+
+LABEL_FIELDS = {"id": ints(INT64, IDS), "label": choices(CLASSES, hostile_text())}
+SESSION = names(["fz", "nosuch"])
+ANNOTATOR = choices(ANNOTATORS, hostile_text())
+pairs = st.lists(
+    st.tuples(st.sampled_from(IDS[:N_TRAIN]), st.sampled_from(CLASSES)),
+    min_size=1,
+    max_size=6,
+    unique_by=lambda p: p[0],
+)
+
+
+def _labels(items: list[tuple[int, str]]) -> list[pb.Label]:
+    return [pb.Label(id=i, label=lab) for i, lab in items]
+
+
+VALID: dict[str, Strategy] = {
+    "CreateSession": st.builds(
+        lambda n, k, lease, strategy: pb.CreateSessionRequest(
+            session=f"s-{n}", pool="blobs", batch_size=k, lease_seconds=lease, strategy=strategy
+        ),
+        st.integers(0, 10**9),
+        st.sampled_from([0, 1, 10]),
+        st.sampled_from([0.0, 1.0, 60.0]),
+        st.sampled_from(["", "margin", "random", "entropy"]),
+    ),
+    "GetSession": st.just(pb.GetSessionRequest(session="fz")),
+    "Status": st.just(pb.StatusRequest(session="fz")),
+    "NextBatch": st.builds(
+        lambda k, who: pb.NextBatchRequest(session="fz", k=k, annotator=who),
+        st.sampled_from([0, 1, 3]),
+        st.sampled_from(ANNOTATORS),
+    ),
+    "SubmitLabels": st.builds(
+        lambda items, who, relabel: pb.SubmitLabelsRequest(
+            session="fz",
+            labels=_labels(items),
+            request_id=uuid.uuid4().hex,
+            annotator=who,
+            relabel=relabel,
+        ),
+        pairs,
+        st.sampled_from(ANNOTATORS),
+        st.booleans(),
+    ),
+    "Skip": st.builds(
+        lambda items, who: pb.SkipRequest(
+            session="fz", ids=[i for i, _ in items], request_id=uuid.uuid4().hex, annotator=who
+        ),
+        pairs,
+        st.sampled_from(ANNOTATORS),
+    ),
+    "Undo": st.builds(
+        lambda who: pb.UndoRequest(session="fz", request_id=uuid.uuid4().hex, annotator=who),
+        st.sampled_from(ANNOTATORS),
+    ),
+    "ReleaseLease": st.builds(
+        lambda who: pb.ReleaseLeaseRequest(session="fz", annotator=who),
+        st.sampled_from(ANNOTATORS),
+    ),
+    "ImportLabels": st.builds(
+        lambda items, overwrite: pb.ImportLabelsRequest(
+            session="fz", labels=_labels(items), request_id=uuid.uuid4().hex, overwrite=overwrite
+        ),
+        pairs,
+        st.booleans(),
+    ),
+    "ExportLabels": st.builds(
+        lambda fmt: pb.ExportLabelsRequest(session="fz", format=fmt),
+        st.sampled_from(list(pb.ExportFormat.values())),
+    ),
+}
+OVERRIDES: dict[str, dict[str, Strategy]] = {
+    "CreateSession": {
+        "session": names(["fz"]),
+        "pool": names(["blobs"]),
+        "embedding_version": names(["v1", "v9"]),
+        "strategy": choices(["margin", "random"], hostile_text()),
+        "batch_size": ints(INT32, [1, 10, 1000, 1001]),
+        "seed": ints(UINT64),
+        "split": names(["train", "test"]),
+        "classes": choices(CLASSES, hostile_text()),  # repeated fields: the element
+        "lease_seconds": doubles([1.0, 60.0]),
+    },
+    "GetSession": {"session": SESSION},
+    "Status": {"session": SESSION},
+    "NextBatch": {"session": SESSION, "k": ints(INT32, [1, 5, 1000]), "annotator": ANNOTATOR},
+    "SubmitLabels": {
+        "session": SESSION,
+        "labels": messages(pb.Label, LABEL_FIELDS),
+        "request_id": request_ids(),
+        "annotator": ANNOTATOR,
+    },
+    "Skip": {
+        "session": SESSION,
+        "ids": ints(INT64, IDS),
+        "request_id": request_ids(),
+        "annotator": ANNOTATOR,
+    },
+    "Undo": {"session": SESSION, "request_id": request_ids(), "annotator": ANNOTATOR},
+    "ReleaseLease": {"session": SESSION, "annotator": ANNOTATOR},
+    "ImportLabels": {
+        "session": SESSION,
+        "labels": messages(pb.Label, LABEL_FIELDS),
+        "request_id": request_ids(),
+        "annotator": ANNOTATOR,
+    },
+    "ExportLabels": {"session": SESSION, "format": ints(INT32, [0, 1, 2, 3])},
+}
+
+
+def test_every_rpc_is_fuzzed() -> None:
+    assert set(VALID) == set(OVERRIDES) == set(RPCS)
+
+
+def _checker(world: OrchestratorWorld, rpc: str) -> Callable[[Sequence[Request], Outcome], None]:
+    """Records what an OK write acknowledged; checks OK answers are well formed."""
+
+    def check(requests: Sequence[Request], outcome: Outcome) -> None:
+        if rpc in ("SubmitLabels", "ImportLabels"):
+            cls = pb.SubmitLabelsRequest if rpc == "SubmitLabels" else pb.ImportLabelsRequest
+            request = parsed(requests[0], cls)
+            if request.session == "fz" and outcome.responses[0].accepted == len(request.labels):
+                acked = world.acknowledged.setdefault(request.request_id, set())
+                acked.update((x.id, x.label) for x in request.labels)
+        elif rpc == "NextBatch":
+            ids = [item.id for item in outcome.responses[0].items]
+            assert len(set(ids)) == len(ids) and set(ids) <= set(IDS[:N_TRAIN])
+
+    return check
+
+
+@pytest.mark.parametrize("rpc", list(VALID))
+def test_hostile_requests_get_client_errors(world: OrchestratorWorld, rpc: str) -> None:
+    cls = RPCS[rpc].request_class
+    requests = one(requests_of(cls, VALID[rpc], OVERRIDES[rpc]))
+    ledger = fuzz_rpc(world.channel, RPCS[rpc], requests, _checker(world, rpc))
+    ledger.check()
+    assert_serving(world.channel, ["", SERVICE.full_name])
+    # the log replays, and a request id is never committed twice
+    events = world.store.read_label_events("fz")
+    log = world.store.read_label_log("fz")
+    per_request = Counter((e.request_id, e.kind, e.id) for e in events if e.request_id)
+    assert max(per_request.values(), default=1) == 1
+    for request_id, labels in world.acknowledged.items():
+        committed = {(e.id, e.label) for e in log.requests[request_id].events}
+        assert labels <= committed, request_id
+    # a valid round still works
+    stub = pb_grpc.OrchestratorServiceStub(world.channel)
+    batch = stub.NextBatch(pb.NextBatchRequest(session="fz", annotator="final"), timeout=30)
+    if batch.items:
+        reply = stub.SubmitLabels(
+            pb.SubmitLabelsRequest(
+                session="fz",
+                labels=[pb.Label(id=batch.items[0].id, label="alpha")],
+                request_id=uuid.uuid4().hex,
+                annotator="final",
+            ),
+            timeout=30,
+        )
+        assert reply.accepted == 1
+    assert invoke(world.channel, RPCS["Status"], [pb.StatusRequest(session="fz")]).code is (
+        grpc.StatusCode.OK
+    )
