@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test test-slow lint typecheck protos bench evidence evidence-plasm smoke clean
+.PHONY: demo test fuzz test-slow lint typecheck protos bench evidence evidence-plasm smoke clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/proxal demo
 
+# The default run fuzzes each RPC with 250 generated requests to stay near 10 minutes on 2
+# cores; `make fuzz` runs the full 1,000 per RPC (tests/fuzz, about 6 minutes on its own).
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	PROXAL_FUZZ_EXAMPLES=250 $(PY) -m pytest
+
+fuzz: $(VENV)/.installed
+	PROXAL_FUZZ_EXAMPLES=1000 $(PY) -m pytest tests/fuzz -rP
 
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -m slow
