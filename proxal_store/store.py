@@ -155,7 +155,7 @@ FAILED = "failed"
 DELETED = "deleted"
 # Append-only logs, written one small commit at a time: compacted every COMPACT_EVERY
 # appends (a read of 1,000 one-row fragments took 1.5 s, of the compacted table 14 ms).
-LOG_TABLES = frozenset({"labels", "leases", "rounds"})
+LOG_TABLES = frozenset({"labels", "leases", "rounds", "sessions", "embedding_versions"})
 COMPACT_EVERY = 50
 READ_BATCH_ROWS = 2048  # scan batch of read_embeddings: measured fastest of 512..65536
 
@@ -615,11 +615,13 @@ class Store:
         uri = self._uri_of(_emb_table(pool))
         with self._lock:
             try:
-                current: int | None = lance.dataset(
-                    uri, storage_options=self.storage_options
-                ).version
+                existing = lance.dataset(uri, storage_options=self.storage_options)
             except (ValueError, FileNotFoundError, OSError):
-                current = None
+                existing = None
+            current = None if existing is None else existing.version
+            tagged = {} if existing is None else existing.tags.list()
+            if tag in tagged:  # this run committed, then died before it was recorded complete
+                return int(tagged[tag]["version"])
             op = lance.LanceOperation.Overwrite(_embedding_schema(dim), fragments)
             ds = lance.LanceDataset.commit(
                 uri, op, read_version=current, storage_options=self.storage_options

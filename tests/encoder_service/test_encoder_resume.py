@@ -222,13 +222,6 @@ def test_runs_killed_at_random_points_never_show_a_partial_version(
         np.testing.assert_allclose(vectors, uninterrupted, atol=1e-5, err_msg=str(kills))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Store._commit_embeddings creates the version's Lance tag and the run is recorded "
-    "complete just after; a process killed between the two leaves a tag that the resumed "
-    "commit cannot create again ('tag already exists'), so the run ends failed "
-    "(fix in proxal_store/store.py; docs/hardening.md)",
-)
 def test_a_run_killed_between_its_commit_and_its_record_resumes_complete(
     tmp_path: Path, encoders: EncoderCache, kill_texts: list[str]
 ) -> None:
