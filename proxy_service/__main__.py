@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.cache_versions,
         settings.cache_models,
     )
-    servicer = ProxyServicer(cache, settings.score_threads)
+    servicer = ProxyServicer(cache, settings.score_threads, limits=settings.limits)
     running = start_server(
         settings.server,
         lambda server: proxy_pb2_grpc.add_ProxyServiceServicer_to_server(servicer, server),

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
 from proxy_service.servicer import SERVICE_NAME
 from proxy_service.settings import build_parser, from_args
@@ -33,7 +34,7 @@ def wait_for_port(port_file: Path, process: subprocess.Popen[bytes], timeout: fl
 def test_module_serves_health_and_stops_on_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     command = [sys.executable, "-m", "proxy_service", "--port", "0", "--port-file", str(port_file)]
-    command += ["--store", str(tmp_path / "store"), "--log-level", "WARNING"]
+    command += ["--store", str(tmp_path / "store"), "--log-level", "WARNING", "--max-k", "3"]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "LANCE_LOG": "error"})
     try:
         port = wait_for_port(port_file, process, timeout=30)
@@ -41,6 +42,13 @@ def test_module_serves_health_and_stops_on_sigterm(tmp_path: Path) -> None:
             health = health_pb2_grpc.HealthStub(channel)
             response = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
             assert response.status == health_pb2.HealthCheckResponse.SERVING
+            # the server runs with the limits its flags set
+            with pytest.raises(grpc.RpcError) as info:
+                proxy_pb2_grpc.ProxyServiceStub(channel).Select(
+                    proxy_pb2.SelectRequest(pool="p", embedding_version="v1", k=4), timeout=10
+                )
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "--max-k" in info.value.details()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
     finally:
