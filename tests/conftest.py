@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,6 +78,38 @@ def add_blobs_version(store: Any, pool: str, vectors: Any, labels: Any) -> str:
     )
     writer.write(list(range(n)), vectors)
     return str(writer.commit().version)
+
+
+def add_session_pool(
+    store: Any,
+    pool: str,
+    classes: list[str],
+    n_train: int,
+    n_test: int = 0,
+    dim: int = 16,
+    seed: int = 0,
+) -> list[str]:
+    """A labelable pool for session tests: well-separated Gaussian blobs, one per class,
+    in splits train (ids 0..n_train-1, texts "train text i") and test, embedded as v1.
+    Returns the gold label of every id."""
+    from proxal_store import EncoderInfo
+
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    y = rng.integers(0, len(classes), size=n)
+    x = rng.normal(scale=4.0, size=(len(classes), dim))[y] + rng.normal(size=(n, dim))
+    labels = [classes[i] for i in y]
+    store.add_pool_rows(
+        pool, "train", [f"train text {i}" for i in range(n_train)], labels[:n_train]
+    )
+    if n_test:
+        store.add_pool_rows(
+            pool, "test", [f"test text {i}" for i in range(n_test)], labels[n_train:]
+        )
+    with store.begin_embedding(pool, EncoderInfo("synthetic", "none", dim, 0)) as writer:
+        writer.write(np.arange(n), x.astype(np.float32))
+        writer.commit()
+    return labels
 
 
 @pytest.fixture

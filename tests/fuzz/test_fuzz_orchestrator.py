@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 from hypothesis import strategies as st
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
@@ -27,7 +26,8 @@ from orchestrator.processes import ServiceProcess
 from orchestrator.servicer import OrchestratorServicer
 from orchestrator.sessions import Sessions
 from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import EncoderInfo, Store
+from proxal_store import Store
+from tests.conftest import add_session_pool
 from tests.fuzz.fuzzing import (
     INT32,
     INT64,
@@ -69,15 +69,7 @@ class OrchestratorWorld:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrchestratorWorld]:
     root: Path = tmp_path_factory.mktemp("fuzz-orchestrator")
     store = Store(str(root / "store"))
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, size=N_TRAIN + N_TEST)
-    x = (rng.normal(scale=4, size=(3, DIM))[y] + rng.normal(size=(len(y), DIM))).astype("f4")
-    labels = [CLASSES[i] for i in y]
-    store.add_pool_rows("blobs", "train", [f"t{i}" for i in range(N_TRAIN)], labels[:N_TRAIN])
-    store.add_pool_rows("blobs", "test", [f"e{i}" for i in range(N_TEST)], labels[N_TRAIN:])
-    with store.begin_embedding("blobs", EncoderInfo("synthetic", "none", DIM, 0)) as writer:
-        writer.write(np.arange(len(y)), x)
-        writer.commit()
+    add_session_pool(store, "blobs", CLASSES, N_TRAIN, N_TEST, DIM)
     with ServiceProcess("proxy_service", store.uri, log_path=root / "proxy.log") as proxy:
         sessions = Sessions(store, ProxyClient(proxy.address, timeout=30))
         sessions.create("fz", "blobs", batch_size=5, lease_seconds=5)

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -27,7 +26,8 @@ from orchestrator.processes import ServiceProcess
 from orchestrator.servicer import OrchestratorServicer
 from orchestrator.sessions import Sessions
 from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import EncoderInfo, Store
+from proxal_store import Store
+from tests.conftest import add_session_pool
 
 N, DIM = 120, 8
 CLASSES = ["alpha", "beta", "gamma"]
@@ -39,15 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Store]]:
     root = tmp_path_factory.mktemp("label-cli")
     store = Store(str(root / "store"))
-    rng = np.random.default_rng(1)
-    y = rng.integers(0, 3, size=N)
-    x = (rng.normal(scale=4.0, size=(3, DIM))[y] + rng.normal(size=(N, DIM))).astype(np.float32)
-    store.add_pool_rows(
-        "cli", "train", [f"sentence number {i}" for i in range(N)], [CLASSES[i] for i in y]
-    )
-    with store.begin_embedding("cli", EncoderInfo("synthetic", "none", DIM, 0)) as writer:
-        writer.write(np.arange(N), x)
-        writer.commit()
+    add_session_pool(store, "cli", CLASSES, N, dim=DIM, seed=1)
     with ServiceProcess("proxy_service", store.uri, log_path=root / "proxy.log") as proxy:
         servicer = OrchestratorServicer(Sessions(store, ProxyClient(proxy.address)))
         running = start_server(

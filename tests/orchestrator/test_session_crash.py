@@ -16,13 +16,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 
 from orchestrator.processes import ServiceProcess
 from orchestrator.session_client import SessionClient
-from proxal_store import EncoderInfo, Store
+from proxal_store import Store
+from tests.conftest import add_session_pool
 
 N_TRAIN, DIM, SUBMISSIONS = 400, 16, 200
 CLASSES = ["alpha", "beta", "gamma", "delta"]
@@ -35,16 +35,7 @@ def _free_port() -> int:
 
 
 def _pool(store: Store) -> dict[int, str]:
-    rng = np.random.default_rng(0)
-    centres = rng.normal(scale=4.0, size=(len(CLASSES), DIM))
-    y = rng.integers(0, len(CLASSES), size=N_TRAIN)
-    x = (centres[y] + rng.normal(size=(N_TRAIN, DIM))).astype(np.float32)
-    labels = [CLASSES[i] for i in y]
-    store.add_pool_rows("crash", "train", [f"text {i}" for i in range(N_TRAIN)], labels)
-    with store.begin_embedding("crash", EncoderInfo("synthetic", "none", DIM, 0)) as writer:
-        writer.write(np.arange(N_TRAIN), x)
-        writer.commit()
-    return dict(enumerate(labels))
+    return dict(enumerate(add_session_pool(store, "crash", CLASSES, N_TRAIN, dim=DIM)))
 
 
 def _assert_exactly_once(store: Store, session: str, acked: dict[int, str]) -> None:

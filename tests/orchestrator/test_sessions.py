@@ -27,16 +27,11 @@ from orchestrator.servicer import OrchestratorServicer
 from orchestrator.session_client import SessionClient
 from orchestrator.sessions import Sessions
 from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import EncoderInfo, Store
+from proxal_store import Store
+from tests.conftest import add_session_pool
 
 N_TRAIN, N_TEST, DIM = 300, 60, 16
 CLASSES = ["alpha", "beta", "gamma"]
-
-
-def _blobs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
-    centres = rng.normal(scale=4.0, size=(len(CLASSES), DIM))
-    y = rng.integers(0, len(CLASSES), size=n)
-    return (centres[y] + rng.normal(size=(n, DIM))).astype(np.float32), [CLASSES[i] for i in y]
 
 
 class Clock:
@@ -85,13 +80,7 @@ def gold(store: Store) -> dict[int, str]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("sessions")
     store = Store(str(root / "store"))
-    rng = np.random.default_rng(0)
-    x, y = _blobs(N_TRAIN + N_TEST, rng)
-    store.add_pool_rows("blobs", "train", [f"train text {i}" for i in range(N_TRAIN)], y[:N_TRAIN])
-    store.add_pool_rows("blobs", "test", [f"test text {i}" for i in range(N_TEST)], y[N_TRAIN:])
-    with store.begin_embedding("blobs", EncoderInfo("synthetic", "none", DIM, 0)) as writer:
-        writer.write(np.arange(N_TRAIN + N_TEST), x)
-        writer.commit()
+    add_session_pool(store, "blobs", CLASSES, N_TRAIN, N_TEST, DIM)
     with ServiceProcess("proxy_service", store.uri, log_path=root / "proxy.log") as proxy:
         clock = Clock()
         sessions = Sessions(store, ProxyClient(proxy.address), clock=clock)

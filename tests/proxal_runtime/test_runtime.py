@@ -182,9 +182,8 @@ def test_bytes_that_do_not_parse_are_invalid_argument(server) -> None:  # type: 
 
 
 def test_long_messages_are_cut_to_fit_a_trailer(server) -> None:  # type: ignore[no-untyped-def]
-    with grpc.insecure_channel(server.address) as channel:
-        with pytest.raises(grpc.RpcError) as info:
-            channel.unary_unary("/test.Errors/long")(b"", timeout=5)
+    with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as info:
+        channel.unary_unary("/test.Errors/long")(b"", timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().endswith("... (100000 characters in all)")
     assert len(info.value.details()) < 2100
