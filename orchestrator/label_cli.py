@@ -180,10 +180,12 @@ def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
         for k, v in fields.items()
         if k not in ("class_counts", "classes", "labeled_classes", "accuracy_classes")
     }
-    if accuracy is not None:
+    if accuracy is not None and s.accuracy_classes < len(s.session.classes):
         shown["estimated_accuracy"] = (
             f"{accuracy:.2f} on the {s.accuracy_classes} classes with 2+ labels only ({coverage})"
         )
+    elif accuracy is not None:
+        shown["estimated_accuracy"] = f"{accuracy:.2f} on all {s.accuracy_classes} classes"
     for key, value in shown.items():
         print(f"{key:>18}: {value}")
     top = ", ".join(f"{c.label} {c.count}" for c in s.class_counts[:10])

@@ -263,8 +263,9 @@ class Sessions:
     def delete(self, session: str, force: bool = False) -> Deleted:
         """Delete a session with its label log, leases and rounds. A session with labels
         is refused (FailedPreconditionError) unless `force`."""
-        self.store.get_session(session)
+        self.store.get_session(session)  # NotFoundError before taking a lock for the name
         with self._lock(session):
+            self.store.get_session(session)  # and after a concurrent delete
             log = self.store.read_label_log(session)
             if log.labels and not force:
                 raise FailedPreconditionError(
@@ -325,6 +326,7 @@ class Sessions:
         if not 1 <= k <= MAX_BATCH:
             raise InvalidArgumentError(f"k must be in 1..{MAX_BATCH}, got {k}")
         with self._lock(session):
+            self.store.get_session(session)  # not deleted while this waited for the lock
             log = self.store.read_label_log(session)
             now = self.clock()
             leases = active_leases(self.store.read_lease_events(session), log, now)
@@ -548,6 +550,7 @@ class Sessions:
         id if this is a retry (then the caller answers from it and writes nothing)."""
         check_request_id(request_id)
         with self._lock(session):
+            self.store.get_session(session)  # not deleted while this waited for the lock
             log = self.store.read_label_log(session)
             yield log, _replayed(log, request_id, digest)
 
@@ -721,9 +724,11 @@ class Sessions:
         note = f"{folds}-fold cross-validation of the proxy on {len(kept)} labels"
         if dropped:
             note += f" ({dropped} in classes with a single label left out)"
+        total = len(session_classes(record))
         note += (
-            f"; it covers only these {covered} of the session's "
-            f"{len(session_classes(record))} classes"
+            f"; it covers only these {covered} of the session's {total} classes"
+            if covered < total
+            else f"; it covers all {total} of the session's classes"
         )
         return correct / len(kept), note, covered
 

@@ -149,6 +149,8 @@ def test_status_counts_and_estimates_accuracy(stack: Stack) -> None:
     assert {c.label: c.count for c in status.class_counts} == counts
     # well-separated blobs: the proxy's cross-validated accuracy must be high, and honest
     assert 0.8 <= status.estimated_accuracy <= 1.0 and "5-fold" in status.accuracy_note
+    assert "covers all 3 of the session's classes" in status.accuracy_note
+    assert (status.labeled_classes, status.accuracy_classes) == (3, 3)
     assert len(batch.items) == 5
 
 
