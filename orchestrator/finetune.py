@@ -2,9 +2,10 @@
 
 Reads the session's labels and texts from the store (it only reads: the session is left as
 it is), fine-tunes with a `SuccessorConfig` -- on the gold labels alone, or with PLASM on
-gold + filtered pseudo-labels of the rest of the pool's split -- evaluates on the pool's
-gold-labelled test split when there is one, and writes the successor (safetensors, ONNX,
-label map) and `metrics.json` into one directory.
+gold + filtered pseudo-labels of the rest of the pool's split -- evaluates on the rows of
+the pool's test split whose gold label is one of the session's classes (saying how many
+were left out), and writes the successor (safetensors, ONNX, label map) and `metrics.json`
+into one directory.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.plasm import PlasmConfig, model_name, run_plasm
+from orchestrator.sessions import session_classes
 from orchestrator.successor import (
     CONFIG_FILE,
     LABELS_FILE,
@@ -36,9 +38,10 @@ METRICS_FILE = "metrics.json"
 class SessionLabels:
     """A session's labelled texts as a training set.
 
-    `classes` is the label map (index → name): the names the session used, together with the
-    pool's gold classes (so a test split can be scored), sorted. `labels[i]` indexes
-    `classes`; `ids` are the pool row ids of `texts`, in submission order.
+    `classes` is the label map (index → name): the session's classes (those it was created
+    with, else the ones it labelled), sorted; never another split's gold classes.
+    `labels[i]` indexes `classes`; `ids` are the pool row ids of `texts`, in submission
+    order.
     """
 
     session: str
@@ -70,7 +73,11 @@ def session_labels(store: Store, session: str) -> SessionLabels:
             f"session {session!r} labels {len(missing)} ids that pool {record.pool!r} does not "
             f"hold (first: {missing[0]}): was the pool re-created after labeling?"
         )
-    classes = sorted(set(labeled) | set(store.pool_info(record.pool).classes))
+    try:
+        recorded = session_classes(record)
+    except FailedPreconditionError:  # a record without classes: the labels say which
+        recorded = []
+    classes = sorted(set(labeled) | set(recorded))
     index = {name: i for i, name in enumerate(classes)}
     return SessionLabels(
         session=session,
@@ -83,17 +90,23 @@ def session_labels(store: Store, session: str) -> SessionLabels:
     )
 
 
-def gold_rows(store: Store, pool: str, split: str) -> tuple[list[str], list[str]]:
-    """Texts and gold labels of a pool split's labelled rows (empty when it has none)."""
+def gold_rows(
+    store: Store, pool: str, split: str, classes: list[str]
+) -> tuple[list[str], list[str], int]:
+    """Texts and gold labels of a pool split's rows whose gold label is one of `classes`,
+    and how many gold-labelled rows of other classes were left out."""
     rows = store.pool_rows(pool, split=split, columns=["id", "text", "label"])
-    texts, labels = [], []
+    keep = set(classes)
+    texts, labels, left_out = [], [], 0
     for text, label in zip(
         rows.column("text").to_pylist(), rows.column("label").to_pylist(), strict=True
     ):
-        if label is not None:
+        if label in keep:
             texts.append(text)
             labels.append(label)
-    return texts, labels
+        elif label is not None:
+            left_out += 1
+    return texts, labels, left_out
 
 
 def unlabeled_rows(
@@ -140,8 +153,9 @@ def finetune_session(
     teacher trained on the labels pseudo-labels the session's split's unlabeled rows and the
     successor trains on gold + the kept pseudo-labels (`config` is the successor's; the
     teacher's is `plasm.teacher`). Returns the metrics written: training summary, the kept
-    epoch, test accuracy and macro-F1 on `test_split`'s gold-labelled rows (None when it has
-    none), PLASM's record, and the files.
+    epoch, test accuracy and macro-F1 on `test_split`'s rows of the session's classes (None
+    when it has none) with how many rows of other classes were left out, PLASM's record, and
+    the files.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -149,7 +163,7 @@ def finetune_session(
             f"--out {out} is a file, not a directory: pass a new or existing directory"
         )
     data = session_labels(store, session)
-    test_texts, test_gold = gold_rows(store, data.pool, test_split)
+    test_texts, test_gold, left_out = gold_rows(store, data.pool, test_split, data.classes)
     plasm_record: dict[str, Any] | None = None
     if plasm is None:
         successor = fine_tune_successor(
@@ -180,7 +194,7 @@ def finetune_session(
     if test_texts:
         index = {name: i for i, name in enumerate(data.classes)}
         scores = successor.evaluate(test_texts, [index[name] for name in test_gold])
-        test = {"split": test_split, "rows": len(test_texts), **scores}
+        test = {"split": test_split, "rows": len(test_texts), "rows_left_out": left_out, **scores}
     successor.save(out, label_names=data.classes, onnx=onnx)
     history = successor.history
     assert history is not None  # a freshly trained successor has one
@@ -200,6 +214,7 @@ def finetune_session(
         "validation_metric": history.validation_metric,
         "validation_score": history.best_score,
         "test": test,
+        "test_rows_left_out": left_out,  # gold rows of classes the session does not have
         "plasm": plasm_record,
         "files": sorted(
             name
@@ -240,13 +255,19 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
             f"{metrics['validation_labels']} held-out labels"
             + (" (stopped early)" if metrics["stopped_early"] else "")
         )
-    test = metrics["test"]
+    test, left_out = metrics["test"], metrics["test_rows_left_out"]
     if test is None:
-        lines.append("no gold-labelled test split: not evaluated")
+        lines.append(
+            f"no test rows of the session's classes ({left_out} of other classes left out): "
+            "not evaluated"
+            if left_out
+            else "no gold-labelled test split: not evaluated"
+        )
     else:
         lines.append(
-            f"test ({test['split']}, {test['rows']} rows): accuracy {test['accuracy']:.4f}, "
-            f"macro-F1 {test['macro_f1']:.4f}"
+            f"test ({test['split']}): accuracy {test['accuracy']:.4f}, macro-F1 "
+            f"{test['macro_f1']:.4f} on {test['rows']} rows of the session's "
+            f"{metrics['classes']} classes; {left_out} rows of other classes left out"
         )
     lines.append(f"wrote {', '.join(metrics['files'])}, {METRICS_FILE} to {out}")
     return "\n".join(lines)

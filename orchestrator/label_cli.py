@@ -1,4 +1,4 @@
-"""The `proxal` commands for people and tools that label: `session create|status`,
+"""The `proxal` commands for people and tools that label: `session create|status|list|delete`,
 `labels import|export` and `label` (the terminal labeling client). They all talk to a
 running `proxal serve` at `--orchestrator` (env PROXAL_ORCHESTRATOR)."""
 
@@ -44,22 +44,39 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub: Sub) -> None:
-    session = sub.add_parser("session", help="create a labeling session or show its status")
+    session = sub.add_parser(
+        "session", help="create, list or delete labeling sessions, or show one's status"
+    )
     ops = session.add_subparsers(dest="op", required=True)
     create = ops.add_parser("create", help="create a session on an embedded pool")
     create.add_argument("session")
     create.add_argument("--pool", required=True)
-    create.add_argument("--strategy", default="margin")
+    create.add_argument(
+        "--strategy", default="", help="query strategy (the server lists them); default: margin"
+    )
+    create.add_argument("--classifier", default="", help="proxy: logreg (default), mlp or lightgbm")
     create.add_argument("--batch-size", type=int, default=10)
     create.add_argument("--seed", type=int, default=0)
     create.add_argument("--split", default="train")
-    create.add_argument("--classes", default="", help="comma-separated; default: the pool's")
+    create.add_argument(
+        "--classes",
+        default="",
+        help="comma-separated; default: the gold labels of --split (required when it has none)",
+    )
     create.add_argument("--embedding-version", default="", help="default: the newest")
     create.add_argument("--lease-seconds", type=float, default=600.0)
     status = ops.add_parser("status", help="labels, skips, leases, rounds, estimated accuracy")
     status.add_argument("session")
     status.add_argument("--json", action="store_true", help="print JSON")
-    for p in (create, status):
+    listing = ops.add_parser("list", help="every session with its pool, labels and rounds")
+    listing.add_argument("--pool", default="", help="only this pool's sessions")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    delete = ops.add_parser("delete", help="delete a session (its labels only with --force)")
+    delete.add_argument("session")
+    delete.add_argument(
+        "--force", action="store_true", help="also when it has labels: they are deleted too"
+    )
+    for p in (create, status, listing, delete):
         _client_args(p)
 
     labels = sub.add_parser("labels", help="import or export a session's labels")
@@ -99,20 +116,31 @@ def run(args: argparse.Namespace) -> int:
                     split=args.split,
                     classes=[c for c in args.classes.split(",") if c],
                     lease_seconds=args.lease_seconds,
+                    classifier=args.classifier,
                 )
             )
             print(
                 f"created {created.session} on {created.pool}/{created.embedding_version}: "
-                f"{len(created.classes)} classes, strategy {created.strategy}"
+                f"{len(created.classes)} classes, strategy {created.strategy}, "
+                f"classifier {created.classifier}"
             )
             return 0
+        if args.command == "session" and args.op == "list":
+            return _print_sessions(client.list_sessions(args.pool), args.json)
+        if args.command == "session" and args.op == "delete":
+            return _print_deleted(client.delete(args.session, args.force))
         if args.command == "session":
             return _print_status(client.status(args.session), args.json)
         if args.op == "import":
             fmt = format_of(args.file, args.format)
-            pairs = parse_labels(args.file.read_bytes(), fmt)
-            written = client.import_labels(args.session, pairs, overwrite=args.overwrite)
-            print(f"imported {written} of {len(pairs)} labels into {args.session}")
+            labels = parse_labels(args.file.read_bytes(), fmt)
+            done = client.import_labels(args.session, labels, overwrite=args.overwrite)
+            why = (
+                f"; {done.already_labeled} already labelled: pass --overwrite to replace them"
+                if done.already_labeled
+                else ""
+            )
+            print(f"imported {done.written} of {len(labels)} labels into {args.session}{why}")
             return 0
         data = client.export(args.session, args.format)
         if args.output is None:
@@ -123,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
+    accuracy = None if math.isnan(s.estimated_accuracy) else s.estimated_accuracy
+    coverage = f"{s.labeled_classes} of {len(s.session.classes)} classes labelled"
     fields = {
         "session": s.session.session,
         "pool": s.session.pool,
@@ -134,16 +164,69 @@ def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
         "annotators": s.annotators,
         "embedding_version": s.embedding_version,
         "latest_version": s.latest_version,
-        "estimated_accuracy": None if math.isnan(s.estimated_accuracy) else s.estimated_accuracy,
+        "class_coverage": coverage,
+        "classes": len(s.session.classes),
+        "labeled_classes": s.labeled_classes,
+        "estimated_accuracy": accuracy,
+        "accuracy_classes": s.accuracy_classes,
         "accuracy_note": s.accuracy_note,
         "class_counts": {c.label: c.count for c in s.class_counts},
     }
     if as_json:
         print(json.dumps(fields, indent=1))
         return 0
-    for key, value in fields.items():
-        if key != "class_counts":
-            print(f"{key:>18}: {value}")
+    shown = {
+        k: v
+        for k, v in fields.items()
+        if k not in ("class_counts", "classes", "labeled_classes", "accuracy_classes")
+    }
+    if accuracy is not None and s.accuracy_classes < len(s.session.classes):
+        shown["estimated_accuracy"] = (
+            f"{accuracy:.2f} on the {s.accuracy_classes} classes with 2+ labels only ({coverage})"
+        )
+    elif accuracy is not None:
+        shown["estimated_accuracy"] = f"{accuracy:.2f} on all {s.accuracy_classes} classes"
+    for key, value in shown.items():
+        print(f"{key:>18}: {value}")
     top = ", ".join(f"{c.label} {c.count}" for c in s.class_counts[:10])
     print(f"{'class_counts':>18}: {top}{' ...' if len(s.class_counts) > 10 else ''}")
+    return 0
+
+
+def _print_sessions(sessions: list[pb.Session], as_json: bool) -> int:
+    rows = [
+        {
+            "session": x.session,
+            "pool": x.pool,
+            "split": x.split,
+            "strategy": x.strategy,
+            "classes": len(x.classes),
+            "labels": x.labels,
+            "rounds": x.rounds,
+            "created_at": x.created_at,
+            "problem": x.problem,
+        }
+        for x in sessions
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no sessions")
+        return 0
+    print(f"{'session':<24} {'pool':<16} {'strategy':<16} {'classes':>7} {'labels':>7} rounds")
+    for r in rows:
+        problem = f"  ({r['problem']})" if r["problem"] else ""
+        print(
+            f"{r['session']:<24} {r['pool']:<16} {r['strategy']:<16} {r['classes']:>7} "
+            f"{r['labels']:>7} {r['rounds']:>6}{problem}"
+        )
+    return 0
+
+
+def _print_deleted(d: pb.DeleteSessionResponse) -> int:
+    print(
+        f"deleted session {d.session}: {d.labels} labels and {d.skipped} skips "
+        f"({d.label_events} label-log events), {d.lease_events} lease events, {d.rounds} rounds"
+    )
     return 0

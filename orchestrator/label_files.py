@@ -1,9 +1,12 @@
 """Label files in and out of a session: JSONL, CSV and Label Studio task JSON.
 
-Export rows are dicts with id, text, label and annotator. Import reads (id, label) pairs;
-the text in a file is ignored (the pool has it). Label Studio tasks carry proxal's id in
-``data.proxal_id`` and the label as a ``choices`` result, which is how `format_labels`
-writes them and how a Label Studio project with a Choices tag named "label" exports them.
+Export rows are dicts with id, text, label and annotator. Import reads `FileLabel`s: id,
+label and who made it (the "annotator" field or column; in Label Studio tasks the
+annotation's ``meta.annotator``, else its ``completed_by``), so a re-import keeps who
+labelled what; the text in a file is ignored (the pool has it). Label Studio tasks carry
+proxal's id in ``data.proxal_id`` and the label as a ``choices`` result, which is how
+`format_labels` writes them and how a Label Studio project with a Choices tag named "label"
+exports them.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from proxal_runtime.errors import InvalidArgumentError
 
@@ -21,6 +25,15 @@ JSONL, CSV, LABEL_STUDIO = "jsonl", "csv", "label-studio"
 FORMATS = (JSONL, CSV, LABEL_STUDIO)
 _BY_SUFFIX = {".jsonl": JSONL, ".csv": CSV, ".json": LABEL_STUDIO}
 _COLUMNS = ("id", "text", "label", "annotator")
+_NOT_ANNOTATOR_CHARS = re.compile(r"[^A-Za-z0-9._@-]")
+
+
+class FileLabel(NamedTuple):
+    """One label read from a file; `annotator` is "" when the file does not say who."""
+
+    id: int
+    label: str
+    annotator: str = ""
 
 
 def format_of(path: Path, given: str = "") -> str:
@@ -68,8 +81,8 @@ def format_labels(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
     raise InvalidArgumentError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def parse_labels(data: bytes, fmt: str) -> list[tuple[int, str]]:
-    """(id, label) pairs from a file's bytes; errors name the line or task at fault."""
+def parse_labels(data: bytes, fmt: str) -> list[FileLabel]:
+    """The labels in a file's bytes; errors name the line or task at fault."""
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -103,7 +116,7 @@ def _json(text: str, where: str) -> Any:
         raise InvalidArgumentError(f"{where}: not valid JSON ({exc})") from None
 
 
-def _pair(row: Any, where: str) -> tuple[int, str]:
+def _pair(row: Any, where: str) -> FileLabel:
     if not isinstance(row, dict) or "id" not in row or "label" not in row:
         raise InvalidArgumentError(f"{where}: needs an 'id' and a 'label'")
     item = row["id"]
@@ -115,10 +128,20 @@ def _pair(row: Any, where: str) -> tuple[int, str]:
     label = row["label"]
     if not isinstance(label, str) or not label:
         raise InvalidArgumentError(f"{where}: label {label!r} is not a non-empty string")
-    return item, label
+    return FileLabel(item, label, _annotator(row.get("annotator")))
 
 
-def _task_pair(task: Any, n: int) -> tuple[int, str] | None:
+def _annotator(value: Any) -> str:
+    """Who made a label, as a valid annotator name (other characters become '-'); "" if
+    the file does not say. Label Studio's `completed_by` may be a user id or object."""
+    if isinstance(value, dict):
+        value = value.get("email") or value.get("id")
+    if value is None or isinstance(value, bool) or not isinstance(value, str | int):
+        return ""
+    return _NOT_ANNOTATOR_CHARS.sub("-", str(value).strip())[:64]
+
+
+def _task_pair(task: Any, n: int) -> FileLabel | None:
     """The (id, label) of a Label Studio task; None for a task nobody labelled."""
     where = f"task {n}"
     if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
@@ -138,5 +161,8 @@ def _task_pair(task: Any, n: int) -> tuple[int, str] | None:
                 (result.get("value") or {}).get("choices") if isinstance(result, dict) else None
             )
             if choices:
-                return _pair({"id": item, "label": choices[0]}, where)
+                meta = annotation.get("meta")
+                by = meta.get("annotator") if isinstance(meta, dict) else None
+                by = by or annotation.get("completed_by")
+                return _pair({"id": item, "label": choices[0], "annotator": by}, where)
     return None

@@ -78,6 +78,7 @@ class LabelApp:
         self.queue: list[Pending] = []
         self.labels = info.labels
         self.accuracy = math.nan
+        self.accuracy_classes = 0  # the classes the estimate covers
         self.message = ""
 
     def run(self) -> int:
@@ -102,6 +103,7 @@ class LabelApp:
         self.queue = [Pending(x.id, x.text) for x in batch.items]
         status = self.client.status(self.session)
         self.labels, self.accuracy = status.labels, status.estimated_accuracy
+        self.accuracy_classes = status.accuracy_classes
         return bool(self.queue)
 
     def _apply(self, action: Action) -> None:
@@ -141,7 +143,11 @@ class LabelApp:
 
     def _render(self, item: Pending) -> None:
         width = min(shutil.get_terminal_size((100, 30)).columns, 100)
-        accuracy = "n/a" if math.isnan(self.accuracy) else f"{self.accuracy:.2f}"
+        accuracy = (
+            "n/a"
+            if math.isnan(self.accuracy)
+            else f"{self.accuracy:.2f} on {self.accuracy_classes} of {len(self.classes)} classes"
+        )
         lines = [
             "\x1b[2J\x1b[H" if self.out.isatty() else "",
             f"proxal label · {self.session} · {self.client.annotator} · labels {self.labels}"

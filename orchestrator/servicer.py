@@ -9,7 +9,7 @@ from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from orchestrator.label_files import CSV, JSONL, LABEL_STUDIO, format_labels
-from orchestrator.sessions import Sessions, SessionStatus, WriteResult
+from orchestrator.sessions import Deleted, Sessions, SessionStatus, WriteResult
 from proxal_runtime.errors import InvalidArgumentError
 
 EXPORT_CHUNK_BYTES = 64 * 1024
@@ -36,12 +36,29 @@ def _session(state: SessionStatus) -> pb.Session:
         classes=state.classes,
         created_at=r.created_at,
         lease_seconds=state.lease_seconds,
+        classifier=state.classifier,
+        problem=state.problem,
     )
 
 
 def _written(result: WriteResult) -> pb.SubmitLabelsResponse:
     return pb.SubmitLabelsResponse(
-        accepted=result.accepted, total_labels=result.total_labels, replayed=result.replayed
+        accepted=result.accepted,
+        total_labels=result.total_labels,
+        replayed=result.replayed,
+        already_labeled=result.already_labeled,
+        note=result.note,
+    )
+
+
+def _deleted(result: Deleted) -> pb.DeleteSessionResponse:
+    return pb.DeleteSessionResponse(
+        session=result.session,
+        labels=result.labels,
+        skipped=result.skipped,
+        label_events=result.label_events,
+        lease_events=result.lease_events,
+        rounds=result.rounds,
     )
 
 
@@ -63,6 +80,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 request.split or "train",
                 list(request.classes),
                 request.lease_seconds or 600.0,
+                request.classifier,
             )
         )
 
@@ -70,6 +88,18 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         self, request: pb.GetSessionRequest, context: grpc.ServicerContext
     ) -> pb.Session:
         return _session(self.sessions.get(request.session))
+
+    def ListSessions(
+        self, request: pb.ListSessionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListSessionsResponse:
+        return pb.ListSessionsResponse(
+            sessions=[_session(s) for s in self.sessions.list_sessions(request.pool)]
+        )
+
+    def DeleteSession(
+        self, request: pb.DeleteSessionRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteSessionResponse:
+        return _deleted(self.sessions.delete(request.session, request.force))
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.SessionStatus:
         s = self.sessions.status(request.session)
@@ -86,6 +116,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             accuracy_note=s.accuracy_note,
             class_counts=[pb.ClassCount(label=c, count=n) for c, n in s.class_counts],
             annotators=s.annotators,
+            labeled_classes=s.labeled_classes,
+            accuracy_classes=s.accuracy_classes,
         )
 
     def NextBatch(
@@ -152,6 +184,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 request.request_id,
                 request.overwrite,
                 request.annotator,
+                [x.annotator for x in request.labels],
             )
         )
 

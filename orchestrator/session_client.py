@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
@@ -18,6 +19,7 @@ from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from orchestrator.clients import open_channel
+from orchestrator.label_files import FileLabel
 
 T = TypeVar("T")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -31,6 +33,15 @@ EXPORT_FORMATS = {
 
 def new_request_id() -> str:
     return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import wrote: `written` labels, `already_labeled` left as they were."""
+
+    written: int
+    already_labeled: int
+    notes: tuple[str, ...] = ()
 
 
 class SessionClient:
@@ -70,6 +81,10 @@ class SessionClient:
     def status(self, session: str) -> pb.SessionStatus:
         return self._call(self.stub.Status, pb.StatusRequest(session=session))
 
+    def list_sessions(self, pool: str = "") -> list[pb.Session]:
+        reply = self._call(self.stub.ListSessions, pb.ListSessionsRequest(pool=pool))
+        return list(reply.sessions)
+
     def export(self, session: str, fmt: str = "jsonl") -> bytes:
         request = pb.ExportLabelsRequest(session=session, format=EXPORT_FORMATS[fmt])
         chunks = self._call(lambda r, **kw: list(self.stub.ExportLabels(r, **kw)), request)
@@ -78,6 +93,11 @@ class SessionClient:
     # writes
     def create(self, request: pb.CreateSessionRequest) -> pb.Session:
         return self._call(self.stub.CreateSession, request)
+
+    def delete(self, session: str, force: bool = False) -> pb.DeleteSessionResponse:
+        return self._call(
+            self.stub.DeleteSession, pb.DeleteSessionRequest(session=session, force=force)
+        )
 
     def next_batch(self, session: str, k: int = 0) -> pb.NextBatchResponse:
         request = pb.NextBatchRequest(session=session, k=k, annotator=self.annotator)
@@ -112,22 +132,30 @@ class SessionClient:
         return self._call(self.stub.ReleaseLease, request).released
 
     def import_labels(
-        self, session: str, labels: Sequence[tuple[int, str]], overwrite: bool = False
-    ) -> int:
-        """Import in chunks of IMPORT_CHUNK, one request each; returns how many were written."""
+        self,
+        session: str,
+        labels: Sequence[FileLabel],
+        overwrite: bool = False,
+    ) -> Imported:
+        """Import labels in chunks of IMPORT_CHUNK, one request each; a label without an
+        annotator is recorded as this client's annotator's."""
         base = new_request_id()
-        written = 0
+        written = already = 0
+        notes: list[str] = []
         for n, start in enumerate(range(0, len(labels), IMPORT_CHUNK)):
             chunk = labels[start : start + IMPORT_CHUNK]
             request = pb.ImportLabelsRequest(
                 session=session,
-                labels=[pb.Label(id=i, label=lab) for i, lab in chunk],
+                labels=[pb.Label(id=x.id, label=x.label, annotator=x.annotator) for x in chunk],
                 request_id=f"import-{base}-{n}",
                 overwrite=overwrite,
                 annotator=self.annotator,
             )
-            written += self._call(self.stub.ImportLabels, request).accepted
-        return written
+            reply = self._call(self.stub.ImportLabels, request)
+            written += reply.accepted
+            already += reply.already_labeled
+            notes += [reply.note] if reply.note else []
+        return Imported(written, already, tuple(notes))
 
     def close(self) -> None:
         self._channel.close()

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import numpy.typing as npt
+from proxal.proxy.v1 import proxy_pb2
 from sklearn.model_selection import StratifiedKFold
 
 from orchestrator.clients import ProxyClient, Selection, TrainingSet
@@ -40,6 +41,14 @@ from proxal_runtime.errors import (
 )
 from proxal_runtime.names import check_annotator, check_name, check_request_id
 from proxal_runtime.server import error_from_rpc
+from proxal_runtime.strategies import (
+    CLASSIFIERS,
+    DEFAULT_CLASSIFIER,
+    DEFAULT_STRATEGY,
+    STRATEGIES,
+    check_classifier,
+    check_strategy,
+)
 from proxal_store import RoundRecord, SessionRecord, Store
 from proxal_store.labels import (
     GRANT,
@@ -68,7 +77,10 @@ CV_FOLDS = 5
 
 @dataclass(frozen=True)
 class SessionStatus:
-    """A session and its counts; the accuracy fields are filled by `Sessions.status`."""
+    """A session and its counts; the accuracy fields are filled by `Sessions.status`.
+
+    `problem` (from `Sessions.list` only) says why the service cannot serve the session;
+    `classes` is then empty."""
 
     record: SessionRecord
     classes: list[str]
@@ -82,10 +94,29 @@ class SessionStatus:
     accuracy_note: str = ""
     class_counts: tuple[tuple[str, int], ...] = ()
     annotators: int = 0
+    labeled_classes: int = 0
+    accuracy_classes: int = 0
+    problem: str = ""
 
     @property
     def lease_seconds(self) -> float:
-        return float(self.record.config.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+        return _lease_seconds(self.record)
+
+    @property
+    def classifier(self) -> str:
+        return str(_config(self.record).get("classifier") or DEFAULT_CLASSIFIER)
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What `Sessions.delete` removed with a session."""
+
+    session: str
+    labels: int
+    skipped: int
+    label_events: int
+    lease_events: int
+    rounds: int
 
 
 @dataclass(frozen=True)
@@ -101,11 +132,14 @@ class Batch:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """The outcome of a labels, skip or import request."""
+    """The outcome of a labels, skip or import request; an import that left items as they
+    were counts them in `already_labeled` and says why in `note`."""
 
     accepted: int
     total_labels: int
     replayed: bool = False
+    already_labeled: int = 0
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -134,7 +168,7 @@ class Sessions:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._split_ids: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
-        self._accuracy: dict[tuple[str, int], tuple[float, str]] = {}
+        self._accuracy: dict[tuple[str, int], tuple[float, str, int]] = {}
 
     # ------------------------------------------------------------ sessions
     def create(
@@ -142,15 +176,19 @@ class Sessions:
         session: str,
         pool: str,
         embedding_version: str = "",
-        strategy: str = "margin",
+        strategy: str = DEFAULT_STRATEGY,
         batch_size: int = 10,
         seed: int = 0,
         split: str = "train",
         classes: Sequence[str] = (),
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        classifier: str = DEFAULT_CLASSIFIER,
     ) -> SessionStatus:
+        """A new session; its classes are `classes`, else the gold labels of `split`."""
         check_name("session", session)
         check_name("split", split)
+        strategy = check_strategy(strategy)
+        classifier = check_classifier(classifier)
         if not 1 <= batch_size <= MAX_BATCH:
             raise InvalidArgumentError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
         if not 0 <= seed < 2**63:
@@ -169,17 +207,21 @@ class Sessions:
             if embedding_version
             else self.store.latest_version(pool).version
         )
-        class_list = _check_classes(list(classes) or info.classes)
+        class_list = _check_classes(list(classes)) if classes else self._split_classes(pool, split)
         record = self.store.create_session(
             SessionRecord(
                 session=session,
                 pool=pool,
                 embedding_version=version,
-                strategy=strategy or "margin",
+                strategy=strategy,
                 batch_size=batch_size,
                 seed=seed,
                 split=split,
-                config={"classes": class_list, "lease_seconds": lease_seconds},
+                config={
+                    "classes": class_list,
+                    "lease_seconds": lease_seconds,
+                    "classifier": classifier,
+                },
             )
         )
         return SessionStatus(record, class_list, labels=0, rounds=0)
@@ -189,24 +231,76 @@ class Sessions:
         record = self.store.get_session(session)
         return SessionStatus(
             record,
-            list(record.config["classes"]),
+            session_classes(record),
             labels=len(self.store.read_label_log(session).labels),
             rounds=len(self.store.read_rounds(session)),
         )
 
+    def list_sessions(self, pool: str = "") -> list[SessionStatus]:
+        """Every session (of `pool` if given) by creation time, with its label and round
+        counts; a session the service cannot serve is listed with its `problem`."""
+        if pool:
+            check_name("pool", pool)
+        out = []
+        for record in self.store.list_sessions():
+            if pool and record.pool != pool:
+                continue
+            try:
+                classes, problem = session_classes(record), ""
+            except FailedPreconditionError as exc:
+                classes, problem = [], str(exc)
+            out.append(
+                SessionStatus(
+                    record,
+                    classes,
+                    labels=len(self.store.read_label_log(record.session).labels),
+                    rounds=len(self.store.read_rounds(record.session)),
+                    problem=problem,
+                )
+            )
+        return out
+
+    def delete(self, session: str, force: bool = False) -> Deleted:
+        """Delete a session with its label log, leases and rounds. A session with labels
+        is refused (FailedPreconditionError) unless `force`."""
+        self.store.get_session(session)  # NotFoundError before taking a lock for the name
+        with self._lock(session):
+            self.store.get_session(session)  # and after a concurrent delete
+            log = self.store.read_label_log(session)
+            if log.labels and not force:
+                raise FailedPreconditionError(
+                    f"session {session!r} has {len(log.labels)} label(s); deleting it deletes "
+                    f"them: export them first (proxal labels export {session} -o FILE), then "
+                    "delete with force (--force)"
+                )
+            deleted = Deleted(
+                session,
+                labels=len(log.labels),
+                skipped=len(log.skipped),
+                label_events=log.events,
+                lease_events=len(self.store.read_lease_events(session)),
+                rounds=len(self.store.read_rounds(session)),
+            )
+            self.store.delete_session(session)
+            for key in [k for k in self._accuracy if k[0] == session]:
+                del self._accuracy[key]
+        return deleted
+
     def status(self, session: str) -> SessionStatus:
-        """Counts, leases, versions, and the proxy's cross-validated accuracy estimate."""
+        """Counts, leases, versions, class coverage, and the proxy's cross-validated
+        accuracy estimate (over the classes it covers only)."""
         record = self.store.get_session(session)
+        classes = session_classes(record)
         log = self.store.read_label_log(session)
         leases = active_leases(self.store.read_lease_events(session), log, self.clock())
         leased = sum(len(x.ids) for x in leases)
         split_ids = self._split(record)
         decided = len(log.labels) + len(log.skipped)
-        accuracy, note = self._estimated_accuracy(record, log)
+        accuracy, note, covered = self._estimated_accuracy(record, log)
         counts = Counter(log.labels.values())
         return SessionStatus(
             record,
-            list(record.config["classes"]),
+            classes,
             labels=len(log.labels),
             rounds=len(self.store.read_rounds(session)),
             skipped=len(log.skipped),
@@ -217,6 +311,8 @@ class Sessions:
             accuracy_note=note,
             class_counts=tuple(sorted(counts.items(), key=lambda x: (-x[1], x[0]))),
             annotators=len({a for a in log.annotator_of.values() if a}),
+            labeled_classes=len(set(counts) & set(classes)),
+            accuracy_classes=covered,
         )
 
     # ------------------------------------------------------------ batches and leases
@@ -225,10 +321,12 @@ class Sessions:
         leased to the annotator. Empty when nothing is left to hand out."""
         annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
         record = self.store.get_session(session)
-        k = k or record.batch_size
+        _check_servable(record)
+        k = k or min(max(record.batch_size, 1), MAX_BATCH)
         if not 1 <= k <= MAX_BATCH:
             raise InvalidArgumentError(f"k must be in 1..{MAX_BATCH}, got {k}")
         with self._lock(session):
+            self.store.get_session(session)  # not deleted while this waited for the lock
             log = self.store.read_label_log(session)
             now = self.clock()
             leases = active_leases(self.store.read_lease_events(session), log, now)
@@ -254,7 +352,7 @@ class Sessions:
             selection = self._select(record, log, candidates, min(k, candidates.size), rounds)
             chosen = tuple(int(i) for i in selection.ids)
             lease_id = uuid.uuid4().hex
-            expires = now + float(record.config.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+            expires = now + _lease_seconds(record)
             self.store.append_lease_events(
                 session, [LeaseEvent(GRANT, lease_id, annotator, chosen, expires)]
             )
@@ -403,23 +501,31 @@ class Sessions:
         request_id: str = "",
         overwrite: bool = False,
         annotator: str = "",
+        annotators: Sequence[str] = (),
     ) -> WriteResult:
-        """Labels made elsewhere; items that have a label keep it unless `overwrite`."""
+        """Labels made elsewhere; items that have a label keep it unless `overwrite`.
+
+        `annotators[i]` (optional, "" for none) is who made `labels[i]`, as recorded in the
+        file; labels without one are recorded as `annotator`'s."""
         annotator = check_annotator(annotator or "import")
+        if annotators and len(annotators) != len(labels):
+            raise InvalidArgumentError("give one annotator per label, or none")
+        who = [check_annotator(a) if a else annotator for a in annotators or [""] * len(labels)]
         record = self.store.get_session(session)
         ids = self._check_pairs(record, labels, MAX_IMPORT)
-        digest = request_digest(IMPORT, annotator, [sorted(labels), overwrite])
+        items = sorted(zip(ids, (lab for _, lab in labels), who, strict=True))
+        digest = request_digest(IMPORT, annotator, [items, overwrite])
         with self._writing(session, request_id, digest) as (log, replay):
             if replay is not None:
-                return WriteResult(len(replay.events), len(log.labels), replayed=True)
+                return _imported(len(replay.events), len(ids), len(log.labels), replayed=True)
             events = [
-                LabelEvent(IMPORT, i, lab, request_id, digest, annotator, source="import")
-                for (_, lab), i in zip(labels, ids, strict=True)
+                LabelEvent(IMPORT, i, lab, request_id, digest, by, source="import")
+                for (_, lab), i, by in zip(labels, ids, who, strict=True)
                 if overwrite or i not in log.labels
             ]
             self.store.append_label_events(session, record.pool, events)
         total = len(log.labels) + sum(1 for e in events if e.id not in log.labels)
-        return WriteResult(len(events), total)
+        return _imported(len(events), len(ids), total)
 
     def export_rows(self, session: str) -> list[dict[str, object]]:
         """The current labels as rows: id, text, label, annotator (in the order given)."""
@@ -444,8 +550,22 @@ class Sessions:
         id if this is a retry (then the caller answers from it and writes nothing)."""
         check_request_id(request_id)
         with self._lock(session):
+            self.store.get_session(session)  # not deleted while this waited for the lock
             log = self.store.read_label_log(session)
             yield log, _replayed(log, request_id, digest)
+
+    def _split_classes(self, pool: str, split: str) -> list[str]:
+        """The gold classes of one split (never another split's): a new session's classes
+        when none are given; InvalidArgumentError when the split has fewer than two."""
+        rows = self.store.pool_rows(pool, split=split, columns=["label"])
+        found = sorted({x for x in rows.column("label").to_pylist() if x is not None})
+        if len(found) < 2:
+            has = "no gold labels" if not found else f"gold labels of one class ({found[0]!r})"
+            raise InvalidArgumentError(
+                f"split {split!r} of pool {pool!r} has {has} to take the session's classes "
+                "from: pass the classes (--classes a,b,c on the CLI)"
+            )
+        return _check_classes(found)
 
     def _split(self, record: SessionRecord) -> npt.NDArray[np.int64]:
         """The ids of the session's split (splits never change once ingested)."""
@@ -520,7 +640,7 @@ class Sessions:
         free = tuple(i for i in ids if not log.decided(i) and i not in held)
         if not free:
             return None
-        expires = self.clock() + float(record.config.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+        expires = self.clock() + _lease_seconds(record)
         lease = Lease(uuid.uuid4().hex, annotator, free, expires)
         self.store.append_lease_events(
             session, [LeaseEvent(GRANT, lease.lease_id, annotator, free, expires)]
@@ -528,7 +648,14 @@ class Sessions:
         return lease
 
     def _training(self, record: SessionRecord, labels: dict[int, str]) -> TrainingSet:
-        index = {c: i for i, c in enumerate(record.config["classes"])}
+        index = {c: i for i, c in enumerate(session_classes(record))}
+        outside = sorted({lab for lab in labels.values() if lab not in index})
+        if outside:
+            raise FailedPreconditionError(
+                f"session {record.session!r} has labels outside its classes, e.g. "
+                f"{outside[0][:80]!r}: its record does not match its label log; create a new "
+                "session and import the labels"
+            )
         return TrainingSet(
             ids=np.fromiter(labels.keys(), dtype=np.int64, count=len(labels)),
             labels=np.array([index[x] for x in labels.values()], dtype=np.int32),
@@ -552,22 +679,27 @@ class Sessions:
                 k,
                 seed=(record.seed * 100_003 + rounds) % 2**64,
                 candidate_ids=candidates,
+                classifier=_classifier_spec(record),
             )
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, "proxy service") from exc
 
-    def _estimated_accuracy(self, record: SessionRecord, log: LabelLog) -> tuple[float, str]:
-        """Stratified k-fold accuracy of the proxy on the labels, cached per log length."""
+    def _estimated_accuracy(self, record: SessionRecord, log: LabelLog) -> tuple[float, str, int]:
+        """Stratified k-fold accuracy of the proxy on the labels, cached per log length
+        -> (accuracy, note, how many classes it covers)."""
         key = (record.session, log.events)
         if key not in self._accuracy:
             self._accuracy[key] = self._cross_validate(record, log.labels)
         return self._accuracy[key]
 
-    def _cross_validate(self, record: SessionRecord, labels: dict[int, str]) -> tuple[float, str]:
+    def _cross_validate(
+        self, record: SessionRecord, labels: dict[int, str]
+    ) -> tuple[float, str, int]:
         counts = Counter(labels.values())
         kept = {i: lab for i, lab in labels.items() if counts[lab] >= 2}
-        if len({*kept.values()}) < 2:
-            return float("nan"), "needs two classes with at least two labels each"
+        covered = len({*kept.values()})
+        if covered < 2:
+            return float("nan"), "needs two classes with at least two labels each", 0
         folds = min(CV_FOLDS, min(counts[lab] for lab in kept.values()))
         training = self._training(record, kept)
         correct = 0
@@ -578,7 +710,12 @@ class Sessions:
                     training.ids[train], training.labels[train], training.num_classes
                 )
                 predicted = self.proxy.predict(
-                    record.pool, record.embedding_version, fold, training.ids[test], record.seed
+                    record.pool,
+                    record.embedding_version,
+                    fold,
+                    training.ids[test],
+                    record.seed,
+                    classifier=_classifier_spec(record),
                 )
                 correct += int((predicted == training.labels[test]).sum())
         except grpc.RpcError as exc:
@@ -587,34 +724,110 @@ class Sessions:
         note = f"{folds}-fold cross-validation of the proxy on {len(kept)} labels"
         if dropped:
             note += f" ({dropped} in classes with a single label left out)"
-        return correct / len(kept), note
+        total = len(session_classes(record))
+        note += (
+            f"; it covers only these {covered} of the session's {total} classes"
+            if covered < total
+            else f"; it covers all {total} of the session's classes"
+        )
+        return correct / len(kept), note, covered
 
 
 def _check_classes(classes: list[str]) -> list[str]:
-    if len(classes) < 2 or len(set(classes)) != len(classes):
-        raise InvalidArgumentError(
-            "a session needs at least two distinct classes: pass `classes`, or ingest a pool "
-            "with gold labels"
-        )
-    if len(classes) > MAX_CLASSES:
-        raise InvalidArgumentError(f"{len(classes)} classes; at most {MAX_CLASSES} are allowed")
-    bad = [c for c in classes if not c.strip() or len(c) > MAX_CLASS_CHARS]
-    if bad:
-        raise InvalidArgumentError(
-            f"class names must be 1..{MAX_CLASS_CHARS} characters and not blank, got "
-            f"{bad[0][:80]!r} ({len(bad[0])} characters)"
-        )
+    """The classes passed to CreateSession; InvalidArgumentError saying what is wrong."""
+    problem = _classes_problem(classes)
+    if problem:
+        raise InvalidArgumentError(f"{problem}: pass `classes` (--classes a,b,c on the CLI)")
     return classes
 
 
+def _classes_problem(classes: object) -> str:
+    """Why `classes` cannot be a session's classes; "" when they can."""
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        return "a session needs a list of class names"
+    if len(classes) < 2 or len(set(classes)) != len(classes):
+        return "a session needs at least two distinct classes"
+    if len(classes) > MAX_CLASSES:
+        return f"{len(classes)} classes; at most {MAX_CLASSES} are allowed"
+    bad = [c for c in classes if not c.strip() or len(c) > MAX_CLASS_CHARS]
+    if bad:
+        return (
+            f"class names must be 1..{MAX_CLASS_CHARS} characters and not blank, got "
+            f"{bad[0][:80]!r} ({len(bad[0])} characters)"
+        )
+    return ""
+
+
+def _config(record: SessionRecord) -> dict[str, object]:
+    return record.config if isinstance(record.config, dict) else {}
+
+
+def session_classes(record: SessionRecord) -> list[str]:
+    """The session's classes; FailedPreconditionError when its record has none the service
+    can use (e.g. a session a simulation wrote before classes were recorded)."""
+    config = _config(record)
+    if "classes" not in config:
+        kind = "a simulation" if config.get("simulated") else "an older proxal"
+        raise FailedPreconditionError(
+            f"session {record.session!r} has no classes in its record (written by {kind}), so "
+            "it cannot be served; create a new session (proxal session create ... --classes)"
+        )
+    classes = config["classes"]
+    problem = _classes_problem(classes)
+    if problem:
+        raise FailedPreconditionError(
+            f"session {record.session!r} cannot be served: its record's classes are "
+            f"unusable ({problem}); create a new session"
+        )
+    assert isinstance(classes, list)  # checked by _classes_problem
+    return list(classes)
+
+
+def _check_servable(record: SessionRecord) -> None:
+    """FailedPreconditionError when NextBatch cannot run on this record."""
+    session_classes(record)
+    if record.strategy not in STRATEGIES:
+        raise FailedPreconditionError(
+            f"session {record.session!r} was created with the unknown strategy "
+            f"{record.strategy[:80]!r}; create a new session with one of: {', '.join(STRATEGIES)}"
+        )
+    classifier = _config(record).get("classifier") or DEFAULT_CLASSIFIER
+    if classifier not in CLASSIFIERS:
+        raise FailedPreconditionError(
+            f"session {record.session!r} has the unknown classifier {str(classifier)[:80]!r}; "
+            f"create a new session with one of: {', '.join(CLASSIFIERS)}"
+        )
+
+
+def _classifier_spec(record: SessionRecord) -> proxy_pb2.ClassifierSpec:
+    return proxy_pb2.ClassifierSpec(
+        kind=str(_config(record).get("classifier") or DEFAULT_CLASSIFIER)
+    )
+
+
+def _lease_seconds(record: SessionRecord) -> float:
+    """The record's lease length; the default when it has none or an unusable one."""
+    value = _config(record).get("lease_seconds", DEFAULT_LEASE_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return DEFAULT_LEASE_SECONDS
+    return float(value) if 1.0 <= value <= MAX_LEASE_SECONDS else DEFAULT_LEASE_SECONDS
+
+
 def _check_labels(record: SessionRecord, labels: Sequence[str]) -> None:
-    classes = set(record.config["classes"])
+    classes = set(session_classes(record))
     bad = sorted({lab for lab in labels if lab not in classes})
     if bad:
         raise InvalidArgumentError(
             f"unknown label(s) {[b[:80] for b in bad[:5]]}; the session's classes are "
             f"{sorted(classes)[:20]}"
         )
+
+
+def _imported(accepted: int, asked: int, total: int, replayed: bool = False) -> WriteResult:
+    """An import's outcome; the items not written already had a label (no overwrite)."""
+    left = asked - accepted
+    note = f"{left} already labelled; pass --overwrite to replace their labels" if left else ""
+    return WriteResult(accepted, total, replayed, already_labeled=left, note=note)
 
 
 def _replayed(log: LabelLog, request_id: str, digest: str) -> Request | None:

@@ -31,9 +31,12 @@ if TYPE_CHECKING:  # ASVP fine-tunes with torch: imported only when a loop uses 
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """How the simulated loop runs; label budget = initial_size + rounds * batch_size."""
+    """How the simulated loop runs; label budget = initial_size + rounds * batch_size.
 
-    strategies: tuple[str, ...] = ("random", "least_confidence", "margin", "entropy")
+    Margin, proxal's default strategy, comes first; the others are what it is compared to.
+    """
+
+    strategies: tuple[str, ...] = ("margin", "least_confidence", "entropy", "random")
     seeds: tuple[int, ...] = (0, 1, 2)
     initial_size: int = 100
     batch_size: int = 100
@@ -185,7 +188,14 @@ def run_simulation(
                     strategy=strategy,
                     batch_size=config.batch_size,
                     seed=seed,
-                    config={"simulated": True, **asdict(config)},
+                    split="train",
+                    # what OrchestratorService needs to serve the session (docs/sessions.md)
+                    config={
+                        "simulated": True,
+                        **asdict(config),
+                        "classes": list(data.classes),
+                        "classifier": spec.kind,
+                    },
                 )
             )
             labeled = [int(i) for i in initial]

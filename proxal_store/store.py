@@ -881,6 +881,24 @@ class Store:
         row["config"] = json.loads(row["config"] or "{}")
         return SessionRecord(**row)
 
+    def list_sessions(self) -> list[SessionRecord]:
+        """Every session, by creation time."""
+        table = self._read("sessions")
+        rows = [] if table is None else table.to_pylist()
+        for row in rows:
+            row["config"] = json.loads(row["config"] or "{}")
+        return sorted((SessionRecord(**r) for r in rows), key=lambda r: r.created_at)
+
+    def delete_session(self, session: str) -> None:
+        """Delete a session's rounds, leases and label log, then its record (last, so an
+        interrupted delete leaves a session that a second delete finishes)."""
+        self.get_session(session)  # NotFoundError
+        with self._lock:
+            for name in ("rounds", "leases", "labels", "sessions"):
+                table = self._open(name)
+                if table is not None:
+                    table.delete(f"session = '{session}'")
+
     # ---------------------------------------------------------------- labels
     def append_labels(
         self,

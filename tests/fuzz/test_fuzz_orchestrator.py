@@ -38,6 +38,7 @@ from tests.fuzz.fuzzing import (
     assert_serving,
     choices,
     doubles,
+    excluding,
     fuzz_rpc,
     hostile_text,
     ints,
@@ -108,15 +109,30 @@ def _labels(items: list[tuple[int, str]]) -> list[pb.Label]:
 
 VALID: dict[str, Strategy] = {
     "CreateSession": st.builds(
-        lambda n, k, lease, strategy: pb.CreateSessionRequest(
-            session=f"s-{n}", pool="blobs", batch_size=k, lease_seconds=lease, strategy=strategy
+        lambda n, k, lease, strategy, classifier: pb.CreateSessionRequest(
+            session=f"s-{n}",
+            pool="blobs",
+            batch_size=k,
+            lease_seconds=lease,
+            strategy=strategy,
+            classifier=classifier,
         ),
         st.integers(0, 10**9),
         st.sampled_from([0, 1, 10]),
         st.sampled_from([0.0, 1.0, 60.0]),
         st.sampled_from(["", "margin", "random", "entropy"]),
+        st.sampled_from(["", "logreg", "mlp", "lightgbm"]),
     ),
     "GetSession": st.just(pb.GetSessionRequest(session="fz")),
+    "ListSessions": st.builds(
+        lambda pool: pb.ListSessionsRequest(pool=pool), st.sampled_from(["", "blobs", "nope"])
+    ),
+    # never "fz", which the other RPCs' fuzzing works on: sessions CreateSession made
+    "DeleteSession": st.builds(
+        lambda n, force: pb.DeleteSessionRequest(session=f"s-{n}", force=force),
+        st.integers(0, 10**9),
+        st.booleans(),
+    ),
     "Status": st.just(pb.StatusRequest(session="fz")),
     "NextBatch": st.builds(
         lambda k, who: pb.NextBatchRequest(session="fz", k=k, annotator=who),
@@ -172,8 +188,11 @@ OVERRIDES: dict[str, dict[str, Strategy]] = {
         "split": names(["train", "test"]),
         "classes": choices(CLASSES, hostile_text()),  # repeated fields: the element
         "lease_seconds": doubles([1.0, 60.0]),
+        "classifier": choices(["logreg", "mlp"], hostile_text()),
     },
     "GetSession": {"session": SESSION},
+    "ListSessions": {"pool": names(["blobs"])},
+    "DeleteSession": {"session": excluding(names(["nosuch"]), ["fz"])},
     "Status": {"session": SESSION},
     "NextBatch": {"session": SESSION, "k": ints(INT32, [1, 5, 1000]), "annotator": ANNOTATOR},
     "SubmitLabels": {
@@ -192,7 +211,7 @@ OVERRIDES: dict[str, dict[str, Strategy]] = {
     "ReleaseLease": {"session": SESSION, "annotator": ANNOTATOR},
     "ImportLabels": {
         "session": SESSION,
-        "labels": messages(pb.Label, LABEL_FIELDS),
+        "labels": messages(pb.Label, {**LABEL_FIELDS, "annotator": ANNOTATOR}),
         "request_id": request_ids(),
         "annotator": ANNOTATOR,
     },

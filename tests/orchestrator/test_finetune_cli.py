@@ -18,12 +18,15 @@ from proxal_store import SessionRecord, Store
 from tests.conftest import BANKING77, read_jsonl
 
 CLASSES = ("card_arrival", "exchange_rate", "lost_or_stolen_phone", "top_up_failed")
+TEST_ONLY = ("atm_support",)  # a gold class of the test split that no session has
 
 
-def _rows(split: str, per_class: int) -> tuple[list[str], list[str]]:
+def _rows(
+    split: str, per_class: int, classes: tuple[str, ...] = CLASSES
+) -> tuple[list[str], list[str]]:
     texts: list[str] = []
     labels: list[str] = []
-    taken = dict.fromkeys(CLASSES, 0)
+    taken = dict.fromkeys(classes, 0)
     for row in read_jsonl(BANKING77 / f"{split}.jsonl"):
         if row["label"] in taken and taken[row["label"]] < per_class:
             taken[row["label"]] += 1
@@ -33,19 +36,21 @@ def _rows(split: str, per_class: int) -> tuple[list[str], list[str]]:
 
 
 def _session(store: Store, name: str, pool: str, ids: list[int], labels: list[str]) -> None:
-    store.create_session(SessionRecord(name, pool, "v1", "margin", 10, 0))
+    record = SessionRecord(name, pool, "v1", "margin", 10, 0, config={"classes": list(CLASSES)})
+    store.create_session(record)
     store.append_labels(name, pool, ids, labels)
 
 
 @pytest.fixture
 def labeled(tmp_path: Path) -> str:
-    """A store with pool "bank" (20 train rows per class, 5 test rows per class) and sessions:
+    """A store with pool "bank" (20 train rows per class, 5 test rows per class plus 5 of a
+    class that only the test split has) and sessions:
     "s1" labelled 10 per class (the annotator relabels one row), "one" a single class,
     "few" one label per class, "orphan" on a pool that does not exist, "empty" no labels."""
     uri = str(tmp_path / "store")
     store = Store(uri)
     train, train_gold = _rows("train", 20)
-    test, test_gold = _rows("test", 5)
+    test, test_gold = _rows("test", 5, CLASSES + TEST_ONLY)
     store.add_pool_rows("bank", "train", train, train_gold)
     store.add_pool_rows("bank", "test", test, test_gold)
     picked = [i for c in CLASSES for i in [j for j, g in enumerate(train_gold) if g == c][:10]]
@@ -94,14 +99,16 @@ def test_finetune_writes_a_successor_onnx_and_metrics(
     printed = capsys.readouterr().out
     assert code == 0
     assert "bottleneck minilm-l6 successor on 40 labels of session 's1'" in printed
-    assert "test (test, 20 rows): accuracy" in printed
+    assert "on 20 rows of the session's 4 classes; 5 rows of other classes left out" in printed
     for name in ("model.safetensors", "model.onnx", "config.json", "labels.json", "metrics.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"] == 40 and metrics["classes"] == 4
     assert metrics["validation_labels"] == 8  # 20% of 40, stratified
     assert metrics["validation_score"] is not None and 0 <= metrics["validation_score"] <= 1
-    assert metrics["test"]["rows"] == 20
+    # only test rows of the session's classes count: the test-only class is left out
+    assert metrics["test"]["rows"] == 20 and metrics["test"]["rows_left_out"] == 5
+    assert metrics["test_rows_left_out"] == 5
     assert 0 <= metrics["test"]["accuracy"] <= 1 and 0 <= metrics["test"]["macro_f1"] <= 1
     assert metrics["config"]["method"] == "bottleneck" and metrics["config"]["epochs"] == 1
     labels = json.loads((out / "labels.json").read_text())

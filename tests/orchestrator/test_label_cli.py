@@ -209,3 +209,54 @@ def test_session_and_labels_commands(
     # server-side refusals come back with their status code
     assert main(["labels", "export", "nosuch", *client]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_session_list_delete_import_and_coverage_commands(
+    served: tuple[str, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, store = served
+    client = ["--orchestrator", address, "--annotator", "ops"]
+    # an unknown strategy is refused at creation, listing the valid ones
+    assert main(["session", "create", "typo", "--pool", "cli", "--strategy", "margn", *client])
+    assert "unknown strategy 'margn'; valid strategies: random, least_confidence, margin" in (
+        capsys.readouterr().err
+    )
+    many = ",".join(MANY[:11])
+    assert main(["session", "create", "cov", "--pool", "cli", "--classes", many, *client]) == 0
+    assert "11 classes, strategy margin, classifier logreg" in capsys.readouterr().out
+    gold = store.pool_rows("cli").column("label").to_pylist()
+    rows = [i for i in range(N) if gold[i] in ("alpha", "beta")][:12]
+    src = tmp_path / "two.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "label": gold[i]}) + "\n" for i in rows))
+    assert main(["labels", "import", "cov", str(src), *client]) == 0
+    capsys.readouterr()
+    # importing again without --overwrite says why nothing was written
+    assert main(["labels", "import", "cov", str(src), *client]) == 0
+    assert capsys.readouterr().out == (
+        "imported 0 of 12 labels into cov; 12 already labelled: pass --overwrite to replace them\n"
+    )
+    # the estimate says which classes it covers, in text and JSON
+    assert main(["session", "status", "cov", *client]) == 0
+    text = capsys.readouterr().out
+    assert "class_coverage: 2 of 11 classes labelled" in text
+    assert re.search(r"estimated_accuracy: \d\.\d\d on the 2 classes with 2\+ labels only", text)
+    assert main(["session", "status", "cov", "--json", *client]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["labeled_classes"], status["classes"], status["accuracy_classes"]) == (2, 11, 2)
+    assert status["class_coverage"] == "2 of 11 classes labelled"
+    # list, then delete: refused while it has labels, done with --force, saying what went
+    assert main(["session", "list", *client]) == 0
+    listed = capsys.readouterr().out
+    assert re.search(r"\ncov\s+cli\s+margin\s+11\s+12\s+0\n", listed), listed
+    assert main(["session", "list", "--json", *client]) == 0
+    assert "cov" in {row["session"] for row in json.loads(capsys.readouterr().out)}
+    assert main(["session", "delete", "cov", *client]) == 1
+    assert "has 12 label(s); deleting it deletes them" in capsys.readouterr().err
+    assert len(store.read_labels("cov")[0]) == 12
+    assert main(["session", "delete", "cov", "--force", *client]) == 0
+    assert capsys.readouterr().out == (
+        "deleted session cov: 12 labels and 0 skips (12 label-log events), 0 lease events, "
+        "0 rounds\n"
+    )
+    assert main(["session", "delete", "cov", *client]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err

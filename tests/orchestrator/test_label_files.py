@@ -25,8 +25,15 @@ ROWS = [
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_round_trip(fmt: str) -> None:
-    assert parse_labels(format_labels(ROWS, fmt), fmt) == [(3, "x"), (1, "y z")]
+def test_round_trip_keeps_the_annotator(fmt: str) -> None:
+    assert parse_labels(format_labels(ROWS, fmt), fmt) == [(3, "x", "ann"), (1, "y z", "bob")]
+
+
+def test_files_without_annotators_and_odd_names() -> None:
+    assert parse_labels(b"id,label\n1,x\n", CSV) == [(1, "x", "")]
+    assert parse_labels(b'{"id": 1, "label": "x", "annotator": null}\n', JSONL) == [(1, "x", "")]
+    odd = b'{"id": 1, "label": "x", "annotator": " Jo Smith/ops "}\n'
+    assert parse_labels(odd, JSONL) == [(1, "x", "Jo-Smith-ops")]  # a valid annotator name
 
 
 def test_format_from_suffix() -> None:
@@ -37,16 +44,30 @@ def test_format_from_suffix() -> None:
 
 
 def test_label_studio_takes_the_latest_kept_annotation() -> None:
-    def choice(label: str, cancelled: bool = False) -> dict[str, object]:
+    def choice(label: str, cancelled: bool = False, **who: object) -> dict[str, object]:
         value = {"choices": [label]}
-        return {"was_cancelled": cancelled, "result": [{"type": "choices", "value": value}]}
+        return {
+            "was_cancelled": cancelled,
+            "result": [{"type": "choices", "value": value}],
+            **who,
+        }
 
     tasks = [
         {"data": {"proxal_id": 7}, "annotations": [choice("a"), choice("b"), choice("c", True)]},
         {"data": {"id": 8}, "annotations": []},  # nobody labelled it: left out
         {"id": 99, "data": {"id": 9}, "annotations": [choice("d")]},
+        # who labelled: proxal's meta.annotator, else Label Studio's completed_by
+        {"data": {"id": 10}, "annotations": [choice("e", meta={"annotator": "ann"})]},
+        {"data": {"id": 11}, "annotations": [choice("f", completed_by={"email": "b@x.org"})]},
+        {"data": {"id": 12}, "annotations": [choice("g", completed_by=3)]},
     ]
-    assert parse_labels(json.dumps(tasks).encode(), LABEL_STUDIO) == [(7, "b"), (9, "d")]
+    assert parse_labels(json.dumps(tasks).encode(), LABEL_STUDIO) == [
+        (7, "b", ""),
+        (9, "d", ""),
+        (10, "e", "ann"),
+        (11, "f", "b@x.org"),
+        (12, "g", "3"),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Labeling sessions through a real OrchestratorService, backed by a real proxy subprocess.
 
-Leases, request-id idempotency, skip, undo, relabel, import and export, all over gRPC
-against a real LanceDB store. Lease expiry uses a clock the test moves (no sleeping).
+Leases, request-id idempotency, skip, undo, relabel, import and export, listing and
+deleting sessions, and sessions written by the simulator, all over gRPC against a real
+LanceDB store. Lease expiry uses a clock the test moves (no sleeping).
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from orchestrator import servicer as servicer_module
 from orchestrator.clients import ProxyClient
-from orchestrator.label_files import CSV, JSONL, LABEL_STUDIO, parse_labels
+from orchestrator.label_files import CSV, JSONL, LABEL_STUDIO, FileLabel, parse_labels
 from orchestrator.processes import ServiceProcess
 from orchestrator.servicer import OrchestratorServicer
 from orchestrator.session_client import SessionClient
 from orchestrator.sessions import Sessions
+from orchestrator.simulation import LoopConfig, PoolData, run_simulation
 from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import Store
+from proxal_runtime.strategies import CLASSIFIERS, STRATEGIES
+from proxal_store import EncoderInfo, SessionRecord, Store
 from tests.conftest import add_session_pool
 
 N_TRAIN, N_TEST, DIM = 300, 60, 16
@@ -146,6 +149,8 @@ def test_status_counts_and_estimates_accuracy(stack: Stack) -> None:
     assert {c.label: c.count for c in status.class_counts} == counts
     # well-separated blobs: the proxy's cross-validated accuracy must be high, and honest
     assert 0.8 <= status.estimated_accuracy <= 1.0 and "5-fold" in status.accuracy_note
+    assert "covers all 3 of the session's classes" in status.accuracy_note
+    assert (status.labeled_classes, status.accuracy_classes) == (3, 3)
     assert len(batch.items) == 5
 
 
@@ -289,18 +294,48 @@ def test_import_then_export_in_every_format(stack: Stack, monkeypatch: pytest.Mo
     client = SessionClient(stack.address, annotator="importer")
     truth = gold(stack.store)
     pairs = [(i, truth[i]) for i in range(40)]
-    # id 5 keeps the human label unless overwrite is set
-    assert client.import_labels("io", pairs) == 39
+    # id 5 keeps the human label unless overwrite is set, and the reply says why
+    done = client.import_labels("io", [FileLabel(i, lab) for i, lab in pairs])
+    assert (done.written, done.already_labeled) == (39, 1)
+    assert done.notes == ("1 already labelled; pass --overwrite to replace their labels",)
     assert dict(zip(*stack.store.read_labels("io"), strict=True))[5] == "gamma"
-    assert client.import_labels("io", [(5, truth[5])], overwrite=True) == 1
+    again = client.import_labels("io", [FileLabel(5, truth[5])], overwrite=True)
+    assert (again.written, again.already_labeled, again.notes) == (1, 0, ())
     monkeypatch.setattr(servicer_module, "EXPORT_CHUNK_BYTES", 256)  # force many chunks
-    expected = sorted(pairs)
+    expected = sorted((i, lab, "importer") for i, lab in pairs)
     for fmt in (JSONL, CSV, LABEL_STUDIO):
         data = client.export("io", fmt)
         assert sorted(parse_labels(data, fmt)) == expected, fmt
     lines = client.export("io", JSONL).decode().splitlines()
     assert '"text": "train text' in lines[0] and '"annotator": "importer"' in lines[0]
     client.close()
+
+
+@pytest.mark.parametrize("fmt", [JSONL, CSV, LABEL_STUDIO])
+def test_reimport_keeps_who_labelled_what(stack: Stack, fmt: str) -> None:
+    session = f"who-{fmt}"
+    stack.stub.CreateSession(pb.CreateSessionRequest(session=session, pool="blobs"))
+    truth = gold(stack.store)
+    submit(stack, session, [(i, truth[i]) for i in range(3)], who="ann")
+    submit(stack, session, [(i, truth[i]) for i in range(3, 5)], who="bob@example.org")
+    with SessionClient(stack.address, annotator="importer") as client:
+        exported = parse_labels(client.export(session, fmt), fmt)
+        # export, then import --overwrite: every label keeps its annotator
+        done = client.import_labels(session, exported, overwrite=True)
+        assert (done.written, done.already_labeled) == (5, 0)
+        # without --overwrite nothing is written, and the reply says why
+        skipped = client.import_labels(session, exported)
+    assert (skipped.written, skipped.already_labeled) == (0, 5)
+    assert skipped.notes == ("5 already labelled; pass --overwrite to replace their labels",)
+    log = stack.store.read_label_log(session)
+    assert log.annotator_of == {
+        0: "ann",
+        1: "ann",
+        2: "ann",
+        3: "bob@example.org",
+        4: "bob@example.org",
+    }
+    assert [e.kind for e in stack.store.read_label_events(session)].count("import") == 5
 
 
 BAD_WRITES = [
@@ -394,6 +429,16 @@ def test_writes_to_an_unknown_session_are_not_found(stack: Stack) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             "two distinct classes",
         ),
+        (  # refused at creation, not at the first NextBatch, with the valid names
+            pb.CreateSessionRequest(session="x", pool="blobs", strategy="margn"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"unknown strategy 'margn'; valid strategies: {', '.join(STRATEGIES)}",
+        ),
+        (
+            pb.CreateSessionRequest(session="x", pool="blobs", classifier="svm"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"unknown classifier 'svm'; valid classifiers: {', '.join(CLASSIFIERS)}",
+        ),
     ],
 )
 def test_create_session_bad_input(
@@ -405,17 +450,177 @@ def test_create_session_bad_input(
     assert fragment in info.value.details()
 
 
-def test_proxy_errors_keep_their_status(stack: Stack) -> None:
-    stack.stub.CreateSession(
-        pb.CreateSessionRequest(session="weird", pool="blobs", strategy="telepathy")
+def test_create_defaults_to_margin_and_logreg(stack: Stack) -> None:
+    created = stack.stub.CreateSession(pb.CreateSessionRequest(session="dflt", pool="blobs"))
+    assert (created.strategy, created.classifier) == ("margin", "logreg")
+    got = stack.stub.GetSession(pb.GetSessionRequest(session="dflt"))
+    assert (got.strategy, got.classifier) == ("margin", "logreg")
+    mlp = stack.stub.CreateSession(
+        pb.CreateSessionRequest(session="mlp", pool="blobs", strategy="entropy", classifier="mlp")
     )
-    submit(stack, "weird", [(0, "alpha"), (1, "beta")])
+    assert (mlp.strategy, mlp.classifier) == ("entropy", "mlp")
+
+
+def test_proxy_errors_keep_their_status(stack: Stack) -> None:
+    # a record pinned to an embedding version the proxy cannot find (e.g. deleted since)
+    stack.store.create_session(
+        SessionRecord("pinned", "blobs", "v9", "margin", 10, 0, config={"classes": CLASSES})
+    )
+    submit(stack, "pinned", [(0, "alpha"), (1, "beta")])
     with pytest.raises(grpc.RpcError) as info:
-        stack.stub.NextBatch(pb.NextBatchRequest(session="weird"))
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "proxy service" in info.value.details() and "telepathy" in info.value.details()
+        stack.stub.NextBatch(pb.NextBatchRequest(session="pinned"))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "proxy service" in info.value.details() and "v9" in info.value.details()
     # a failed selection leases nothing
-    assert stack.stub.Status(pb.StatusRequest(session="weird")).leased == 0
+    assert stack.stub.Status(pb.StatusRequest(session="pinned")).leased == 0
+
+
+def test_a_session_the_simulator_wrote_is_served(stack: Stack) -> None:
+    proxy = ProxyClient(stack.proxy_address)
+    data = PoolData.from_store(stack.store, "blobs", "v1")
+    config = LoopConfig(strategies=("margin",), seeds=(0,), initial_size=10, batch_size=5, rounds=1)
+    result = run_simulation(stack.store, proxy, data, config, "simrun")
+    proxy.close()
+    name = result.sessions[0].session
+    session = stack.stub.GetSession(pb.GetSessionRequest(session=name))
+    assert list(session.classes) == CLASSES and session.labels == 15 and session.rounds == 2
+    status = stack.stub.Status(pb.StatusRequest(session=name))
+    assert status.labels == 15 and status.remaining == N_TRAIN - 15
+    batch = stack.stub.NextBatch(pb.NextBatchRequest(session=name, annotator="ann"))
+    assert len(batch.items) == 5 and batch.strategy == "margin"
+    submit(stack, name, [(batch.items[0].id, "alpha")])
+
+
+@pytest.mark.parametrize(
+    ("config", "strategy", "fragment"),
+    [  # records no proxal path writes any more, or damaged ones: never INTERNAL
+        ({"simulated": True}, "margin", "has no classes in its record (written by a simulation)"),
+        ({}, "margin", "has no classes in its record"),
+        ({"classes": "alpha,beta"}, "margin", "its record's classes are unusable"),
+        ({"classes": ["alpha"]}, "margin", "its record's classes are unusable"),
+    ],
+)
+def test_a_record_the_service_cannot_serve_is_failed_precondition(
+    stack: Stack, config: dict[str, object], strategy: str, fragment: str
+) -> None:
+    name = f"odd-{uuid.uuid4().hex[:8]}"
+    stack.store.create_session(SessionRecord(name, "blobs", "v1", strategy, 10, 0, config=config))
+    stack.store.append_labels(name, "blobs", [0, 1], ["alpha", "beta"], source="oracle")
+    calls = [
+        lambda: stack.stub.GetSession(pb.GetSessionRequest(session=name)),
+        lambda: stack.stub.Status(pb.StatusRequest(session=name)),
+        lambda: stack.stub.NextBatch(pb.NextBatchRequest(session=name)),
+        lambda: submit(stack, name, [(2, "alpha")]),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert fragment in info.value.details()
+    # it is listed, with its problem, and can be deleted
+    listed = stack.stub.ListSessions(pb.ListSessionsRequest(pool="blobs"))
+    (row,) = [x for x in listed.sessions if x.session == name]
+    assert fragment in row.problem and row.labels == 2
+    stack.stub.DeleteSession(pb.DeleteSessionRequest(session=name, force=True))
+
+
+def test_a_record_with_an_unknown_strategy_is_failed_precondition(stack: Stack) -> None:
+    stack.store.create_session(
+        SessionRecord("telepathy", "blobs", "v1", "telepathy", 10, 0, config={"classes": CLASSES})
+    )
+    assert stack.stub.Status(pb.StatusRequest(session="telepathy")).labels == 0
+    with pytest.raises(grpc.RpcError) as info:
+        stack.stub.NextBatch(pb.NextBatchRequest(session="telepathy"))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "unknown strategy 'telepathy'" in info.value.details()
+
+
+def _unlabeled_pool(store: Store, pool: str) -> None:
+    """Train rows without labels, a test split with gold labels of 4 classes."""
+    rng = np.random.default_rng(3)
+    store.add_pool_rows(pool, "train", [f"raw {i}" for i in range(20)], [None] * 20)
+    store.add_pool_rows(pool, "test", [f"gold {i}" for i in range(8)], ["w", "x", "y", "z"] * 2)
+    with store.begin_embedding(pool, EncoderInfo("synthetic", "none", DIM, 0)) as writer:
+        writer.write(np.arange(28), rng.normal(size=(28, DIM)).astype(np.float32))
+        writer.commit()
+
+
+def test_classes_come_from_the_labelled_split_only(stack: Stack) -> None:
+    _unlabeled_pool(stack.store, "raw")
+    with pytest.raises(grpc.RpcError) as info:  # the test split's classes must not leak in
+        stack.stub.CreateSession(pb.CreateSessionRequest(session="leak", pool="raw"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == (
+        "split 'train' of pool 'raw' has no gold labels to take the session's classes from: "
+        "pass the classes (--classes a,b,c on the CLI)"
+    )
+    with pytest.raises(grpc.RpcError):
+        stack.stub.GetSession(pb.GetSessionRequest(session="leak"))  # nothing was created
+    made = stack.stub.CreateSession(
+        pb.CreateSessionRequest(session="leak", pool="raw", classes=["spam", "ham"])
+    )
+    assert list(made.classes) == ["spam", "ham"]
+    # the test split labels its own gold classes
+    own = stack.stub.CreateSession(pb.CreateSessionRequest(session="own", pool="raw", split="test"))
+    assert list(own.classes) == ["w", "x", "y", "z"]
+
+
+def test_status_reports_class_coverage(stack: Stack) -> None:
+    many = [*CLASSES, *(f"extra-{n}" for n in range(8))]  # 11 classes
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="cover", pool="blobs", classes=many))
+    truth = gold(stack.store)
+    two = [i for i in range(N_TRAIN) if truth[i] in ("alpha", "beta")][:12]
+    submit(stack, "cover", [(i, truth[i]) for i in two])
+    status = stack.stub.Status(pb.StatusRequest(session="cover"))
+    assert (status.labeled_classes, status.accuracy_classes, len(status.session.classes)) == (
+        2,
+        2,
+        11,
+    )
+    assert status.estimated_accuracy >= 0.8
+    assert "covers only these 2 of the session's 11 classes" in status.accuracy_note
+
+
+def test_list_and_delete_sessions(stack: Stack) -> None:
+    for name in ("del-a", "del-b"):
+        stack.stub.CreateSession(pb.CreateSessionRequest(session=name, pool="blobs"))
+    submit(stack, "del-a", [(0, "alpha"), (1, "beta")])
+    stack.stub.Skip(pb.SkipRequest(session="del-a", ids=[2], request_id=rid(), annotator="ann"))
+    stack.stub.NextBatch(pb.NextBatchRequest(session="del-a", annotator="ann", k=3))
+    listed = {x.session: x for x in stack.stub.ListSessions(pb.ListSessionsRequest()).sessions}
+    assert {"del-a", "del-b"} <= set(listed)
+    assert (listed["del-a"].labels, listed["del-a"].rounds, listed["del-a"].pool) == (2, 1, "blobs")
+    assert list(listed["del-b"].classes) == CLASSES and not listed["del-b"].problem
+    assert not stack.stub.ListSessions(pb.ListSessionsRequest(pool="raw-nope")).sessions
+    # a session with labels is refused without force, and keeps everything
+    with pytest.raises(grpc.RpcError) as info:
+        stack.stub.DeleteSession(pb.DeleteSessionRequest(session="del-a"))
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.details() == (
+        "session 'del-a' has 2 label(s); deleting it deletes them: export them first "
+        "(proxal labels export del-a -o FILE), then delete with force (--force)"
+    )
+    assert stack.stub.GetSession(pb.GetSessionRequest(session="del-a")).labels == 2
+    gone = stack.stub.DeleteSession(pb.DeleteSessionRequest(session="del-a", force=True))
+    assert (gone.session, gone.labels, gone.skipped, gone.label_events) == ("del-a", 2, 1, 3)
+    assert (gone.lease_events, gone.rounds) == (1, 1)
+    for call in (
+        lambda: stack.stub.GetSession(pb.GetSessionRequest(session="del-a")),
+        lambda: stack.stub.DeleteSession(pb.DeleteSessionRequest(session="del-a", force=True)),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    fresh = Store(stack.store.uri)  # the log, leases and rounds went with it
+    assert fresh.read_label_events("del-a") == [] and fresh.read_rounds("del-a") == []
+    assert fresh.read_lease_events("del-a") == []
+    # a session without labels needs no force; its name can be used again
+    assert stack.stub.DeleteSession(pb.DeleteSessionRequest(session="del-b")).labels == 0
+    again = stack.stub.CreateSession(pb.CreateSessionRequest(session="del-a", pool="blobs"))
+    assert again.labels == 0 and again.rounds == 0
+    with pytest.raises(grpc.RpcError) as info:
+        stack.stub.ListSessions(pb.ListSessionsRequest(pool="Bad Pool"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_sessions_survive_a_new_orchestrator(stack: Stack) -> None:

@@ -19,7 +19,7 @@ EXPORT_FORMAT_CSV: ExportFormat
 EXPORT_FORMAT_LABEL_STUDIO: ExportFormat
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "classes", "lease_seconds")
+    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "classes", "lease_seconds", "classifier")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class CreateSessionRequest(_message.Message):
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     session: str
     pool: str
     embedding_version: str
@@ -38,10 +39,11 @@ class CreateSessionRequest(_message.Message):
     split: str
     classes: _containers.RepeatedScalarFieldContainer[str]
     lease_seconds: float
-    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+    classifier: str
+    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "labels", "rounds", "classes", "created_at", "lease_seconds")
+    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "labels", "rounds", "classes", "created_at", "lease_seconds", "classifier", "problem")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +56,8 @@ class Session(_message.Message):
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
+    PROBLEM_FIELD_NUMBER: _ClassVar[int]
     session: str
     pool: str
     embedding_version: str
@@ -66,7 +70,45 @@ class Session(_message.Message):
     classes: _containers.RepeatedScalarFieldContainer[str]
     created_at: str
     lease_seconds: float
-    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., labels: _Optional[int] = ..., rounds: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., created_at: _Optional[str] = ..., lease_seconds: _Optional[float] = ...) -> None: ...
+    classifier: str
+    problem: str
+    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., labels: _Optional[int] = ..., rounds: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., created_at: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ("pool",)
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    pool: str
+    def __init__(self, pool: _Optional[str] = ...) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[Session]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[Session, _Mapping]]] = ...) -> None: ...
+
+class DeleteSessionRequest(_message.Message):
+    __slots__ = ("session", "force")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    force: bool
+    def __init__(self, session: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteSessionResponse(_message.Message):
+    __slots__ = ("session", "labels", "skipped", "label_events", "lease_events", "rounds")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    LABEL_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    labels: int
+    skipped: int
+    label_events: int
+    lease_events: int
+    rounds: int
+    def __init__(self, session: _Optional[str] = ..., labels: _Optional[int] = ..., skipped: _Optional[int] = ..., label_events: _Optional[int] = ..., lease_events: _Optional[int] = ..., rounds: _Optional[int] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session",)
@@ -89,7 +131,7 @@ class ClassCount(_message.Message):
     def __init__(self, label: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class SessionStatus(_message.Message):
-    __slots__ = ("session", "labels", "skipped", "leased", "remaining", "rounds", "embedding_version", "latest_version", "estimated_accuracy", "accuracy_note", "class_counts", "annotators")
+    __slots__ = ("session", "labels", "skipped", "leased", "remaining", "rounds", "embedding_version", "latest_version", "estimated_accuracy", "accuracy_note", "class_counts", "annotators", "labeled_classes", "accuracy_classes")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +144,8 @@ class SessionStatus(_message.Message):
     ACCURACY_NOTE_FIELD_NUMBER: _ClassVar[int]
     CLASS_COUNTS_FIELD_NUMBER: _ClassVar[int]
     ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
+    LABELED_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_CLASSES_FIELD_NUMBER: _ClassVar[int]
     session: Session
     labels: int
     skipped: int
@@ -114,7 +158,9 @@ class SessionStatus(_message.Message):
     accuracy_note: str
     class_counts: _containers.RepeatedCompositeFieldContainer[ClassCount]
     annotators: int
-    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., labels: _Optional[int] = ..., skipped: _Optional[int] = ..., leased: _Optional[int] = ..., remaining: _Optional[int] = ..., rounds: _Optional[int] = ..., embedding_version: _Optional[str] = ..., latest_version: _Optional[str] = ..., estimated_accuracy: _Optional[float] = ..., accuracy_note: _Optional[str] = ..., class_counts: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., annotators: _Optional[int] = ...) -> None: ...
+    labeled_classes: int
+    accuracy_classes: int
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., labels: _Optional[int] = ..., skipped: _Optional[int] = ..., leased: _Optional[int] = ..., remaining: _Optional[int] = ..., rounds: _Optional[int] = ..., embedding_version: _Optional[str] = ..., latest_version: _Optional[str] = ..., estimated_accuracy: _Optional[float] = ..., accuracy_note: _Optional[str] = ..., class_counts: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., annotators: _Optional[int] = ..., labeled_classes: _Optional[int] = ..., accuracy_classes: _Optional[int] = ...) -> None: ...
 
 class NextBatchRequest(_message.Message):
     __slots__ = ("session", "k", "annotator")
@@ -153,12 +199,14 @@ class NextBatchResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., round: _Optional[int] = ..., lease_id: _Optional[str] = ..., lease_expires_at: _Optional[float] = ..., resumed: _Optional[bool] = ...) -> None: ...
 
 class Label(_message.Message):
-    __slots__ = ("id", "label")
+    __slots__ = ("id", "label", "annotator")
     ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
     id: int
     label: str
-    def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ...) -> None: ...
+    annotator: str
+    def __init__(self, id: _Optional[int] = ..., label: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
 
 class SubmitLabelsRequest(_message.Message):
     __slots__ = ("session", "labels", "request_id", "annotator", "relabel")
@@ -175,14 +223,18 @@ class SubmitLabelsRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., request_id: _Optional[str] = ..., annotator: _Optional[str] = ..., relabel: _Optional[bool] = ...) -> None: ...
 
 class SubmitLabelsResponse(_message.Message):
-    __slots__ = ("accepted", "total_labels", "replayed")
+    __slots__ = ("accepted", "total_labels", "replayed", "already_labeled", "note")
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_LABELS_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_LABELED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     accepted: int
     total_labels: int
     replayed: bool
-    def __init__(self, accepted: _Optional[int] = ..., total_labels: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    already_labeled: int
+    note: str
+    def __init__(self, accepted: _Optional[int] = ..., total_labels: _Optional[int] = ..., replayed: _Optional[bool] = ..., already_labeled: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
 
 class SkipRequest(_message.Message):
     __slots__ = ("session", "ids", "request_id", "annotator")

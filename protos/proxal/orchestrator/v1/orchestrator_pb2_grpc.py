@@ -44,6 +44,16 @@ class OrchestratorServiceStub:
                 request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Session.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/ListSessions',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.DeleteSession = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/DeleteSession',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteSessionRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteSessionResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/proxal.orchestrator.v1.OrchestratorService/Status',
                 request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.StatusRequest.SerializeToString,
@@ -97,6 +107,21 @@ class OrchestratorServiceServicer:
 
     def GetSession(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """Every session in the store (optionally of one pool), with its label and round counts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSession(self, request, context):
+        """Deletes a session with its label log, leases and rounds. A session with labels is
+        refused (FAILED_PRECONDITION) unless `force` is set; the response says what went.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -169,6 +194,16 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.GetSession,
                     request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSessionRequest.FromString,
                     response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Session.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSessionsRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'DeleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSession,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteSessionRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteSessionResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -265,6 +300,60 @@ class OrchestratorService:
             '/proxal.orchestrator.v1.OrchestratorService/GetSession',
             proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetSessionRequest.SerializeToString,
             proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/ListSessions',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSessionsRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/DeleteSession',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteSessionRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.DeleteSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
