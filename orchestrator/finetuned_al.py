@@ -171,7 +171,13 @@ def _open_session(target: StoreTarget, config: FinetunedLoopConfig) -> None:
                 strategy=config.strategy,
                 batch_size=config.batch_size,
                 seed=config.seed,
-                config={"simulated": True, "finetuned": True, **asdict(config)},
+                # classes: what OrchestratorService needs to serve the session
+                config={
+                    "simulated": True,
+                    "finetuned": True,
+                    **asdict(config),
+                    "classes": list(target.class_names),
+                },
             )
         )
 

@@ -128,6 +128,8 @@ def test_same_seed_same_picks_and_store_records(
     assert rounds[1].selected_ids == again.rounds[1].selected_ids
     assert set(rounds[2].metrics) == {"accuracy", "macro_f1"}
     assert rounds[0].timings["train_s"] > 0
+    # the record carries its classes, so OrchestratorService can serve it (issue 15)
+    assert store.get_session("ft-margin-s0").config["classes"] == list(CLASSES)
 
 
 def test_ups_scores_only_a_subsample_on_a_non_full_round(data: dict[str, Any]) -> None:
