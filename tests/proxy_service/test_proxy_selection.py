@@ -201,6 +201,23 @@ def test_predict_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> N
     np.testing.assert_array_equal(chunked.confidence, whole.confidence)
 
 
+def test_predict_timings_add_up_to_the_call() -> None:
+    """load_s times the loader (here 50 ms), not the process: the timings fit in the call."""
+
+    def slow_load() -> LoadedVersion:
+        time.sleep(0.05)
+        return VERSION
+
+    for ids in (VERSION.ids, VERSION.ids[:3]):  # one chunk and, below, several
+        begin = time.perf_counter()
+        result = predict(slow_load, ModelCache(1), training(), ids, 0, ClassifierSpec())
+        elapsed = time.perf_counter() - begin
+        timings = result.timings
+        assert 0.05 <= timings.load_s <= elapsed
+        assert timings.fit_s >= 0 and timings.score_s >= 0
+        assert timings.load_s + timings.fit_s + timings.score_s <= elapsed
+
+
 def test_predict_needs_two_classes() -> None:
     with pytest.raises(SingleClassError, match="at least two classes"):
         predict(

@@ -147,7 +147,7 @@ def test_registry_and_flags() -> None:
         "mahalanobis",
         "coreset",
     }
-    assert get_strategy("").name == "least_confidence"
+    assert get_strategy("").name == "margin"  # the default, as in SelectRequest.strategy
 
 
 def test_unknown_strategy_lists_valid_names() -> None:
