@@ -502,9 +502,28 @@ class Store:
             self._append(_pool_table(pool), rows)
         return first_id, len(texts)
 
+    def _dataset(self, name: str) -> lance.LanceDataset | None:
+        """Table `name`'s latest version, or None if there is none: reads its manifest only."""
+        try:
+            return lance.dataset(self._uri_of(name), storage_options=self.storage_options)
+        except (ValueError, FileNotFoundError, OSError):
+            return None
+
     def has_pool(self, pool: str) -> bool:
+        """Whether the pool was ingested; O(1) in its rows (opens the table, reads no rows)."""
         check_name("pool", pool)
-        return self._read(_pool_table(pool), columns=["id"]) is not None
+        return self._dataset(_pool_table(pool)) is not None
+
+    def has_version(self, pool: str, version: str) -> bool:
+        """Whether embedding version `version` of `pool` was committed and not deleted.
+
+        Reads the embeddings table's tag list (a tag per version, dropped on delete and
+        cleanup), neither its rows nor the version log: cheap enough for every request.
+        """
+        check_name("pool", pool)
+        check_name("version", version)
+        ds = self._dataset(_emb_table(pool))
+        return ds is not None and version in ds.tags.list()
 
     def pool_rows(
         self, pool: str, split: str | None = None, columns: list[str] | None = None

@@ -67,6 +67,11 @@ class OnceLRU(Generic[K, V]):
         future.set_result(value)
         return value, False
 
+    def discard(self, key: K) -> None:
+        """Forget the cached value of `key`, if any (a computation in flight is left alone)."""
+        with self._lock:
+            self._values.pop(key, None)
+
     def keys(self) -> list[K]:
         """Cached keys, least recently used first."""
         with self._lock:
@@ -130,9 +135,17 @@ class VersionCache:
     def get(self, pool: str, version: str) -> LoadedVersion:
         """The complete version, loaded from the store on first use.
 
+        A cached version is checked against the store's tag list on every call (no data is
+        read), so once DeleteVersion or CleanupVersions removed it, it is dropped and this
+        replica answers NotFoundError like a fresh one.
         Raises NotFoundError (unknown pool or version), FailedPreconditionError (incomplete).
         """
-        value, _ = self.versions.get((pool, version), lambda: self._load(pool, version))
+        key = (pool, version)
+        value, hit = self.versions.get(key, lambda: self._load(pool, version))
+        if hit and not self.store.has_version(pool, version):
+            self.versions.discard(key)
+            self.store.get_version(pool, version)  # raises the store's NotFoundError
+            raise NotFoundError(f"embedding version {version!r} of pool {pool!r} was deleted")
         return value
 
     def _load(self, pool: str, version: str) -> LoadedVersion:

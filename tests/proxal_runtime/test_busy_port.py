@@ -99,5 +99,5 @@ def test_grpc_itself_does_not_share_the_port(
 
 def test_a_foreign_host_is_refused_with_its_reason() -> None:
     settings = ServerSettings(host="192.0.2.1", port=5999)  # TEST-NET-1: never this machine's
-    with pytest.raises(AddressUnavailableError, match="192.0.2.1:5999: the host is not"):
+    with pytest.raises(AddressUnavailableError, match=r"192\.0\.2\.1:5999: the host is not"):
         start_server(settings, lambda _: None, ["test.Busy"])

@@ -130,6 +130,43 @@ def test_contract_decomposable_strategies_merge_across_shards(name: str) -> None
     np.testing.assert_array_equal(ids[best], IDS[rows][whole.positions])
 
 
+# 100 distinct vectors, each at 6 scattered rows: like duplicate texts in a real pool.
+DUPLICATED = VECTORS[RNG.permutation(np.repeat(np.arange(100, 200), 6))]
+
+
+def _duplicates_pool(name: str, rows: np.ndarray, threads: int = 1) -> Pool:
+    """make_pool's pool (and model) over the DUPLICATED vectors."""
+    return replace(make_pool(name, rows=rows, threads=threads), vectors=DUPLICATED)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, s in STRATEGIES.items() if s.decomposable and n != "random"]
+)
+def test_contract_picks_are_bit_identical_for_any_chunking(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Identical vectors must score identically wherever they sit, so equal scores fall to
+    the id hash: the same ids, order and scores from the whole pool, from small chunks on
+    two threads and from merged shards (BLAS rounds a row by its place in a chunk; the
+    top candidates are scored again one row at a time)."""
+    from proxal_runtime.ranking import top_k
+
+    rows = np.setdiff1d(np.arange(N), TRAIN)
+    whole = STRATEGIES[name].select(_duplicates_pool(name, rows), 15)
+    want_ids = IDS[rows][whole.positions]
+    monkeypatch.setattr(strategies, "CHUNK_ROWS", 7)
+    chunked = STRATEGIES[name].select(_duplicates_pool(name, rows, threads=2), 15)
+    np.testing.assert_array_equal(IDS[rows][chunked.positions], want_ids)
+    np.testing.assert_array_equal(chunked.scores, whole.scores)
+    thirds = [rows[start::3] for start in range(3)]
+    parts = [STRATEGIES[name].select(_duplicates_pool(name, part), 15) for part in thirds]
+    ids = np.concatenate([IDS[part][p.positions] for part, p in zip(thirds, parts, strict=True)])
+    scores = np.concatenate([p.scores for p in parts])
+    best = top_k(scores, ids, 15, 0)
+    np.testing.assert_array_equal(ids[best], want_ids)
+    np.testing.assert_array_equal(scores[best], whole.scores)
+
+
 def test_registry_and_flags() -> None:
     assert list(STRATEGIES) == [
         "random",
