@@ -131,13 +131,23 @@ def test_a_cached_version_is_not_found_once_deleted(world: World) -> None:
     assert set(world.cache.versions.keys()) == {(POOL, "v3")}
 
 
-def test_the_existence_check_reads_no_embeddings(world: World) -> None:
+def test_the_existence_check_reads_no_embeddings(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A cached version is served without reading the store's vectors again."""
     _select(world.proxy, "v3")
     store = world.cache.store
     reads: list[str] = []
     original = store.read_embeddings
-    store.read_embeddings = lambda *a: reads.append(a[1]) or original(*a)  # type: ignore[method-assign]
+
+    def read_embeddings(pool: str, version: str) -> tuple[np.ndarray, np.ndarray]:
+        reads.append(version)
+        return original(pool, version)
+
+    monkeypatch.setattr(store, "read_embeddings", read_embeddings)
     for _ in range(3):
         _select(world.proxy, "v3")
     assert reads == []
+    _select(world.proxy, "v2")  # not cached yet: read once (the spy sees reads)
+    _select(world.proxy, "v2")
+    assert reads == ["v2"]
