@@ -426,6 +426,7 @@ class Store:
         self._db = lancedb.connect(self.uri, storage_options=storage_options)
         self._lock = threading.RLock()
         self._appends: dict[str, int] = {}  # appends to each log table by this Store
+        self._tagged: dict[str, lance.LanceDataset] = {}  # embeddings tables, for their tags
 
     # ---------------------------------------------------------------- helpers
     def _uri_of(self, table: str) -> str:
@@ -517,13 +518,19 @@ class Store:
     def has_version(self, pool: str, version: str) -> bool:
         """Whether embedding version `version` of `pool` was committed and not deleted.
 
-        Reads the embeddings table's tag list (a tag per version, dropped on delete and
-        cleanup), neither its rows nor the version log: cheap enough for every request.
+        Lists the embeddings table's tags (a tag per version, dropped on delete and cleanup)
+        through a handle kept per pool: no rows, no manifest, no version log; one LIST
+        request on object storage. Cheap enough for every request.
         """
         check_name("pool", pool)
         check_name("version", version)
-        ds = self._dataset(_emb_table(pool))
-        return ds is not None and version in ds.tags.list()
+        ds = self._tagged.get(pool)
+        if ds is None:
+            ds = self._dataset(_emb_table(pool))
+            if ds is None:
+                return False
+            self._tagged[pool] = ds  # tags.list() lists the tags afresh on every call
+        return version in ds.tags.list()
 
     def pool_rows(
         self, pool: str, split: str | None = None, columns: list[str] | None = None

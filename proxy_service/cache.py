@@ -67,6 +67,11 @@ class OnceLRU(Generic[K, V]):
         future.set_result(value)
         return value, False
 
+    def __contains__(self, key: object) -> bool:
+        """Whether a value for `key` is cached (one being computed is not yet)."""
+        with self._lock:
+            return key in self._values
+
     def discard(self, key: K) -> None:
         """Forget the cached value of `key`, if any (a computation in flight is left alone)."""
         with self._lock:
@@ -135,18 +140,24 @@ class VersionCache:
     def get(self, pool: str, version: str) -> LoadedVersion:
         """The complete version, loaded from the store on first use.
 
-        A cached version is checked against the store's tag list on every call (no data is
-        read), so once DeleteVersion or CleanupVersions removed it, it is dropped and this
-        replica answers NotFoundError like a fresh one.
         Raises NotFoundError (unknown pool or version), FailedPreconditionError (incomplete).
         """
-        key = (pool, version)
-        value, hit = self.versions.get(key, lambda: self._load(pool, version))
-        if hit and not self.store.has_version(pool, version):
-            self.versions.discard(key)
-            self.store.get_version(pool, version)  # raises the store's NotFoundError
-            raise NotFoundError(f"embedding version {version!r} of pool {pool!r} was deleted")
+        value, _ = self.versions.get((pool, version), lambda: self._load(pool, version))
         return value
+
+    def drop_if_deleted(self, pool: str, version: str) -> None:
+        """If `version` is cached but gone from the store, drop it and raise NotFoundError.
+
+        Every request calls this: DeleteVersion and CleanupVersions remove the version's tag,
+        so a replica that cached it answers as a fresh one would. Reads the tag list only
+        (`Store.has_version`), and nothing for a version that is not cached.
+        """
+        key = (pool, version)
+        if key not in self.versions or self.store.has_version(pool, version):
+            return
+        self.versions.discard(key)
+        self.store.get_version(pool, version)  # raises the store's NotFoundError
+        raise NotFoundError(f"embedding version {version!r} of pool {pool!r} was deleted")
 
     def _load(self, pool: str, version: str) -> LoadedVersion:
         ids, vectors = self.store.read_embeddings(pool, version)

@@ -176,7 +176,7 @@ class Query:
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent loading the version, fitting, scoring and selecting."""
+    """Seconds spent loading the version (0 when cached), fitting, scoring and selecting."""
 
     load_s: float = 0.0
     fit_s: float = 0.0
