@@ -42,6 +42,7 @@ CHUNK_ROWS = 4096
 # max(1, |score|): observed differences are ~1e-7; 1e-4 leaves a wide margin.
 SCORE_SLACK = 1e-4
 ROW_ALIGN_BYTES = 64  # the one-row buffer's alignment (a cache line, an AVX-512 vector)
+MAX_SETTLE_ROWS = 20_000  # ~15 us a row: at most ~0.3 s of one-row scoring per request
 DEFAULT_MC_SAMPLES = 20
 MAX_MC_SAMPLES = 1000
 PICKS_PER_DEADLINE_CHECK = 16  # greedy strategies check the deadline this often
@@ -217,6 +218,8 @@ class PointwiseStrategy(Strategy):
         top k by one-row scores lies among the candidates within twice that of the k-th
         chunked score; they get their one-row score (`Pool.map_each_row`), which depends
         on the row alone. Top k and order are then the same however the pool was split.
+        Unless over MAX_SETTLE_ROWS candidates are that close (a nearly flat model): their
+        chunked scores are kept, and near-ties may then swap between chunkings.
         """
         if self.exact_scores:
             return scores
@@ -225,6 +228,8 @@ class PointwiseStrategy(Strategy):
         if not np.isfinite(kth):
             return scores
         near = np.flatnonzero(keys >= kth - 2 * SCORE_SLACK * max(1.0, abs(kth)))
+        if len(near) > MAX_SETTLE_ROWS:
+            return scores
         alone = replace(pool, rows=pool.rows[near], ids=pool.ids[near], row_by_row=True)
         settled = scores.copy()
         settled[near] = self.scores(alone)

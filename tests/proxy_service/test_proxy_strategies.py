@@ -167,6 +167,17 @@ def test_contract_picks_are_bit_identical_for_any_chunking(
     np.testing.assert_array_equal(scores[best], whole.scores)
 
 
+def test_settling_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over MAX_SETTLE_ROWS candidates near the k-th score: no one-row pass (it would take
+    ~15 us a row); the chunked scores decide."""
+    pool = make_pool("margin")
+    near_all = np.zeros(len(pool.rows), dtype=np.float32)  # a flat model: every score ties
+    settled = Margin().settle(pool, near_all, 5)
+    assert settled is not near_all  # the one-row pass ran
+    monkeypatch.setattr(strategies, "MAX_SETTLE_ROWS", len(pool.rows) - 1)
+    assert Margin().settle(pool, near_all, 5) is near_all
+
+
 def test_registry_and_flags() -> None:
     assert list(STRATEGIES) == [
         "random",
