@@ -4,7 +4,9 @@
 
 Writes a synthetic (rows x 384) float32 version in 50K-row fragments to a local temporary
 store, then times reading it whole into a float32 array (next to reading the raw bytes of
-its data files, the floor), and looking up 10,000 random ids. Prints a table, writes JSON.
+its data files, the floor), and looking up 10,000 random ids. Then the existence checks
+that run on every request (has_pool, has_version, list_versions, get_version), next to
+the old has_pool, which read the pool's whole id column. Prints tables, writes JSON.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import numpy as np
 
 from proxal_store import EncoderInfo, Store
 
-DIM, FRAGMENT_ROWS, LOOKUP_IDS, REPEATS = 384, 50_000, 10_000, 3
+DIM, FRAGMENT_ROWS, LOOKUP_IDS, REPEATS, CHECK_REPEATS = 384, 50_000, 10_000, 3, 21
 
 
-def _median_s(fn: Callable[[], object]) -> float:
+def _median_s(fn: Callable[[], object], repeats: int = REPEATS) -> float:
     runs = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         start = time.perf_counter()
         fn()
         runs.append(time.perf_counter() - start)
@@ -40,6 +42,40 @@ def _read_bytes(directory: Path) -> int:
     for path in directory.iterdir():
         total += len(path.read_bytes())
     return total
+
+
+def _old_has_pool(store: Store, pool: str) -> bool:
+    """has_pool as it was until issue 15: it read the pool's whole id column."""
+    return store._read(f"pool__{pool}", columns=["id"]) is not None
+
+
+def _existence(store: Store, version: str) -> dict[str, float]:
+    """Median seconds of each existence check, and of list_versions with the old has_pool."""
+    times = {
+        "has_pool_old_s": _median_s(lambda: _old_has_pool(store, "bench"), CHECK_REPEATS),
+        "has_pool_s": _median_s(lambda: store.has_pool("bench"), CHECK_REPEATS),
+        "has_version_s": _median_s(lambda: store.has_version("bench", version), CHECK_REPEATS),
+        "list_versions_s": _median_s(lambda: store.list_versions("bench"), CHECK_REPEATS),
+        "get_version_s": _median_s(lambda: store.get_version("bench", version), CHECK_REPEATS),
+    }
+    new_has_pool = store.has_pool
+    store.has_pool = lambda pool: _old_has_pool(store, pool)  # type: ignore[method-assign]
+    try:
+        times["list_versions_old_s"] = _median_s(
+            lambda: store.list_versions("bench"), CHECK_REPEATS
+        )
+    finally:
+        store.has_pool = new_has_pool  # type: ignore[method-assign]
+    return times
+
+
+def _print_existence(result: dict[str, float | int]) -> None:
+    print(f"\nexistence checks at {result['rows']:,} rows (median of {CHECK_REPEATS}, ms)")
+    print(f"{'check':<14} {'old':>8} {'new':>8}")
+    for name in ("has_pool", "list_versions", "has_version", "get_version"):
+        old = result.get(f"{name}_old_s")
+        old_ms = f"{1000 * old:>8.2f}" if old is not None else f"{'-':>8}"
+        print(f"{name:<14} {old_ms} {1000 * result[f'{name}_s']:>8.2f}")
 
 
 def run(rows: int, root: Path) -> dict[str, float | int]:
@@ -62,6 +98,7 @@ def run(rows: int, root: Path) -> dict[str, float | int]:
     wanted = rng.choice(rows, size=min(LOOKUP_IDS, rows), replace=False)
     lookup_s = _median_s(lambda: store.lookup("bench", version, wanted))
     return {
+        **_existence(store, version),
         "rows": rows,
         "dim": DIM,
         "data_mb": data_bytes / 1e6,
@@ -89,6 +126,7 @@ def main() -> None:
         f"{result['read_bytes_s']:>8.3f} {result['read_s']:>7.3f} {result['lookup_s']:>9.3f} "
         f"{result['peak_rss_mb']:>7.0f}"
     )
+    _print_existence(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

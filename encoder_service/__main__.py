@@ -11,7 +11,7 @@ from proxal.encoder.v1 import encoder_pb2_grpc
 from encoder_service.recovery import start_recovery
 from encoder_service.servicer import SERVICE_NAME, EncoderServicer
 from encoder_service.settings import parse_settings
-from proxal_runtime.server import serve_forever, start_server
+from proxal_runtime.server import serve_forever, start_or_exit
 from proxal_store import Store
 
 
@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def register(server: grpc.Server) -> None:
         encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server)
 
-    running = start_server(settings.server, register, [SERVICE_NAME])
+    running = start_or_exit(settings.server, register, [SERVICE_NAME])
     start_recovery(store, settings)  # finish runs a killed process left running
     serve_forever(running)
     return 0

@@ -513,7 +513,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
     from orchestrator.clients import ProxyClient
     from orchestrator.servicer import OrchestratorServicer
     from orchestrator.sessions import Sessions
-    from proxal_runtime.server import serve_forever, start_server
+    from proxal_runtime.server import serve_forever, start_or_exit
     from proxal_runtime.settings import configure_logging, server_settings, store_options
     from proxal_store import Store
 
@@ -522,7 +522,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
         Sessions(Store(args.store, store_options(args)), ProxyClient(args.proxy))
     )
     name = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
-    running = start_server(
+    running = start_or_exit(
         server_settings(args),
         lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
         [name],

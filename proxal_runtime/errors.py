@@ -45,3 +45,8 @@ class UnavailableError(ProxalError):
 
 class MissingDependencyError(ProxalError):
     """An optional dependency is not installed; the message names the extra to install."""
+
+
+class AddressUnavailableError(ProxalError):
+    """A server cannot listen on its address (another process holds the port, or the host
+    is not this machine's). Raised at start-up only, never inside a call."""

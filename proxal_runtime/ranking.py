@@ -3,9 +3,9 @@
 A selection orders candidates by (score descending, tie key ascending) where the tie key is
 a hash of (seed, id). Because neither part depends on where a candidate sits in the array,
 the top k of a pool equals the top k of the union of each shard's top k: the proxy and the
-orchestrator's fan-out client both use `top_k` and get the same answer. (Given the same
-scores: BLAS may round a row's float32 score differently by its last bit in a different
-chunk, so two candidates within one rounding step at the k-th place can swap.)
+orchestrator's fan-out client both use `top_k` and get the same answer, given the same
+scores for the same rows (the proxy's strategies make the scores of the top k independent
+of chunking: see `proxy_service.strategies.PointwiseStrategy.settle`).
 """
 
 from __future__ import annotations

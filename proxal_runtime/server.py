@@ -7,9 +7,11 @@ interceptor below aborts the call with the mapped code and the error's message.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
@@ -184,7 +186,9 @@ class ServerSettings:
     security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS and tokens
 
     def grpc_options(self) -> list[tuple[str, int]]:
-        return grpc_channel_options(self.max_message_bytes)
+        # grpcio sets SO_REUSEPORT by default: a second server on a busy port would then
+        # bind too and the kernel would split the calls between the two processes.
+        return [*grpc_channel_options(self.max_message_bytes), ("grpc.so_reuseport", 0)]
 
 
 def grpc_channel_options(max_message_bytes: int = 64 * 1024 * 1024) -> list[tuple[str, int]]:
@@ -212,6 +216,62 @@ class RunningServer:
         self.server.wait_for_termination()
 
 
+PASS_ANOTHER = "pass another --host or --port"
+BIND_PROBLEMS = {  # errno of a failed bind -> what to tell the user
+    errno.EADDRINUSE: "the address is already in use (another server listens on it); "
+    "stop that server or pass another --port",
+    errno.EADDRNOTAVAIL: "the host is not an address of this machine; pass another --host",
+    errno.EACCES: "permission denied (ports below 1024 need privileges); pass another --port",
+}
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    """Why host:port cannot be listened on, or None if a plain socket can bind it now.
+
+    Binds each address the host resolves to, as gRPC will (SO_REUSEADDR, no SO_REUSEPORT),
+    so a busy port is reported here, before gRPC logs its own multi-line error.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        return f"the host does not resolve ({exc.strerror}); pass a --host of this machine"
+    problems = []
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+                return None
+            except OSError as exc:
+                problems.append(exc)
+    if not problems:
+        return None
+    first = problems[0]
+    return BIND_PROBLEMS.get(first.errno or 0, f"{first.strerror or first}; {PASS_ANOTHER}")
+
+
+def _add_port(server: grpc.Server, settings: ServerSettings, credentials: Any) -> int:
+    """Bind the server to the settings' address; its port. Raises AddressUnavailableError."""
+    address = f"{settings.host}:{settings.port}"
+    problem = _bind_problem(settings.host, settings.port) if settings.port else None
+    if problem is not None:
+        raise errors.AddressUnavailableError(f"cannot serve on {address}: {problem}")
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # grpcio: "Failed to bind to address ..."
+        raise errors.AddressUnavailableError(
+            f"cannot serve on {address}: gRPC could not bind it ({exc}); {PASS_ANOTHER}"
+        ) from None
+    if port == 0:
+        raise errors.AddressUnavailableError(f"cannot serve on {address}: gRPC could not bind it")
+    return port
+
+
 def start_server(
     settings: ServerSettings,
     register: Callable[[grpc.Server], None],
@@ -219,7 +279,8 @@ def start_server(
 ) -> RunningServer:
     """Build, register, start. `service_names` are full names for health and reflection.
 
-    Raises `security.SecurityConfigError` before serving when the TLS files do not work.
+    Raises `security.SecurityConfigError` before serving when the TLS files do not work,
+    and `errors.AddressUnavailableError` when the address cannot be bound (a busy port).
     """
     security = settings.security
     credentials = security.credentials()
@@ -236,13 +297,7 @@ def start_server(
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    address = f"{settings.host}:{settings.port}"
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
-    if port == 0:
-        raise OSError(f"could not bind {settings.host}:{settings.port}")
+    port = _add_port(server, settings, credentials)
     server.start()
     if settings.port_file is not None:
         tmp = settings.port_file.with_suffix(".tmp")
@@ -257,6 +312,19 @@ def start_server(
     )
     security.warn_if_exposed(settings.host)
     return RunningServer(server, port, health_servicer)
+
+
+def start_or_exit(
+    settings: ServerSettings,
+    register: Callable[[grpc.Server], None],
+    service_names: Sequence[str],
+) -> RunningServer:
+    """`start_server` for a command's main: a busy or foreign address exits with status 1
+    and one line on stderr naming it."""
+    try:
+        return start_server(settings, register, service_names)
+    except errors.AddressUnavailableError as exc:
+        raise SystemExit(f"proxal: {exc}") from None
 
 
 def serve_forever(running: RunningServer, grace: float = 5.0) -> None:

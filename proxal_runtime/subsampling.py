@@ -48,7 +48,9 @@ def ups_keep(
     n = len(previous_ids)
     # Past rank gamma + 17 T the keep probability is below 2^-24, the resolution of the
     # uniform draws, so only the top `cut` need ranks: partition, then sort just them.
-    cut = min(n, math.ceil((gamma + UPS_RANK_HORIZON * temperature) * n) + 1)
+    # Ranks stop at 1, and T >= 1 reaches them all (T is capped, so a huge T cannot overflow).
+    horizon = min(1.0, gamma + UPS_RANK_HORIZON * min(temperature, 1.0))
+    cut = min(n, math.ceil(horizon * n) + 1)
     top = np.argpartition(-previous_scores, cut - 1)[:cut] if cut < n else np.arange(n)
     top = top[np.lexsort((previous_ids[top], -previous_scores[top]))]
     rank = np.arange(cut) / max(n - 1, 1)

@@ -426,6 +426,7 @@ class Store:
         self._db = lancedb.connect(self.uri, storage_options=storage_options)
         self._lock = threading.RLock()
         self._appends: dict[str, int] = {}  # appends to each log table by this Store
+        self._tagged: dict[str, lance.LanceDataset] = {}  # embeddings tables, for their tags
 
     # ---------------------------------------------------------------- helpers
     def _uri_of(self, table: str) -> str:
@@ -502,9 +503,34 @@ class Store:
             self._append(_pool_table(pool), rows)
         return first_id, len(texts)
 
+    def _dataset(self, name: str) -> lance.LanceDataset | None:
+        """Table `name`'s latest version, or None if there is none: reads its manifest only."""
+        try:
+            return lance.dataset(self._uri_of(name), storage_options=self.storage_options)
+        except (ValueError, FileNotFoundError, OSError):
+            return None
+
     def has_pool(self, pool: str) -> bool:
+        """Whether the pool was ingested; O(1) in its rows (opens the table, reads no rows)."""
         check_name("pool", pool)
-        return self._read(_pool_table(pool), columns=["id"]) is not None
+        return self._dataset(_pool_table(pool)) is not None
+
+    def has_version(self, pool: str, version: str) -> bool:
+        """Whether embedding version `version` of `pool` was committed and not deleted.
+
+        Lists the embeddings table's tags (a tag per version, dropped on delete and cleanup)
+        through a handle kept per pool: no rows, no manifest, no version log; one LIST
+        request on object storage. Cheap enough for every request.
+        """
+        check_name("pool", pool)
+        check_name("version", version)
+        ds = self._tagged.get(pool)
+        if ds is None:
+            ds = self._dataset(_emb_table(pool))
+            if ds is None:
+                return False
+            self._tagged[pool] = ds  # tags.list() lists the tags afresh on every call
+        return version in ds.tags.list()
 
     def pool_rows(
         self, pool: str, split: str | None = None, columns: list[str] | None = None

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from proxal.proxy.v1 import proxy_pb2_grpc
 from threadpoolctl import threadpool_limits
 
-from proxal_runtime.server import serve_forever, start_server
+from proxal_runtime.server import serve_forever, start_or_exit
 from proxal_runtime.settings import parse
 from proxal_store import Store
 from proxy_service.cache import VersionCache
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.cache_models,
     )
     servicer = ProxyServicer(cache, settings.score_threads, limits=settings.limits)
-    running = start_server(
+    running = start_or_exit(
         settings.server,
         lambda server: proxy_pb2_grpc.add_ProxyServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],

@@ -67,6 +67,16 @@ class OnceLRU(Generic[K, V]):
         future.set_result(value)
         return value, False
 
+    def __contains__(self, key: object) -> bool:
+        """Whether a value for `key` is cached (one being computed is not yet)."""
+        with self._lock:
+            return key in self._values
+
+    def discard(self, key: K) -> None:
+        """Forget the cached value of `key`, if any (a computation in flight is left alone)."""
+        with self._lock:
+            self._values.pop(key, None)
+
     def keys(self) -> list[K]:
         """Cached keys, least recently used first."""
         with self._lock:
@@ -134,6 +144,20 @@ class VersionCache:
         """
         value, _ = self.versions.get((pool, version), lambda: self._load(pool, version))
         return value
+
+    def drop_if_deleted(self, pool: str, version: str) -> None:
+        """If `version` is cached but gone from the store, drop it and raise NotFoundError.
+
+        Every request calls this: DeleteVersion and CleanupVersions remove the version's tag,
+        so a replica that cached it answers as a fresh one would. Reads the tag list only
+        (`Store.has_version`), and nothing for a version that is not cached.
+        """
+        key = (pool, version)
+        if key not in self.versions or self.store.has_version(pool, version):
+            return
+        self.versions.discard(key)
+        self.store.get_version(pool, version)  # raises the store's NotFoundError
+        raise NotFoundError(f"embedding version {version!r} of pool {pool!r} was deleted")
 
     def _load(self, pool: str, version: str) -> LoadedVersion:
         ids, vectors = self.store.read_embeddings(pool, version)

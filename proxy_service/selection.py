@@ -176,7 +176,7 @@ class Query:
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent loading the version, fitting, scoring and selecting."""
+    """Seconds spent loading the version (0 when cached), fitting, scoring and selecting."""
 
     load_s: float = 0.0
     fit_s: float = 0.0
@@ -393,11 +393,11 @@ def predict(
 
     labels = np.empty(len(rows), dtype=np.int32)
     confidence = np.empty(len(rows), dtype=np.float32)
-    for start in range(0, len(rows), CHUNK_ROWS):  # (chunk, classes) probabilities at a time
-        proba = model.predict_proba(version.vectors[rows[start : start + CHUNK_ROWS]])
+    for lo in range(0, len(rows), CHUNK_ROWS):  # (chunk, classes) probabilities at a time
+        proba = model.predict_proba(version.vectors[rows[lo : lo + CHUNK_ROWS]])
         chunk = proba.argmax(axis=1)
-        labels[start : start + len(chunk)] = chunk
-        confidence[start : start + len(chunk)] = proba[np.arange(len(chunk)), chunk]
+        labels[lo : lo + len(chunk)] = chunk
+        confidence[lo : lo + len(chunk)] = proba[np.arange(len(chunk)), chunk]
     scored = time.perf_counter()
     return PredictionResult(
         labels=labels,

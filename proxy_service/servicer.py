@@ -30,11 +30,14 @@ SERVICE_NAME: str = proxy_pb2.DESCRIPTOR.services_by_name["ProxyService"].full_n
 
 
 def _loader(cache: VersionCache, pool: str, version: str) -> selection.Loader:
+    """The request's version loader, once the names are valid and, if the version is
+    cached, the store still has it (NotFoundError otherwise: it was deleted)."""
     check_name("pool", pool)
     if not version:
         raise InvalidArgumentError(
             "embedding_version is empty: name a version; list them with EncoderService.ListVersions"
         )
+    cache.drop_if_deleted(pool, version)
     return lambda: cache.get(pool, version)
 
 

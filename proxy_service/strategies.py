@@ -3,8 +3,10 @@
 Every strategy is a small class with one entry point, ``select(pool, k)``. Pointwise
 strategies give each candidate a score (higher = more informative) and take the top k with
 `proxal_runtime.ranking.top_k`, whose order depends on (score, seed, id) only, so a pool
-split into shards merges back to the same answer (``decomposable``; up to float32 rounding
-of BLAS products, which can differ in the last bit between chunkings). Batch strategies
+split into shards merges back to the same answer (``decomposable``). BLAS may round a
+row's float32 score differently in the last bit by its place in a chunk, so the candidates
+that could reach the top k are scored again one row at a time (`PointwiseStrategy.settle`):
+the ids and scores picked are the same for any chunking or sharding. Batch strategies
 (core-set, BADGE) pick greedily, each pick depending on the earlier ones; they are not
 decomposable, and a sharded selection runs them in two stages (see orchestrator.sharding).
 
@@ -18,7 +20,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import numpy as np
@@ -36,6 +38,11 @@ Scores = npt.NDArray[np.float32]
 Rows = npt.NDArray[np.intp]
 
 CHUNK_ROWS = 4096
+# A bound on how far BLAS's chunk-dependent rounding moves a float32 score, relative to
+# max(1, |score|): observed differences are ~1e-7; 1e-4 leaves a wide margin.
+SCORE_SLACK = 1e-4
+ROW_ALIGN_BYTES = 64  # the one-row buffer's alignment (a cache line, an AVX-512 vector)
+MAX_SETTLE_ROWS = 20_000  # ~15 us a row: at most ~0.3 s of one-row scoring per request
 DEFAULT_MC_SAMPLES = 20
 MAX_MC_SAMPLES = 1000
 PICKS_PER_DEADLINE_CHECK = 16  # greedy strategies check the deadline this often
@@ -63,6 +70,7 @@ class Pool:
     mc_samples: int = DEFAULT_MC_SAMPLES
     threads: int = 1
     deadline: Deadline = field(default_factory=Deadline)
+    row_by_row: bool = False  # map_rows one row per call: results independent of chunking
 
     def check_deadline(self, step: int, k: int) -> None:
         """Every PICKS_PER_DEADLINE_CHECK picks of k: stop if the deadline has passed."""
@@ -73,8 +81,11 @@ class Pool:
         """fn applied to the candidate vectors chunk by chunk: (m, ...) float32 results.
 
         A chunk whose rows are nearly contiguous is read as a slice of ``vectors`` (no copy),
-        otherwise gathered; chunks run on ``threads`` threads.
+        otherwise gathered; chunks run on ``threads`` threads. With ``row_by_row``, see
+        `map_each_row`.
         """
+        if self.row_by_row:
+            return self.map_each_row(fn)
         starts = range(0, len(self.rows), CHUNK_ROWS)
 
         def run(start: int) -> npt.NDArray[np.float32]:
@@ -91,6 +102,27 @@ class Pool:
         else:
             with ThreadPoolExecutor(self.threads) as pool:
                 parts = list(pool.map(run, starts))
+        return np.concatenate(parts)
+
+    def map_each_row(
+        self, fn: Callable[[Matrix], npt.NDArray[np.float32]]
+    ) -> npt.NDArray[np.float32]:
+        """fn applied to one candidate at a time: (m, ...) float32 results.
+
+        Each row is copied into the same 64-byte-aligned (1, d) buffer, so BLAS sees the
+        same call for a row whatever chunk, shard or subset it came from: its result depends
+        on the row's values only. One call per row: meant for a few rows.
+        """
+        dim = self.vectors.shape[1]
+        raw = np.empty(dim + ROW_ALIGN_BYTES // 4, dtype=np.float32)
+        skip = (-raw.ctypes.data % ROW_ALIGN_BYTES) // 4
+        row = raw[skip : skip + dim].reshape(1, dim)
+        parts = []
+        for index in self.rows:
+            row[0] = self.vectors[index]
+            parts.append(np.array(fn(row)))  # a copy: fn may return a view of its buffers
+        if not parts:
+            return np.zeros(0, dtype=np.float32)
         return np.concatenate(parts)
 
     def matvec(self, matrix: Matrix, vector: Matrix) -> Scores:
@@ -166,14 +198,45 @@ class Strategy(ABC):
 
 
 class PointwiseStrategy(Strategy):
-    """Scores each candidate on its own; selects the top k by (score, seeded id hash)."""
+    """Scores each candidate on its own; selects the top k by (score, seeded id hash).
+
+    The top k and its order do not depend on how the pool was chunked or sharded: the
+    candidates that could reach the top k are scored again one row at a time (`settle`).
+    """
+
+    exact_scores: ClassVar[bool] = False  # scores involve no BLAS product: no re-scoring
 
     @abstractmethod
     def scores(self, pool: Pool) -> Scores:
         """A score per candidate (m,) float32, higher = more informative."""
 
+    def settle(self, pool: Pool, scores: Scores, k: int) -> Scores:
+        """scores (m,) with every candidate that could reach the top k scored again alone.
+
+        BLAS may round a row's score differently by its place in a chunk (the pool's, a
+        shard's, a candidate subset's). Those differences are below SCORE_SLACK, so the
+        top k by one-row scores lies among the candidates within twice that of the k-th
+        chunked score; they get their one-row score (`Pool.map_each_row`), which depends
+        on the row alone. Top k and order are then the same however the pool was split.
+        Unless over MAX_SETTLE_ROWS candidates are that close (a nearly flat model): their
+        chunked scores are kept, and near-ties may then swap between chunkings.
+        """
+        if self.exact_scores:
+            return scores
+        keys = np.where(np.isnan(scores), -np.inf, scores)
+        kth = float(np.partition(keys, len(keys) - k)[len(keys) - k])
+        if not np.isfinite(kth):
+            return scores
+        near = np.flatnonzero(keys >= kth - 2 * SCORE_SLACK * max(1.0, abs(kth)))
+        if len(near) > MAX_SETTLE_ROWS:
+            return scores
+        alone = replace(pool, rows=pool.rows[near], ids=pool.ids[near], row_by_row=True)
+        settled = scores.copy()
+        settled[near] = self.scores(alone)
+        return settled
+
     def select(self, pool: Pool, k: int) -> Picked:
-        scores = self.scores(pool)
+        scores = self.settle(pool, self.scores(pool), k)
         start = time.perf_counter()
         top = top_k(scores, pool.ids, k, pool.seed)
         select_s = time.perf_counter() - start
@@ -198,6 +261,7 @@ class RandomStrategy(PointwiseStrategy):
 
     name: ClassVar[str] = "random"
     needs_model: ClassVar[bool] = False
+    exact_scores: ClassVar[bool] = True
 
     def scores(self, pool: Pool) -> Scores:
         return id_uniform(pool.ids, pool.seed)
@@ -413,11 +477,11 @@ STRATEGIES: dict[str, Strategy] = {
         Badge(),
     )
 }
-DEFAULT_STRATEGY = LeastConfidence.name
+DEFAULT_STRATEGY = Margin.name  # ahead of random on the demo's curve; see README
 
 
 def get_strategy(name: str) -> Strategy:
-    """The strategy called `name` ("" = least_confidence); InvalidArgumentError if unknown."""
+    """The strategy called `name` ("" = margin, the default); InvalidArgumentError if unknown."""
     try:
         return STRATEGIES[name or DEFAULT_STRATEGY]
     except KeyError:

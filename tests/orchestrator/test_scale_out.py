@@ -205,7 +205,8 @@ def test_rounds_are_identical_across_replica_counts(
     finally:
         client.close()
     np.testing.assert_array_equal(whole.ids, reference.ids[0])
-    np.testing.assert_allclose(whole.scores, reference.scores[0], rtol=1e-5, atol=1e-6)
+    # Bit for bit: picked scores are computed one row at a time, whatever the sharding.
+    np.testing.assert_array_equal(whole.scores, reference.scores[0])
 
 
 def test_proxy_client_spreads_calls_over_replicas(

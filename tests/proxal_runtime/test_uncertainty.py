@@ -65,3 +65,13 @@ def test_ups_keep_with_no_previous_scores_keeps_everything() -> None:
     empty_ids, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
     keep = ups_keep(np.arange(5, dtype=np.int64), empty_ids, empty_scores, 0.1, 0.01, 0)
     assert keep.all()
+
+
+@pytest.mark.parametrize("temperature", [1e308, np.finfo(np.float64).max])
+def test_ups_keep_with_a_huge_temperature_keeps_everything(temperature: float) -> None:
+    """gamma + 17 T overflows to inf: every rank is within the horizon, all are kept."""
+    ids = np.arange(50, dtype=np.int64)
+    scores = np.linspace(1.0, 0.0, 50).astype(np.float32)
+    assert ups_keep(ids, ids, scores, 0.1, temperature, 0).all()
+    empty_ids, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
+    assert ups_keep(ids, empty_ids, empty_scores, 0.1, temperature, 0).all()

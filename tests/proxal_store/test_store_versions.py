@@ -42,6 +42,26 @@ def _names(store: Store, **kwargs: bool) -> list[str]:
     return [v.version for v in store.list_versions("p", **kwargs)]
 
 
+def test_pool_and_version_existence(store: Store) -> None:
+    """has_pool and has_version read table manifests and tags, never rows."""
+    assert not store.has_pool("p") and not store.has_version("p", "v1")
+    _pool(store)
+    assert store.has_pool("p") and not store.has_pool("q")
+    _embed(store, seed=1)
+    _embed(store, seed=2)
+    writer = store.begin_embedding("p", INFO)  # v3, running: not committed
+    assert store.has_version("p", "v1") and store.has_version("p", "v2")
+    assert not store.has_version("p", "v3") and not store.has_version("p", "v9")
+    writer.abort()
+    store.delete_version("p", "v1")
+    assert not store.has_version("p", "v1") and store.has_version("p", "v2")
+    _embed(store, seed=4)
+    assert store.cleanup_versions("p", keep_latest=1).removed == ["v2"]
+    assert not store.has_version("p", "v2") and store.has_version("p", "v4")
+    with pytest.raises(InvalidArgumentError, match="version name"):
+        store.has_version("p", "../v1")
+
+
 def test_pin_and_unpin(store: Store) -> None:
     _pool(store)
     _embed(store)

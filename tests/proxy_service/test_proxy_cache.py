@@ -25,6 +25,16 @@ def test_lru_evicts_least_recently_used() -> None:
     assert cache.get("b", lambda: 4) == (4, False)
 
 
+def test_discard_forgets_a_value() -> None:
+    cache: OnceLRU[str, int] = OnceLRU(2)
+    cache.get("a", lambda: 1)
+    assert "a" in cache and "b" not in cache
+    cache.discard("a")
+    cache.discard("b")  # absent: nothing to do
+    assert "a" not in cache and cache.keys() == []
+    assert cache.get("a", lambda: 2) == (2, False)
+
+
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match=">= 1"):
         OnceLRU(0)

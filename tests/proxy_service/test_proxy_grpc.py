@@ -137,6 +137,13 @@ def test_select_returns_k_distinct_unlabeled_ids(proxy: Proxy, data: Blobs, stra
     assert response.timings.load_s >= 0 and response.timings.select_s >= 0
 
 
+def test_an_empty_strategy_selects_by_margin(proxy: Proxy, data: Blobs) -> None:
+    default = proxy.stub.Select(select_request(data, strategy="", k=30))
+    margin = proxy.stub.Select(select_request(data, strategy="margin", k=30))
+    assert default.strategy == "margin" and default.fallback_reason == ""
+    assert default.ids.data == margin.ids.data
+
+
 def test_uncertainty_strategies_pick_boundary_points(proxy: Proxy, data: Blobs) -> None:
     gaps = {}
     for strategy in ("random", "least_confidence", "margin", "entropy"):

@@ -108,7 +108,7 @@ def test_contract_threads_do_not_change_the_answer(name: str) -> None:
     finally:
         strategies.CHUNK_ROWS = old
     np.testing.assert_array_equal(one.positions, two.positions)
-    np.testing.assert_allclose(one.scores, two.scores, rtol=1e-5)
+    np.testing.assert_array_equal(one.scores, two.scores)  # picked: scored one row at a time
 
 
 @pytest.mark.parametrize("name", [n for n, s in STRATEGIES.items() if s.decomposable])
@@ -130,6 +130,54 @@ def test_contract_decomposable_strategies_merge_across_shards(name: str) -> None
     np.testing.assert_array_equal(ids[best], IDS[rows][whole.positions])
 
 
+# 100 distinct vectors, each at 6 scattered rows: like duplicate texts in a real pool.
+DUPLICATED = VECTORS[RNG.permutation(np.repeat(np.arange(100, 200), 6))]
+
+
+def _duplicates_pool(name: str, rows: np.ndarray, threads: int = 1) -> Pool:
+    """make_pool's pool (and model) over the DUPLICATED vectors."""
+    return replace(make_pool(name, rows=rows, threads=threads), vectors=DUPLICATED)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n, s in STRATEGIES.items() if s.decomposable and n != "random"]
+)
+def test_contract_picks_are_bit_identical_for_any_chunking(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Identical vectors must score identically wherever they sit, so equal scores fall to
+    the id hash: the same ids, order and scores from the whole pool, from small chunks on
+    two threads and from merged shards (BLAS rounds a row by its place in a chunk; the
+    top candidates are scored again one row at a time)."""
+    from proxal_runtime.ranking import top_k
+
+    rows = np.setdiff1d(np.arange(N), TRAIN)
+    whole = STRATEGIES[name].select(_duplicates_pool(name, rows), 15)
+    want_ids = IDS[rows][whole.positions]
+    monkeypatch.setattr(strategies, "CHUNK_ROWS", 7)
+    chunked = STRATEGIES[name].select(_duplicates_pool(name, rows, threads=2), 15)
+    np.testing.assert_array_equal(IDS[rows][chunked.positions], want_ids)
+    np.testing.assert_array_equal(chunked.scores, whole.scores)
+    thirds = [rows[start::3] for start in range(3)]
+    parts = [STRATEGIES[name].select(_duplicates_pool(name, part), 15) for part in thirds]
+    ids = np.concatenate([IDS[part][p.positions] for part, p in zip(thirds, parts, strict=True)])
+    scores = np.concatenate([p.scores for p in parts])
+    best = top_k(scores, ids, 15, 0)
+    np.testing.assert_array_equal(ids[best], want_ids)
+    np.testing.assert_array_equal(scores[best], whole.scores)
+
+
+def test_settling_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over MAX_SETTLE_ROWS candidates near the k-th score: no one-row pass (it would take
+    ~15 us a row); the chunked scores decide."""
+    pool = make_pool("margin")
+    near_all = np.zeros(len(pool.rows), dtype=np.float32)  # a flat model: every score ties
+    settled = Margin().settle(pool, near_all, 5)
+    assert settled is not near_all  # the one-row pass ran
+    monkeypatch.setattr(strategies, "MAX_SETTLE_ROWS", len(pool.rows) - 1)
+    assert Margin().settle(pool, near_all, 5) is near_all
+
+
 def test_registry_and_flags() -> None:
     assert list(STRATEGIES) == [
         "random",
@@ -147,7 +195,7 @@ def test_registry_and_flags() -> None:
         "mahalanobis",
         "coreset",
     }
-    assert get_strategy("").name == "least_confidence"
+    assert get_strategy("").name == "margin"  # the default, as in SelectRequest.strategy
 
 
 def test_unknown_strategy_lists_valid_names() -> None:
