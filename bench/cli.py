@@ -111,12 +111,11 @@ def main() -> int:
                 )
     print(f"{'command':<24} {'now (s)':>8} {'before (s)':>11} {'speed-up':>9}")
     for row in rows:
-        before = row["before_median_s"]
-        ratio = f"{before / row['median_s']:.1f}x" if before else "-"
-        print(
-            f"{row['command']:<24} {row['median_s']:>8.3f} "
-            f"{before if before is not None else '-':>11} {ratio:>9}"
-        )
+        now_s, before_s = row["median_s"], row["before_median_s"]
+        assert isinstance(now_s, float)
+        shown = f"{before_s:.3f}" if isinstance(before_s, float) else "-"
+        ratio = f"{before_s / now_s:.1f}x" if isinstance(before_s, float) else "-"
+        print(f"{row['command']:<24} {now_s:>8.3f} {shown:>11} {ratio:>9}")
     document = {
         "benchmark": "cli_startup",
         "runs": args.runs,

@@ -108,10 +108,8 @@ def _records(data: bytes, fmt: str, what: str) -> Iterator[Record]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InvalidArgumentError(
-            f"{what}: line {line} is not UTF-8; re-encode the file"
-        ) from None
+        at = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidArgumentError(f"{what}: line {at} is not UTF-8; re-encode the file") from None
     if fmt == "jsonl":
         yield from _jsonl_records(text, what)
     elif fmt == "json":
