@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from orchestrator import label_cli
 from proxal_runtime.errors import ProxalError
@@ -52,6 +52,13 @@ USER_CODES = frozenset(
         "UNAVAILABLE",
     }
 )
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the subcommand parsers inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _csv(kind: Callable[[str], object] = str) -> Callable[[str], tuple[object, ...]]:
@@ -656,7 +663,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """The `proxal` parser; only the command named in `argv` gets its arguments (others
     are listed with their help), so building it imports nothing heavy."""
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    parser = argparse.ArgumentParser(prog="proxal", description=__doc__)
+    parser = _Parser(prog="proxal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, add_parser in _PARSERS.items():
         if name == chosen:
@@ -684,6 +691,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:  # a settings helper's message (e.g. --store-option, TLS files)
+        if not isinstance(exc.code, str):
+            raise
+        print(exc.code if exc.code.startswith("proxal") else f"proxal: {exc.code}", file=sys.stderr)
+        return 2
     except Exception as exc:
         error = _error_line(exc, args)
         if error is None:  # a bug: keep its traceback

@@ -39,8 +39,26 @@ UPLOAD_CHUNK_BYTES = 1 << 20
 # The channel's default service config: balance calls over every address the target
 # resolves to, instead of gRPC's default pick_first (one connection, one server at a time).
 ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# gRPC target schemes (resolvers) an address may start with.
+_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
 # Targets naming a gRPC resolver, which may resolve to several servers.
 _RESOLVER_SCHEME = re.compile(r"^(dns|ipv4|ipv6):")
+
+
+def check_address(address: str) -> str:
+    """`address` if it can name a server: ``host:port`` with a numeric port, or a gRPC
+    target with a scheme (``dns:///name:port``, ``ipv4:a:p,b:p``, ``unix:path``);
+    InvalidArgumentError otherwise (gRPC would only log it and fail the first call)."""
+    if not address or any(c.isspace() for c in address):
+        raise InvalidArgumentError(f"server address {address!r} is not host:port")
+    if address.startswith(_SCHEMES):
+        return address  # a target with a scheme: gRPC's resolver checks the rest
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgumentError(
+            f"server address {address!r} is not host:port (a port is a number 1-65535)"
+        )
+    return address
 
 
 def open_channel(
@@ -50,7 +68,9 @@ def open_channel(
 
     TLS, client certificate and bearer token as `security` says, by default as the
     environment does (`ClientSecurity.from_env`: plaintext and no token when unset).
+    InvalidArgumentError for an address that cannot name a server (`check_address`).
     """
+    check_address(address)
     options: list[tuple[str, str | int]] = [*grpc_channel_options()]
     if round_robin:
         options.append(("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG))

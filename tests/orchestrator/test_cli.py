@@ -60,7 +60,7 @@ def _one_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("proxal: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("proxal"), result.stderr
     return lines[0]
 
 
@@ -130,6 +130,31 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
         ],
         "from its suffix '.dat': pass --format": ["ingest", "p", str(tmp_path / "x.dat"), *dead],
         "UNAVAILABLE: cannot reach 127.0.0.1:1 (--encoder)": ["ingest", "p", str(a_file), *dead],
+    }
+    cases |= {  # bad numbers, options and addresses; a server that is not there
+        "proxal versions: argument --cleanup: invalid int value: 'x' (see proxal versions": [
+            "versions",
+            "p",
+            *dead,
+            "--cleanup",
+            "x",
+        ],
+        "proxal: --store-option must be KEY=VALUE, got 'bad'": [
+            "finetune",
+            "s",
+            "--store",
+            str(store),
+            "--out",
+            str(tmp_path / "o"),
+            "--store-option",
+            "bad",
+        ],
+        "proxal: server address 'host:x' is not host:port": ["embed", "p", "--encoder", "host:x"],
+        "proxal: UNAVAILABLE: cannot reach 127.0.0.1:1 (--encoder); is it running there?": [
+            "embed",
+            "p",
+            *dead,
+        ],
     }
     for message, argv in cases.items():
         assert message in _one_line(_proxal(*argv)), argv
