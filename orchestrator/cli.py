@@ -663,7 +663,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """The `proxal` parser; only the command named in `argv` gets its arguments (others
     are listed with their help), so building it imports nothing heavy."""
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    parser = _Parser(prog="proxal", description=__doc__)
+    parser: argparse.ArgumentParser = _Parser(prog="proxal", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, add_parser in _PARSERS.items():
         if name == chosen:
