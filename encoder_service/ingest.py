@@ -166,6 +166,10 @@ def _parse_jsonl(text: str, max_text_chars: int) -> tuple[list[str], list[str | 
             continue
         try:
             row = json.loads(line)
+        except RecursionError:
+            raise InvalidArgumentError(
+                f"line {number}: the JSON is nested too deeply; send flat objects"
+            ) from None
         except json.JSONDecodeError as exc:
             hint = (
                 "; the upload looks like one JSON array: send it without a format (the "
@@ -205,6 +209,10 @@ def _parse_json_array(text: str, max_text_chars: int) -> tuple[list[str], list[s
     start = len(text) - len(text.lstrip())
     try:
         document, end = decoder.raw_decode(text, start)
+    except RecursionError:
+        raise InvalidArgumentError(
+            "the JSON array is nested too deeply; send flat objects"
+        ) from None
     except json.JSONDecodeError as exc:
         raise InvalidArgumentError(
             f"line {exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno}); the upload "

@@ -128,6 +128,8 @@ def _jsonl_records(text: str, what: str) -> Iterator[Record]:
             continue
         try:
             row = json.loads(line)
+        except RecursionError:
+            raise InvalidArgumentError(f"{what}: line {n}: the JSON is nested too deeply") from None
         except json.JSONDecodeError as exc:
             hint = (
                 "; the file looks like one JSON array: pass --format json"
@@ -148,6 +150,8 @@ def _jsonl_records(text: str, what: str) -> Iterator[Record]:
 def _json_records(text: str, what: str) -> Iterator[Record]:
     try:
         document = json.loads(text)
+    except RecursionError:
+        raise InvalidArgumentError(f"{what}: the JSON is nested too deeply") from None
     except json.JSONDecodeError as exc:
         hint = (
             "; it looks like JSON Lines (one object per line): pass --format jsonl"

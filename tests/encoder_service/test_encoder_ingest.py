@@ -97,6 +97,8 @@ def test_format_inferred_from_content(data: bytes, expected: UploadFormat) -> No
         (b'[{"text": "a"}, "b"]', None, "item 2 of the JSON array: expected an object"),
         (b'[{"text": "a"}] [1]', None, "text after the JSON array"),
         (b"[]", None, "empty JSON array"),
+        (b"[" * 100_000, None, "nested too deeply"),
+        (b'{"text": "a"}\n{"a": ' + b"[" * 100_000, None, "line 2: the JSON is nested too deeply"),
     ],
 )
 def test_parse_errors_say_what_to_fix(data: bytes, fmt: UploadFormat | None, message: str) -> None:

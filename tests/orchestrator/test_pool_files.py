@@ -126,6 +126,8 @@ def test_format_flag_overrides_the_suffix(tmp_path: Path) -> None:
         ("p.csv", "", "", r"is empty"),
         ("p.parquet", "not parquet", "", r"not a readable Parquet file"),
         ("p.csv", "text\na\n", "xml", r"unknown --format 'xml'"),
+        ("p.jsonl", '{"a": ' + "[" * 100_000, "", r"line 1: the JSON is nested too deeply"),
+        ("p.json", "[" * 100_000, "", r"the JSON is nested too deeply"),
     ],
 )
 def test_errors_say_what_was_detected_and_what_to_pass(
