@@ -453,6 +453,8 @@ def _ingest(client: EncoderClient, args: argparse.Namespace) -> int:
     fields = Fields(text=args.text_field, label=args.label_field, id=args.id_field)
     rows = read_pool_file(args.file, args.format, fields)
     reply = client.ingest(args.pool, args.split, rows)
+    if rows.note:
+        print(f"note: {rows.note}")
     print(
         f"{reply.pool}/{reply.split}: {reply.rows_added} rows (ids {reply.first_id}.."
         f"{reply.first_id + reply.rows_added - 1}) from {args.file} ({rows.format}); pool has "

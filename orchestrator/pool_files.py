@@ -55,6 +55,7 @@ class PoolFile:
     texts: list[str]
     labels: list[str | None]
     ids: list[str]
+    note: str = ""  # e.g. that rows are unlabeled because no field is named 'label'
 
     def to_jsonl(self) -> bytes:
         """The rows as the JSONL upload the encoder parses (fields ``text``, ``label``)."""
@@ -233,6 +234,7 @@ def _rows(path: Path, fmt: str, what: str, records: list[Record], fields: Fields
             f"pass {flag}"
         )
     label_field = None if fmt == "txt" else fields.label
+    note = ""
     if label_field is not None and label_field not in first:
         if fields.label != "label":
             raise InvalidArgumentError(
@@ -240,6 +242,12 @@ def _rows(path: Path, fmt: str, what: str, records: list[Record], fields: Fields
                 f"(fields: {_shown(names)})"
             )
         label_field = None  # no gold labels: an unlabeled pool
+        others = [n for n in names if n not in (text_field, fields.id)]
+        if others:
+            note = (
+                f"no 'label' field, so these rows are unlabeled; if one of {_shown(others)} "
+                "holds gold labels, pass --label-field NAME"
+            )
     if fields.id and fields.id not in first:
         raise InvalidArgumentError(
             f"{what}: {first_where} has no {fields.id!r} field for --id-field "
@@ -255,7 +263,7 @@ def _rows(path: Path, fmt: str, what: str, records: list[Record], fields: Fields
         raise InvalidArgumentError(
             f"{what}: the {fields.id!r} field repeats ids; ids must be unique"
         )
-    return PoolFile(path=path, format=fmt, texts=texts, labels=labels, ids=ids)
+    return PoolFile(path=path, format=fmt, texts=texts, labels=labels, ids=ids, note=note)
 
 
 def _text(value: object, name: str, where: str, what: str) -> str:

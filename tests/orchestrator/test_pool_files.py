@@ -148,8 +148,15 @@ def test_field_flags_are_checked(tmp_path: Path) -> None:
     path.write_text("sku,review\nx,a\nx,b\n")
     with pytest.raises(InvalidArgumentError, match=r"the 'sku' field repeats ids"):
         read_pool_file(path, fields=Fields(text="review", id="sku"))
-    # without a label column the pool is unlabeled, not an error
-    assert read_pool_file(path, fields=Fields(text="review")).labels == [None, None]
+    path.write_text("sku,review\nx,a\ny,b\n")
+    # without a label column the pool is unlabeled, not an error, and a note says so
+    unlabeled = read_pool_file(path, fields=Fields(text="review"))
+    assert unlabeled.labels == [None, None]
+    assert unlabeled.note == (
+        "no 'label' field, so these rows are unlabeled; if one of 'sku' holds gold labels, "
+        "pass --label-field NAME"
+    )
+    assert not read_pool_file(path, fields=Fields(text="review", id="sku")).note
 
 
 def test_missing_file_and_directory_are_named(tmp_path: Path) -> None:
