@@ -100,70 +100,56 @@ def test_ingest_reads_every_format_and_names_a_missing_file(tmp_path: Path, bank
         )
 
 
-def test_user_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    store.mkdir()
-    a_file = tmp_path / "notes.txt"
-    a_file.write_text("a text\n")
-    serve = ["serve", "--port", "0", "--store"]
-    dead = ["--encoder", "127.0.0.1:1"]
-    cases = {
-        "replica address 'host-a:1' is not ip:port": [
-            *serve,
-            str(store),
-            "--proxy",
-            "host-a:1,host-b:2",
-        ],
-        f"no store at '{tmp_path / 'proxal-stor'}'": [
-            *serve,
-            str(tmp_path / "proxal-stor"),
-            "--proxy",
-            "127.0.0.1:9",
-        ],
-        f"the store path '{a_file}' is a file": [
-            "finetune",
-            "s",
-            "--store",
-            str(a_file),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        "from its suffix '.dat': pass --format": ["ingest", "p", str(tmp_path / "x.dat"), *dead],
-        "UNAVAILABLE: cannot reach 127.0.0.1:1 (--encoder)": ["ingest", "p", str(a_file), *dead],
-    }
-    cases |= {  # bad numbers, options and addresses; a server that is not there
-        "proxal versions: argument --cleanup: invalid int value: 'x' (see proxal versions": [
-            "versions",
-            "p",
-            *dead,
-            "--cleanup",
-            "x",
-        ],
-        "proxal: --store-option must be KEY=VALUE, got 'bad'": [
-            "finetune",
-            "s",
-            "--store",
-            str(store),
-            "--out",
-            str(tmp_path / "o"),
-            "--store-option",
-            "bad",
-        ],
-        "proxal: server address 'host:x' is not host:port": ["embed", "p", "--encoder", "host:x"],
-        "proxal: UNAVAILABLE: cannot reach 127.0.0.1:1 (--encoder); is it running there?": [
-            "embed",
-            "p",
-            *dead,
-        ],
-    }
-    for message, argv in cases.items():
-        assert message in _one_line(_proxal(*argv)), argv
-    mistyped = tmp_path / "proxal-stor"
-    line = _one_line(
-        _proxal("finetune", "s", "--store", str(mistyped), "--out", str(tmp_path / "o"))
-    )
-    assert f"no store at '{mistyped}' (--store, env PROXAL_STORE)" in line
-    assert not mistyped.exists()  # nothing created behind the user's back
+# (the command, with {tmp} for the test's directory; what its one line of stderr says)
+USER_ERRORS = [
+    (
+        "serve --port 0 --store {tmp}/store --proxy host-a:1,host-b:2",
+        "proxal: replica address 'host-a:1' is not ip:port",
+    ),
+    (
+        "serve --port 0 --store {tmp}/proxal-stor --proxy 127.0.0.1:9",
+        "proxal: no store at '{tmp}/proxal-stor' (--store, env PROXAL_STORE)",
+    ),
+    (
+        "finetune s --store {tmp}/proxal-stor --out {tmp}/o",
+        "proxal: no store at '{tmp}/proxal-stor' (--store, env PROXAL_STORE)",
+    ),
+    (
+        "finetune s --store {tmp}/notes.txt --out {tmp}/o",
+        "proxal: the store path '{tmp}/notes.txt' is a file",
+    ),
+    (
+        "finetune s --store {tmp}/store --out {tmp}/o --store-option bad",
+        "proxal: --store-option must be KEY=VALUE, got 'bad'",
+    ),
+    ("ingest p {tmp}/x.dat --encoder 127.0.0.1:1", "from its suffix '.dat': pass --format"),
+    (
+        "ingest p {tmp}/notes.txt --encoder 127.0.0.1:1",
+        "proxal: UNAVAILABLE: cannot reach 127.0.0.1:1 (--encoder); is it running there?",
+    ),
+    (
+        "embed p --encoder 127.0.0.1:1",  # no empty progress bar before the line
+        "proxal: UNAVAILABLE: cannot reach 127.0.0.1:1 (--encoder); is it running there?",
+    ),
+    ("embed p --encoder host:x", "proxal: server address 'host:x' is not host:port"),
+    (
+        "versions p --encoder 127.0.0.1:1 --cleanup x",
+        "proxal versions: argument --cleanup: invalid int value: 'x' (see proxal versions --help)",
+    ),
+    (
+        "labels import s {tmp}/old.csv --orchestrator 127.0.0.1:1",
+        "proxal: {tmp}/old.csv: No such file or directory",
+    ),
+]
+
+
+@pytest.mark.parametrize(("command", "message"), USER_ERRORS)
+def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, command: str, message: str) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "notes.txt").write_text("a text\n")
+    line = _one_line(_proxal(*command.format(tmp=tmp_path).split()))
+    assert message.format(tmp=tmp_path) in line
+    assert not (tmp_path / "proxal-stor").exists()  # no store created behind the user's back
 
 
 def test_help_and_grpc_commands_load_neither_lancedb_nor_torch() -> None:
