@@ -461,21 +461,20 @@ def _ingest(client: EncoderClient, args: argparse.Namespace) -> int:
         f"{reply.total_rows} rows, {len(reply.classes)} classes"
     )
     if rows.ids:
-        _write_id_map(
-            args.file.with_name(args.file.name + ".proxal-ids.csv"), args, rows.ids, reply.first_id
-        )
+        id_map = args.file.with_name(args.file.name + ".proxal-ids.csv")
+        _write_id_map(id_map, args.id_field, rows.ids, reply.first_id)
+        print(f"wrote the map from {args.id_field!r} to proxal ids to {id_map}")
     return 0
 
 
-def _write_id_map(path: Path, args: argparse.Namespace, ids: list[str], first_id: int) -> None:
-    """CSV of (the file's own id, proxal's id): row i of the file got id first_id + i."""
+def _write_id_map(path: Path, id_field: str, ids: list[str], first_id: int) -> None:
+    """CSV of (the file's own id (n,), proxal's id): row i of the file got first_id + i."""
     import csv
 
     with path.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([args.id_field, "proxal_id"])
+        writer.writerow([id_field, "proxal_id"])
         writer.writerows((own, first_id + i) for i, own in enumerate(ids))
-    print(f"wrote the map from {args.id_field!r} to proxal ids to {path}")
 
 
 def _open_store(args: argparse.Namespace) -> Store:
