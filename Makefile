@@ -51,6 +51,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/encoder.py
 	$(PY) bench/store.py
 	$(PY) bench/load.py
+	$(PY) bench/cli.py
 
 # Issue 5's evidence on real data (docs/evidence.md, docs/adapters_acquisition.md): about an
 # hour on 2 CPU cores; the two datasets run side by side with one torch thread each.

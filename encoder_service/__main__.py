@@ -11,13 +11,17 @@ from proxal.encoder.v1 import encoder_pb2_grpc
 from encoder_service.recovery import start_recovery
 from encoder_service.servicer import SERVICE_NAME, EncoderServicer
 from encoder_service.settings import parse_settings
+from proxal_runtime.errors import ProxalError
 from proxal_runtime.server import serve_forever, start_or_exit
 from proxal_store import Store
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
-    store = Store(settings.store, settings.store_options)
+    try:  # the encoder may create the store: it is what writes new pools
+        store = Store(settings.store, settings.store_options, create=True)
+    except ProxalError as exc:
+        raise SystemExit(f"proxal-encoder: {exc}") from None
     servicer = EncoderServicer(store, settings)
 
     def register(server: grpc.Server) -> None:

@@ -1,7 +1,12 @@
-"""Parsing uploaded pool files (JSONL or CSV) and adding them to the store atomically.
+"""Parsing uploaded pool files (JSONL, CSV or a JSON array) and adding them to the store
+atomically.
 
-Everything is validated before the store is touched, so a bad file leaves the pool as it
-was. Error messages name the line to fix (1-based, counting every line of the file).
+The upload's header names JSONL or CSV; when it names neither, the content decides: a
+JSON array (``[``), JSON Lines (``{``), else CSV. `proxal ingest` reads the other formats
+(TSV, Parquet, text, other field names) on the client and sends JSONL. Everything is
+validated before the store is touched, so a bad file leaves the pool as it was. Error
+messages name the line to fix (1-based, counting every line of the file), say how the
+upload was read, and what to pass instead.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ SHOWN_NAMES, SHOWN_NAME_CHARS = 5, 40  # field names quoted in an error message
 class UploadFormat(StrEnum):
     JSONL = "jsonl"
     CSV = "csv"
+    JSON = "json"  # an array of objects: inferred from the content only
 
 
 @dataclass(frozen=True)
@@ -83,10 +89,22 @@ def parse_upload(
             "or a CSV file with a 'text' column"
         )
     if fmt is None:
-        fmt = UploadFormat.JSONL if text.lstrip().startswith("{") else UploadFormat.CSV
-    parse = _parse_jsonl if fmt is UploadFormat.JSONL else _parse_csv
+        fmt = _infer_format(text)
+    parse = {
+        UploadFormat.JSONL: _parse_jsonl,
+        UploadFormat.CSV: _parse_csv,
+        UploadFormat.JSON: _parse_json_array,
+    }[fmt]
     texts, labels = parse(text, max_text_chars)
     return ParsedUpload(texts=texts, labels=labels, format=fmt)
+
+
+def _infer_format(text: str) -> UploadFormat:
+    """A JSON array if the text starts with '[', JSON Lines with '{', else CSV."""
+    start = text.lstrip()[:1]
+    if start == "[":
+        return UploadFormat.JSON
+    return UploadFormat.JSONL if start == "{" else UploadFormat.CSV
 
 
 def _decode(data: bytes) -> str:
@@ -109,30 +127,30 @@ def _shown(names: list[str]) -> str:
     return repr(shown)[:-1] + (f", ... ({len(names)} in all)]" if len(names) > SHOWN_NAMES else "]")
 
 
-def _check_text(value: object, line: int, max_chars: int) -> str:
+def _check_text(value: object, where: str, max_chars: int) -> str:
     if not isinstance(value, str):
         raise InvalidArgumentError(
-            f"line {line}: '{TEXT}' must be a string, got {type(value).__name__}"
+            f"{where}: '{TEXT}' must be a string, got {type(value).__name__}"
         )
     if not value.strip():
         raise InvalidArgumentError(
-            f"line {line}: '{TEXT}' is empty or whitespace-only; remove the row or give it text"
+            f"{where}: '{TEXT}' is empty or whitespace-only; remove the row or give it text"
         )
     if len(value) > max_chars:
         raise ResourceExhaustedError(
-            f"line {line}: '{TEXT}' is {len(value)} characters long, over the server's limit "
+            f"{where}: '{TEXT}' is {len(value)} characters long, over the server's limit "
             f"of {max_chars} (--max-text-chars); shorten or split it"
         )
     return value
 
 
-def _label(value: object, line: int) -> str | None:
+def _label(value: object, where: str) -> str | None:
     """A gold label as a stripped string: missing or blank is None, numbers become text."""
     if value is None:
         return None
     if isinstance(value, dict | list):
         raise InvalidArgumentError(
-            f"line {line}: '{LABEL}' must be a string or a number, got {type(value).__name__}"
+            f"{where}: '{LABEL}' must be a string or a number, got {type(value).__name__}"
         )
     label = str(value).strip()
     return label or None
@@ -148,23 +166,73 @@ def _parse_jsonl(text: str, max_text_chars: int) -> tuple[list[str], list[str | 
             continue
         try:
             row = json.loads(line)
+        except RecursionError:
+            raise InvalidArgumentError(
+                f"line {number}: the JSON is nested too deeply; send flat objects"
+            ) from None
         except json.JSONDecodeError as exc:
+            hint = (
+                "; the upload looks like one JSON array: send it without a format (the "
+                "encoder reads arrays) or as JSON Lines"
+                if line.startswith("[")
+                else ""
+            )
             raise InvalidArgumentError(
                 f"line {number}: malformed JSON ({exc.msg} at column {exc.colno}); "
-                "each line must be one JSON object"
+                f"each line must be one JSON object{hint}"
             ) from exc
         if not isinstance(row, dict):
             raise InvalidArgumentError(
                 f"line {number}: expected a JSON object, got {type(row).__name__}"
             )
-        if TEXT not in row:
-            raise InvalidArgumentError(
-                f"line {number}: missing the '{TEXT}' field (fields: {_shown(sorted(row))})"
-            )
-        texts.append(_check_text(row[TEXT], number, max_text_chars))
-        labels.append(_label(row.get(LABEL), number))
+        text_, label = _object_row(row, f"line {number}", max_text_chars)
+        texts.append(text_)
+        labels.append(label)
     if not texts:
         raise InvalidArgumentError("the upload has no rows")
+    return texts, labels
+
+
+def _object_row(row: dict[str, object], where: str, max_text_chars: int) -> tuple[str, str | None]:
+    """(text, label) of one JSON object; the error names where it is and its fields."""
+    if TEXT not in row:
+        raise InvalidArgumentError(
+            f"{where}: missing the '{TEXT}' field (fields: {_shown(sorted(row))}); "
+            f"`proxal ingest --text-field NAME` reads another field"
+        )
+    return _check_text(row[TEXT], where, max_text_chars), _label(row.get(LABEL), where)
+
+
+def _parse_json_array(text: str, max_text_chars: int) -> tuple[list[str], list[str | None]]:
+    """A JSON array of objects; errors name the line where the object at fault starts."""
+    decoder = json.JSONDecoder()
+    start = len(text) - len(text.lstrip())
+    try:
+        document, end = decoder.raw_decode(text, start)
+    except RecursionError:
+        raise InvalidArgumentError(
+            "the JSON array is nested too deeply; send flat objects"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(
+            f"line {exc.lineno}: malformed JSON ({exc.msg} at column {exc.colno}); the upload "
+            "was read as a JSON array because it starts with '['"
+        ) from exc
+    if text[end:].strip():
+        line = text.count("\n", 0, end) + 1
+        raise InvalidArgumentError(f"line {line}: text after the JSON array; send one array")
+    texts: list[str] = []
+    labels: list[str | None] = []
+    for number, row in enumerate(document, start=1):
+        if not isinstance(row, dict):
+            raise InvalidArgumentError(
+                f"item {number} of the JSON array: expected an object, got {type(row).__name__}"
+            )
+        text_, label = _object_row(row, f"item {number} of the JSON array", max_text_chars)
+        texts.append(text_)
+        labels.append(label)
+    if not texts:
+        raise InvalidArgumentError("the upload is an empty JSON array")
     return texts, labels
 
 
@@ -174,9 +242,16 @@ def _parse_csv(text: str, max_text_chars: int) -> tuple[list[str], list[str | No
         header = next(row for row in reader if row)  # the text is not blank: a row exists
         columns = [name.strip() for name in header]
         if TEXT not in columns:
+            tabs = len(columns) == 1 and "\t" in header[0]
+            fix = (
+                "it has tabs and no commas: send CSV, or use `proxal ingest --format tsv`"
+                if tabs
+                else f"name the column with the texts '{TEXT}', or use `proxal ingest "
+                "--text-field NAME`"
+            )
             raise InvalidArgumentError(
-                f"line {reader.line_num}: the CSV header has no '{TEXT}' column "
-                f"(columns: {_shown(columns)}); name the column with the texts '{TEXT}'"
+                f"line {reader.line_num}: the upload was read as CSV and its header has no "
+                f"'{TEXT}' column (columns: {_shown(columns)}); {fix}"
             )
         text_col = columns.index(TEXT)
         label_col = columns.index(LABEL) if LABEL in columns else None
@@ -190,8 +265,9 @@ def _parse_csv(text: str, max_text_chars: int) -> tuple[list[str], list[str | No
                     f"line {reader.line_num}: {len(row)} fields, the header has {len(columns)}; "
                     "quote fields that contain commas"
                 )
-            texts.append(_check_text(row[text_col], reader.line_num, max_text_chars))
-            labels.append(None if label_col is None else _label(row[label_col], reader.line_num))
+            where = f"line {reader.line_num}"
+            texts.append(_check_text(row[text_col], where, max_text_chars))
+            labels.append(None if label_col is None else _label(row[label_col], where))
     except csv.Error as exc:
         raise InvalidArgumentError(f"line {reader.line_num}: malformed CSV ({exc})") from exc
     if not texts:

@@ -194,7 +194,7 @@ def common_sessions(
 
 def pool_texts(run: Run) -> dict[int, str]:
     """id → text of the run's pool, from the store its manifest names."""
-    rows = Store(run.store).pool_rows(run.pool, columns=["id", "text"])
+    rows = Store(run.store, create=False).pool_rows(run.pool, columns=["id", "text"])
     return dict(zip(rows.column("id").to_pylist(), rows.column("text").to_pylist(), strict=True))
 
 

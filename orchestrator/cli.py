@@ -14,12 +14,51 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from orchestrator import label_cli
 from proxal_runtime.errors import ProxalError
-from proxal_runtime.security import SecurityConfigError
+
+if TYPE_CHECKING:
+    from orchestrator.clients import EncoderClient
+    from proxal_store import Store
+
+# Start-up stays under half a second: this module imports no grpc, numpy, lancedb or
+# torch, only the chosen command's parser is built in full, and each command imports
+# what it needs when it runs (bench/cli.py measures it; a test keeps --help light).
+Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+HELP = {
+    "demo": "active learning on Banking77, end to end (the main job)",
+    "finetune": "fine-tune a successor classifier on a labeling session's labels",
+    "serve": "run OrchestratorService (labeling sessions)",
+    "asm": "acquisition sequence mismatch between two runs, and ΔAUC of dataset transfer",
+    "ingest": "upload a pool file (JSONL, JSON, CSV, TSV, Parquet or text) as a pool split",
+    "embed": "embed a pool as a new version",
+    "versions": "list and manage embedding versions",
+    "report": "evaluate a run directory: tables, AUC, ΔAUC, sample saving ratio, timings",
+    "compare": "compare two run directories side by side (B − A per strategy)",
+}
+# gRPC status codes that user input causes (a wrong name, value, state or address): exit 2.
+USER_CODES = frozenset(
+    {
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "FAILED_PRECONDITION",
+        "OUT_OF_RANGE",
+        "RESOURCE_EXHAUSTED",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "UNAVAILABLE",
+    }
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the subcommand parsers inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _csv(kind: Callable[[str], object] = str) -> Callable[[str], tuple[object, ...]]:
@@ -27,12 +66,12 @@ def _csv(kind: Callable[[str], object] = str) -> Callable[[str], tuple[object, .
     return lambda value: tuple(kind(x) for x in value.split(",") if x)
 
 
-def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _demo_parser(sub: Sub) -> None:
     from orchestrator.simulation import LoopConfig
     from orchestrator.successor_config import METHODS
 
     loop = LoopConfig()
-    p = sub.add_parser("demo", help="active learning on Banking77, end to end (the main job)")
+    p = sub.add_parser("demo", help=HELP["demo"])
     p.add_argument(
         "--out",
         type=Path,
@@ -97,10 +136,10 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--test-limit", type=int, default=None, help="use N evenly spaced test rows")
 
 
-def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _serve_parser(sub: Sub) -> None:
     from proxal_runtime.settings import add_common_args
 
-    p = sub.add_parser("serve", help="run OrchestratorService (labeling sessions)")
+    p = sub.add_parser("serve", help=HELP["serve"])
     add_common_args(p, "PROXAL_ORCHESTRATOR")
     p.add_argument(
         "--proxy",
@@ -111,7 +150,7 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
 
 
-def _finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _finetune_parser(sub: Sub) -> None:
     from orchestrator.successor_config import METHODS, SuccessorConfig
     from proxal_runtime.settings import DEFAULT_STORE, env_default
 
@@ -119,7 +158,7 @@ def _finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     default = {f.name: f.default for f in dataclasses.fields(SuccessorConfig)}
     p = sub.add_parser(
         "finetune",
-        help="fine-tune a successor classifier on a labeling session's labels",
+        help=HELP["finetune"],
         description="Fine-tune MiniLM-L6 on the labels SESSION acquired, evaluate it on the "
         "pool's gold-labelled test split, and write model.safetensors, model.onnx, "
         "labels.json, config.json, the tokenizer and metrics.json to --out.",
@@ -190,10 +229,10 @@ def _finetune_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
 
 
-def _asm_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _asm_parser(sub: Sub) -> None:
     p = sub.add_parser(
         "asm",
-        help="acquisition sequence mismatch between two runs, and ΔAUC of dataset transfer",
+        help=HELP["asm"],
         description="Compare the acquisition sequences of every (strategy, seed) session two "
         "run directories over the same pool share: batch mismatch (mean GloVe cosine distance "
         "of the Hungarian matching) per step, and ASM, its running mean. Unless --no-transfer, "
@@ -212,25 +251,58 @@ def _asm_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
 
 
-def _encoder_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    encoder = argparse.ArgumentParser(add_help=False)
-    encoder.add_argument(
+def _encoder_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
         "--encoder",
         default=os.environ.get("PROXAL_ENCODER_ADDRESS", "127.0.0.1:50051"),
         help="encoder service address (env PROXAL_ENCODER_ADDRESS)",
     )
-    p = sub.add_parser("ingest", parents=[encoder], help="upload a JSONL/CSV file as a pool split")
+
+
+def _ingest_parser(sub: Sub) -> None:
+    from orchestrator.pool_files import FORMATS
+
+    p = sub.add_parser(
+        "ingest",
+        help=HELP["ingest"],
+        description="Read FILE, check every row, and upload it to the encoder as one split "
+        "of POOL. The format comes from the suffix (.jsonl, .json: an array of objects, .csv, "
+        ".tsv, .parquet, .txt: one text per line) or --format.",
+    )
+    _encoder_arg(p)
     p.add_argument("pool")
     p.add_argument("file", type=Path)
     p.add_argument("--split", default="train")
-    p = sub.add_parser("embed", parents=[encoder], help="embed a pool as a new version")
+    p.add_argument("--format", choices=FORMATS, default="", help="default: from the suffix")
+    p.add_argument("--text-field", default="text", help="the field or column with the texts")
+    p.add_argument(
+        "--label-field",
+        default="label",
+        help="the field or column with gold labels (default 'label'; a pool without one is "
+        "unlabeled)",
+    )
+    p.add_argument(
+        "--id-field",
+        default="",
+        help="the field or column with your own row ids: checked unique, and a map from "
+        "them to proxal's ids is written to FILE.proxal-ids.csv",
+    )
+
+
+def _embed_parser(sub: Sub) -> None:
+    p = sub.add_parser("embed", help=HELP["embed"])
+    _encoder_arg(p)
     p.add_argument("pool")
     p.add_argument("--model", default="", help="minilm-l6 (default) or minilm-l3")
     p.add_argument("--backend", default="", help="torch or onnx (default: the server's)")
     p.add_argument("--precision", default="", help="fp32 (default), fp16, bf16 or int8")
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--max-length", type=int, default=0)
-    p = sub.add_parser("versions", parents=[encoder], help="list and manage embedding versions")
+
+
+def _versions_parser(sub: Sub) -> None:
+    p = sub.add_parser("versions", help=HELP["versions"])
+    _encoder_arg(p)
     p.add_argument("pool")
     p.add_argument("--all", action="store_true", help="include running and failed runs")
     action = p.add_mutually_exclusive_group()
@@ -246,19 +318,22 @@ def _encoder_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
 
 
-def _report_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _report_parser(sub: Sub) -> None:
     p = sub.add_parser(
         "report",
-        help="evaluate a run directory: tables, AUC, ΔAUC, sample saving ratio, timings",
+        help=HELP["report"],
         description="Evaluate RUN_DIR (written by `proxal demo` or the benchmarks) and write "
         "report.md or report.html, report.json and PNG plots to --out.",
     )
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     p.add_argument("--out", type=Path, default=None, help="default: RUN_DIR/report")
     p.add_argument("--format", choices=("md", "html"), default="md")
+
+
+def _compare_parser(sub: Sub) -> None:
     p = sub.add_parser(
         "compare",
-        help="compare two run directories side by side (B − A per strategy)",
+        help=HELP["compare"],
         description="Compare RUN_A and RUN_B per strategy: final accuracy and macro-F1, AUC, "
         "ΔAUC vs random, sample saving ratio and loop seconds, with B − A. Prints the table; "
         "with --out also writes comparison.md/.html and comparison.json.",
@@ -334,13 +409,8 @@ def run_encoder_command(args: argparse.Namespace) -> int:
 
     client = EncoderClient(args.encoder)
     if args.command == "ingest":
-        reply = client.ingest_file(args.pool, args.split, args.file)
-        print(
-            f"{reply.pool}/{reply.split}: {reply.rows_added} rows (ids {reply.first_id}.."
-            f"{reply.first_id + reply.rows_added - 1}); pool has {reply.total_rows} rows, "
-            f"{len(reply.classes)} classes"
-        )
-    elif args.command == "embed":
+        return _ingest(client, args)
+    if args.command == "embed":
         version = embed_with_progress(
             client,
             args.pool,
@@ -375,13 +445,50 @@ def run_encoder_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_finetune_command(args: argparse.Namespace) -> int:
-    from orchestrator.finetune import finetune_session, summary
-    from orchestrator.plasm import PlasmConfig
-    from orchestrator.successor_config import SuccessorConfig
+def _ingest(client: EncoderClient, args: argparse.Namespace) -> int:
+    """Read and check the file here (naming it when it is missing or malformed), upload it,
+    and write the id map when --id-field names the file's own ids."""
+    from orchestrator.pool_files import Fields, read_pool_file
+
+    fields = Fields(text=args.text_field, label=args.label_field, id=args.id_field)
+    rows = read_pool_file(args.file, args.format, fields)
+    reply = client.ingest(args.pool, args.split, rows)
+    if rows.note:
+        print(f"note: {rows.note}")
+    print(
+        f"{reply.pool}/{reply.split}: {reply.rows_added} rows (ids {reply.first_id}.."
+        f"{reply.first_id + reply.rows_added - 1}) from {args.file} ({rows.format}); pool has "
+        f"{reply.total_rows} rows, {len(reply.classes)} classes"
+    )
+    if rows.ids:
+        id_map = args.file.with_name(args.file.name + ".proxal-ids.csv")
+        _write_id_map(id_map, args.id_field, rows.ids, reply.first_id)
+        print(f"wrote the map from {args.id_field!r} to proxal ids to {id_map}")
+    return 0
+
+
+def _write_id_map(path: Path, id_field: str, ids: list[str], first_id: int) -> None:
+    """CSV of (the file's own id (n,), proxal's id): row i of the file got first_id + i."""
+    import csv
+
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([id_field, "proxal_id"])
+        writer.writerows((own, first_id + i) for i, own in enumerate(ids))
+
+
+def _open_store(args: argparse.Namespace) -> Store:
+    """The existing store at --store: NotFoundError naming the path if there is none."""
     from proxal_runtime.settings import store_options
     from proxal_store import Store
 
+    return Store(args.store, store_options(args), create=False)
+
+
+def run_finetune_command(args: argparse.Namespace) -> int:
+    from orchestrator.successor_config import SuccessorConfig
+
+    store = _open_store(args)  # a mistyped --store fails here, before torch is loaded
     config = SuccessorConfig(  # checks every value before anything is read or trained
         method=args.method,
         epochs=args.epochs,
@@ -392,6 +499,9 @@ def run_finetune_command(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         device=args.device,
     )
+    from orchestrator.finetune import finetune_session, summary
+    from orchestrator.plasm import PlasmConfig
+
     plasm = None
     if args.plasm:
         plasm = PlasmConfig(
@@ -406,7 +516,7 @@ def run_finetune_command(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     metrics = finetune_session(
-        Store(args.store, store_options(args)),
+        store,
         args.session,
         args.out,
         config,
@@ -449,7 +559,7 @@ def run_asm_command(args: argparse.Namespace) -> int:
                 ).address
             proxy = ProxyClient(address)
             stack.callback(proxy.close)
-            store = Store(run_b.store)
+            store = Store(run_b.store, create=False)
             for strategy, seed in mismatch:
                 transfer[strategy, seed] = transferability(
                     proxy, store, run_a, run_b, strategy, seed
@@ -514,13 +624,11 @@ def run_serve_command(args: argparse.Namespace) -> int:
     from orchestrator.servicer import OrchestratorServicer
     from orchestrator.sessions import Sessions
     from proxal_runtime.server import serve_forever, start_or_exit
-    from proxal_runtime.settings import configure_logging, server_settings, store_options
-    from proxal_store import Store
+    from proxal_runtime.settings import configure_logging, server_settings
 
     configure_logging(args.log_level)
-    servicer = OrchestratorServicer(
-        Sessions(Store(args.store, store_options(args)), ProxyClient(args.proxy))
-    )
+    store = _open_store(args)  # before anything binds: a mistyped --store stops here
+    servicer = OrchestratorServicer(Sessions(store, ProxyClient(args.proxy)))
     name = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
     running = start_or_exit(
         server_settings(args),
@@ -531,48 +639,96 @@ def run_serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+_PARSERS: dict[str, Callable[[Sub], None]] = {
+    "demo": _demo_parser,
+    "finetune": _finetune_parser,
+    "serve": _serve_parser,
+    "asm": _asm_parser,
+    "ingest": _ingest_parser,
+    "embed": _embed_parser,
+    "versions": _versions_parser,
+    "report": _report_parser,
+    "compare": _compare_parser,
+}
+_RUN: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": run_demo_command,
+    "serve": run_serve_command,
+    "finetune": run_finetune_command,
+    "asm": run_asm_command,
+    "report": run_report_command,
+    "compare": run_compare_command,
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The `proxal` parser; only the command named in `argv` gets its arguments (others
+    are listed with their help), so building it imports nothing heavy."""
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser: argparse.ArgumentParser = _Parser(prog="proxal", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, add_parser in _PARSERS.items():
+        if name == chosen:
+            add_parser(sub)
+        else:
+            sub.add_parser(name, help=HELP[name])
+    label_cli.add_parsers(sub)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("LANCE_LOG", "error")
-    parser = argparse.ArgumentParser(prog="proxal", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    _demo_parser(sub)
-    _finetune_parser(sub)
-    _serve_parser(sub)
-    _asm_parser(sub)
-    _encoder_parsers(sub)
-    _report_parsers(sub)
-    label_cli.add_parsers(sub)
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so the demo's service subprocesses are stopped too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        if args.command == "demo":
-            return run_demo_command(args)
-        if args.command == "serve":
-            return run_serve_command(args)
-        if args.command == "finetune":
-            return run_finetune_command(args)
-        if args.command == "asm":
-            return run_asm_command(args)
-        if args.command == "report":
-            return run_report_command(args)
-        if args.command == "compare":
-            return run_compare_command(args)
         if args.command in label_cli.COMMANDS:
             return label_cli.run(args)
-        return run_encoder_command(args)
-    except grpc.RpcError as exc:
-        code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
-        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-        print(f"proxal: {code}: {details}", file=sys.stderr)
-        return 1
-    except (ProxalError, SecurityConfigError) as exc:
+        return _RUN.get(args.command, run_encoder_command)(args)
+    except ProxalError as exc:
         print(f"proxal: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except SystemExit as exc:  # a settings helper's message (e.g. --store-option, TLS files)
+        if not isinstance(exc.code, str):
+            raise
+        print(exc.code if exc.code.startswith("proxal") else f"proxal: {exc.code}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        error = _error_line(exc, args)
+        if error is None:  # a bug: keep its traceback
+            raise
+        print(f"proxal: {error[0]}", file=sys.stderr)
+        return error[1]
+
+
+def _error_line(exc: Exception, args: argparse.Namespace) -> tuple[str, int] | None:
+    """(one line, exit status) for a gRPC error, a bad security setting or an OS error on
+    a path the user gave; None for anything else."""
+    grpc = sys.modules.get("grpc")  # an RpcError means grpc is loaded: never import it here
+    security = sys.modules.get("proxal_runtime.security")
+    if grpc is not None and isinstance(exc, grpc.RpcError):
+        code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        if code == "UNAVAILABLE":
+            details = f"cannot reach {_server(args)}; is it running there? ({details})"
+        return f"{code}: {details}", 2 if code in USER_CODES else 1
+    if security is not None and isinstance(exc, security.SecurityConfigError):
+        return str(exc), 2
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror}", 2
+    return None
+
+
+def _server(args: argparse.Namespace) -> str:
+    """The address the command talks to, with the flag that sets it."""
+    for flag in ("encoder", "orchestrator", "proxy"):
+        if getattr(args, flag, ""):
+            return f"{getattr(args, flag)} (--{flag})"
+    return "the service"
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from proxal.common.v1 import common_pb2
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
+from orchestrator.pool_files import Fields, PoolFile, read_pool_file
 from proxal_runtime.arrays import (
     pack_int32,
     pack_int64,
@@ -28,18 +29,36 @@ from proxal_runtime.arrays import (
     unpack_int32,
     unpack_int64,
 )
+from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.security import ClientSecurity
 from proxal_runtime.server import grpc_channel_options
 
 UPLOAD_CHUNK_BYTES = 1 << 20
-FORMATS = {".jsonl": encoder_pb2.FILE_FORMAT_JSONL, ".csv": encoder_pb2.FILE_FORMAT_CSV}
 
 
 # The channel's default service config: balance calls over every address the target
 # resolves to, instead of gRPC's default pick_first (one connection, one server at a time).
 ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+# gRPC target schemes (resolvers) an address may start with.
+_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
 # Targets naming a gRPC resolver, which may resolve to several servers.
 _RESOLVER_SCHEME = re.compile(r"^(dns|ipv4|ipv6):")
+
+
+def check_address(address: str) -> str:
+    """`address` if it can name a server: ``host:port`` with a numeric port, or a gRPC
+    target with a scheme (``dns:///name:port``, ``ipv4:a:p,b:p``, ``unix:path``);
+    InvalidArgumentError otherwise (gRPC would only log it and fail the first call)."""
+    if not address or any(c.isspace() for c in address):
+        raise InvalidArgumentError(f"server address {address!r} is not host:port")
+    if address.startswith(_SCHEMES):
+        return address  # a target with a scheme: gRPC's resolver checks the rest
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgumentError(
+            f"server address {address!r} is not host:port (a port is a number 1-65535)"
+        )
+    return address
 
 
 def open_channel(
@@ -49,7 +68,9 @@ def open_channel(
 
     TLS, client certificate and bearer token as `security` says, by default as the
     environment does (`ClientSecurity.from_env`: plaintext and no token when unset).
+    InvalidArgumentError for an address that cannot name a server (`check_address`).
     """
+    check_address(address)
     options: list[tuple[str, str | int]] = [*grpc_channel_options()]
     if round_robin:
         options.append(("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG))
@@ -64,7 +85,7 @@ def channel_target(addresses: Sequence[str]) -> str:
     works too; several must be IP literals with ports.
     """
     if not addresses:
-        raise ValueError("need at least one replica address")
+        raise InvalidArgumentError("need at least one replica address")
     if len(addresses) == 1:
         return addresses[0]
     families = set()
@@ -75,12 +96,14 @@ def channel_target(addresses: Sequence[str]) -> str:
                 raise ValueError(address)
             families.add(ipaddress.ip_address(host.strip("[]")).version)
         except ValueError:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"replica address {address!r} is not ip:port; list IP literals, or pass one "
                 "dns:///name:port target that resolves to every replica"
             ) from None
     if len(families) > 1:
-        raise ValueError("replica addresses mix IPv4 and IPv6; use one family")
+        raise InvalidArgumentError(
+            f"replica addresses {','.join(addresses)!r} mix IPv4 and IPv6; use one family"
+        )
     return f"ipv{families.pop()}:" + ",".join(addresses)
 
 
@@ -94,7 +117,7 @@ def proxy_target(address: str) -> tuple[str, bool]:
     """
     address = address.strip()
     if not address:
-        raise ValueError("empty proxy address")
+        raise InvalidArgumentError("empty proxy address: pass host:port")
     if _RESOLVER_SCHEME.match(address):
         return address, True
     parts = [part.strip() for part in address.split(",") if part.strip()]
@@ -191,16 +214,24 @@ class EncoderClient:
         self._channel = open_channel(address)
         self._stub = encoder_pb2_grpc.EncoderServiceStub(self._channel)
 
-    def ingest_file(self, pool: str, split: str, path: Path) -> encoder_pb2.IngestPoolResponse:
-        """Upload a JSONL or CSV file as one split of a pool (streamed in 1 MiB chunks)."""
-        fmt = FORMATS.get(path.suffix.lower(), encoder_pb2.FILE_FORMAT_UNSPECIFIED)
+    def ingest_file(
+        self, pool: str, split: str, path: Path, fmt: str = "", fields: Fields | None = None
+    ) -> encoder_pb2.IngestPoolResponse:
+        """Upload a pool file (`orchestrator.pool_files`: JSONL, JSON, CSV, TSV, Parquet or
+        text, read and checked here first) as one split of a pool, in 1 MiB chunks."""
+        return self.ingest(pool, split, read_pool_file(path, fmt, fields))
+
+    def ingest(self, pool: str, split: str, rows: PoolFile) -> encoder_pb2.IngestPoolResponse:
+        """Upload rows already read from a file, as JSONL, in 1 MiB chunks."""
+        data = rows.to_jsonl()
+        header = encoder_pb2.PoolHeader(
+            pool=pool, split=split, format=encoder_pb2.FILE_FORMAT_JSONL
+        )
 
         def chunks() -> Iterator[encoder_pb2.IngestPoolChunk]:
-            header = encoder_pb2.PoolHeader(pool=pool, split=split, format=fmt)
-            with path.open("rb") as fh:
-                yield encoder_pb2.IngestPoolChunk(header=header, data=fh.read(UPLOAD_CHUNK_BYTES))
-                while data := fh.read(UPLOAD_CHUNK_BYTES):
-                    yield encoder_pb2.IngestPoolChunk(data=data)
+            yield encoder_pb2.IngestPoolChunk(header=header, data=data[:UPLOAD_CHUNK_BYTES])
+            for start in range(UPLOAD_CHUNK_BYTES, len(data), UPLOAD_CHUNK_BYTES):
+                yield encoder_pb2.IngestPoolChunk(data=data[start : start + UPLOAD_CHUNK_BYTES])
 
         return self._stub.IngestPool(chunks(), timeout=self.timeout)
 

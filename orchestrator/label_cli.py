@@ -12,11 +12,12 @@ import os
 import re
 import sys
 from pathlib import Path
-
-from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+from typing import TYPE_CHECKING
 
 from orchestrator.label_files import FORMATS, format_of, parse_labels
-from orchestrator.session_client import SessionClient
+
+if TYPE_CHECKING:  # imported when a command runs: `proxal --help` loads neither grpc nor protos
+    from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 
 COMMANDS = ("session", "labels", "label")
 Sub = argparse._SubParsersAction
@@ -99,6 +100,10 @@ def add_parsers(sub: Sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+
+    from orchestrator.session_client import SessionClient
+
     with SessionClient(args.orchestrator, args.annotator) as client:
         if args.command == "label":
             from orchestrator import label_tui
@@ -145,8 +150,15 @@ def run(args: argparse.Namespace) -> int:
         data = client.export(args.session, args.format)
         if args.output is None:
             sys.stdout.buffer.write(data)
+            sys.stdout.flush()
         else:
             args.output.write_bytes(data)
+        where = "stdout" if args.output is None else str(args.output)
+        print(  # on stderr when the labels themselves go to stdout
+            f"wrote {len(parse_labels(data, args.format))} labels of session {args.session} to "
+            f"{where} ({args.format})",
+            file=sys.stderr if args.output is None else sys.stdout,
+        )
         return 0
 
 

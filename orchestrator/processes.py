@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
+from proxal_runtime.errors import UnavailableError
 from proxal_runtime.healthcheck import check
 
 
@@ -47,7 +48,8 @@ class ServiceProcess:
     def start(self) -> ServiceProcess:
         tmp = Path(tempfile.mkdtemp(prefix=f"proxal-{self.module}-"))
         port_file = tmp / "port"
-        log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        log_path = self.log_path or tmp / "log"  # its last line explains a failed start
+        log = log_path.open("ab")
         cmd = [
             sys.executable,
             "-m",
@@ -63,19 +65,21 @@ class ServiceProcess:
             self.store,
             *self.extra_args,
         ]
-        self.process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LANCE_LOG": "error"}
-        )
+        with log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LANCE_LOG": "error"}
+            )
         deadline = time.monotonic() + self.start_timeout
         while not port_file.exists():
             if self.process.poll() is not None:
-                raise RuntimeError(
+                raise UnavailableError(
                     f"{self.module} exited with code {self.process.returncode} before serving"
-                    + (f"; see {self.log_path}" if self.log_path else "")
+                    f": {_last_line(log_path)}"
+                    + (f" (log: {self.log_path})" if self.log_path else "")
                 )
             if time.monotonic() > deadline:
                 self.stop()
-                raise TimeoutError(f"{self.module} did not start within {self.start_timeout}s")
+                raise UnavailableError(f"{self.module} did not start within {self.start_timeout}s")
             time.sleep(0.05)
         self.address = f"127.0.0.1:{int(port_file.read_text())}"
         wait_serving(self.address, timeout=max(1.0, deadline - time.monotonic()))
@@ -104,6 +108,15 @@ class ServiceProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _last_line(path: Path) -> str:
+    """The last non-blank line of a log (what a service says when it refuses to start)."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return lines[-1].strip() if lines else "no output"
 
 
 def start_all(processes: list[ServiceProcess]) -> list[ServiceProcess]:
@@ -135,5 +148,5 @@ def wait_serving(address: str, timeout: float = 30.0) -> None:
         if serving:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{address} not SERVING after {timeout}s: {status}")
+            raise UnavailableError(f"{address} not SERVING after {timeout}s: {status}")
         time.sleep(0.1)

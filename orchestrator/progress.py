@@ -19,7 +19,8 @@ def embed_with_progress(
     max_length: int = 0,
 ) -> common_pb2.EmbeddingVersion:
     """EmbedPool with a progress bar fed by the server's stream (rows, rate, ETA)."""
-    with tqdm(desc=f"embedding {pool}", unit="text") as bar:
+    # delay: a call refused at once (bad pool, server down) leaves no empty bar behind
+    with tqdm(desc=f"embedding {pool}", unit="text", delay=0.5) as bar:
 
         def update(message: encoder_pb2.EmbedProgress) -> None:
             bar.total = message.rows_total

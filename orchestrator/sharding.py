@@ -75,9 +75,9 @@ Shard = IdRange | npt.NDArray[np.int64]
 def split_range(start: int, end: int, n: int) -> list[IdRange]:
     """[start, end) cut into min(n, end - start) contiguous ranges whose sizes differ by <= 1."""
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise InvalidArgumentError(f"n must be >= 1, got {n}")
     if start >= end:
-        raise ValueError(f"need start < end, got [{start}, {end})")
+        raise InvalidArgumentError(f"need start < end, got [{start}, {end})")
     parts = min(n, end - start)
     bounds = [start + (end - start) * i // parts for i in range(parts + 1)]
     return [IdRange(lo, hi) for lo, hi in itertools.pairwise(bounds)]
@@ -89,10 +89,10 @@ def split_ids(ids: npt.ArrayLike, n: int) -> list[npt.NDArray[np.int64]]:
     Sorting keeps each part a narrow slice of the version, which the proxy reads fastest.
     """
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise InvalidArgumentError(f"n must be >= 1, got {n}")
     unique = np.unique(np.asarray(ids, dtype=np.int64))
     if not len(unique):
-        raise ValueError("no ids to split")
+        raise InvalidArgumentError("no ids to split")
     return list(np.array_split(unique, min(n, len(unique))))
 
 
@@ -192,7 +192,7 @@ class ShardedSelector:
         max_parallel: int = 16,
     ):
         if max_attempts < 1 or max_parallel < 1:
-            raise ValueError("max_attempts and max_parallel must be >= 1")
+            raise InvalidArgumentError("max_attempts and max_parallel must be >= 1")
         self.addresses = list(addresses)
         self.target = channel_target(self.addresses)
         self.timeout = timeout
@@ -261,7 +261,7 @@ class ShardedSelector:
         `grpc.RpcError`, or the last one once a shard is out of attempts.
         """
         if not shards:
-            raise ValueError("need at least one shard")
+            raise InvalidArgumentError("need at least one shard")
         timeout = self.timeout if timeout is None else timeout
         started = time.perf_counter()
         base = select_request(

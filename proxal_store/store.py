@@ -31,6 +31,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import lance
@@ -414,15 +415,57 @@ def _emb_table(pool: str) -> str:
     return f"embeddings__{pool}"
 
 
+def local_store_path(uri: str) -> Path | None:
+    """The directory of a local store URI (a path or ``file://``), None for object storage."""
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)
+
+
+def _check_local_store(uri: str, create: bool) -> None:
+    """Refuse a local store path that is a file, or missing when not `create` (see Store)."""
+    path = local_store_path(uri)
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise InvalidArgumentError(
+            f"the store path {uri!r} is a file, not a store directory; pass the directory of "
+            "a proxal store (--store, env PROXAL_STORE)"
+        )
+    if path.is_dir():
+        return
+    if not create:
+        raise NotFoundError(
+            f"no store at {uri!r} (--store, env PROXAL_STORE): check the path; the encoder "
+            "service creates a store when it starts, and `proxal ingest` adds pools to it"
+        )
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"cannot create the store directory {uri!r}: {exc.strerror}"
+        ) from None
+
+
 class Store:
     """Typed access to the store at `uri` (a directory path or e.g. ``s3://bucket/prefix``).
 
     Safe to share between threads of one process.
     """
 
-    def __init__(self, uri: str, storage_options: dict[str, str] | None = None):
-        self.uri = uri.rstrip("/")
+    def __init__(
+        self, uri: str, storage_options: dict[str, str] | None = None, *, create: bool = True
+    ):
+        """Open the store at `uri`; a missing local directory is made only if `create`.
+
+        Commands that only read or add to an existing store pass ``create=False``, so a
+        mistyped path is NotFoundError instead of a new empty store. A path that is a file
+        is InvalidArgumentError. Object-storage URIs are not checked (a prefix exists once
+        something is written under it).
+        """
+        self.uri = uri.rstrip("/") or uri
         self.storage_options = storage_options
+        _check_local_store(self.uri, create)
         self._db = lancedb.connect(self.uri, storage_options=storage_options)
         self._lock = threading.RLock()
         self._appends: dict[str, int] = {}  # appends to each log table by this Store

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from proxal.proxy.v1 import proxy_pb2_grpc
 from threadpoolctl import threadpool_limits
 
+from proxal_runtime.errors import ProxalError
 from proxal_runtime.server import serve_forever, start_or_exit
 from proxal_runtime.settings import parse
 from proxal_store import Store
@@ -24,8 +25,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 0.1 s with one BLAS thread and 3-4 s with two. Scoring a large pool splits it into
     # chunks on --score-threads threads instead, each calling single-threaded BLAS.
     threadpool_limits(limits=1, user_api="blas")
+    try:  # the proxy only reads: a missing store is a mistyped --store, not a new one
+        store = Store(settings.store, settings.store_options, create=False)
+    except ProxalError as exc:
+        raise SystemExit(f"proxal-proxy: {exc}") from None
     cache = VersionCache(
-        Store(settings.store, settings.store_options),
+        store,
         settings.cache_versions,
         settings.cache_models,
     )

@@ -65,6 +65,7 @@ def test_parse_csv_quoted_fields_and_missing_label_column() -> None:
         (b'{"text": "a"}\n', UploadFormat.JSONL),
         (b'\xef\xbb\xbf  {"text": "a"}\n', UploadFormat.JSONL),
         (b"text,label\na,b\n", UploadFormat.CSV),
+        (b' [{"text": "a"}]\n', UploadFormat.JSON),
     ],
 )
 def test_format_inferred_from_content(data: bytes, expected: UploadFormat) -> None:
@@ -88,6 +89,16 @@ def test_format_inferred_from_content(data: bytes, expected: UploadFormat) -> No
         (b"text,label\na,b\n   ,c\n", UploadFormat.CSV, "line 3: 'text' is empty"),
         (b"text,label\na,b,c\n", UploadFormat.CSV, "line 2: 3 fields, the header has 2"),
         (b"text,label\n", UploadFormat.CSV, "header but no rows"),
+        # what was detected, and what to pass instead
+        (b"text\tlabel\na\tb\n", None, "read as CSV .* tabs and no commas.*--format tsv"),
+        (b"review,stars\na,5\n", None, "read as CSV .*--text-field NAME"),
+        (b'[{"text": "a"},\n{"text": "b"}]', UploadFormat.JSONL, "looks like one JSON array"),
+        (b'[{"text": "a"}, {"body": "b"}]', None, "item 2 of the JSON array: missing the 'text'"),
+        (b'[{"text": "a"}, "b"]', None, "item 2 of the JSON array: expected an object"),
+        (b'[{"text": "a"}] [1]', None, "text after the JSON array"),
+        (b"[]", None, "empty JSON array"),
+        (b"[" * 100_000, None, "nested too deeply"),
+        (b'{"text": "a"}\n{"a": ' + b"[" * 100_000, None, "line 2: the JSON is nested too deeply"),
     ],
 )
 def test_parse_errors_say_what_to_fix(data: bytes, fmt: UploadFormat | None, message: str) -> None:

@@ -49,10 +49,128 @@ def test_ingest_embed_and_manage_versions(tmp_path: Path, banking_rows) -> None:
         assert [line.split(":")[0] for line in listing] == ["v1", "v3"]
 
         refused = _proxal("versions", "cli", "--delete", "v1", *addr)
-        assert refused.returncode == 1
+        assert refused.returncode == 2  # user input: exit 2, as every refusal
         assert "FAILED_PRECONDITION" in refused.stderr and "unpin" in refused.stderr
         missing = _proxal("embed", "nope", *addr)
-        assert missing.returncode == 1 and "NOT_FOUND" in missing.stderr
+        assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+
+
+def _one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a refused command (exit 2, no traceback)."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("proxal"), result.stderr
+    return lines[0]
+
+
+def test_ingest_reads_every_format_and_names_a_missing_file(tmp_path: Path, banking_rows) -> None:  # type: ignore[no-untyped-def]
+    rows = banking_rows[:40]
+    tsv = tmp_path / "reviews.tsv"  # the user's own column names
+    tsv.write_text(
+        "uid\tutterance\tintent\n"
+        + "".join(f"u{i}\t{r['text']}\t{r['label']}\n" for i, r in enumerate(rows))
+    )
+    array = tmp_path / "test.json"
+    array.write_text(json.dumps([{"text": r["text"], "label": r["label"]} for r in rows[:10]]))
+    lines = tmp_path / "extra.txt"
+    lines.write_text("".join(r["text"] + "\n" for r in rows[:5]))
+    with ServiceProcess("encoder_service", str(tmp_path / "store")) as encoder:
+        addr = ["--encoder", encoder.address]
+        gone = _one_line(_proxal("ingest", "mine", str(tmp_path / "missing.jsonl"), *addr))
+        assert (
+            gone
+            == f"proxal: {tmp_path / 'missing.jsonl'} does not exist: pass the pool file to upload"
+        )
+        flags = ["--text-field", "utterance", "--label-field", "intent", "--id-field", "uid"]
+        done = _proxal("ingest", "mine", str(tsv), *flags, *addr)
+        assert done.returncode == 0, done.stderr
+        assert f"mine/train: 40 rows (ids 0..39) from {tsv} (tsv)" in done.stdout
+        id_map = (tmp_path / "reviews.tsv.proxal-ids.csv").read_text().splitlines()
+        assert id_map[:3] == ["uid,proxal_id", "u0,0", "u1,1"] and len(id_map) == 41
+        done = _proxal("ingest", "mine", str(array), "--split", "test", *addr)
+        assert "mine/test: 10 rows (ids 40..49)" in done.stdout, done.stderr
+        done = _proxal("ingest", "mine", str(lines), "--split", "extra", *addr)
+        assert "mine/extra: 5 rows (ids 50..54)" in done.stdout, done.stderr
+        assert "pool has 55 rows" in done.stdout
+        unnamed = _one_line(_proxal("ingest", "other", str(tsv), *addr))
+        assert (
+            "the header has no 'text' field (fields: 'uid', 'utterance', 'intent'); pass "
+            "--text-field NAME" in unnamed
+        )
+
+
+# (the command, with {tmp} for the test's directory; what its one line of stderr says)
+USER_ERRORS = [
+    (
+        "serve --port 0 --store {tmp}/store --proxy host-a:1,host-b:2",
+        "proxal: replica address 'host-a:1' is not ip:port",
+    ),
+    (
+        "serve --port 0 --store {tmp}/proxal-stor --proxy 127.0.0.1:9",
+        "proxal: no store at '{tmp}/proxal-stor' (--store, env PROXAL_STORE)",
+    ),
+    (
+        "finetune s --store {tmp}/proxal-stor --out {tmp}/o",
+        "proxal: no store at '{tmp}/proxal-stor' (--store, env PROXAL_STORE)",
+    ),
+    (
+        "finetune s --store {tmp}/notes.txt --out {tmp}/o",
+        "proxal: the store path '{tmp}/notes.txt' is a file",
+    ),
+    (
+        "finetune s --store {tmp}/store --out {tmp}/o --store-option bad",
+        "proxal: --store-option must be KEY=VALUE, got 'bad'",
+    ),
+    ("ingest p {tmp}/x.dat --encoder 127.0.0.1:1", "from its suffix '.dat': pass --format"),
+    (
+        "ingest p {tmp}/notes.txt --encoder 127.0.0.1:1",
+        "proxal: UNAVAILABLE: cannot reach 127.0.0.1:1 (--encoder); is it running there?",
+    ),
+    (
+        "embed p --encoder 127.0.0.1:1",  # no empty progress bar before the line
+        "proxal: UNAVAILABLE: cannot reach 127.0.0.1:1 (--encoder); is it running there?",
+    ),
+    ("embed p --encoder host:x", "proxal: server address 'host:x' is not host:port"),
+    (
+        "versions p --encoder 127.0.0.1:1 --cleanup x",
+        "proxal versions: argument --cleanup: invalid int value: 'x' (see proxal versions --help)",
+    ),
+    (
+        "labels import s {tmp}/old.csv --orchestrator 127.0.0.1:1",
+        "proxal: {tmp}/old.csv: No such file or directory",
+    ),
+]
+
+
+@pytest.mark.parametrize(("command", "message"), USER_ERRORS)
+def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, command: str, message: str) -> None:
+    (tmp_path / "store").mkdir()
+    (tmp_path / "notes.txt").write_text("a text\n")
+    line = _one_line(_proxal(*command.format(tmp=tmp_path).split()))
+    assert message.format(tmp=tmp_path) in line
+    assert not (tmp_path / "proxal-stor").exists()  # no store created behind the user's back
+
+
+def test_help_and_grpc_commands_load_neither_lancedb_nor_torch() -> None:
+    """Start-up stays fast (bench/cli.py times it): check what the commands import."""
+    code = """
+import sys
+from orchestrator.cli import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+heavy = ("lancedb", "torch", "sklearn", "grpc", "numpy", "pyarrow")
+print(sorted(m for m in heavy if m in sys.modules))
+import orchestrator.label_tui, orchestrator.session_client  # what label/session/labels run
+print(sorted(m for m in ("lancedb", "torch", "sklearn", "transformers") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-2:] == ["[]", "[]"]
 
 
 @pytest.mark.parametrize(

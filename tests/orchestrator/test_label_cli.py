@@ -188,6 +188,7 @@ def test_session_and_labels_commands(
         main(["labels", "export", "files", "--format", "label-studio", "-o", str(studio), *client])
         == 0
     )
+    assert f"wrote 30 labels of session files to {studio} (label-studio)" in capsys.readouterr().out
     tasks = json.loads(studio.read_text())
     assert len(tasks) == 30 and tasks[0]["data"]["proxal_id"] == 0
     assert tasks[0]["annotations"][0]["result"][0]["value"]["choices"] == [gold[0]]
@@ -206,8 +207,13 @@ def test_session_and_labels_commands(
     assert main(["labels", "import", "files", str(bad), *client]) == 2
     assert "line 2: id 'x' is not an integer id" in capsys.readouterr().err
     assert len(store.read_labels("files")[0]) == 30
-    # server-side refusals come back with their status code
-    assert main(["labels", "export", "nosuch", *client]) == 1
+    # to stdout, the data alone goes to stdout and the note to stderr
+    assert main(["labels", "export", "files", *client]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 30
+    assert "wrote 30 labels of session files to stdout (jsonl)" in captured.err
+    # server-side refusals come back with their status code (user input: exit 2)
+    assert main(["labels", "export", "nosuch", *client]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err
 
 

@@ -26,6 +26,7 @@ import pytest
 from orchestrator.clients import ProxyClient, TrainingSet, proxy_target
 from orchestrator.processes import ServiceProcess, start_all, stop_all
 from orchestrator.sharding import ShardedSelector, ShardReport, split_range
+from proxal_runtime.errors import InvalidArgumentError
 from proxal_store import Store
 from proxal_store.local_s3 import moto_s3
 from tests.conftest import add_blobs_version
@@ -171,7 +172,7 @@ def test_proxy_target_picks_the_policy() -> None:
     assert proxy_target("dns:///proxy:50052") == ("dns:///proxy:50052", True)
     assert proxy_target("ipv4:10.0.0.1:5,10.0.0.2:5") == ("ipv4:10.0.0.1:5,10.0.0.2:5", True)
     assert proxy_target("10.0.0.1:5, 10.0.0.2:5") == ("ipv4:10.0.0.1:5,10.0.0.2:5", True)
-    with pytest.raises(ValueError, match="not ip:port"):
+    with pytest.raises(InvalidArgumentError, match="not ip:port"):
         proxy_target("a:5,b:5")
     client = ProxyClient("dns:///proxy:50052")  # channels connect lazily: nothing is dialled
     assert (client.target, client.load_balancing) == ("dns:///proxy:50052", "round_robin")

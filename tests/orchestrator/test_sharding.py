@@ -117,9 +117,9 @@ def test_split_range_is_contiguous_and_balanced() -> None:
     assert parts == [IdRange(10, 15), IdRange(15, 20), IdRange(20, 25), IdRange(25, 31)]
     assert split_range(0, 3, 10) == [IdRange(0, 1), IdRange(1, 2), IdRange(2, 3)]
     assert split_range(5, 6, 1) == [IdRange(5, 6)]
-    with pytest.raises(ValueError, match="start < end"):
+    with pytest.raises(InvalidArgumentError, match="start < end"):
         split_range(4, 4, 2)
-    with pytest.raises(ValueError, match="n must be"):
+    with pytest.raises(InvalidArgumentError, match="n must be"):
         split_range(0, 4, 0)
 
 
@@ -128,7 +128,7 @@ def test_split_ids_sorts_dedupes_and_covers() -> None:
     assert [p.tolist() for p in parts] == [[1, 3], [5, 7], [9, 11]]
     assert all(p.dtype == np.int64 for p in parts)
     assert [p.tolist() for p in split_ids([4, 2], 5)] == [[2], [4]]
-    with pytest.raises(ValueError, match="no ids"):
+    with pytest.raises(InvalidArgumentError, match="no ids"):
         split_ids([], 2)
 
 
@@ -136,9 +136,9 @@ def test_channel_target_lists_replicas() -> None:
     assert channel_target(["127.0.0.1:5", "127.0.0.1:6"]) == "ipv4:127.0.0.1:5,127.0.0.1:6"
     assert channel_target(["[::1]:5", "[::1]:6"]) == "ipv6:[::1]:5,[::1]:6"
     assert channel_target(["dns:///proxy:50051"]) == "dns:///proxy:50051"
-    with pytest.raises(ValueError, match="not ip:port"):
+    with pytest.raises(InvalidArgumentError, match="not ip:port"):
         channel_target(["localhost:5", "localhost:6"])
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(InvalidArgumentError, match="at least one"):
         channel_target([])
 
 

@@ -33,6 +33,7 @@ def wait_for_port(port_file: Path, process: subprocess.Popen[bytes], timeout: fl
 
 def test_module_serves_health_and_stops_on_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
+    (tmp_path / "store").mkdir()  # the proxy opens an existing store, never creates one
     command = [sys.executable, "-m", "proxy_service", "--port", "0", "--port-file", str(port_file)]
     command += ["--store", str(tmp_path / "store"), "--log-level", "WARNING", "--max-k", "3"]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "LANCE_LOG": "error"})
