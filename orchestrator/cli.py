@@ -693,8 +693,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except SystemExit as exc:  # a settings helper's message (e.g. --store-option, TLS files)
-        if not isinstance(exc.code, str):
-            raise
+        if not isinstance(exc.code, str) or args.command == "serve":
+            raise  # serve's start-up refusals (a busy port) exit 1, like the other servers
         print(exc.code if exc.code.startswith("proxal") else f"proxal: {exc.code}", file=sys.stderr)
         return 2
     except Exception as exc:

@@ -256,7 +256,7 @@ def test_session_list_delete_import_and_coverage_commands(
     assert re.search(r"\ncov\s+cli\s+margin\s+11\s+12\s+0\n", listed), listed
     assert main(["session", "list", "--json", *client]) == 0
     assert "cov" in {row["session"] for row in json.loads(capsys.readouterr().out)}
-    assert main(["session", "delete", "cov", *client]) == 1
+    assert main(["session", "delete", "cov", *client]) == 2
     assert "has 12 label(s); deleting it deletes them" in capsys.readouterr().err
     assert len(store.read_labels("cov")[0]) == 12
     assert main(["session", "delete", "cov", "--force", *client]) == 0
@@ -264,5 +264,5 @@ def test_session_list_delete_import_and_coverage_commands(
         "deleted session cov: 12 labels and 0 skips (12 label-log events), 0 lease events, "
         "0 rounds\n"
     )
-    assert main(["session", "delete", "cov", *client]) == 1
+    assert main(["session", "delete", "cov", *client]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err
