@@ -99,12 +99,16 @@ def add_parsers(sub: Sub) -> None:
     _client_args(label)
 
 
+CONNECT_SECONDS = 10.0  # how long a command waits for `proxal serve` before giving up
+
+
 def run(args: argparse.Namespace) -> int:
     from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 
     from orchestrator.session_client import SessionClient
 
     with SessionClient(args.orchestrator, args.annotator) as client:
+        client.connect(CONNECT_SECONDS)  # later calls retry through an orchestrator restart
         if args.command == "label":
             from orchestrator import label_tui
 

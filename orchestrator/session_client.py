@@ -20,6 +20,7 @@ from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from orchestrator.clients import open_channel
 from orchestrator.label_files import FileLabel
+from proxal_runtime.errors import UnavailableError
 
 T = TypeVar("T")
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -60,6 +61,17 @@ class SessionClient:
         self.retry_seconds = retry_seconds
         self._channel = open_channel(address)
         self.stub = pb_grpc.OrchestratorServiceStub(self._channel)
+
+    def connect(self, seconds: float) -> None:
+        """Wait up to `seconds` for the orchestrator; UnavailableError naming the address
+        if it cannot be reached (so a command line fails fast, not after `retry_seconds`)."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=seconds)
+        except grpc.FutureTimeoutError:
+            raise UnavailableError(
+                f"cannot reach the orchestrator at {self.address} (--orchestrator, env "
+                f"PROXAL_ORCHESTRATOR) within {seconds:g} s; is `proxal serve` running there?"
+            ) from None
 
     def _call(self, fn: Callable[..., T], request: object) -> T:
         deadline = time.monotonic() + self.retry_seconds

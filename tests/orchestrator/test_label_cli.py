@@ -266,3 +266,23 @@ def test_session_list_delete_import_and_coverage_commands(
     )
     assert main(["session", "delete", "cov", *client]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_a_dead_orchestrator_is_one_line_and_exit_2_within_the_connect_wait(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from orchestrator import label_cli
+
+    with socket.socket() as sock:  # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setattr(label_cli, "CONNECT_SECONDS", 0.5)
+    start = time.monotonic()
+    assert main(["session", "status", "s", "--orchestrator", f"127.0.0.1:{port}"]) == 2
+    assert time.monotonic() - start < 30  # not the 60 s a call's retries would take
+    assert capsys.readouterr().err.splitlines() == [
+        f"proxal: cannot reach the orchestrator at 127.0.0.1:{port} (--orchestrator, env "
+        "PROXAL_ORCHESTRATOR) within 0.5 s; is `proxal serve` running there?"
+    ]
