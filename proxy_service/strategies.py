@@ -31,6 +31,7 @@ from proxal_runtime import uncertainty
 from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.ranking import id_uniform, top_k
+from proxal_runtime.strategies import DEFAULT_STRATEGY  # margin: the contract's default
 from proxy_service.classifiers import MLP, MLPProxy, ProxyClassifier
 
 Matrix = npt.NDArray[np.float32]
@@ -477,7 +478,6 @@ STRATEGIES: dict[str, Strategy] = {
         Badge(),
     )
 }
-DEFAULT_STRATEGY = Margin.name  # ahead of random on the demo's curve; see README
 
 
 def get_strategy(name: str) -> Strategy:
