@@ -32,6 +32,13 @@ from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError
 from proxal_store import Store
 
 METRICS_FILE = "metrics.json"
+# what the tokenizer's save_pretrained writes (vocab.txt only with older transformers)
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+)
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,7 @@ def finetune_session(
         "plasm": plasm_record,
         "files": sorted(
             name
-            for name in (WEIGHTS_FILE, CONFIG_FILE, LABELS_FILE, ONNX_FILE)
+            for name in (WEIGHTS_FILE, CONFIG_FILE, LABELS_FILE, ONNX_FILE, *TOKENIZER_FILES)
             if (out / name).is_file()
         ),
         "config": dataclasses.asdict(config),

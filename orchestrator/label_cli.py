@@ -89,7 +89,9 @@ def add_parsers(sub: Sub) -> None:
     imp.add_argument("--overwrite", action="store_true", help="replace existing labels")
     exp = ops.add_parser("export", help="write a session's labels as JSONL, CSV or Label Studio")
     exp.add_argument("session")
-    exp.add_argument("--format", choices=FORMATS, default="jsonl")
+    exp.add_argument(
+        "--format", choices=FORMATS, default="", help="default: from the -o suffix, else jsonl"
+    )
     exp.add_argument("-o", "--output", type=Path, default=None, help="default: stdout")
     for p in (imp, exp):
         _client_args(p)
@@ -151,7 +153,9 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"imported {done.written} of {len(labels)} labels into {args.session}{why}")
             return 0
-        data = client.export(args.session, args.format)
+        # -o x.csv writes CSV, as `labels import` reads it back; stdout gets JSONL
+        fmt = args.format or ("jsonl" if args.output is None else format_of(args.output))
+        data = client.export(args.session, fmt)
         if args.output is None:
             sys.stdout.buffer.write(data)
             sys.stdout.flush()
@@ -159,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
             args.output.write_bytes(data)
         where = "stdout" if args.output is None else str(args.output)
         print(  # on stderr when the labels themselves go to stdout
-            f"wrote {len(parse_labels(data, args.format))} labels of session {args.session} to "
-            f"{where} ({args.format})",
+            f"wrote {len(parse_labels(data, fmt))} labels of session {args.session} to "
+            f"{where} ({fmt})",
             file=sys.stderr if args.output is None else sys.stdout,
         )
         return 0

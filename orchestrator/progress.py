@@ -25,8 +25,10 @@ def embed_with_progress(
         def update(message: encoder_pb2.EmbedProgress) -> None:
             bar.total = message.rows_total
             bar.n = message.rows_done
-            bar.set_postfix(
-                rate=f"{message.rows_per_second:.0f}/s", eta=f"{message.eta_seconds:.0f}s"
+            bar.set_postfix(  # one refresh per message: a log file gets one line each
+                rate=f"{message.rows_per_second:.0f}/s",
+                eta=f"{message.eta_seconds:.0f}s",
+                refresh=False,
             )
             bar.refresh()
 

@@ -103,6 +103,8 @@ def test_finetune_writes_a_successor_onnx_and_metrics(
     for name in ("model.safetensors", "model.onnx", "config.json", "labels.json", "metrics.json"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
+    assert "tokenizer.json" in metrics["files"]  # every file it wrote is named
+    assert set(metrics["files"]) | {"metrics.json"} == {p.name for p in out.iterdir()}
     assert metrics["labels"] == 40 and metrics["classes"] == 4
     assert metrics["validation_labels"] == 8  # 20% of 40, stratified
     assert metrics["validation_score"] is not None and 0 <= metrics["validation_score"] <= 1

@@ -212,6 +212,15 @@ def test_session_and_labels_commands(
     captured = capsys.readouterr()
     assert len(captured.out.splitlines()) == 30
     assert "wrote 30 labels of session files to stdout (jsonl)" in captured.err
+    # -o x.csv writes CSV (from the suffix), which imports back as it is
+    as_csv = tmp_path / "out.csv"
+    assert main(["labels", "export", "files", "-o", str(as_csv), *client]) == 0
+    assert f"wrote 30 labels of session files to {as_csv} (csv)" in capsys.readouterr().out
+    assert as_csv.read_text().splitlines()[0].startswith("id,")
+    assert main(["labels", "import", "files", str(as_csv), "--overwrite", *client]) == 0
+    assert "imported 30 of 30 labels" in capsys.readouterr().out
+    assert main(["labels", "export", "files", "-o", str(tmp_path / "out.xyz"), *client]) == 2
+    assert "cannot tell the format of 'out.xyz'" in capsys.readouterr().err
     # server-side refusals come back with their status code (user input: exit 2)
     assert main(["labels", "export", "nosuch", *client]) == 2
     assert "NOT_FOUND" in capsys.readouterr().err
