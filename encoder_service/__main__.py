@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def register(server: grpc.Server) -> None:
         encoder_pb2_grpc.add_EncoderServiceServicer_to_server(servicer, server)
 
-    running = start_or_exit(settings.server, register, [SERVICE_NAME])
+    running = start_or_exit(settings.server, register, [SERVICE_NAME], "proxal-encoder")
     start_recovery(store, settings)  # finish runs a killed process left running
     serve_forever(running)
     return 0

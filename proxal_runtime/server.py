@@ -318,13 +318,14 @@ def start_or_exit(
     settings: ServerSettings,
     register: Callable[[grpc.Server], None],
     service_names: Sequence[str],
+    program: str = "proxal",
 ) -> RunningServer:
     """`start_server` for a command's main: a busy or foreign address exits with status 1
-    and one line on stderr naming it."""
+    and one line on stderr naming it, prefixed with the `program` that refused."""
     try:
         return start_server(settings, register, service_names)
     except errors.AddressUnavailableError as exc:
-        raise SystemExit(f"proxal: {exc}") from None
+        raise SystemExit(f"{program}: {exc}") from None
 
 
 def serve_forever(running: RunningServer, grace: float = 5.0) -> None:

@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.server,
         lambda server: proxy_pb2_grpc.add_ProxyServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
+        "proxal-proxy",
     )
     serve_forever(running)
     return 0

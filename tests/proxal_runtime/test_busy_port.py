@@ -70,8 +70,8 @@ def test_a_second_server_on_a_busy_port_exits_1_naming_it(
         raise AssertionError(f"{name} kept running on busy port {holder}") from exc
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
-        f"proxal: cannot serve on 127.0.0.1:{holder}: the address is already in use (another "
-        "server listens on it); stop that server or pass another --port"
+        f"{name.split()[0]}: cannot serve on 127.0.0.1:{holder}: the address is already in "
+        "use (another server listens on it); stop that server or pass another --port"
     ]
     assert _serving(holder)  # the first server still owns the port
 
