@@ -95,7 +95,11 @@ def split(venv: Path, listed: dict[str, str], dest: Path) -> int:
     """Move files new or changed since `listed` to dest; the number moved."""
     missing = [rel for rel in listed if not os.path.lexists(venv / rel)]
     if missing:
-        raise SystemExit(f"split: {len(missing)} files of the proxy layer are gone: {missing[:5]}")
+        dists = sorted({rel.split("/")[3] for rel in missing if rel.count("/") > 3})
+        raise SystemExit(
+            f"split: {len(missing)} files of the proxy layer were removed or replaced by the"
+            f" later install (install these in the proxy layer first): {dists[:20]}"
+        )
     moved = 0
     for path in _files(venv):
         rel = str(path.relative_to(venv))
