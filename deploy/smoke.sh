@@ -307,7 +307,9 @@ build() { # name tag
     local t0
     t0=$(date +%s)
     log "docker build $2 (log: $LOGS/build-$1.log)"
-    nice_io timeout 3600 "$DOCKER" build --network host --progress plain \
+    local progress=()
+    [[ $DOCKER_BUILDKIT == 1 ]] && progress=(--progress plain) # a 23+ client's legacy builder rejects it
+    nice_io timeout 3600 "$DOCKER" build --network host "${progress[@]}" \
         -f "deploy/docker/Dockerfile.$1" \
         --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TORCH_INDEX_URL="$INDEX" \
         --build-arg PIP_INDEX_URL="$INDEX" -t "$2" . >"$LOGS/build-$1.log" 2>&1 ||
