@@ -242,7 +242,7 @@ pick_builder() {
         return 0
     fi
     log "BuildKit does not build with $DOCKER: $(grep -m1 . "$LOGS/buildkit-probe.log")"
-    timeout 600 apt-get update >>"$LOGS/apt.log" 2>&1
+    timeout 600 apt-get update >>"$LOGS/apt.log" 2>&1 || log "apt-get update failed (see $LOGS/apt.log)"
     for pkg in docker-buildx-plugin docker-buildx; do
         candidate=$(apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: //p')
         [[ -n $candidate && $candidate != "(none)" ]] || continue
@@ -254,8 +254,8 @@ pick_builder() {
         }
     done
     DOCKER_BUILDKIT=0
-    log "builder: no buildx package in this distribution's sources (apt-cache policy" \
-        "docker-buildx-plugin docker-buildx: no candidate); falling back to the legacy builder" \
+    log "builder: no working buildx from this distribution's packages (apt-cache policy" \
+        "docker-buildx-plugin docker-buildx); falling back to the legacy builder" \
         "(DOCKER_BUILDKIT=0: slower, it copies the image for every instruction on vfs)"
 }
 pick_builder
