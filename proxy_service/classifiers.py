@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Self
 
 import numpy as np
@@ -16,7 +17,11 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import ThreadpoolController
 
-from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError
+from proxal_runtime.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
 
 if TYPE_CHECKING:  # torch and lightgbm load on first use: replicas start fast
     import torch
@@ -260,10 +265,11 @@ class MLPProxy:
     def fit(self, X: npt.NDArray[np.float32], y: npt.ArrayLike, num_classes: int) -> Self:
         """Fit on X (n, d) with labels y (n,) in [0, num_classes).
 
-        Raises SingleClassError if y holds fewer than two distinct classes, and
-        InvalidArgumentError for labels out of range.
+        Raises SingleClassError if y holds fewer than two distinct classes,
+        InvalidArgumentError for labels out of range, and MissingDependencyError where
+        torch is not installed (the torch-free proxy image).
         """
-        import torch
+        torch = _import_torch()
 
         y_arr, classes = _checked_labels(y, num_classes)
         X_t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
@@ -325,6 +331,19 @@ class MLPProxy:
     def predict(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.int32]:
         """X (m, d) -> most probable class (m,) int32."""
         return self.predict_proba(X).argmax(axis=1).astype(np.int32)
+
+
+def _import_torch() -> ModuleType:
+    """torch, or MissingDependencyError (FAILED_PRECONDITION) naming what to install."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "classifier 'mlp' (and strategy 'bald', which needs it) requires torch, which "
+            "this proxy install lacks (the proxy image is built without it): use 'logreg' or "
+            "'lightgbm', or install torch (pip install torch) or the full proxal package"
+        ) from exc
+    return torch
 
 
 def _linear_init(

@@ -119,12 +119,17 @@ def test_dockerfile_shape(dockerfile: Path) -> None:
     """Multi-stage from a parameterised base, non-root, health-checked, no flags in CMD."""
     steps = _instructions(dockerfile)
     assert steps[0][0] == "ARG" and steps[0][1].startswith("BASE_IMAGE="), "ARG BASE_IMAGE first"
-    froms = [args for kw, args in steps if kw == "FROM"]
+    froms = [args.split() for kw, args in steps if kw == "FROM"]
     assert len(froms) >= 2, "multi-stage"
-    assert all(f.split()[0] == "${BASE_IMAGE}" for f in froms)
+    stages: list[str] = []
+    for f in froms:  # each stage starts from the base or from a stage above it
+        assert f[0] == "${BASE_IMAGE}" or f[0] in stages, f
+        stages += [f[2]] if len(f) == 3 and f[1].upper() == "AS" else []
+    assert froms[-1] == ["${BASE_IMAGE}"], "the runtime stage starts from the base"
     final = steps[max(i for i, (kw, _) in enumerate(steps) if kw == "FROM") :]
     keywords = [kw for kw, _ in final]
-    assert ("COPY", "--from=builder /opt/venv /opt/venv") in final
+    venv_copies = [a for kw, a in final if kw == "COPY" and a.split()[-1] == "/opt/venv"]
+    assert venv_copies and all(a.split()[0].removeprefix("--from=") in stages for a in venv_copies)
     assert ("USER", "10001:10001") in final
     assert "HEALTHCHECK" in keywords and "EXPOSE" in keywords
     cmd = json.loads(next(args for kw, args in final if kw == "CMD"))
@@ -143,16 +148,23 @@ def _dockerfile_env(dockerfile: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", sorted(PROXAL_DOCKERFILES))
 def test_proxal_images(name: str) -> None:
-    """torch as the Makefile pins it, a gRPC health check on the served port, env-only config."""
+    """torch as the Makefile pins it (none in the proxy), a gRPC health check on the served
+    port, env-only config."""
     dockerfile = PROXAL_DOCKERFILES[name]
     steps = _instructions(dockerfile)
     text = dockerfile.read_text()
     pinned = re.search(r"^TORCH\s*\?=\s*torch==(\S+)", (REPO / "Makefile").read_text(), re.M)
     assert pinned is not None
-    assert f"ARG TORCH_VERSION={pinned.group(1)}" in text
-    assert '"torch==${TORCH_VERSION}"' in text
     installs = [args for kw, args in steps if kw == "RUN" and "pip install" in args]
-    extra = '".[gpu]"' if name == "encoder-gpu" else "."
+    if name == "proxy":  # the `proxy` extra, then the project without its dependencies
+        assert "torch" not in " ".join(installs)
+        assert any(
+            "venv_layers.py requirements /opt/build/pyproject.toml proxy" in i for i in installs
+        )
+    else:
+        assert f"ARG TORCH_VERSION={pinned.group(1)}" in text
+        assert '"torch==${TORCH_VERSION}"' in text
+    extra = '".[gpu]"' if name == "encoder-gpu" else "--no-deps ."
     assert any(
         re.search(rf"pip install --no-cache-dir {re.escape(extra)}(\s|$)", i) for i in installs
     )
@@ -174,6 +186,46 @@ def test_proxal_images(name: str) -> None:
             "orchestrator": ["python", "-m", "orchestrator", "serve"],
         }[service]
     )
+
+
+def _layer_prefix(dockerfile: Path) -> list[tuple[str, str]]:
+    """Instructions up to the runtime stage's copy of the proxy venv, without stage `full`."""
+    steps, out, in_full = _instructions(dockerfile), [], False
+    for kw, args in steps:
+        if kw == "FROM":
+            in_full = args.endswith(" AS full")
+        if not in_full:
+            out.append((kw, args))
+        if (kw, args) == ("COPY", "--from=deps /opt/venv /opt/venv"):
+            return out
+    raise AssertionError(f"{dockerfile.name} never copies the proxy venv")
+
+
+def test_images_share_their_first_layers() -> None:
+    """Base + user, the proxy venv (all three), torch & co. (encoder and orchestrator): the
+    same instructions in the same order, so that the images share those layers."""
+    names = ("proxy", "encoder", "orchestrator")
+    prefixes = {name: _layer_prefix(PROXAL_DOCKERFILES[name]) for name in names}
+    assert prefixes["encoder"] == prefixes["proxy"] == prefixes["orchestrator"]
+
+    def after_prefix(name: str) -> list[tuple[str, str]]:
+        steps = _instructions(PROXAL_DOCKERFILES[name])
+        return steps[steps.index(("COPY", "--from=deps /opt/venv /opt/venv")) + 1 :]
+
+    def full_stage(name: str) -> list[tuple[str, str]]:
+        steps = _instructions(PROXAL_DOCKERFILES[name])
+        start = steps.index(("FROM", "deps AS full"))
+        end = next(i for i in range(start + 1, len(steps)) if steps[i][0] == "FROM")
+        return steps[start:end]
+
+    assert full_stage("encoder") == full_stage("orchestrator")
+    assert ("FROM", "deps AS full") not in _instructions(PROXAL_DOCKERFILES["proxy"])
+    delta, app = (
+        ("COPY", "--from=full /opt/delta /opt/venv"),
+        ("COPY", "--from=app /opt/app /opt/venv"),
+    )
+    assert after_prefix("proxy")[0] == app
+    assert after_prefix("encoder")[:2] == after_prefix("orchestrator")[:2] == [delta, app]
 
 
 def test_s3_image_runs_moto_server() -> None:
