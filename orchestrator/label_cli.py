@@ -19,6 +19,9 @@ from orchestrator.label_files import FORMATS, format_of, parse_labels
 if TYPE_CHECKING:  # imported when a command runs: `proxal --help` loads neither grpc nor protos
     from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 
+    from orchestrator.label_files import FileLabel
+    from orchestrator.session_client import SessionClient
+
 COMMANDS = ("session", "labels", "label")
 Sub = argparse._SubParsersAction
 
@@ -105,69 +108,89 @@ CONNECT_SECONDS = 10.0  # how long a command waits for `proxal serve` before giv
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxal.orchestrator.v1 import orchestrator_pb2 as pb
-
     from orchestrator.session_client import SessionClient
 
+    # local input first: a missing import file or an unknown -o suffix needs no server
+    labels = (
+        parse_labels(args.file.read_bytes(), format_of(args.file, args.format))
+        if (args.command == "labels" and args.op == "import")
+        else None
+    )
+    # -o x.csv writes CSV, as `labels import` reads it back; stdout gets JSONL
+    export_format = (
+        args.format or ("jsonl" if args.output is None else format_of(args.output))
+        if args.command == "labels" and args.op == "export"
+        else ""
+    )
     with SessionClient(args.orchestrator, args.annotator) as client:
         client.connect(CONNECT_SECONDS)  # later calls retry through an orchestrator restart
         if args.command == "label":
             from orchestrator import label_tui
 
             return label_tui.run(client, args.session)
-        if args.command == "session" and args.op == "create":
-            created = client.create(
-                pb.CreateSessionRequest(
-                    session=args.session,
-                    pool=args.pool,
-                    embedding_version=args.embedding_version,
-                    strategy=args.strategy,
-                    batch_size=args.batch_size,
-                    seed=args.seed,
-                    split=args.split,
-                    classes=[c for c in args.classes.split(",") if c],
-                    lease_seconds=args.lease_seconds,
-                    classifier=args.classifier,
-                )
-            )
-            print(
-                f"created {created.session} on {created.pool}/{created.embedding_version}: "
-                f"{len(created.classes)} classes, strategy {created.strategy}, "
-                f"classifier {created.classifier}"
-            )
-            return 0
-        if args.command == "session" and args.op == "list":
-            return _print_sessions(client.list_sessions(args.pool), args.json)
-        if args.command == "session" and args.op == "delete":
-            return _print_deleted(client.delete(args.session, args.force))
         if args.command == "session":
-            return _print_status(client.status(args.session), args.json)
-        if args.op == "import":
-            fmt = format_of(args.file, args.format)
-            labels = parse_labels(args.file.read_bytes(), fmt)
-            done = client.import_labels(args.session, labels, overwrite=args.overwrite)
-            why = (
-                f"; {done.already_labeled} already labelled: pass --overwrite to replace them"
-                if done.already_labeled
-                else ""
+            return _session_command(client, args)
+        if labels is not None:
+            return _import(client, args, labels)
+        return _export(client, args, export_format)
+
+
+def _session_command(client: SessionClient, args: argparse.Namespace) -> int:
+    """`proxal session create|list|delete|status`."""
+    from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+
+    if args.op == "create":
+        created = client.create(
+            pb.CreateSessionRequest(
+                session=args.session,
+                pool=args.pool,
+                embedding_version=args.embedding_version,
+                strategy=args.strategy,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                split=args.split,
+                classes=[c for c in args.classes.split(",") if c],
+                lease_seconds=args.lease_seconds,
+                classifier=args.classifier,
             )
-            print(f"imported {done.written} of {len(labels)} labels into {args.session}{why}")
-            return 0
-        # -o x.csv writes CSV, as `labels import` reads it back; stdout gets JSONL
-        fmt = args.format or ("jsonl" if args.output is None else format_of(args.output))
-        data = client.export(args.session, fmt)
-        if args.output is None:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-        else:
-            args.output.write_bytes(data)
-        where = "stdout" if args.output is None else str(args.output)
-        print(  # on stderr when the labels themselves go to stdout
-            f"wrote {len(parse_labels(data, fmt))} labels of session {args.session} to "
-            f"{where} ({fmt})",
-            file=sys.stderr if args.output is None else sys.stdout,
+        )
+        print(
+            f"created {created.session} on {created.pool}/{created.embedding_version}: "
+            f"{len(created.classes)} classes, strategy {created.strategy}, "
+            f"classifier {created.classifier}"
         )
         return 0
+    if args.op == "list":
+        return _print_sessions(client.list_sessions(args.pool), args.json)
+    if args.op == "delete":
+        return _print_deleted(client.delete(args.session, args.force))
+    return _print_status(client.status(args.session), args.json)
+
+
+def _import(client: SessionClient, args: argparse.Namespace, labels: list[FileLabel]) -> int:
+    done = client.import_labels(args.session, labels, overwrite=args.overwrite)
+    why = (
+        f"; {done.already_labeled} already labelled: pass --overwrite to replace them"
+        if done.already_labeled
+        else ""
+    )
+    print(f"imported {done.written} of {len(labels)} labels into {args.session}{why}")
+    return 0
+
+
+def _export(client: SessionClient, args: argparse.Namespace, fmt: str) -> int:
+    data = client.export(args.session, fmt)
+    if args.output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        args.output.write_bytes(data)
+    where = "stdout" if args.output is None else str(args.output)
+    print(  # on stderr when the labels themselves go to stdout
+        f"wrote {len(parse_labels(data, fmt))} labels of session {args.session} to {where} ({fmt})",
+        file=sys.stderr if args.output is None else sys.stdout,
+    )
+    return 0
 
 
 def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
