@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +23,20 @@ os.environ.setdefault("LANCE_LOG", "error")
 
 REPO = Path(__file__).resolve().parent.parent
 BANKING77 = REPO / "orchestrator" / "data" / "banking77"
+
+
+@contextmanager
+def stops_cleanly(process: subprocess.Popen[Any]) -> Iterator[subprocess.Popen[Any]]:
+    """`process` for the block; then SIGTERM, which must end it with status 0. Killed if
+    the block fails, so no server outlives its test."""
+    try:
+        yield process
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict[str, str]]:

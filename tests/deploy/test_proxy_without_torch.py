@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
 from proxal_runtime.arrays import pack_int32, pack_int64, unpack_int64
 from proxal_store import Store
-from tests.conftest import add_blobs_version
+from tests.conftest import add_blobs_version, stops_cleanly
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -118,7 +117,7 @@ def torch_free_proxy(tmp_path: Path) -> Iterator[tuple[proxy_pb2_grpc.ProxyServi
     process = subprocess.Popen(
         [*command, "--log-level", "WARNING"], cwd=REPO, env={**os.environ, "LANCE_LOG": "error"}
     )
-    try:
+    with stops_cleanly(process):
         deadline = time.monotonic() + 60
         while not port_file.exists():
             assert process.poll() is None, f"the proxy exited with {process.returncode}"
@@ -126,12 +125,6 @@ def torch_free_proxy(tmp_path: Path) -> Iterator[tuple[proxy_pb2_grpc.ProxyServi
             time.sleep(0.05)
         with grpc.insecure_channel(f"127.0.0.1:{port_file.read_text()}") as channel:
             yield proxy_pb2_grpc.ProxyServiceStub(channel), version
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def _select(version: str, kind: str, strategy: str) -> proxy_pb2.SelectRequest:

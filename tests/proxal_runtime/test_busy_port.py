@@ -4,7 +4,6 @@ the shared bootstrap itself (grpcio's SO_REUSEPORT is off)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from proxal_runtime import server as server_module
 from proxal_runtime.errors import AddressUnavailableError
 from proxal_runtime.server import RunningServer, ServerSettings, start_server
 from proxal_store import Store
+from tests.conftest import stops_cleanly
 from tests.proxy_service.test_proxy_main import wait_for_port
 
 BIN = Path(sys.executable).parent
@@ -42,14 +42,8 @@ def holder(store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int
     port_file = tmp_path_factory.mktemp("holder") / "port"
     command = [*COMMANDS["proxal-proxy"], "--port", "0", "--port-file", str(port_file)]
     process = subprocess.Popen([*command, "--store", store, "--log-level", "WARNING"], env=ENV)
-    try:
+    with stops_cleanly(process):
         yield wait_for_port(port_file, process, timeout=60)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def _serving(port: int) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
 from proxy_service.servicer import SERVICE_NAME
 from proxy_service.settings import build_parser, from_args
+from tests.conftest import stops_cleanly
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,7 @@ def test_module_serves_health_and_stops_on_sigterm(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "proxy_service", "--port", "0", "--port-file", str(port_file)]
     command += ["--store", str(tmp_path / "store"), "--log-level", "WARNING", "--max-k", "3"]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "LANCE_LOG": "error"})
-    try:
+    with stops_cleanly(process):
         port = wait_for_port(port_file, process, timeout=30)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -50,12 +50,6 @@ def test_module_serves_health_and_stops_on_sigterm(tmp_path: Path) -> None:
                 )
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "--max-k" in info.value.details()
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_settings_from_flags_env_and_defaults() -> None:
