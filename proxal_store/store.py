@@ -1,6 +1,7 @@
 """The embedding store: the contract between proxal's services (with the protos).
 
-Layout (one LanceDB database at `uri`, a local directory or an object-storage URI):
+Layout (one LanceDB database at `uri`, a local directory or an object-storage URI; each
+table is a Lance dataset ``<uri>/<table>.lance``, written with pylance, which LanceDB opens):
 
 ==========================  ==========================================================
 table                       columns
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import lance
-import lancedb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -466,7 +466,6 @@ class Store:
         self.uri = uri.rstrip("/") or uri
         self.storage_options = storage_options
         _check_local_store(self.uri, create)
-        self._db = lancedb.connect(self.uri, storage_options=storage_options)
         self._lock = threading.RLock()
         self._appends: dict[str, int] = {}  # appends to each log table by this Store
         self._tagged: dict[str, lance.LanceDataset] = {}  # embeddings tables, for their tags
@@ -475,19 +474,17 @@ class Store:
     def _uri_of(self, table: str) -> str:
         return f"{self.uri}/{table}.lance"
 
-    def _open(self, name: str) -> lancedb.table.Table | None:
-        try:
-            return self._db.open_table(name)
-        except (ValueError, FileNotFoundError):
-            return None
-
     def _append(self, name: str, rows: pa.Table) -> None:
+        """Append `rows` to table `name` in one commit, creating the table on first use."""
         with self._lock:
-            table = self._open(name)
-            if table is None:
-                self._db.create_table(name, data=rows, schema=rows.schema)
-            else:
-                table.add(rows)
+            mode = "create" if self._dataset(name) is None else "append"
+            lance.write_dataset(
+                rows,
+                self._uri_of(name),
+                schema=rows.schema,
+                mode=mode,
+                storage_options=self.storage_options,
+            )
             if name in LOG_TABLES:
                 self._appends[name] = self._appends.get(name, 0) + 1
                 if self._appends[name] % COMPACT_EVERY == 0:
@@ -964,9 +961,9 @@ class Store:
         self.get_session(session)  # NotFoundError
         with self._lock:
             for name in ("rounds", "leases", "labels", "sessions"):
-                table = self._open(name)
-                if table is not None:
-                    table.delete(f"session = '{session}'")
+                ds = self._dataset(name)
+                if ds is not None:
+                    ds.delete(f"session = '{session}'")
 
     # ---------------------------------------------------------------- labels
     def append_labels(

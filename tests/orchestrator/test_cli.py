@@ -161,10 +161,10 @@ try:
     main(["--help"])
 except SystemExit:
     pass
-heavy = ("lancedb", "torch", "sklearn", "grpc", "numpy", "pyarrow")
+heavy = ("lance", "torch", "sklearn", "grpc", "numpy", "pyarrow")
 print(sorted(m for m in heavy if m in sys.modules))
 import orchestrator.label_tui, orchestrator.session_client  # what label/session/labels run
-print(sorted(m for m in ("lancedb", "torch", "sklearn", "transformers") if m in sys.modules))
+print(sorted(m for m in ("lance", "torch", "sklearn", "transformers") if m in sys.modules))
 """
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO

@@ -1,0 +1,45 @@
+"""The store writes with pylance alone, in LanceDB's layout: one `<store>/<table>.lance` each."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import lance
+
+from proxal_store.labels import LABEL, LabelEvent
+from proxal_store.store import SessionRecord, Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_store_does_not_load_lancedb() -> None:
+    """lancedb (a second copy of the Lance core, ~180 MB in the proxy image) is not needed."""
+    code = (
+        "import sys, proxal_store.store\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lancedb'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def test_tables_are_lance_datasets_in_the_store_directory(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "store"))
+    store.add_pool_rows("p", "train", ["a", "b", "c"], ["x", None, "y"])
+    for name in ("s1", "s2"):
+        store.create_session(SessionRecord(name, "p", "v1", "margin", 2, 0))
+        store.append_label_events(name, "p", [LabelEvent(LABEL, 0, "x")])
+    store.delete_session("s2")
+
+    tables = sorted(p.name for p in (tmp_path / "store").iterdir())
+    assert tables == ["labels.lance", "pool__p.lance", "sessions.lance"]
+    pool = lance.dataset(str(tmp_path / "store" / "pool__p.lance")).to_table()
+    assert pool.column("text").to_pylist() == ["a", "b", "c"]
+    labels = lance.dataset(str(tmp_path / "store" / "labels.lance")).to_table()
+    assert labels.column("session").to_pylist() == ["s1"]  # s2's row deleted
+    sessions = lance.dataset(str(tmp_path / "store" / "sessions.lance"))
+    assert sessions.count_rows() == 1
+    assert len(sessions.versions()) == 3  # create, append, delete: one commit each
