@@ -7,6 +7,7 @@ only, Python 3.11+):
     python3 venv_layers.py trim /opt/venv                # drop tests, headers, Cython sources
     python3 venv_layers.py manifest /opt/venv /opt/core.json            # {path: sha256}
     python3 venv_layers.py split /opt/venv /opt/core.json /opt/delta    # move new files out
+    python3 venv_layers.py prune /opt/venv      # drop the installers and unloaded pyarrow parts
 
 `split` moves every file (or symlink) of the venv that the manifest does not list with the
 same content into the same relative path under the destination, so that copying the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tomllib
@@ -29,6 +31,28 @@ from pathlib import Path
 TRIM_DIRS = {"tests"}
 TRIM_SUFFIXES = (".pyx", ".pxd", ".pxi", ".h", ".hpp", ".cc", ".cpp", ".c")
 TRIM_TREES = ("pyarrow/include", "pyarrow/src", "numpy/_core/include", "numpy/_core/lib")
+# What no proxal service loads at run time (measured: /proc/self/maps and sys.modules of the
+# proxy after serving, the smoke run for the encoder and orchestrator), relative to the venv:
+# the installers (nothing installs at run time; the build stages keep them) and pyarrow's
+# Flight RPC libraries (lance and the store use none of it).
+SONAME = re.compile(r"lib.+\.so\.\d+")
+PRUNE_GLOBS = (
+    "bin/pip",
+    "bin/pip3*",
+    "bin/wheel",
+    "lib/python3*/site-packages/pip",
+    "lib/python3*/site-packages/pip-*.dist-info",
+    "lib/python3*/site-packages/setuptools",
+    "lib/python3*/site-packages/setuptools-*.dist-info",
+    "lib/python3*/site-packages/pkg_resources",
+    "lib/python3*/site-packages/_distutils_hack",
+    "lib/python3*/site-packages/distutils-precedence.pth",
+    "lib/python3*/site-packages/wheel",
+    "lib/python3*/site-packages/wheel-*.dist-info",
+    "lib/python3*/site-packages/pyarrow/libarrow_flight.so*",
+    "lib/python3*/site-packages/pyarrow/libarrow_python_flight.so*",
+    "lib/python3*/site-packages/pyarrow/_flight.*.so",
+)
 
 
 def requirements(pyproject: Path, extra: str) -> list[str]:
@@ -69,6 +93,22 @@ def _remove(path: Path) -> int:
     size = sum(f.lstat().st_size for f in path.rglob("*") if f.is_file())
     shutil.rmtree(path)
     return size
+
+
+def prune(venv: Path) -> int:
+    """Remove PRUNE_GLOBS, and turn byte-identical copies of a shared library into symlinks
+    to its soname file (wheels cannot hold links: ``libx.so`` = ``libx.so.N`` =
+    ``libx.so.N.M.K``); bytes freed."""
+    freed = sum(_remove(path) for glob in PRUNE_GLOBS for path in sorted(venv.glob(glob)))
+    for soname in sorted(venv.glob("lib/python3*/site-packages/*/lib*.so.*")):
+        if soname.is_symlink() or not SONAME.fullmatch(soname.name):
+            continue
+        stem = soname.name.rsplit(".", 1)[0]  # libx.so
+        for copy in [soname.with_name(stem), *soname.parent.glob(soname.name + ".*")]:
+            if copy.is_file() and not copy.is_symlink() and _digest(copy) == _digest(soname):
+                freed += _remove(copy)
+                copy.symlink_to(soname.name)
+    return freed
 
 
 def _digest(path: Path) -> str:
@@ -124,6 +164,8 @@ def main(argv: list[str]) -> int:
         case ["split", venv, listed, dest]:
             count = split(Path(venv), json.loads(Path(listed).read_text()), Path(dest))
             print(f"split: {count} files moved to {dest}", file=sys.stderr)
+        case ["prune", venv]:
+            print(f"prune: {prune(Path(venv)) / 1e6:.0f} MB freed", file=sys.stderr)
         case _:
             print(__doc__, file=sys.stderr)
             return 2

@@ -196,7 +196,7 @@ def _layer_prefix(dockerfile: Path) -> list[tuple[str, str]]:
             in_full = args.endswith(" AS full")
         if not in_full:
             out.append((kw, args))
-        if (kw, args) == ("COPY", "--from=deps /opt/venv /opt/venv"):
+        if (kw, args) == ("COPY", "--from=runtime /opt/venv /opt/venv"):
             return out
     raise AssertionError(f"{dockerfile.name} never copies the proxy venv")
 
@@ -210,7 +210,7 @@ def test_images_share_their_first_layers() -> None:
 
     def after_prefix(name: str) -> list[tuple[str, str]]:
         steps = _instructions(PROXAL_DOCKERFILES[name])
-        return steps[steps.index(("COPY", "--from=deps /opt/venv /opt/venv")) + 1 :]
+        return steps[steps.index(("COPY", "--from=runtime /opt/venv /opt/venv")) + 1 :]
 
     def full_stage(name: str) -> list[tuple[str, str]]:
         steps = _instructions(PROXAL_DOCKERFILES[name])
@@ -573,3 +573,15 @@ def test_manifests_configure_services_by_environment(
     assert {"aws_access_key_id", "aws_secret_access_key"} <= set(settings["store_options"])
     image_env = _dockerfile_env(PROXAL_DOCKERFILES[component])
     assert int(image_env[f"{PREFIX[component]}_PORT"]) == settings["port"]
+
+
+def test_images_carry_the_pruned_venv() -> None:
+    """Every proxal image copies its venv from one `runtime` stage, the same in all three
+    (so the layer is shared), which prunes pip, setuptools and Flight from stage `deps`."""
+    stages = []
+    for name in ("proxy", "encoder", "orchestrator"):
+        steps = _instructions(PROXAL_DOCKERFILES[name])
+        start = steps.index(("FROM", "deps AS runtime"))
+        stages.append(steps[start : start + 2])
+    assert stages[0] == stages[1] == stages[2]
+    assert stages[0][1] == ("RUN", "python3 /opt/build/venv_layers.py prune /opt/venv")
