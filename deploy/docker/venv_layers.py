@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -34,7 +35,10 @@ TRIM_TREES = ("pyarrow/include", "pyarrow/src", "numpy/_core/include", "numpy/_c
 # What no proxal service loads at run time (measured: /proc/self/maps and sys.modules of the
 # proxy after serving, the smoke run for the encoder and orchestrator), relative to the venv:
 # the installers (nothing installs at run time; the build stages keep them) and pyarrow's
-# Flight RPC libraries (lance and the store use none of it).
+# Flight RPC libraries (lance and the store use none of it). Shared libraries lose their
+# symbol tables (`strip --strip-unneeded`, binutils), except the ones auditwheel vendors into
+# `<dist>.libs/` (patchelf-edited: stripping them breaks their load, "ELF load command
+# address/offset not page-aligned").
 SONAME = re.compile(r"lib.+\.so\.\d+")
 PRUNE_GLOBS = (
     "bin/pip",
@@ -100,6 +104,7 @@ def prune(venv: Path) -> int:
     to its soname file (wheels cannot hold links: ``libx.so`` = ``libx.so.N`` =
     ``libx.so.N.M.K``); bytes freed."""
     freed = sum(_remove(path) for glob in PRUNE_GLOBS for path in sorted(venv.glob(glob)))
+    freed += _strip(venv)
     for soname in sorted(venv.glob("lib/python3*/site-packages/*/lib*.so.*")):
         if soname.is_symlink() or not SONAME.fullmatch(soname.name):
             continue
@@ -109,6 +114,29 @@ def prune(venv: Path) -> int:
                 freed += _remove(copy)
                 copy.symlink_to(soname.name)
     return freed
+
+
+def _strip(venv: Path) -> int:
+    """`strip --strip-unneeded` every shared library outside `*.libs/`; bytes freed."""
+    libs = [
+        p
+        for p in sorted(venv.glob("lib/python3*/site-packages/**/*.so*"))
+        if _is_elf(p) and not any(d.endswith(".libs") for d in p.parts)
+    ]
+    before = sum(p.stat().st_size for p in libs)
+    for start in range(0, len(libs), 100):
+        subprocess.run(
+            ["strip", "--strip-unneeded", *map(str, libs[start : start + 100])], check=True
+        )
+    return before - sum(p.stat().st_size for p in libs)
+
+
+def _is_elf(path: Path) -> bool:
+    """A regular file (not a symlink) that starts with the ELF magic number."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
 
 
 def _digest(path: Path) -> str:

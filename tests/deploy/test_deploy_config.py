@@ -577,11 +577,15 @@ def test_manifests_configure_services_by_environment(
 
 def test_images_carry_the_pruned_venv() -> None:
     """Every proxal image copies its venv from one `runtime` stage, the same in all three
-    (so the layer is shared), which prunes pip, setuptools and Flight from stage `deps`."""
+    (so the layer is shared), which prunes pip, setuptools and Flight from stage `deps`, strips
+    the shared libraries, then checks that the proxy's imports still load."""
     stages = []
     for name in ("proxy", "encoder", "orchestrator"):
         steps = _instructions(PROXAL_DOCKERFILES[name])
         start = steps.index(("FROM", "deps AS runtime"))
         stages.append(steps[start : start + 2])
     assert stages[0] == stages[1] == stages[2]
-    assert stages[0][1] == ("RUN", "python3 /opt/build/venv_layers.py prune /opt/venv")
+    run = stages[0][1][1]
+    assert stages[0][1][0] == "RUN" and "install -y --no-install-recommends binutils" in run
+    assert "python3 /opt/build/venv_layers.py prune /opt/venv" in run
+    assert 'python3 -c "import grpc, lance, lightgbm, numpy' in run  # a broken strip fails here

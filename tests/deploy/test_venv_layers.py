@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "docker" / "venv_layers.py"
 
@@ -68,3 +71,27 @@ def test_prune_drops_installers_and_flight_and_links_library_copies(tmp_path: Pa
         assert (pyarrow / copy).read_bytes() == b"python library"
     assert not (pyarrow / "libarrow_python.so.2600").is_symlink()
     assert not (pyarrow / "libarrow.so").is_symlink()
+
+
+@pytest.mark.skipif(shutil.which("strip") is None, reason="needs binutils' strip")
+def test_prune_strips_extensions_but_not_vendored_libraries(tmp_path: Path) -> None:
+    """A real extension module loses its symbol table and still imports; a library under
+    `<dist>.libs/` (patchelf-edited by auditwheel) is left byte for byte."""
+    import sklearn.__check_build._check_build as ext
+
+    original = Path(ext.__file__).read_bytes()
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    module = site / "pkg" / Path(ext.__file__).name
+    vendored = site / "pkg.libs" / "libvendored-1234.so"
+    for path in (module, vendored):
+        _file(path, original)
+    subprocess.run([sys.executable, str(SCRIPT), "prune", str(tmp_path)], check=True)
+    assert vendored.read_bytes() == original
+    stripped = module.read_bytes()
+    assert len(stripped) < len(original) if b".symtab" in original else stripped == original
+    load = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('_check_build', sys.argv[1])\n"
+        "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+    )
+    subprocess.run([sys.executable, "-c", load, str(module)], check=True)
