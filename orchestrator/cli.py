@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from orchestrator.clients import EncoderClient
     from proxal_store import Store
 
-# Start-up stays under half a second: this module imports no grpc, numpy, lancedb or
+# Start-up stays under half a second: this module imports no grpc, numpy, lance or
 # torch, only the chosen command's parser is built in full, and each command imports
 # what it needs when it runs (bench/cli.py measures it; a test keeps --help light).
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

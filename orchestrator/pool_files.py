@@ -205,7 +205,7 @@ def _parquet_records(data: bytes, what: str) -> Iterator[Record]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - pyarrow comes with the store's lancedb
+    except ImportError:  # pragma: no cover - pyarrow comes with the store's lance
         raise MissingDependencyError("reading Parquet needs pyarrow: pip install pyarrow") from None
     try:
         table = pq.read_table(pa.BufferReader(data))

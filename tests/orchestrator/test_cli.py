@@ -152,7 +152,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path, command: str, messa
     assert not (tmp_path / "proxal-stor").exists()  # no store created behind the user's back
 
 
-def test_help_and_grpc_commands_load_neither_lancedb_nor_torch() -> None:
+def test_help_and_grpc_commands_load_neither_lance_nor_torch() -> None:
     """Start-up stays fast (bench/cli.py times it): check what the commands import."""
     code = """
 import sys
