@@ -25,6 +25,7 @@ from orchestrator.successor import (
     LABELS_FILE,
     ONNX_FILE,
     WEIGHTS_FILE,
+    Successor,
     SuccessorConfig,
     fine_tune_successor,
 )
@@ -203,31 +204,16 @@ def finetune_session(
         scores = successor.evaluate(test_texts, [index[name] for name in test_gold])
         test = {"split": test_split, "rows": len(test_texts), "rows_left_out": left_out, **scores}
     successor.save(out, label_names=data.classes, onnx=onnx)
-    history = successor.history
-    assert history is not None  # a freshly trained successor has one
-    metrics: dict[str, Any] = {
+    metrics = {
         "session": session,
         "pool": data.pool,
         "method": config.method,
         "model": model_name(model_path),
-        "labels": len(data.labels),
-        "classes": len(data.classes),
-        "labeled_classes": len(data.labeled_classes),
-        "train_seconds": successor.train_seconds,
-        "epochs": [dataclasses.asdict(r) for r in history.epochs],
-        "best_epoch": history.best_epoch,
-        "stopped_early": history.stopped_early,
-        "validation_labels": len(history.validation_indices),
-        "validation_metric": history.validation_metric,
-        "validation_score": history.best_score,
+        **_training_record(successor, data),
         "test": test,
         "test_rows_left_out": left_out,  # gold rows of classes the session does not have
         "plasm": plasm_record,
-        "files": sorted(
-            name
-            for name in (WEIGHTS_FILE, CONFIG_FILE, LABELS_FILE, ONNX_FILE, *TOKENIZER_FILES)
-            if (out / name).is_file()
-        ),
+        "files": _written_files(out),
         "config": dataclasses.asdict(config),
     }
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -278,3 +264,27 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
         )
     lines.append(f"wrote {', '.join(metrics['files'])}, {METRICS_FILE} to {out}")
     return "\n".join(lines)
+
+
+def _training_record(successor: Successor, data: SessionLabels) -> dict[str, Any]:
+    """What training did: label and class counts, time, per-epoch history, the kept epoch."""
+    history = successor.history
+    assert history is not None  # a freshly trained successor has one
+    return {
+        "labels": len(data.labels),
+        "classes": len(data.classes),
+        "labeled_classes": len(data.labeled_classes),
+        "train_seconds": successor.train_seconds,
+        "epochs": [dataclasses.asdict(r) for r in history.epochs],
+        "best_epoch": history.best_epoch,
+        "stopped_early": history.stopped_early,
+        "validation_labels": len(history.validation_indices),
+        "validation_metric": history.validation_metric,
+        "validation_score": history.best_score,
+    }
+
+
+def _written_files(out: Path) -> list[str]:
+    """The successor's files in `out` (weights, config, labels, ONNX, tokenizer), sorted."""
+    names = (WEIGHTS_FILE, CONFIG_FILE, LABELS_FILE, ONNX_FILE, *TOKENIZER_FILES)
+    return sorted(name for name in names if (out / name).is_file())
