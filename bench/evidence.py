@@ -43,12 +43,13 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "protos")]
+sys.path[:0] = [str(REPO), str(REPO / "protos"), str(REPO / "bench")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from finetuned_al import FinetunedLoopConfig, run_finetuned_al  # noqa: E402
 
 from orchestrator.asvp import AsvpConfig  # noqa: E402
 from orchestrator.clients import EncoderClient, ProxyClient  # noqa: E402
-from orchestrator.finetuned_al import FinetunedLoopConfig, run_finetuned_al  # noqa: E402
 from orchestrator.processes import ServiceProcess  # noqa: E402
 from orchestrator.simulation import (  # noqa: E402
     AsvpRuntime,
