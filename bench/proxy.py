@@ -43,6 +43,7 @@ import numpy.typing as npt
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from proxal_runtime.versions import EmbeddingVersion
 from proxy_service.cache import LoadedVersion
 from proxy_service.classifiers import DEFAULT_C, DEFAULT_MAX_ITER
 from proxy_service.selection import (
@@ -136,7 +137,7 @@ def clusters(
 
 def version_of(vectors: npt.NDArray[np.float32], name: str) -> LoadedVersion:
     ids = np.arange(len(vectors), dtype=np.int64)
-    return LoadedVersion("bench", name, ids, vectors)
+    return LoadedVersion(EmbeddingVersion("bench", name), ids, vectors)
 
 
 def labeled(

@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from proxal_runtime.arrays import pack_int32, pack_int64
 from proxal_runtime.server import ServerSettings, grpc_channel_options, start_server
+from proxal_runtime.versions import EmbeddingVersion
 from proxal_store import Store
 from proxy_service.cache import LoadedVersion, VersionCache
 from proxy_service.selection import Query, TrainingSet
@@ -53,7 +54,7 @@ def make_pool() -> tuple[LoadedVersion, np.ndarray]:
     vectors = centers[truth] + rng.standard_normal((N, DIM), dtype=np.float32)
     vectors.flags.writeable = False
     ids = np.arange(N, dtype=np.int64)
-    return LoadedVersion("bench", "v1", ids, vectors), truth
+    return LoadedVersion(EmbeddingVersion("bench", "v1"), ids, vectors), truth
 
 
 def start_ids(truth: np.ndarray, seed: int) -> np.ndarray:
@@ -180,7 +181,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = VersionCache(Store(tmp), max_versions=1, max_models=1)
-        cache.versions.get(("bench", "v1"), lambda: version)  # loaded, as after a first call
+        # loaded, as after a first call
+        cache.versions.get(EmbeddingVersion("bench", "v1"), lambda: version)
         servicer = ProxyServicer(cache, score_threads=SCORE_THREADS)
         running = start_server(
             ServerSettings(port=0, max_workers=4),

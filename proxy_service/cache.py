@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from proxal_runtime.errors import FailedPreconditionError, NotFoundError
+from proxal_runtime.versions import EmbeddingVersion
 from proxal_store import Store
 from proxy_service.classifiers import ClassifierSpec, ProxyClassifier
 
@@ -87,10 +88,17 @@ class OnceLRU(Generic[K, V]):
 class LoadedVersion:
     """One complete embedding version in memory: ids (N,) int64 ascending, vectors (N, d)."""
 
-    pool: str
-    version: str
+    name: EmbeddingVersion
     ids: npt.NDArray[np.int64]
     vectors: npt.NDArray[np.float32]
+
+    @property
+    def pool(self) -> str:
+        return self.name.pool
+
+    @property
+    def version(self) -> str:
+        return self.name.tag
 
     def rows(self, ids: npt.NDArray[np.int64], field: str) -> npt.NDArray[np.intp]:
         """Row indices (n,) of `ids` (n,); raises NotFoundError naming a few unknown ids."""
@@ -102,7 +110,7 @@ class LoadedVersion:
             unknown = np.unique(ids[~found])
             raise NotFoundError(
                 f"{field}: {len(unknown)} id(s) not in embedding version "
-                f"{self.pool}/{self.version} ({n} ids), e.g. {unknown[:SHOWN_UNKNOWN_IDS].tolist()}"
+                f"{self.name} ({n} ids), e.g. {unknown[:SHOWN_UNKNOWN_IDS].tolist()}"
             )
         return pos
 
@@ -134,43 +142,44 @@ class VersionCache:
 
     def __init__(self, store: Store, max_versions: int, max_models: int):
         self.store = store
-        self.versions: OnceLRU[tuple[str, str], LoadedVersion] = OnceLRU(max_versions)
+        self.versions: OnceLRU[EmbeddingVersion, LoadedVersion] = OnceLRU(max_versions)
         self.models: OnceLRU[str, ProxyClassifier] = OnceLRU(max_models)
 
-    def get(self, pool: str, version: str) -> LoadedVersion:
+    def get(self, version: EmbeddingVersion) -> LoadedVersion:
         """The complete version, loaded from the store on first use.
 
         Raises NotFoundError (unknown pool or version), FailedPreconditionError (incomplete).
         """
-        value, _ = self.versions.get((pool, version), lambda: self._load(pool, version))
+        value, _ = self.versions.get(version, lambda: self._load(version))
         return value
 
-    def drop_if_deleted(self, pool: str, version: str) -> None:
+    def drop_if_deleted(self, version: EmbeddingVersion) -> None:
         """If `version` is cached but gone from the store, drop it and raise NotFoundError.
 
         Every request calls this: DeleteVersion and CleanupVersions remove the version's tag,
         so a replica that cached it answers as a fresh one would. Reads the tag list only
         (`Store.has_version`), and nothing for a version that is not cached.
         """
-        key = (pool, version)
-        if key not in self.versions or self.store.has_version(pool, version):
+        if version not in self.versions or self.store.has_version(version.pool, version.tag):
             return
-        self.versions.discard(key)
-        self.store.get_version(pool, version)  # raises the store's NotFoundError
-        raise NotFoundError(f"embedding version {version!r} of pool {pool!r} was deleted")
+        self.versions.discard(version)
+        self.store.get_version(version.pool, version.tag)  # raises the store's NotFoundError
+        raise NotFoundError(
+            f"embedding version {version.tag!r} of pool {version.pool!r} was deleted"
+        )
 
-    def _load(self, pool: str, version: str) -> LoadedVersion:
-        ids, vectors = self.store.read_embeddings(pool, version)
+    def _load(self, version: EmbeddingVersion) -> LoadedVersion:
+        ids, vectors = self.store.read_embeddings(version.pool, version.tag)
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        _check_finite(pool, version, ids, vectors)
+        _check_finite(version, ids, vectors)
         ids.flags.writeable = False
         vectors.flags.writeable = False
-        return LoadedVersion(pool=pool, version=version, ids=ids, vectors=vectors)
+        return LoadedVersion(name=version, ids=ids, vectors=vectors)
 
 
 def _check_finite(
-    pool: str, version: str, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]
+    version: EmbeddingVersion, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]
 ) -> None:
     """Raise FailedPreconditionError naming a few ids whose vectors hold NaN or inf."""
     bad: list[npt.NDArray[np.int64]] = []
@@ -180,7 +189,7 @@ def _check_finite(
     bad_ids = np.concatenate(bad) if bad else np.zeros(0, np.int64)
     if len(bad_ids):
         raise FailedPreconditionError(
-            f"embedding version {pool}/{version} has {len(bad_ids)} vector(s) with NaN or "
+            f"embedding version {version} has {len(bad_ids)} vector(s) with NaN or "
             f"infinite values, e.g. ids {bad_ids[:SHOWN_UNKNOWN_IDS].tolist()}; embed the pool "
             "again (EncoderService.EmbedPool) and delete this version"
         )

@@ -100,7 +100,7 @@ class Shard:
             span = f"{version.ids[0]}..{version.ids[-1]}" if len(version.ids) else "none"
             raise NotFoundError(
                 f"shard.range [{self.start}, {self.end}) holds no id of embedding version "
-                f"{version.pool}/{version.version} (its ids: {span})"
+                f"{version.name} (its ids: {span})"
             )
         return np.arange(lo, hi)
 

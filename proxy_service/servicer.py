@@ -20,7 +20,7 @@ from proxal_runtime.arrays import (
 from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.limits import check_strings
-from proxal_runtime.names import check_name
+from proxal_runtime.versions import EmbeddingVersion
 from proxy_service import selection, sequential
 from proxy_service.cache import VersionCache
 from proxy_service.classifiers import ClassifierSpec
@@ -29,16 +29,12 @@ from proxy_service.limits import RequestLimits
 SERVICE_NAME: str = proxy_pb2.DESCRIPTOR.services_by_name["ProxyService"].full_name
 
 
-def _loader(cache: VersionCache, pool: str, version: str) -> selection.Loader:
-    """The request's version loader, once the names are valid and, if the version is
-    cached, the store still has it (NotFoundError otherwise: it was deleted)."""
-    check_name("pool", pool)
-    if not version:
-        raise InvalidArgumentError(
-            "embedding_version is empty: name a version; list them with EncoderService.ListVersions"
-        )
-    cache.drop_if_deleted(pool, version)
-    return lambda: cache.get(pool, version)
+def _loader(cache: VersionCache, pool: str, tag: str) -> selection.Loader:
+    """The request's version loader, once the names are valid (checked here, once) and, if
+    the version is cached, the store still has it (NotFoundError otherwise: it was deleted)."""
+    version = EmbeddingVersion(pool, tag)
+    cache.drop_if_deleted(version)
+    return lambda: cache.get(version)
 
 
 def _training(message: proxy_pb2.TrainingSet) -> selection.TrainingSet:

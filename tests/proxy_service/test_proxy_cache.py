@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from proxal_runtime.errors import FailedPreconditionError, NotFoundError
+from proxal_runtime.versions import EmbeddingVersion
 from proxal_store import EncoderInfo, Store
 from proxy_service.cache import LoadedVersion, OnceLRU, VersionCache, model_key
 from proxy_service.classifiers import ClassifierSpec
@@ -73,7 +74,9 @@ def test_failures_are_not_cached() -> None:
 
 def test_rows_maps_ids_and_names_unknown_ones() -> None:
     version = LoadedVersion(
-        "pool", "v1", np.array([2, 5, 9, 40], dtype=np.int64), np.zeros((4, 3), np.float32)
+        EmbeddingVersion("pool", "v1"),
+        np.array([2, 5, 9, 40], dtype=np.int64),
+        np.zeros((4, 3), np.float32),
     )
     assert version.rows(np.array([40, 2, 9, 9]), "ids").tolist() == [3, 0, 2, 2]
     assert version.rows(np.zeros(0, dtype=np.int64), "ids").tolist() == []
@@ -122,14 +125,14 @@ def test_version_cache_loads_once_from_the_store(store: Store) -> None:
     store.read_embeddings = counting_read  # type: ignore[method-assign]
     cache = VersionCache(store, max_versions=2, max_models=2)
     with ThreadPoolExecutor(4) as pool:
-        loaded = list(pool.map(lambda _: cache.get("cached", version), range(8)))
+        loaded = list(pool.map(lambda _: cache.get(EmbeddingVersion("cached", version)), range(8)))
     assert loads == [("cached", version)]
     assert all(item is loaded[0] for item in loaded)
     assert loaded[0].ids.tolist() == list(range(50))
     np.testing.assert_array_equal(loaded[0].vectors, vectors)
     assert not loaded[0].vectors.flags.writeable
     with pytest.raises(NotFoundError, match="complete versions"):
-        cache.get("cached", "v9")
+        cache.get(EmbeddingVersion("cached", "v9"))
 
 
 def test_a_version_with_nan_or_inf_is_refused_with_the_ids(store: Store) -> None:
@@ -147,6 +150,7 @@ def test_a_version_with_nan_or_inf_is_refused_with_the_ids(store: Store) -> None
     store.read_embeddings = corrupted  # type: ignore[method-assign]
     cache = VersionCache(store, max_versions=2, max_models=2)
     with pytest.raises(FailedPreconditionError, match=r"2 vector\(s\) with NaN.*\[3, 17\]"):
-        cache.get("corrupt", version)
+        cache.get(EmbeddingVersion("corrupt", version))
     store.read_embeddings = read  # type: ignore[method-assign]
-    assert cache.get("corrupt", version).ids.tolist() == list(range(40))  # not cached
+    fixed = cache.get(EmbeddingVersion("corrupt", version))  # the bad load was not cached
+    assert fixed.ids.tolist() == list(range(40))

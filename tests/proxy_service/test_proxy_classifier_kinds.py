@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.versions import EmbeddingVersion
 from proxy_service.cache import LoadedVersion
 from proxy_service.classifiers import (
     KINDS,
@@ -108,7 +109,7 @@ def test_mlp_mc_dropout_samples_vary_around_the_eval_proba() -> None:
 
 def test_select_with_the_mlp_proxy() -> None:
     ids = np.arange(5000, 5000 + len(X_TEST), dtype=np.int64)
-    version = LoadedVersion("pool", "v1", ids, X_TEST)
+    version = LoadedVersion(EmbeddingVersion("pool", "v1"), ids, X_TEST)
     truth = Y_TEST.astype(np.int32)
     labeled = np.concatenate([np.flatnonzero(truth == c)[:5] for c in SEEN])
     training = TrainingSet(ids[labeled], truth[labeled], NUM_CLASSES)

@@ -21,6 +21,7 @@ from encoder_service.settings import EncoderSettings
 from proxal_runtime.arrays import pack_int32, pack_int64
 from proxal_runtime.errors import NotFoundError
 from proxal_runtime.server import RunningServer, ServerSettings, start_server
+from proxal_runtime.versions import EmbeddingVersion
 from proxal_store import EncoderInfo, Store
 from proxy_service.cache import VersionCache
 from proxy_service.servicer import SERVICE_NAME, ProxyServicer
@@ -105,20 +106,21 @@ def _fresh_replica_answer(world: World, version: str) -> str:
     """What a replica that never loaded `version` answers (its own cache over the store)."""
     fresh = VersionCache(Store(world.store_uri), max_versions=1, max_models=1)
     with pytest.raises(NotFoundError) as info:
-        fresh.get(POOL, version)
+        fresh.get(EmbeddingVersion(POOL, version))
     return str(info.value)
 
 
 def test_a_cached_version_is_not_found_once_deleted(world: World) -> None:
     for version in ("v1", "v2", "v3"):
         _select(world.proxy, version)  # loaded and cached
-    assert set(world.cache.versions.keys()) == {(POOL, "v1"), (POOL, "v2"), (POOL, "v3")}
+    cached = {EmbeddingVersion(POOL, tag) for tag in ("v1", "v2", "v3")}
+    assert set(world.cache.versions.keys()) == cached
 
     world.encoder.DeleteVersion(encoder_pb2.VersionRequest(pool=POOL, version="v2"))
     details = _not_found(world.proxy, "v2")
     assert "'v2' of pool 'blobs' not found" in details and "['v1', 'v3']" in details
     assert details == _fresh_replica_answer(world, "v2")  # the same answer on any replica
-    assert set(world.cache.versions.keys()) == {(POOL, "v1"), (POOL, "v3")}  # memory freed
+    assert set(world.cache.versions.keys()) == cached - {EmbeddingVersion(POOL, "v2")}  # freed
     assert len(_select(world.proxy, "v3").ids.data) == 5 * 8  # the others still serve
 
     removed = world.encoder.CleanupVersions(
@@ -128,7 +130,7 @@ def test_a_cached_version_is_not_found_once_deleted(world: World) -> None:
     details = _not_found(world.proxy, "v1")
     assert "'v1' of pool 'blobs' not found" in details
     assert details == _fresh_replica_answer(world, "v1")
-    assert set(world.cache.versions.keys()) == {(POOL, "v3")}
+    assert set(world.cache.versions.keys()) == {EmbeddingVersion(POOL, "v3")}
 
 
 def test_the_existence_check_reads_no_embeddings(

@@ -10,6 +10,7 @@ import pytest
 from proxal_runtime.deadline import Deadline
 from proxal_runtime.errors import DeadlineExceededError, InvalidArgumentError, NotFoundError
 from proxal_runtime.ranking import top_k
+from proxal_runtime.versions import EmbeddingVersion
 from proxy_service import selection
 from proxy_service.cache import LoadedVersion
 from proxy_service.classifiers import ClassifierSpec, SingleClassError
@@ -29,8 +30,7 @@ RNG = np.random.default_rng(0)
 CENTERS = RNG.normal(0.0, 2.0, size=(CLASSES, DIM))
 TRUTH = RNG.integers(0, CLASSES, size=N)
 VERSION = LoadedVersion(
-    "pool",
-    "v1",
+    EmbeddingVersion("pool", "v1"),
     np.arange(1000, 1000 + N, dtype=np.int64),
     (CENTERS[TRUTH] + RNG.normal(size=(N, DIM))).astype(np.float32),
 )
@@ -250,7 +250,9 @@ def test_a_range_shard_limits_candidates_and_caps_k() -> None:
 
 
 def test_a_range_in_a_gap_of_the_ids_is_empty_not_an_error() -> None:
-    gappy = LoadedVersion("pool", "v2", np.array([10, 11, 50, 51]), VERSION.vectors[:4].copy())
+    gappy = LoadedVersion(
+        EmbeddingVersion("pool", "v2"), np.array([10, 11, 50, 51]), VERSION.vectors[:4].copy()
+    )
     train = training(np.array([10, 50]), np.array([0, 1]))
     result = select(lambda: gappy, ModelCache(2), query(training=train, shard=Shard(20, 40)))
     assert len(result.ids) == 0 and result.n_candidates == 0

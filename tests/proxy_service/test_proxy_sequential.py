@@ -16,6 +16,7 @@ from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from proxal_runtime.arrays import pack_int32, pack_int64
 from proxal_runtime.errors import InvalidArgumentError, NotFoundError
 from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
+from proxal_runtime.versions import EmbeddingVersion
 from proxal_store import Store
 from proxy_service.cache import LoadedVersion, OnceLRU
 from proxy_service.classifiers import ClassifierSpec, LogisticRegressionProxy, refit
@@ -49,7 +50,7 @@ def blobs() -> Blobs:
 @pytest.fixture(scope="module")
 def version(blobs: Blobs) -> LoadedVersion:
     ids = np.arange(1000, 1000 + N, dtype=np.int64)  # ids != rows: catches mix-ups
-    return LoadedVersion("blobs", "v1", ids, blobs.vectors)
+    return LoadedVersion(EmbeddingVersion("blobs", "v1"), ids, blobs.vectors)
 
 
 def truth(blobs: Blobs, item_id: int) -> int:
