@@ -1,15 +1,16 @@
 """Sharded selection: fan one Select out over N proxy replicas and merge the answers.
 
 `ReplicaSet` is where the replicas are: a fixed list (``a:p,b:p,c:p``) or a
-``dns:///name:port`` that `socket.getaddrinfo` resolves at start-up and again after a
-replica fails, so replicas that come and go (a headless Service, compose replicas) are
-picked up. `ShardedSelector` has `ProxyClient`'s ``select``/``predict`` signatures and
-returns a `clients.Selection`, so it can stand wherever one proxy does (`Sessions`, the
-engine). Its policy (`make_selector`, ``--shard-above``): a selection over at most
-``shard_above`` candidate ids goes to one replica, the next one round-robin; above that the
-candidates are cut into one shard per replica (`split_ids`) and every replica scores one.
-A selection without candidate ids (the whole pool) is not sized here and goes to one
-replica. `predict` always goes to one replica.
+``dns:///name:port`` that `socket.getaddrinfo` resolves at start-up, again after a
+replica fails and every `RESOLVE_EVERY_S` seconds, so replicas that come and go (a
+headless Service, compose replicas) are picked up. `ShardedSelector` has `ProxyClient`'s
+``select``/``predict`` signatures and returns a `clients.Selection`, so it can stand
+wherever one proxy does (`Sessions`, the engine). Its policy (`make_selector`,
+``--shard-above``): a selection over at most ``shard_above`` candidate ids goes to one
+replica, the next one round-robin; above that the candidates are cut into one shard per
+replica (`split_ids`) and every replica scores one. A selection without candidate ids
+(the whole pool) is not sized here and goes to one replica. `predict` always goes to one
+replica.
 
 **Failover.** Every replica has its own channel. A call that fails with UNAVAILABLE (the
 replica died or is unreachable), DEADLINE_EXCEEDED (the per-attempt deadline passed) or
@@ -86,7 +87,8 @@ RETRYABLE = frozenset(
 )
 DEFAULT_SHARD_ABOVE = 50_000  # candidates; `proxal serve --shard-above`
 DOWN_S = 10.0  # a replica that failed this recently is tried after the others
-REFRESH_S = 1.0  # a DNS replica set resolves again at most this often
+REFRESH_S = 1.0  # a DNS replica set resolves again after a failure at most this often
+RESOLVE_EVERY_S = 30.0  # and before a call when its last answer is this old
 # Reconnect soon after a replica comes back (gRPC's default backoff grows to 120 s).
 _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 200),
@@ -156,7 +158,8 @@ class ReplicaSet:
     """The proxy replicas: a fixed list of addresses, or a DNS name resolved to them.
 
     ``addresses()`` is the current list (sorted for a DNS name); ``refresh()`` resolves the
-    name again (at most every `REFRESH_S` seconds) and says whether the list changed.
+    name again (rate-limited) and says whether the list changed. A DNS answer with no
+    address keeps the last list.
     """
 
     def __init__(
@@ -206,12 +209,14 @@ class ReplicaSet:
         with self._lock:
             return list(self._addresses)
 
-    def refresh(self) -> bool:
-        """Resolve a DNS name again (rate-limited): True if the addresses changed."""
+    def refresh(self, older_than: float | None = None) -> bool:
+        """Resolve a DNS name again if the last answer is `older_than` seconds old
+        (`REFRESH_S` by default): True if the addresses changed."""
         if self.dns is None:
             return False
+        older_than = REFRESH_S if older_than is None else older_than
         with self._lock:
-            if time.monotonic() - self._resolved_at < REFRESH_S:
+            if time.monotonic() - self._resolved_at < older_than:
                 return False
             self._resolved_at = time.monotonic()
             found = self._resolver(*self.dns)
@@ -495,6 +500,7 @@ class ShardedSelector:
     ) -> Selection:
         """`ProxyClient.select`: one replica up to `shard_above` candidate ids, else one
         shard of them per replica, merged (module doc); the same picks either way."""
+        self.replicas.refresh(RESOLVE_EVERY_S)
         replicas = len(self.replicas.addresses())
         unique = np.unique(candidate_ids) if candidate_ids is not None else np.zeros(0, np.int64)
         if replicas > 1 and len(unique) > self.shard_above:
@@ -546,6 +552,7 @@ class ShardedSelector:
         classifier: proxy_pb2.ClassifierSpec | None = None,
     ) -> npt.NDArray[np.int32]:
         """`ProxyClient.predict` on one replica (round-robin, failed over): (n,) int32."""
+        self.replicas.refresh(RESOLVE_EVERY_S)
         request = proxy_pb2.PredictRequest(
             pool=pool,
             embedding_version=version,

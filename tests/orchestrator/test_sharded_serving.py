@@ -90,7 +90,7 @@ def test_three_replicas_give_the_same_picks_as_one(
         picks = [label_round(client, "three", truth) for _ in range(ROUNDS)]
     assert picks == reference
     text = log.read_text()
-    assert text.count(" in 3 shards: 3 attempts on ") == ROUNDS  # every round fanned out
+    assert text.count(" in 3 shards: ") == ROUNDS  # every round fanned out
     assert all(r.address in text for r in replicas)
 
 
