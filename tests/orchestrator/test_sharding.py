@@ -79,7 +79,8 @@ def replicas(
 
 @pytest.fixture(scope="module")
 def selector(replicas: list[ServiceProcess]) -> Iterator[ShardedSelector]:
-    with ShardedSelector([r.address for r in replicas], timeout=60.0) as sel:
+    # A generous deadline: under load an attempt past it is retried, which the tests count.
+    with ShardedSelector([r.address for r in replicas], timeout=180.0) as sel:
         yield sel
 
 
@@ -110,7 +111,7 @@ def reference(
         candidate_ids=candidate_ids,
         classifier=classifier,
     )
-    return stub.Select(request, timeout=60.0)
+    return stub.Select(request, timeout=180.0)
 
 
 # --- pure units -----------------------------------------------------------------------------
