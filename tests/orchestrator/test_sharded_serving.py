@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 
@@ -128,3 +129,21 @@ def test_a_replica_killed_mid_round_costs_nothing(
     text = log.read_text()
     assert f"proxy replica {replicas[2].address} failed Select: UNAVAILABLE" in text
     assert text.count(" in 3 shards: 4 attempts on ") >= 1
+
+
+def test_every_replica_down_is_unavailable_naming_each(world: World, tmp_path: Path) -> None:
+    """NextBatch fails UNAVAILABLE, saying what each replica answered; nothing is leased."""
+    store, _, _ = world
+    dead = "127.0.0.1:1,127.0.0.1:2"
+    with (
+        serve(store, dead, tmp_path / "serve.log") as orchestrator,
+        SessionClient(orchestrator.address, "ann", retry_seconds=0) as client,
+    ):
+        client.create(pb.CreateSessionRequest(session="dead", **SESSION))
+        with pytest.raises(grpc.RpcError) as info:
+            client.next_batch("dead")
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        details = info.value.details() or ""
+        assert details.startswith("proxy service: every replica failed Select: 127.0.0.1:1 ")
+        assert "; 127.0.0.1:2 UNAVAILABLE (" in details
+        assert client.status("dead").leased == 0
