@@ -147,7 +147,7 @@ def _serve_parser(sub: Sub) -> None:
         default=os.environ.get("PROXAL_ORCHESTRATOR_PROXY", ""),
         required="PROXAL_ORCHESTRATOR_PROXY" not in os.environ,
         help="proxy replicas: host:port, a list host:port,host:port, or dns:///name:port "
-        "(resolved at start-up and again when a replica fails); a call that fails on one "
+        "(resolved at start-up, after a replica fails and every 30 s); a call that fails on one "
         "replica is retried on the others (env PROXAL_ORCHESTRATOR_PROXY)",
     )
     p.add_argument(
