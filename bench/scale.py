@@ -146,10 +146,10 @@ def measure(
     shards = split_range(0, rows, r)
     latencies, fits, scores = [], [], []
     with ShardedSelector(addresses, timeout=600.0) as selector:
-        selector.select(pool, version, training, STRATEGY, K, 0, shards)  # load + warm up
+        selector.select_shards(pool, version, training, STRATEGY, K, 0, shards)  # load + warm up
         for seed in range(1, sizes.requests + 1):
             start = time.perf_counter()
-            result = selector.select(pool, version, training, STRATEGY, K, seed, shards)
+            result = selector.select_shards(pool, version, training, STRATEGY, K, seed, shards)
             latencies.append(time.perf_counter() - start)
             fits.append(max(s.timings["fit_s"] for s in result.shards))
             scores.append(max(s.timings["score_s"] + s.timings["select_s"] for s in result.shards))

@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, NoReturn, TypeAlias, cast
 
 from orchestrator import label_cli
 from proxal_runtime.errors import ProxalError
@@ -137,6 +137,7 @@ def _demo_parser(sub: Sub) -> None:
 
 
 def _serve_parser(sub: Sub) -> None:
+    from orchestrator.sharding import DEFAULT_SHARD_ABOVE
     from proxal_runtime.settings import add_common_args
 
     p = sub.add_parser("serve", help=HELP["serve"])
@@ -145,9 +146,32 @@ def _serve_parser(sub: Sub) -> None:
         "--proxy",
         default=os.environ.get("PROXAL_ORCHESTRATOR_PROXY", ""),
         required="PROXAL_ORCHESTRATOR_PROXY" not in os.environ,
-        help="proxy service address: host:port, or dns:///name:port or ip:port,ip:port for "
-        "replicas (calls spread round-robin) (env PROXAL_ORCHESTRATOR_PROXY)",
+        help="proxy replicas: host:port, a list host:port,host:port, or dns:///name:port "
+        "(resolved at start-up, after a replica fails and every 30 s); a call that fails on one "
+        "replica is retried on the others (env PROXAL_ORCHESTRATOR_PROXY)",
     )
+    p.add_argument(
+        "--shard-above",
+        type=_shard_above,
+        default=os.environ.get("PROXAL_ORCHESTRATOR_SHARD_ABOVE", str(DEFAULT_SHARD_ABOVE)),
+        metavar="N",
+        help="select over one replica up to N candidates, and over every replica (one shard "
+        f"each, merged) above N (default {DEFAULT_SHARD_ABOVE}; env "
+        "PROXAL_ORCHESTRATOR_SHARD_ABOVE)",
+    )
+
+
+def _shard_above(value: str) -> int:
+    """--shard-above: a whole number >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number >= 1 (also in PROXAL_ORCHESTRATOR_SHARD_ABOVE), got {value!r}"
+        )
+    return number
 
 
 def _finetune_parser(sub: Sub) -> None:
@@ -623,12 +647,15 @@ def run_serve_command(args: argparse.Namespace) -> int:
     from orchestrator.clients import ProxyClient
     from orchestrator.servicer import OrchestratorServicer
     from orchestrator.sessions import Sessions
+    from orchestrator.sharding import make_selector
     from proxal_runtime.server import serve_forever, start_or_exit
     from proxal_runtime.settings import configure_logging, server_settings
 
     configure_logging(args.log_level)
+    selector = make_selector(args.proxy, args.shard_above)  # a malformed --proxy stops here
     store = _open_store(args)  # before anything binds: a mistyped --store stops here
-    servicer = OrchestratorServicer(Sessions(store, ProxyClient(args.proxy)))
+    # A drop-in for ProxyClient (same select/predict) until Sessions takes a Selector protocol.
+    servicer = OrchestratorServicer(Sessions(store, cast(ProxyClient, selector)))
     name = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
     running = start_or_exit(
         server_settings(args),

@@ -133,13 +133,13 @@ def run_loop(
     """
     labeled = world.initial.copy()
     loop = Loop([], [], [], [])
-    with ShardedSelector(addresses, timeout=60.0, max_attempts=3) as selector:
+    with ShardedSelector(addresses, timeout=60.0) as selector:
         for round_ in range(ROUNDS):
             on_shard = None
             if sabotage and round_ in sabotage:
                 on_shard = freeze_then_kill(*sabotage[round_])
             training = TrainingSet(labeled, world.labels[labeled].astype(np.int32), CLASSES)
-            result = selector.select(
+            result = selector.select_shards(
                 POOL,
                 world.version,
                 training,

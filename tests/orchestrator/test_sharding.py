@@ -16,21 +16,25 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
-from orchestrator.clients import TrainingSet, select_request
+from orchestrator import cli, sharding
+from orchestrator.clients import ProxyClient, Selection, TrainingSet, channel_target, select_request
 from orchestrator.processes import ServiceProcess, start_all, stop_all
 from orchestrator.sharding import (
     IdRange,
+    ReplicaSet,
     ShardedSelector,
     ShardReport,
-    channel_target,
+    make_selector,
     merge_top_k,
+    resolve,
     split_ids,
     split_range,
 )
-from proxal_runtime.arrays import unpack_float32, unpack_int64
-from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.arrays import pack_float32, pack_int64, unpack_float32, unpack_int64
+from proxal_runtime.errors import InvalidArgumentError, UnavailableError
 from proxal_runtime.ranking import top_k
 from proxal_runtime.server import grpc_channel_options
 from proxal_store import Store
@@ -75,7 +79,8 @@ def replicas(
 
 @pytest.fixture(scope="module")
 def selector(replicas: list[ServiceProcess]) -> Iterator[ShardedSelector]:
-    with ShardedSelector([r.address for r in replicas], timeout=60.0) as sel:
+    # A generous deadline: under load an attempt past it is retried, which the tests count.
+    with ShardedSelector([r.address for r in replicas], timeout=180.0) as sel:
         yield sel
 
 
@@ -106,7 +111,7 @@ def reference(
         candidate_ids=candidate_ids,
         classifier=classifier,
     )
-    return stub.Select(request, timeout=60.0)
+    return stub.Select(request, timeout=180.0)
 
 
 # --- pure units -----------------------------------------------------------------------------
@@ -194,7 +199,7 @@ def test_decomposable_range_shards_equal_one_replica(
     _, version, training = world
     k, seed = 40, 11
     shards = split_range(0, N, 7)
-    result = selector.select(
+    result = selector.select_shards(
         POOL, version, training, strategy, k, seed, shards, classifier=classifier
     )
     expected = reference(single, world, strategy, k, seed, classifier)
@@ -218,13 +223,13 @@ def test_decomposable_id_list_shards_equal_one_replica(
     subset = np.flatnonzero(np.arange(N) % 3 != 0).astype(np.int64)
     shards = [subset[subset % 5 == r] for r in range(5)]  # non-contiguous parts
     k, seed = 30, 4
-    result = selector.select(POOL, version, world[2], strategy, k, seed, shards)
+    result = selector.select_shards(POOL, version, world[2], strategy, k, seed, shards)
     expected = reference(single, world, strategy, k, seed, candidate_ids=subset)
     np.testing.assert_array_equal(result.ids, unpack_int64(expected.ids.data))
     assert_same_scores(result.scores, unpack_float32(expected.scores.data))
     assert result.candidates == expected.candidates
     # The split helper's sorted parts give the same answer.
-    again = selector.select(POOL, version, world[2], strategy, k, seed, split_ids(subset, 4))
+    again = selector.select_shards(POOL, version, world[2], strategy, k, seed, split_ids(subset, 4))
     np.testing.assert_array_equal(again.ids, result.ids)
 
 
@@ -235,10 +240,10 @@ def test_k_above_the_shards_candidates_is_an_error(
     labeled = set(training.ids.tolist())
     small = np.array([i for i in range(100) if i not in labeled][:6], dtype=np.int64)
     with pytest.raises(InvalidArgumentError, match="only 6 candidates"):
-        selector.select(POOL, version, training, "margin", 7, 0, split_ids(small, 3))
+        selector.select_shards(POOL, version, training, "margin", 7, 0, split_ids(small, 3))
     with pytest.raises(InvalidArgumentError, match="only 6 candidates"):
-        selector.select(POOL, version, training, "coreset", 7, 0, split_ids(small, 3))
-    result = selector.select(POOL, version, training, "margin", 6, 0, split_ids(small, 3))
+        selector.select_shards(POOL, version, training, "coreset", 7, 0, split_ids(small, 3))
+    result = selector.select_shards(POOL, version, training, "margin", 6, 0, split_ids(small, 3))
     assert sorted(result.ids.tolist()) == small.tolist()
 
 
@@ -248,8 +253,8 @@ def test_non_decomposable_runs_two_stages(
 ) -> None:
     _, version, training = world
     k, shards = 25, split_range(0, N, 5)
-    first = selector.select(POOL, version, training, strategy, k, 2, shards)
-    second = selector.select(POOL, version, training, strategy, k, 2, shards)
+    first = selector.select_shards(POOL, version, training, strategy, k, 2, shards)
+    second = selector.select_shards(POOL, version, training, strategy, k, 2, shards)
     assert first.two_stage and first.strategy == strategy and not first.fallback_reason
     assert first.stage2 is not None and first.stage2.candidates == len(first.stage1_ids)
     assert len(first.stage1_ids) == 5 * k  # every shard picked k
@@ -267,13 +272,13 @@ def test_fallback_decides_the_merge(
     """BADGE with labels of one class falls back to core-set: still two stages, reason kept."""
     _, version, training = world
     one_class = TrainingSet(training.ids[:10], np.zeros(10, np.int32), CLASSES)
-    result = selector.select(POOL, version, one_class, "badge", 10, 1, split_range(0, N, 3))
+    result = selector.select_shards(POOL, version, one_class, "badge", 10, 1, split_range(0, N, 3))
     assert result.strategy == "coreset" and result.two_stage
     assert "selected with coreset instead" in result.fallback_reason
     # margin falls back to random, which merges exactly.
-    margin = selector.select(POOL, version, one_class, "margin", 10, 1, split_range(0, N, 3))
+    margin = selector.select_shards(POOL, version, one_class, "margin", 10, 1, split_range(0, N, 3))
     assert margin.strategy == "random" and not margin.two_stage
-    plain = selector.select(POOL, version, one_class, "random", 10, 1, [IdRange(0, N)])
+    plain = selector.select_shards(POOL, version, one_class, "random", 10, 1, [IdRange(0, N)])
     np.testing.assert_array_equal(margin.ids, plain.ids)
 
 
@@ -283,26 +288,28 @@ def test_client_errors_are_not_retried(
     _, version, training = world
     before = selector.calls
     with pytest.raises(grpc.RpcError) as info:
-        selector.select(POOL, version, training, "nope", 5, 0, [IdRange(0, N)])
+        selector.select_shards(POOL, version, training, "nope", 5, 0, [IdRange(0, N)])
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "unknown strategy" in (info.value.details() or "")
     assert selector.calls - before == 1
     before = selector.calls
     with pytest.raises(grpc.RpcError) as info:  # a range holding no id of the version
-        selector.select(POOL, version, training, "margin", 5, 0, split_range(N, N + 40, 4))
+        selector.select_shards(POOL, version, training, "margin", 5, 0, split_range(N, N + 40, 4))
     assert info.value.code() is grpc.StatusCode.NOT_FOUND
     assert selector.calls - before <= 4
 
 
-def test_unreachable_replicas_give_up_after_max_attempts(
+def test_a_call_fails_only_when_every_replica_failed_it(
     world: tuple[Store, str, TrainingSet],
 ) -> None:
     _, version, training = world
-    with ShardedSelector(["127.0.0.1:1", "127.0.0.1:2"], timeout=5.0, max_attempts=3) as dead:
-        with pytest.raises(grpc.RpcError) as info:
-            dead.select(POOL, version, training, "margin", 5, 0, [IdRange(0, N)])
-        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
-        assert dead.calls == 3
+    with ShardedSelector(["127.0.0.1:1", "127.0.0.1:2"], timeout=5.0) as dead:
+        with pytest.raises(UnavailableError) as info:
+            dead.select_shards(POOL, version, training, "margin", 5, 0, [IdRange(0, N)])
+        assert dead.calls == 2  # each replica once
+        message = str(info.value)
+        assert message.startswith("proxy service: every replica failed Select: 127.0.0.1:1 ")
+        assert "; 127.0.0.1:2 UNAVAILABLE (" in message
 
 
 def test_replica_killed_during_a_request_costs_a_retry(
@@ -318,7 +325,7 @@ def test_replica_killed_during_a_request_costs_a_retry(
         assert victim is not None
         shards = split_range(0, N, 12)
         with ShardedSelector([r.address for r in replicas], timeout=30.0) as sel:
-            before = sel.select(POOL, version, training, "margin", 30, 5, shards)
+            before = sel.select_shards(POOL, version, training, "margin", 30, 5, shards)
             assert before.retries == 0
             killed = threading.Event()
 
@@ -328,7 +335,9 @@ def test_replica_killed_during_a_request_costs_a_retry(
                     victim.kill()
 
             os.kill(victim.pid, signal.SIGSTOP)
-            after = sel.select(POOL, version, training, "margin", 30, 5, shards, on_shard=kill_once)
+            after = sel.select_shards(
+                POOL, version, training, "margin", 30, 5, shards, on_shard=kill_once
+            )
         assert killed.is_set() and victim.wait(10) == -signal.SIGKILL
         np.testing.assert_array_equal(after.ids, before.ids)
         np.testing.assert_array_equal(after.scores, before.scores)
@@ -339,3 +348,157 @@ def test_replica_killed_during_a_request_costs_a_retry(
             if replica.process is not None and replica.process.poll() is None:
                 os.kill(replica.process.pid, signal.SIGCONT)
         stop_all(replicas)
+
+
+# --- the drop-in selector: policy, failover, replica sets --------------------------------
+
+
+def _subset() -> np.ndarray:
+    """4,000 candidate ids (labeled ones among them), as a session would send."""
+    return np.flatnonzero(np.arange(N) % 3 != 1).astype(np.int64)
+
+
+def _same_selection(got: Selection, want: Selection) -> None:
+    np.testing.assert_array_equal(got.ids, want.ids)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    assert (got.strategy, got.fallback_reason, got.candidates) == (
+        want.strategy,
+        want.fallback_reason,
+        want.candidates,
+    )
+
+
+def test_select_above_shard_above_fans_out_with_the_same_picks(
+    world: tuple[Store, str, TrainingSet], replicas: list[ServiceProcess]
+) -> None:
+    """ProxyClient's select, UPS and return_scores included: sharded over 3 replicas above
+    the threshold, one call below it, the same Selection as one replica either way."""
+    _, version, training = world
+    one = ProxyClient(replicas[0].address)
+    candidates = _subset()
+    try:
+        want = one.select(POOL, version, training, "entropy", 25, 9, candidates, return_scores=True)
+        ups = proxy_pb2.Subsampling(
+            gamma=0.2,
+            temperature=0.01,
+            previous_ids=common_pb2.Int64Array(data=pack_int64(want.scored_ids)),
+            previous_scores=common_pb2.Float32Array(data=pack_float32(want.scored_scores)),
+        )
+        want_ups = one.select(
+            POOL, version, training, "margin", 25, 10, candidates, subsampling=ups
+        )
+    finally:
+        one.close()
+    for shard_above, calls in ((1000, 3), (len(candidates), 1)):
+        with ShardedSelector([r.address for r in replicas], shard_above=shard_above) as sel:
+            got = sel.select(
+                POOL, version, training, "entropy", 25, 9, candidates, return_scores=True
+            )
+            assert sel.calls == calls
+            _same_selection(got, want)
+            assert sorted(got.scored_ids.tolist()) == sorted(want.scored_ids.tolist())
+            got_ups = sel.select(
+                POOL, version, training, "margin", 25, 10, candidates, subsampling=ups
+            )
+            _same_selection(got_ups, want_ups)
+            assert got_ups.candidates < len(candidates) - LABELED  # UPS kept a part
+
+
+def test_dead_replica_is_failed_over_for_select_and_predict(
+    world: tuple[Store, str, TrainingSet], replicas: list[ServiceProcess]
+) -> None:
+    _, version, training = world
+    one = ProxyClient(replicas[0].address)
+    candidates, ids = _subset(), np.arange(0, N, 7, dtype=np.int64)
+    try:
+        want = one.select(POOL, version, training, "margin", 20, 3, candidates)
+        predicted = one.predict(POOL, version, training, ids, 3)
+    finally:
+        one.close()
+    live = [r.address for r in replicas[:2]]
+    with ShardedSelector(["127.0.0.1:1", *live], shard_above=1000) as sel:
+        _same_selection(sel.select(POOL, version, training, "margin", 20, 3, candidates), want)
+        assert sel.calls == 4  # the dead replica's shard was sent again
+        sel.shard_above = N  # one replica per call, round-robin: every third hits the dead one
+        for _ in range(3):
+            got = sel.select(POOL, version, training, "margin", 20, 3, candidates)
+            _same_selection(got, want)
+            np.testing.assert_array_equal(sel.predict(POOL, version, training, ids, 3), predicted)
+
+
+def test_a_dns_set_picks_up_new_replicas_after_a_failure(
+    world: tuple[Store, str, TrainingSet],
+    replicas: list[ServiceProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The name first resolves to a dead address only; once it fails, it is resolved
+    again and the replica that appeared answers."""
+    _, version, training = world
+    monkeypatch.setattr(sharding, "REFRESH_S", 0.0)
+    answers = [["127.0.0.1:1"], ["127.0.0.1:1", replicas[1].address]]
+    asked: list[tuple[str, int]] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return answers[min(len(asked), len(answers)) - 1]
+
+    replica_set = ReplicaSet.parse("dns:///proxy.test:50052", resolver)
+    assert replica_set.addresses() == ["127.0.0.1:1"] and asked == [("proxy.test", 50052)]
+    with ShardedSelector(replica_set) as sel:
+        got = sel.select(POOL, version, training, "margin", 5, 0, _subset())
+    assert len(got.ids) == 5 and sel.calls == 2 and len(asked) == 2
+    assert replica_set.addresses() == answers[1]
+
+
+def test_replica_set_parses_what_users_write() -> None:
+    assert ReplicaSet.parse(" 10.0.0.1:5 ").addresses() == ["10.0.0.1:5"]
+    assert ReplicaSet.parse("a:1, b:2,[::1]:3").addresses() == ["a:1", "b:2", "[::1]:3"]
+    assert ReplicaSet.parse("ipv4:10.0.0.1:5,10.0.0.2:5").addresses() == [
+        "10.0.0.1:5",
+        "10.0.0.2:5",
+    ]
+    local = ReplicaSet.parse("dns:///localhost:7")
+    assert "127.0.0.1:7" in local.addresses() and local.spec == "dns:///localhost:7"
+    assert local.authority == "localhost"
+    assert ReplicaSet.parse("dns:localhost:7").addresses() == local.addresses()
+    assert resolve("no-such-host.invalid", 7) == []
+    bad = {
+        "": "proxy address is empty",
+        " , ": "has an empty entry",
+        "a:1,": "has an empty entry",
+        "a:1,a:1": "names a replica twice",
+        "a:1,dns:///b:2": "inside a list",
+        "host": "is not host:port",
+        "a:99999": "is not host:port",
+        "dns:///name": "is not dns:///name:port",
+        "dns://10.0.0.53/name:5": "name no DNS server",
+    }
+    for value, message in bad.items():
+        with pytest.raises(InvalidArgumentError, match=message):
+            ReplicaSet.parse(value)
+    with pytest.raises(InvalidArgumentError, match="--shard-above must be a number >= 1"):
+        make_selector("a:1", 0)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--proxy", ""], "proxal: the proxy address is empty; write host:port, a list"),
+        (["--proxy", "a:1,,b:2"], "proxal: proxy address list 'a:1,,b:2' has an empty entry"),
+        (["--proxy", "dns:///x"], "proxal: proxy address 'dns:///x' is not dns:///name:port"),
+        (
+            ["--proxy", "a:1", "--shard-above", "0"],
+            "proxal serve: argument --shard-above: must be a whole number >= 1",
+        ),
+    ],
+)
+def test_serve_refuses_a_bad_proxy_or_shard_above_in_one_line(
+    flags: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code: object = cli.main(["serve", "--store", str(tmp_path), *flags])
+    except SystemExit as exc:  # a usage error, from argparse
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
