@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from orchestrator.plasm import PlasmConfig, model_name, run_plasm
-from orchestrator.sessions import session_classes
 from orchestrator.successor import (
     CONFIG_FILE,
     LABELS_FILE,
@@ -83,10 +82,7 @@ def session_labels(store: Store, session: str) -> SessionLabels:
             f"session {session!r} labels {len(missing)} ids that pool {record.pool!r} does not "
             f"hold (first: {missing[0]}): was the pool re-created after labeling?"
         )
-    try:
-        recorded = session_classes(record)
-    except FailedPreconditionError:  # a record without classes: the labels say which
-        recorded = []
+    recorded = _recorded_classes(record.config)
     classes = sorted(set(labeled) | set(recorded))
     index = {name: i for i, name in enumerate(classes)}
     return SessionLabels(
@@ -98,6 +94,15 @@ def session_labels(store: Store, session: str) -> SessionLabels:
         classes=classes,
         labeled_classes=labeled,
     )
+
+
+def _recorded_classes(config: dict[str, Any]) -> list[str]:
+    """The classes a session was created with; none (the labels say which) for a record
+    without a usable list of names (e.g. one a simulation wrote)."""
+    classes = config.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        return []
+    return list(classes)
 
 
 def gold_rows(

@@ -396,7 +396,8 @@ def write_model(store: Store, local: Path, uri: str, metrics: dict[str, Any]) ->
     import pyarrow.fs as pafs
 
     filesystem, path = _filesystem(store, uri)
-    filesystem.create_dir(path, recursive=True)
+    if isinstance(filesystem, pafs.LocalFileSystem):  # object stores have no directories
+        filesystem.create_dir(path, recursive=True)
     pafs.copy_files(
         str(local),
         path,
