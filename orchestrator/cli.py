@@ -1,8 +1,8 @@
 """The `proxal` command: `demo` (the main job), `serve` (OrchestratorService), `finetune` (a
-successor from a session's labels, optionally with PLASM pseudo-labels), `report` (a run
-directory's evaluation as Markdown/HTML, JSON and plots), `compare` (two runs side by side),
-`asm` (acquisition sequence mismatch and dataset transfer between two runs), the encoder
-client commands `ingest`, `embed` and `versions`, and the labeling commands `session`,
+successor from a session's labels, optionally with PLASM pseudo-labels, as a job of `serve`),
+`report` (a run directory's evaluation as Markdown/HTML, JSON and plots), `compare` (two runs
+side by side), `asm` (acquisition sequence mismatch and dataset transfer between two runs),
+the encoder client commands `ingest`, `embed` and `versions`, and the labeling commands `session`,
 `labels` and `label` (orchestrator/label_cli.py)."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 HELP = {
     "demo": "active learning on Banking77, end to end (the main job)",
-    "finetune": "fine-tune a successor classifier on a labeling session's labels",
+    "finetune": "fine-tune a successor on a labeling session's labels (a job of proxal serve)",
     "serve": "run OrchestratorService (labeling sessions)",
     "asm": "acquisition sequence mismatch between two runs, and ΔAUC of dataset transfer",
     "ingest": "upload a pool file (JSONL, JSON, CSV, TSV, Parquet or text) as a pool split",
@@ -151,8 +151,7 @@ def _serve_parser(sub: Sub) -> None:
 
 
 def _finetune_parser(sub: Sub) -> None:
-    from orchestrator.jobs import JOB_METHODS
-    from orchestrator.successor_config import SuccessorConfig
+    from orchestrator.successor_config import JOB_METHODS, SuccessorConfig
 
     # The field defaults, read without building a config (which would load torch for the device).
     default = {f.name: f.default for f in dataclasses.fields(SuccessorConfig)}

@@ -26,8 +26,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.successor_config import METHODS, SuccessorConfig, TrainingStep, resolve_device
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError, ProxalError
+from orchestrator.successor_config import (
+    AUTO,
+    JOB_METHODS,
+    SuccessorConfig,
+    TrainingStep,
+    resolve_device,
+)
+from proxal_runtime.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ProxalError,
+    ResourceExhaustedError,
+)
+from proxal_runtime.names import check_name
 from proxal_store.store import local_store_path, utcnow
 
 if TYPE_CHECKING:
@@ -39,12 +52,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUTO = "auto"
-JOB_METHODS = (*METHODS, AUTO)
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
 MODELS_DIR = "models"
 METRICS_FILE = "metrics.json"
 PROGRESS_EVERY_S = 0.25  # at most ~4 step events a second reach the watchers
+MAX_QUEUED = 16  # jobs waiting behind the running ones; more is RESOURCE_EXHAUSTED
+CANCELLED = "cancelled: the orchestrator is shutting down; submit the job again"
+
+
+class JobCancelled(ProxalError):
+    """A running job stopped because its runner closed."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,7 @@ class Job:
         self._cond = threading.Condition()
         self._started = 0.0
         self._last_step = -math.inf
+        self.cancelled = threading.Event()
 
     @property
     def last(self) -> JobEvent:
@@ -122,7 +140,10 @@ class Job:
         self._started = time.monotonic()
 
     def on_step(self, step: TrainingStep) -> None:
-        """A fine-tune's step: an event at most every PROGRESS_EVERY_S, and the last one."""
+        """A fine-tune's step: an event at most every PROGRESS_EVERY_S, and the last one.
+        Raises JobCancelled once the runner closes."""
+        if self.cancelled.is_set():
+            raise JobCancelled(CANCELLED)
         now = time.monotonic()
         if now - self._last_step < PROGRESS_EVERY_S and step.step < step.total_steps:
             return
@@ -156,15 +177,20 @@ class ModelRecord:
 
 
 class JobRunner:
-    """Queues successor jobs over `store` and runs them `workers` at a time (threads)."""
+    """Queues successor jobs over `store` and runs them `workers` at a time (threads); at
+    most `max_queued` wait. `close` cancels what is queued or running."""
 
-    def __init__(self, store: Store, workers: int = 1) -> None:
-        if workers < 1:
-            raise InvalidArgumentError(f"workers must be >= 1, got {workers}")
+    def __init__(self, store: Store, workers: int = 1, max_queued: int = MAX_QUEUED) -> None:
+        if workers < 1 or max_queued < 0:
+            raise InvalidArgumentError(
+                f"workers must be >= 1 and max_queued >= 0, got {workers}, {max_queued}"
+            )
         self.store = store
         self.workers = workers
+        self.max_queued = max_queued
+        self._closed = False
         self._jobs: dict[str, Job] = {}
-        self._queue: queue.Queue[Job] = queue.Queue()
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._running = 0
@@ -178,6 +204,13 @@ class JobRunner:
         data = _snapshot(self.store, request)
         job = Job(f"job-{uuid.uuid4().hex[:12]}", request, data, device)
         with self._lock:
+            if self._closed:
+                raise FailedPreconditionError("the orchestrator is shutting down: submit later")
+            if self._queue.qsize() >= self.max_queued:
+                raise ResourceExhaustedError(
+                    f"{self._queue.qsize()} successor jobs are queued already: wait for one to "
+                    "finish (WatchJob) and submit again"
+                )
             ahead = self._queue.qsize() + self._running
             self._jobs[job.id] = job
             job.emit(message=f"queued ({ahead} job(s) ahead)")
@@ -191,6 +224,7 @@ class JobRunner:
     def get(self, job_id: str) -> Job:
         if not job_id:
             raise InvalidArgumentError("job_id is required: pass the id TrainSuccessor returned")
+        job_id = job_id[:80]  # an id is 16 characters: a longer one is unknown
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
@@ -203,9 +237,24 @@ class JobRunner:
     def model_uri(self, session: str, job_id: str) -> str:
         return f"{self.store.uri}/{MODELS_DIR}/{session}/{job_id}"
 
+    def close(self) -> None:
+        """Cancel every queued job and stop the running ones at their next step."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancelled.set()
+        for _ in self._threads:
+            self._queue.put(None)  # wakes a worker to see the close
+
     def _work(self) -> None:
         while True:
             job = self._queue.get()
+            if job is None:
+                return
+            if job.cancelled.is_set():
+                job.emit(state=FAILED, message=CANCELLED)
+                continue
             with self._lock:
                 self._running += 1
             try:
@@ -272,11 +321,15 @@ def check_request(request: JobRequest) -> str:
     the job will train on ("cuda" or "cpu"). The options were checked by SuccessorConfig."""
     if request.method not in JOB_METHODS:
         raise InvalidArgumentError(
-            f"method must be one of {', '.join(JOB_METHODS)}, got {request.method!r}"
+            f"method must be one of {', '.join(JOB_METHODS)}, got {request.method[:80]!r}"
         )
+    check_name("split", request.test_split)
     if request.model_path:
         path = Path(request.model_path)
-        missing = [n for n in ("config.json", "model.safetensors") if not (path / n).is_file()]
+        try:
+            missing = [n for n in ("config.json", "model.safetensors") if not (path / n).is_file()]
+        except (OSError, ValueError):  # a name the file system cannot take
+            missing = ["config.json"]
         if missing:
             raise InvalidArgumentError(
                 f"model {path} is not a Hugging Face encoder checkpoint directory on the "

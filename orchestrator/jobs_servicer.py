@@ -27,6 +27,7 @@ from orchestrator.jobs import (
     metrics_summary,
 )
 from orchestrator.successor_config import SuccessorConfig
+from proxal_runtime.errors import InvalidArgumentError
 from proxal_store import Store
 
 WATCH_POLL_S = 1.0  # how often a watch checks that its client is still there
@@ -49,10 +50,33 @@ def runner_of(owner: object, store: Callable[[], Store]) -> JobRunner:
         return runner
 
 
+def _check_lengths(request: pb.TrainSuccessorRequest) -> None:
+    """INVALID_ARGUMENT for a string field too long to be a method, device, split, filter
+    or path (so no error message repeats a huge value)."""
+    for name, value, limit in (
+        ("method", request.method, 32),
+        ("device", request.device, 32),
+        ("test_split", request.test_split, 64),
+        ("plasm.filter", request.plasm.filter, 32),
+        ("model", request.model, 4096),
+    ):
+        if len(value) > limit:
+            raise InvalidArgumentError(
+                f"{name} is {len(value)} characters long; at most {limit} are allowed"
+            )
+
+
+def attach_runner(owner: object, runner: JobRunner) -> None:
+    """Give `owner` (a servicer) this runner instead of a default one made on first use."""
+    with _runner_lock:
+        owner._job_runner = runner  # type: ignore[attr-defined]
+
+
 def job_request(request: pb.TrainSuccessorRequest) -> JobRequest:
     """The domain request; SuccessorConfig and PlasmConfig check every option."""
     from orchestrator.plasm import PlasmConfig  # loads torch: only once a job is asked for
 
+    _check_lengths(request)
     given = {
         "epochs": request.epochs,
         "batch_size": request.batch_size,

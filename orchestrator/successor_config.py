@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import torch
 
 METHODS = ("full", "lp_ft", "lora", "bottleneck")
+AUTO = "auto"  # a successor job's method: ASVP's LP-FT/FT rule picks lp_ft or full
+JOB_METHODS = (*METHODS, AUTO)
 VALIDATION_METRICS = ("macro_f1", "accuracy")
 
 
@@ -184,7 +186,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError, TypeError) as exc:
         raise InvalidArgumentError(
             f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}"
         ) from exc

@@ -19,8 +19,8 @@ from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from orchestrator.cli import main
 from orchestrator.finetune import session_labels
 from orchestrator.jobs import choose_method
-from orchestrator.successor_config import SuccessorConfig
-from proxal_store import RoundRecord, Store
+from orchestrator.successor_config import SuccessorConfig, TrainingStep
+from proxal_store import EncoderInfo, RoundRecord, Store
 from proxal_store.local_s3 import moto_s3
 from tests.orchestrator.jobs_server import (
     CLASSES,
@@ -193,6 +193,20 @@ def test_auto_without_an_asvp_check_and_too_few_labels_is_full(server: Server) -
     data = session_labels(server.store, "few")  # one label per class: nothing to hold out
     method, reason = choose_method(server.store, data, SuccessorConfig(**TINY))
     assert method == "full" and "too few labels" in reason
+
+
+def test_auto_probes_against_a_proxy_on_the_sessions_embeddings(server: Server) -> None:
+    store = server.store
+    ids = np.asarray(store.pool_rows("bank", columns=["id"]).column("id").to_pylist())
+    info = EncoderInfo(model_id="synthetic", backend="torch", dim=8, max_length=16)
+    with store.begin_embedding("bank", info) as writer:
+        writer.write(ids, np.random.default_rng(0).normal(size=(len(ids), 8)).astype(np.float32))
+        assert writer.commit().version == "v1"  # the version the sessions select on
+    data = session_labels(store, "s1")  # no ASVP check recorded: the job probes
+    steps: list[TrainingStep] = []
+    method, reason = choose_method(store, data, SuccessorConfig(**TINY), steps.append)
+    assert method in ("lp_ft", "full") and "held-out texts" in reason
+    assert steps and {s.phase for s in steps} == {"probe/ft"}
 
 
 def test_finetune_cli_is_a_client_of_the_job(
