@@ -6,6 +6,7 @@ which touches a session's labels). Trainings are tiny: 1 epoch, max_length 16.""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 
 from orchestrator.cli import main
 from orchestrator.finetune import session_labels
-from orchestrator.jobs import choose_method
+from orchestrator.jobs import Job, JobRequest, JobRunner, choose_method
 from orchestrator.successor_config import SuccessorConfig, TrainingStep
+from proxal_runtime.errors import FailedPreconditionError, ResourceExhaustedError
 from proxal_store import EncoderInfo, RoundRecord, Store
 from proxal_store.local_s3 import moto_s3
 from tests.orchestrator.jobs_server import (
@@ -245,3 +247,34 @@ def test_models_go_to_object_storage(tmp_path: Path) -> None:
         assert model.uri == reply.model_uri and model.labels == 40
         body = s3.client.get_object(Bucket="proxal-jobs", Key=prefix + "labels.json")["Body"]
         assert json.loads(body.read())["label2id"] == {c: i for i, c in enumerate(CLASSES)}
+
+
+def test_queue_limit_and_close_cancels(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner's bookkeeping alone: training is replaced by a step that waits on a gate."""
+    gate = threading.Event()
+
+    def train(job: Job) -> str:
+        gate.wait(60)
+        job.on_step(TrainingStep("ft", 1, 1, 1, 1, 0.5))  # a running job stops at a step
+        return "never"
+
+    runner = JobRunner(server.store, max_queued=1)
+    monkeypatch.setattr(runner, "_train_and_store", train)
+    running, ahead = runner.submit(JobRequest("s1"))
+    assert ahead == 0
+    seen = 0
+    while running.last.state != "running":
+        seen += len(running.wait_events(seen, 5.0))
+    queued, ahead = runner.submit(JobRequest("s1"))
+    assert ahead == 1 and queued.last.state == "queued"
+    with pytest.raises(ResourceExhaustedError, match="1 successor jobs are queued already"):
+        runner.submit(JobRequest("s1"))
+    runner.close()
+    gate.set()
+    for job in (running, queued):
+        seen = 0
+        while not job.done:
+            seen += len(job.wait_events(seen, 5.0))
+        assert job.last.state == "failed" and job.last.message.startswith("cancelled")
+    with pytest.raises(FailedPreconditionError, match="shutting down"):
+        runner.submit(JobRequest("s1"))
