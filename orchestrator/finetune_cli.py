@@ -90,7 +90,10 @@ def follow(stub: pb_grpc.OrchestratorServiceStub, job_id: str) -> pb.JobEvent:
                     phase=event.phase, epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False
                 )
                 bar.refresh()
-            elif event.message != last.message:
+            elif event.message != last.message and event.state != pb.JOB_STATE_QUEUED:
+                if bar is not None and last.step == last.total_steps:  # a stage ended
+                    bar.close()
+                    bar = None
                 tqdm.write(f"{job_id}: {event.message}")
             last = event
     finally:
