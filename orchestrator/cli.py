@@ -1,8 +1,8 @@
 """The `proxal` command: `demo` (the main job), `serve` (OrchestratorService), `finetune` (a
-successor from a session's labels, optionally with PLASM pseudo-labels), `report` (a run
-directory's evaluation as Markdown/HTML, JSON and plots), `compare` (two runs side by side),
-`asm` (acquisition sequence mismatch and dataset transfer between two runs), the encoder
-client commands `ingest`, `embed` and `versions`, and the labeling commands `session`,
+successor from a session's labels, optionally with PLASM pseudo-labels, as a job of `serve`),
+`report` (a run directory's evaluation as Markdown/HTML, JSON and plots), `compare` (two runs
+side by side), `asm` (acquisition sequence mismatch and dataset transfer between two runs),
+the encoder client commands `ingest`, `embed` and `versions`, and the labeling commands `session`,
 `labels` and `label` (orchestrator/label_cli.py)."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 HELP = {
     "demo": "active learning on Banking77, end to end (the main job)",
-    "finetune": "fine-tune a successor classifier on a labeling session's labels",
+    "finetune": "fine-tune a successor on a labeling session's labels (a job of proxal serve)",
     "serve": "run OrchestratorService (labeling sessions)",
     "asm": "acquisition sequence mismatch between two runs, and ΔAUC of dataset transfer",
     "ingest": "upload a pool file (JSONL, JSON, CSV, TSV, Parquet or text) as a pool split",
@@ -175,33 +175,32 @@ def _shard_above(value: str) -> int:
 
 
 def _finetune_parser(sub: Sub) -> None:
-    from orchestrator.successor_config import METHODS, SuccessorConfig
-    from proxal_runtime.settings import DEFAULT_STORE, env_default
+    from orchestrator.successor_config import JOB_METHODS, SuccessorConfig
 
     # The field defaults, read without building a config (which would load torch for the device).
     default = {f.name: f.default for f in dataclasses.fields(SuccessorConfig)}
+    env = os.environ.get("PROXAL_ORCHESTRATOR", "")
     p = sub.add_parser(
         "finetune",
         help=HELP["finetune"],
-        description="Fine-tune MiniLM-L6 on the labels SESSION acquired, evaluate it on the "
-        "pool's gold-labelled test split, and write model.safetensors, model.onnx, "
-        "labels.json, config.json, the tokenizer and metrics.json to --out.",
+        description="Ask `proxal serve` to fine-tune a successor (MiniLM-L6 by default) on the "
+        "labels SESSION acquired, follow the job's progress, and print where its artifacts "
+        "are: <store>/models/SESSION/JOB/ with model.safetensors, model.onnx, labels.json, "
+        "config.json, the tokenizer and metrics.json (test scores on the pool's test split).",
     )
     p.add_argument("session", help="the labeling session whose labels to train on")
-    p.add_argument("--out", type=Path, required=True, help="directory to write the successor to")
     p.add_argument(
-        "--store",
-        default=env_default("PROXAL_ORCHESTRATOR", "store", DEFAULT_STORE, os.environ),
-        help="the store holding the session: a local directory or an s3:// URI (env PROXAL_STORE)",
+        "--orchestrator",
+        default=env,
+        required=not env,
+        help="address of `proxal serve`, host:port (env PROXAL_ORCHESTRATOR)",
     )
     p.add_argument(
-        "--store-option",
-        action="append",
-        metavar="KEY=VALUE",
-        default=[x for x in os.environ.get("PROXAL_STORE_OPTIONS", "").split(",") if x],
-        help="object-storage option for the store, repeatable",
+        "--method",
+        choices=JOB_METHODS,
+        default=default["method"],
+        help="what to train; auto: ASVP's rule picks lp_ft or full",
     )
-    p.add_argument("--method", choices=METHODS, default=default["method"])
     p.add_argument("--epochs", type=int, default=default["epochs"])
     p.add_argument("--batch-size", type=int, default=default["batch_size"])
     p.add_argument(
@@ -213,7 +212,14 @@ def _finetune_parser(sub: Sub) -> None:
     p.add_argument("--patience", type=int, default=default["patience"])
     p.add_argument("--seed", type=int, default=default["seed"])
     p.add_argument("--max-length", type=int, default=default["max_length"])
-    p.add_argument("--device", default=default["device"], help="auto, cpu, cuda or cuda:N")
+    p.add_argument(
+        "--device",
+        default=default["device"],
+        help="auto (cuda when the orchestrator has one), cpu, cuda or cuda:N",
+    )
+    p.add_argument(
+        "--time-budget", type=float, default=0.0, help="stop training after S seconds (0: none)"
+    )
     p.add_argument(
         "--test-split",
         default="test",
@@ -222,10 +228,20 @@ def _finetune_parser(sub: Sub) -> None:
     p.add_argument("--no-onnx", action="store_true", help="do not write model.onnx")
     p.add_argument(
         "--model",
-        default=None,
-        help="the successor's architecture: a local Hugging Face encoder checkpoint directory "
-        "(default: the bundled MiniLM-L6); it need not be the model that acquired the labels",
+        default="",
+        help="the successor's architecture: a Hugging Face encoder checkpoint directory on the "
+        "orchestrator's machine (default: the bundled MiniLM-L6); it need not be the model "
+        "that acquired the labels",
     )
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="print the job id and return at once, without following the job",
+    )
+    _plasm_args(p)
+
+
+def _plasm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--plasm",
         action="store_true",
@@ -242,7 +258,7 @@ def _finetune_parser(sub: Sub) -> None:
     p.add_argument(
         "--plasm-pool-sample",
         type=int,
-        default=None,
+        default=0,
         help="pseudo-label at most N unlabeled texts (a seeded sample; default: all)",
     )
     p.add_argument(
@@ -510,47 +526,9 @@ def _open_store(args: argparse.Namespace) -> Store:
 
 
 def run_finetune_command(args: argparse.Namespace) -> int:
-    from orchestrator.successor_config import SuccessorConfig
+    from orchestrator.finetune_cli import train_and_watch
 
-    store = _open_store(args)  # a mistyped --store fails here, before torch is loaded
-    config = SuccessorConfig(  # checks every value before anything is read or trained
-        method=args.method,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_fraction=args.validation_fraction,
-        patience=args.patience,
-        seed=args.seed,
-        max_length=args.max_length,
-        device=args.device,
-    )
-    from orchestrator.finetune import finetune_session, summary
-    from orchestrator.plasm import PlasmConfig
-
-    plasm = None
-    if args.plasm:
-        plasm = PlasmConfig(
-            teacher=dataclasses.replace(
-                config,
-                method="full",
-                validation_fraction=args.plasm_heldout,
-                validation_metric="accuracy",
-            ),
-            filter=args.plasm_filter,
-            pool_sample=args.plasm_pool_sample,
-            seed=args.seed,
-        )
-    metrics = finetune_session(
-        store,
-        args.session,
-        args.out,
-        config,
-        test_split=args.test_split,
-        onnx=not args.no_onnx,
-        model_path=args.model,
-        plasm=plasm,
-    )
-    print(summary(metrics, args.out))
-    return 0
+    return train_and_watch(args)
 
 
 def run_asm_command(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""`proxal finetune`: fine-tune a successor on the labels a labeling session acquired.
+"""A successor fine-tuned on the labels a labeling session acquired (the work of a
+TrainSuccessor job, orchestrator/jobs.py).
 
 Reads the session's labels and texts from the store (it only reads: the session is left as
 it is), fine-tunes with a `SuccessorConfig` -- on the gold labels alone, or with PLASM on
@@ -19,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from orchestrator.plasm import PlasmConfig, model_name, run_plasm
-from orchestrator.sessions import session_classes
 from orchestrator.successor import (
     CONFIG_FILE,
     LABELS_FILE,
@@ -29,6 +29,7 @@ from orchestrator.successor import (
     SuccessorConfig,
     fine_tune_successor,
 )
+from orchestrator.successor_config import Progress
 from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError
 from proxal_store import Store
 
@@ -81,10 +82,7 @@ def session_labels(store: Store, session: str) -> SessionLabels:
             f"session {session!r} labels {len(missing)} ids that pool {record.pool!r} does not "
             f"hold (first: {missing[0]}): was the pool re-created after labeling?"
         )
-    try:
-        recorded = session_classes(record)
-    except FailedPreconditionError:  # a record without classes: the labels say which
-        recorded = []
+    recorded = _recorded_classes(record.config)
     classes = sorted(set(labeled) | set(recorded))
     index = {name: i for i, name in enumerate(classes)}
     return SessionLabels(
@@ -96,6 +94,15 @@ def session_labels(store: Store, session: str) -> SessionLabels:
         classes=classes,
         labeled_classes=labeled,
     )
+
+
+def _recorded_classes(config: dict[str, Any]) -> list[str]:
+    """The classes a session was created with; none (the labels say which) for a record
+    without a usable list of names (e.g. one a simulation wrote)."""
+    classes = config.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        return []
+    return list(classes)
 
 
 def gold_rows(
@@ -151,12 +158,14 @@ def finetune_session(
     config: SuccessorConfig,
     test_split: str = "test",
     onnx: bool = True,
-    progress: bool = True,
+    progress: Progress = True,
     model_path: str | Path | None = None,
     plasm: PlasmConfig | None = None,
+    data: SessionLabels | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a successor on `session`'s labels and write it with metrics.json to `out`.
 
+    `data`: the session's labels as read before (a job's snapshot; None: read them now).
     `model_path` is the successor's checkpoint directory (None: MiniLM-L6). With `plasm`, a
     teacher trained on the labels pseudo-labels the session's split's unlabeled rows and the
     successor trains on gold + the kept pseudo-labels (`config` is the successor's; the
@@ -170,34 +179,9 @@ def finetune_session(
         raise InvalidArgumentError(
             f"--out {out} is a file, not a directory: pass a new or existing directory"
         )
-    data = session_labels(store, session)
+    data = data if data is not None else session_labels(store, session)
     test_texts, test_gold, left_out = gold_rows(store, data.pool, test_split, data.classes)
-    plasm_record: dict[str, Any] | None = None
-    if plasm is None:
-        successor = fine_tune_successor(
-            data.texts,
-            data.labels,
-            len(data.classes),
-            config,
-            model_path=model_path,
-            progress=progress,
-        )
-    else:
-        pool_texts, pool_gold = unlabeled_rows(store, session, data)
-        result = run_plasm(
-            data.texts,
-            data.labels,
-            pool_texts,
-            len(data.classes),
-            dataclasses.replace(
-                plasm,
-                successor=config,
-                successor_model=None if model_path is None else str(model_path),
-            ),
-            pool_gold=pool_gold,
-            progress=progress,
-        )
-        successor, plasm_record = result.successor, result.report.as_dict()
+    successor, plasm_record = _train(store, data, config, progress, model_path, plasm)
     test: dict[str, Any] | None = None
     if test_texts:
         index = {name: i for i, name in enumerate(data.classes)}
@@ -209,6 +193,7 @@ def finetune_session(
         "pool": data.pool,
         "method": config.method,
         "model": model_name(model_path),
+        "device": str(successor.device),
         **_training_record(successor, data),
         "test": test,
         "test_rows_left_out": left_out,  # gold rows of classes the session does not have
@@ -220,50 +205,40 @@ def finetune_session(
     return metrics
 
 
-def summary(metrics: dict[str, Any], out: Path) -> str:
-    """A few lines for the terminal."""
-    lines = [
-        f"fine-tuned a {metrics['method']} {metrics['model']} successor on {metrics['labels']} "
-        f"labels of session {metrics['session']!r} (pool {metrics['pool']!r}, "
-        f"{metrics['labeled_classes']} of {metrics['classes']} classes labelled) in "
-        f"{metrics['train_seconds']:.1f} s"
-    ]
-    plasm = metrics.get("plasm")
-    if plasm is not None:
-        measured = (
-            f"; pseudo-label accuracy vs gold {plasm['pseudo_accuracy_all']:.3f} all, "
-            f"{plasm['pseudo_accuracy_kept']:.3f} kept"
-            if plasm["pseudo_accuracy_kept"] is not None
-            else ""
+def _train(
+    store: Store,
+    data: SessionLabels,
+    config: SuccessorConfig,
+    progress: Progress,
+    model_path: str | Path | None,
+    plasm: PlasmConfig | None,
+) -> tuple[Successor, dict[str, Any] | None]:
+    """The successor trained on the labels alone, or with PLASM (then also its record)."""
+    if plasm is None:
+        successor = fine_tune_successor(
+            data.texts,
+            data.labels,
+            len(data.classes),
+            config,
+            model_path=model_path,
+            progress=progress,
         )
-        lines.append(
-            f"PLASM ({plasm['filter']} filter): teacher held-out accuracy "
-            f"{plasm['teacher_heldout_accuracy']:.3f} (chance {plasm['chance']:.3f}); kept "
-            f"{plasm['kept']} of {plasm['candidates']} pseudo-labels{measured}"
-        )
-    if metrics["validation_score"] is not None:
-        lines.append(
-            f"kept epoch {metrics['best_epoch'] + 1} of {len(metrics['epochs'])}: validation "
-            f"{metrics['validation_metric']} {metrics['validation_score']:.4f} on "
-            f"{metrics['validation_labels']} held-out labels"
-            + (" (stopped early)" if metrics["stopped_early"] else "")
-        )
-    test, left_out = metrics["test"], metrics["test_rows_left_out"]
-    if test is None:
-        lines.append(
-            f"no test rows of the session's classes ({left_out} of other classes left out): "
-            "not evaluated"
-            if left_out
-            else "no gold-labelled test split: not evaluated"
-        )
-    else:
-        lines.append(
-            f"test ({test['split']}): accuracy {test['accuracy']:.4f}, macro-F1 "
-            f"{test['macro_f1']:.4f} on {test['rows']} rows of the session's "
-            f"{metrics['classes']} classes; {left_out} rows of other classes left out"
-        )
-    lines.append(f"wrote {', '.join(metrics['files'])}, {METRICS_FILE} to {out}")
-    return "\n".join(lines)
+        return successor, None
+    pool_texts, pool_gold = unlabeled_rows(store, data.session, data)
+    result = run_plasm(
+        data.texts,
+        data.labels,
+        pool_texts,
+        len(data.classes),
+        dataclasses.replace(
+            plasm,
+            successor=config,
+            successor_model=None if model_path is None else str(model_path),
+        ),
+        pool_gold=pool_gold,
+        progress=progress,
+    )
+    return result.successor, result.report.as_dict()
 
 
 def _training_record(successor: Successor, data: SessionLabels) -> dict[str, Any]:

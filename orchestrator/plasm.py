@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from orchestrator.successor import Successor, SuccessorConfig, fine_tune_successor
+from orchestrator.successor_config import Progress
 from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError
 from proxal_runtime.uncertainty import least_confidence
 
@@ -177,6 +178,54 @@ def cleanlab_keep(
     return np.flatnonzero(~issues).astype(np.int64)
 
 
+def _staged(progress: Progress, stage: str) -> Progress:
+    """`progress`, with a callback's step phases prefixed by `stage` ("teacher/ft")."""
+    if not callable(progress):
+        return progress
+    callback = progress
+    return lambda step: callback(replace(step, phase=f"{stage}/{step.phase}"))
+
+
+@dataclass(frozen=True)
+class _Pseudo:
+    """Pseudo-labels of the sampled pool texts (`positions` into pool_texts, `labels`), the
+    kept ones (`keep` indexes both), and the filter's record."""
+
+    positions: npt.NDArray[np.int64]
+    texts: list[str]
+    labels: npt.NDArray[np.int64]
+    keep: npt.NDArray[np.int64]
+    threshold: float | None
+    pseudo_label_s: float
+    filter_s: float
+
+
+def _pseudo_label(
+    teacher: Successor, pool_texts: Sequence[str], accuracy: float, config: PlasmConfig
+) -> _Pseudo:
+    """Sample the pool, pseudo-label it with the teacher and filter the pseudo-labels."""
+    rng = np.random.default_rng(config.seed)
+    positions = np.arange(len(pool_texts), dtype=np.int64)
+    if config.pool_sample is not None and config.pool_sample < len(pool_texts):
+        positions = np.sort(rng.choice(positions, size=config.pool_sample, replace=False))
+    texts = [pool_texts[i] for i in positions.tolist()]
+    t0 = time.perf_counter()
+    proba = teacher.predict_proba(texts)
+    pseudo = proba.argmax(axis=1).astype(np.int64)
+    pseudo_label_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    threshold: float | None = None
+    if config.filter == "uncertainty":
+        keep, threshold = uncertainty_keep(proba, accuracy)
+    elif config.filter == "cleanlab":
+        keep = cleanlab_keep(teacher.encode(texts), pseudo, config.seed)
+    else:
+        keep = np.arange(len(texts), dtype=np.int64)
+    return _Pseudo(
+        positions, texts, pseudo, keep, threshold, pseudo_label_s, time.perf_counter() - t0
+    )
+
+
 def run_plasm(
     gold_texts: Sequence[str],
     gold_labels: Sequence[int],
@@ -184,14 +233,14 @@ def run_plasm(
     num_classes: int,
     config: PlasmConfig | None = None,
     pool_gold: Sequence[int] | None = None,
-    progress: bool = False,
+    progress: Progress = False,
     teacher: Successor | None = None,
 ) -> PlasmResult:
     """Teacher on gold → pseudo-label `pool_texts` (the unlabeled pool) → filter → successor
     on gold + kept pseudo-labels. `pool_gold` (same length as pool_texts), when known, only
     measures the pseudo-labels' accuracy; it never reaches training. `teacher`: one this
     function returned before for the same gold labels (to try another filter without
-    training it again).
+    training it again). A `progress` callback sees "teacher/..." then "successor/..." phases.
 
     Raises FailedPreconditionError when the teacher is not better than chance on its
     held-out labels, InvalidArgumentError for inconsistent inputs.
@@ -203,12 +252,6 @@ def run_plasm(
         )
     if not pool_texts:
         raise InvalidArgumentError("no unlabeled texts to pseudo-label")
-    rng = np.random.default_rng(config.seed)
-    positions = np.arange(len(pool_texts), dtype=np.int64)
-    if config.pool_sample is not None and config.pool_sample < len(pool_texts):
-        positions = np.sort(rng.choice(positions, size=config.pool_sample, replace=False))
-    texts = [pool_texts[i] for i in positions.tolist()]
-
     t0 = time.perf_counter()
     if teacher is None:
         teacher = fine_tune_successor(
@@ -217,7 +260,7 @@ def run_plasm(
             num_classes,
             replace(config.teacher, seed=config.seed),
             model_path=config.teacher_model,
-            progress=progress,
+            progress=_staged(progress, "teacher"),
         )
     n_heldout, accuracy, chance = heldout_score(teacher, gold_texts, gold_labels, num_classes)
     teacher_s = time.perf_counter() - t0
@@ -227,58 +270,39 @@ def run_plasm(
             f"labels is not above chance {chance:.3f}, so its pseudo-labels would be mostly "
             "wrong; label more texts, or train the successor on the gold labels alone"
         )
-
-    t0 = time.perf_counter()
-    proba = teacher.predict_proba(texts)
-    pseudo = proba.argmax(axis=1).astype(np.int64)
-    pseudo_label_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    threshold: float | None = None
-    if config.filter == "uncertainty":
-        keep, threshold = uncertainty_keep(proba, accuracy)
-    elif config.filter == "cleanlab":
-        keep = cleanlab_keep(teacher.encode(texts), pseudo, config.seed)
-    else:
-        keep = np.arange(len(texts), dtype=np.int64)
-    filter_s = time.perf_counter() - t0
-
-    kept_positions = positions[keep]
-    kept_labels = pseudo[keep]
+    p = _pseudo_label(teacher, pool_texts, accuracy, config)
     all_acc = kept_acc = None
     if pool_gold is not None:
-        truth = np.asarray([pool_gold[i] for i in positions.tolist()], dtype=np.int64)
-        all_acc = float((pseudo == truth).mean())
-        kept_acc = float((kept_labels == truth[keep]).mean()) if len(keep) else None
-
+        truth = np.asarray([pool_gold[i] for i in p.positions.tolist()], dtype=np.int64)
+        all_acc = float((p.labels == truth).mean())
+        kept_acc = float((p.labels[p.keep] == truth[p.keep]).mean()) if len(p.keep) else None
     t0 = time.perf_counter()
     successor = fine_tune_successor(
-        [*gold_texts, *(texts[i] for i in keep.tolist())],
-        [*(int(v) for v in gold_labels), *kept_labels.tolist()],
+        [*gold_texts, *(p.texts[i] for i in p.keep.tolist())],
+        [*(int(v) for v in gold_labels), *p.labels[p.keep].tolist()],
         num_classes,
         replace(config.successor, seed=config.seed),
         model_path=config.successor_model,
-        progress=progress,
+        progress=_staged(progress, "successor"),
     )
-    successor_s = time.perf_counter() - t0
     report = PlasmReport(
         filter=config.filter,
         gold=len(gold_texts),
-        candidates=len(texts),
-        kept=len(keep),
-        kept_fraction=len(keep) / len(texts),
+        candidates=len(p.texts),
+        kept=len(p.keep),
+        kept_fraction=len(p.keep) / len(p.texts),
         teacher_heldout=n_heldout,
         teacher_heldout_accuracy=accuracy,
         chance=chance,
-        uncertainty_threshold=threshold,
+        uncertainty_threshold=p.threshold,
         pseudo_accuracy_all=all_acc,
         pseudo_accuracy_kept=kept_acc,
         teacher_s=teacher_s,
-        pseudo_label_s=pseudo_label_s,
-        filter_s=filter_s,
-        successor_s=successor_s,
+        pseudo_label_s=p.pseudo_label_s,
+        filter_s=p.filter_s,
+        successor_s=time.perf_counter() - t0,
     )
-    return PlasmResult(successor, teacher, report, kept_positions, kept_labels)
+    return PlasmResult(successor, teacher, report, p.positions[p.keep], p.labels[p.keep])
 
 
 def model_name(path: str | Path | None) -> str:

@@ -8,6 +8,8 @@ import grpc
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 
+from orchestrator import jobs_servicer
+from orchestrator.jobs import JobRunner
 from orchestrator.label_files import CSV, JSONL, LABEL_STUDIO, format_labels
 from orchestrator.sessions import Deleted, Sessions, SessionStatus, WriteResult
 from proxal_runtime.errors import InvalidArgumentError
@@ -199,3 +201,23 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         data = format_labels(self.sessions.export_rows(request.session), fmt)
         for start in range(0, len(data), EXPORT_CHUNK_BYTES):
             yield pb.ExportChunk(data=data[start : start + EXPORT_CHUNK_BYTES])
+
+    # ---------------------------------------------------------------- successor jobs
+    # orchestrator/jobs_servicer.py; one JobRunner per servicer, over the sessions' store.
+    def TrainSuccessor(
+        self, request: pb.TrainSuccessorRequest, context: grpc.ServicerContext
+    ) -> pb.TrainSuccessorResponse:
+        return jobs_servicer.train_successor(self._jobs(), request)
+
+    def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.JobEvent]:
+        return jobs_servicer.watch_job(self._jobs(), request, context)
+
+    def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return jobs_servicer.list_models(self._jobs(), request)
+
+    def _jobs(self) -> JobRunner:
+        return jobs_servicer.runner_of(self, lambda: self.sessions.store)

@@ -37,7 +37,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
-from orchestrator.successor_config import SuccessorConfig, resolve_device
+from orchestrator.successor_config import Progress, SuccessorConfig, TrainingStep, resolve_device
 from proxal_runtime.errors import InvalidArgumentError, MissingDependencyError, NotFoundError
 from proxal_runtime.models import MINILM_L6, minilm_l6_path
 
@@ -49,6 +49,8 @@ LABELS_FILE = "labels.json"
 ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17  # as the encoder service's export
 FORMAT_VERSION = 1
+# (phase, epochs, AdamW param groups) of a fine-tune
+_Phase = tuple[str, int, list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -609,28 +611,9 @@ def _encoder_param_groups(
     ]
 
 
-def fine_tune_successor(
-    texts: Sequence[str],
-    labels: Sequence[int],
-    num_classes: int,
-    config: SuccessorConfig | None = None,
-    model_path: str | Path | None = None,
-    progress: bool = True,
-) -> Successor:
-    """Fine-tune a successor on (texts, labels); labels are class ids in [0, num_classes).
-
-    `config.method` picks full fine-tuning, LP-FT, LoRA or bottleneck adapters; with
-    `config.validation_fraction` > 0 a stratified validation split drives early stopping and
-    the best epoch is kept (`Successor.history` records it). `model_path` defaults to the
-    bundled all-MiniLM-L6-v2. Texts are tokenised once; each epoch's batches group texts of
-    similar length, so little compute goes to padding. Runs are reproducible for a given seed
-    on the same device and thread count.
-    """
-    config = config or SuccessorConfig()
-    _check_training_set(texts, labels, num_classes)
-    device = resolve_device(config.device)
+def _checkpoint(model_path: str | Path | None) -> tuple[Path, str]:
+    """The encoder checkpoint directory and its name for records (default: MiniLM-L6)."""
     path = Path(model_path) if model_path is not None else minilm_l6_path()
-    base_model = MINILM_L6 if model_path is None else str(model_path)
     missing = [n for n in ("config.json", WEIGHTS_FILE) if not (path / n).is_file()]
     if missing:
         raise InvalidArgumentError(
@@ -638,16 +621,46 @@ def fine_tune_successor(
             f"{' or '.join(missing)}): pass a directory with config.json, model.safetensors "
             "and the tokenizer files"
         )
+    return path, MINILM_L6 if model_path is None else str(model_path)
 
+
+@dataclass
+class _Setup:
+    """A model ready to train and its tokenised data: train rows (`ids`, `targets`,
+    `lengths`, each (n_train,)) and held-out rows (`val_ids`, `val_labels`, maybe empty)."""
+
+    model: MeanPoolClassifier
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    ids: list[list[int]]
+    targets: torch.Tensor
+    lengths: torch.Tensor
+    val_ids: list[list[int]]
+    val_labels: list[int]
+    val_idx: np.ndarray
+    lora_encoder: Any
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+
+def _prepare(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    num_classes: int,
+    config: SuccessorConfig,
+    path: Path,
+) -> _Setup:
+    """Split, seed, load the model (with LoRA or bottleneck adapters) and tokenise once."""
     if config.validation_fraction > 0:
         train_idx, val_idx = validation_split(labels, config.validation_fraction, config.seed)
     else:
         train_idx, val_idx = np.arange(len(texts)), np.empty(0, dtype=np.int64)
-
     random.seed(config.seed)
     np.random.seed(config.seed)
     torch.manual_seed(config.seed)
-
+    device = resolve_device(config.device)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = MeanPoolClassifier.from_pretrained(path, num_classes, config.dropout).to(device)
     model.encoder.get_input_embeddings().requires_grad_(not config.freeze_word_embeddings)
@@ -657,16 +670,24 @@ def fine_tune_successor(
         add_bottleneck_adapters(model, config.bottleneck_reduction)
     all_ids = tokenizer(list(texts), truncation=True, max_length=config.max_length)["input_ids"]
     ids = [all_ids[i] for i in train_idx]
-    val_ids = [all_ids[i] for i in val_idx]
-    val_labels = [int(labels[i]) for i in val_idx]
-    lengths = torch.tensor([len(row) for row in ids])
-    targets = torch.tensor([int(labels[i]) for i in train_idx], dtype=torch.long)
-    pad_id = tokenizer.pad_token_id or 0
-    steps_per_epoch = math.ceil(len(ids) / config.batch_size)
-    head_params = list(model.head.parameters())
+    return _Setup(
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        ids=ids,
+        targets=torch.tensor([int(labels[i]) for i in train_idx], dtype=torch.long),
+        lengths=torch.tensor([len(row) for row in ids]),
+        val_ids=[all_ids[i] for i in val_idx],
+        val_labels=[int(labels[i]) for i in val_idx],
+        val_idx=val_idx,
+        lora_encoder=lora_encoder,
+    )
 
-    # (phase, epochs, optimizer param groups); the encoder freezes for the LP phase only.
-    phases: list[tuple[str, int, list[dict[str, Any]]]] = []
+
+def _phases(model: MeanPoolClassifier, config: SuccessorConfig) -> list[_Phase]:
+    """(phase, epochs, optimizer param groups): an "lp" phase (head only) first for lp_ft."""
+    head_params = list(model.head.parameters())
+    phases: list[_Phase] = []
     if config.method == "lp_ft":
         phases.append(("lp", config.lp_epochs, [{"params": head_params, "lr": config.head_lr}]))
         ft_groups = _encoder_param_groups(model, config.lr, config.weight_decay)
@@ -678,106 +699,196 @@ def fine_tune_successor(
         ft_groups = _encoder_param_groups(model, encoder_lr, config.weight_decay)
         ft_groups.append({"params": head_params, "lr": config.head_lr, "weight_decay": 0.0})
     phases.append(("ft", config.epochs, ft_groups))
-    # Everything that can change, for snapshots of the best epoch.
-    tracked = {name: p for name, p in model.named_parameters() if p.requires_grad}
-    total_steps = steps_per_epoch * sum(n for _, n, _ in phases)
-    shuffler = torch.Generator().manual_seed(config.seed)
+    return phases
 
-    deadline = math.inf if config.time_budget_s is None else config.time_budget_s
-    records: list[EpochRecord] = []
-    best_epoch, best_key = 0, (-math.inf, -math.inf)
-    best_state: dict[str, torch.Tensor] | None = None
-    stale = 0
-    stopped_early = out_of_time = False
-    step = 0
-    start = time.perf_counter()
-    model.train()
-    with tqdm(total=total_steps, desc="successor", unit="step", disable=not progress) as bar:
-        for phase, n_epochs, groups in phases:
-            if out_of_time or stopped_early:
-                break
-            encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
-            if phase == "lp":
-                for p in encoder_params:
-                    p.requires_grad_(False)
-            optimizer = torch.optim.AdamW(groups)
-            phase_steps = steps_per_epoch * n_epochs
-            scheduler = get_linear_schedule_with_warmup(
-                optimizer, round(config.warmup_ratio * phase_steps), phase_steps
-            )
-            stale = 0
-            for epoch in range(n_epochs):
-                loss_sum = 0.0
-                seen = 0
-                for idx in _length_grouped_batches(lengths, config.batch_size, shuffler):
-                    input_ids, mask = _pad_batch([ids[i] for i in idx], pad_id, device)
-                    loss = F.cross_entropy(model(input_ids, mask), targets[idx].to(device))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(tracked.values(), 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    loss_sum += loss.item() * len(idx)
-                    seen += len(idx)
-                    bar.update(1)
-                    bar.set_postfix(phase=phase, epoch=len(records) + 1, loss=f"{loss.item():.3f}")
-                    if time.perf_counter() - start > deadline:
-                        out_of_time = True
-                        break
-                score = val_loss = None
-                if val_ids:
-                    proba = _proba_from_ids(model, val_ids, num_classes, pad_id, device, 128)
-                    score = _score(val_labels, proba.argmax(axis=1), config.validation_metric)
-                    picked = proba[np.arange(len(val_labels)), val_labels]
-                    val_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
-                records.append(EpochRecord(phase, loss_sum / seen, score, val_loss))
-                if score is not None and val_loss is not None:
-                    # Higher score wins; on a tie (a saturated metric) lower loss does.
-                    if (score, -val_loss) > best_key:
-                        best_epoch, best_key, stale = len(records) - 1, (score, -val_loss), 0
-                        best_state = {k: p.detach().clone() for k, p in tracked.items()}
-                    else:
-                        stale += 1
-                if out_of_time:
-                    break
-                if phase == "ft" and stale >= config.patience and epoch < n_epochs - 1:
-                    stopped_early = True
-                    break
-            if phase == "lp":
-                for p in encoder_params:
-                    p.requires_grad_(True)
-    if best_state is not None and best_epoch != len(records) - 1:
-        with torch.no_grad():
-            for name, p in tracked.items():
-                p.copy_(best_state[name])
-    if not val_ids:
-        best_epoch = len(records) - 1
-    if lora_encoder is not None:  # fold the adapters in: a plain encoder, one safetensors
-        model.encoder = cast(PreTrainedModel, lora_encoder.merge_and_unload())
-    if out_of_time and step < total_steps:
-        log.warning(
-            "successor training stopped by its %.0f s time budget after %d of %d steps",
-            deadline,
-            step,
-            total_steps,
+
+class _Reporter:
+    """Step progress to a tqdm bar (`progress` True), a callback, or nowhere."""
+
+    def __init__(self, progress: Progress, total_steps: int, epochs: int) -> None:
+        self.callback = progress if callable(progress) else None
+        self.bar = tqdm(
+            total=total_steps, desc="successor", unit="step", disable=progress is not True
         )
-    train_seconds = time.perf_counter() - start
-    history = TrainingHistory(
-        method=config.method,
-        validation_metric=config.validation_metric,
-        epochs=tuple(records),
-        best_epoch=best_epoch,
-        validation_indices=tuple(int(i) for i in val_idx),
-        stopped_early=stopped_early,
-    )
+        self.total_steps = total_steps
+        self.epochs = epochs
+
+    def step(self, phase: str, epoch: int, step: int, loss: float) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(phase=phase, epoch=epoch, loss=f"{loss:.3f}")
+        if self.callback is not None:
+            self.callback(TrainingStep(phase, epoch, self.epochs, step, self.total_steps, loss))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _Trainer:
+    """The training loop of `fine_tune_successor`: phases of epochs of steps, validation
+    after each epoch, the best epoch's weights kept, patience and the time budget."""
+
+    def __init__(
+        self, setup: _Setup, config: SuccessorConfig, num_classes: int, progress: Progress
+    ) -> None:
+        self.s, self.config, self.num_classes = setup, config, num_classes
+        self.phases = _phases(setup.model, config)
+        # Everything that can change, for snapshots of the best epoch.
+        self.tracked = {n: p for n, p in setup.model.named_parameters() if p.requires_grad}
+        self.steps_per_epoch = math.ceil(len(setup.ids) / config.batch_size)
+        self.total_steps = self.steps_per_epoch * sum(n for _, n, _ in self.phases)
+        epochs = sum(n for _, n, _ in self.phases)
+        self.reporter = _Reporter(progress, self.total_steps, epochs)
+        self.shuffler = torch.Generator().manual_seed(config.seed)
+        self.deadline = math.inf if config.time_budget_s is None else config.time_budget_s
+        self.records: list[EpochRecord] = []
+        self.best_epoch, self.best_key = 0, (-math.inf, -math.inf)
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = self.step = 0
+        self.stopped_early = self.out_of_time = False
+        self.start = time.perf_counter()
+
+    def run(self) -> None:
+        """Train every phase (until patience or the time budget ends it), keep the best."""
+        self.start = time.perf_counter()
+        self.s.model.train()
+        try:
+            for phase, n_epochs, groups in self.phases:
+                if self.out_of_time or self.stopped_early:
+                    break
+                self._phase(phase, n_epochs, groups)
+        finally:
+            self.reporter.close()
+        if self.best_state is not None and self.best_epoch != len(self.records) - 1:
+            with torch.no_grad():
+                for name, p in self.tracked.items():
+                    p.copy_(self.best_state[name])
+        if not self.s.val_ids:
+            self.best_epoch = len(self.records) - 1
+        if self.out_of_time and self.step < self.total_steps:
+            log.warning(
+                "successor training stopped by its %.0f s time budget after %d of %d steps",
+                self.deadline,
+                self.step,
+                self.total_steps,
+            )
+
+    def _phase(self, phase: str, n_epochs: int, groups: list[dict[str, Any]]) -> None:
+        """One phase; the encoder is frozen for the LP phase only."""
+        model = self.s.model
+        encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+        if phase == "lp":
+            for p in encoder_params:
+                p.requires_grad_(False)
+        optimizer = torch.optim.AdamW(groups)
+        phase_steps = self.steps_per_epoch * n_epochs
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, round(self.config.warmup_ratio * phase_steps), phase_steps
+        )
+        self.stale = 0
+        for epoch in range(n_epochs):
+            train_loss = self._epoch(phase, optimizer, scheduler)
+            self._validate(phase, train_loss)
+            if self.out_of_time:
+                break
+            if phase == "ft" and self.stale >= self.config.patience and epoch < n_epochs - 1:
+                self.stopped_early = True
+                break
+        if phase == "lp":
+            for p in encoder_params:
+                p.requires_grad_(True)
+
+    def _epoch(self, phase: str, optimizer: torch.optim.Optimizer, scheduler: Any) -> float:
+        """One epoch of length-grouped batches → its mean training loss."""
+        s = self.s
+        loss_sum, seen = 0.0, 0
+        for idx in _length_grouped_batches(s.lengths, self.config.batch_size, self.shuffler):
+            input_ids, mask = _pad_batch([s.ids[i] for i in idx], s.pad_id, s.device)
+            loss = F.cross_entropy(s.model(input_ids, mask), s.targets[idx].to(s.device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.tracked.values(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            self.step += 1
+            loss_sum += loss.item() * len(idx)
+            seen += len(idx)
+            self.reporter.step(phase, len(self.records) + 1, self.step, loss.item())
+            if time.perf_counter() - self.start > self.deadline:
+                self.out_of_time = True
+                break
+        return loss_sum / seen
+
+    def _validate(self, phase: str, train_loss: float) -> None:
+        """Record the epoch; with held-out labels, score it and snapshot a new best."""
+        s = self.s
+        score = val_loss = None
+        if s.val_ids:
+            proba = _proba_from_ids(s.model, s.val_ids, self.num_classes, s.pad_id, s.device, 128)
+            score = _score(s.val_labels, proba.argmax(axis=1), self.config.validation_metric)
+            picked = proba[np.arange(len(s.val_labels)), s.val_labels]
+            val_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean())
+        self.records.append(EpochRecord(phase, train_loss, score, val_loss))
+        if score is None or val_loss is None:
+            return
+        # Higher score wins; on a tie (a saturated metric) lower loss does.
+        if (score, -val_loss) > self.best_key:
+            self.best_epoch, self.best_key, self.stale = (
+                len(self.records) - 1,
+                (score, -val_loss),
+                0,
+            )
+            self.best_state = {k: p.detach().clone() for k, p in self.tracked.items()}
+        else:
+            self.stale += 1
+
+    def history(self) -> TrainingHistory:
+        return TrainingHistory(
+            method=self.config.method,
+            validation_metric=self.config.validation_metric,
+            epochs=tuple(self.records),
+            best_epoch=self.best_epoch,
+            validation_indices=tuple(int(i) for i in self.s.val_idx),
+            stopped_early=self.stopped_early,
+        )
+
+
+def fine_tune_successor(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    num_classes: int,
+    config: SuccessorConfig | None = None,
+    model_path: str | Path | None = None,
+    progress: Progress = True,
+) -> Successor:
+    """Fine-tune a successor on (texts, labels); labels are class ids in [0, num_classes).
+
+    `config.method` picks full fine-tuning, LP-FT, LoRA or bottleneck adapters; with
+    `config.validation_fraction` > 0 a stratified validation split drives early stopping and
+    the best epoch is kept (`Successor.history` records it). `model_path` defaults to the
+    bundled all-MiniLM-L6-v2. `progress`: True for a tqdm bar, a callable to receive a
+    `TrainingStep` after every optimizer step, False for silence. Texts are tokenised once;
+    each epoch's batches group texts of similar length, so little compute goes to padding.
+    Runs are reproducible for a given seed on the same device and thread count.
+    """
+    config = config or SuccessorConfig()
+    _check_training_set(texts, labels, num_classes)
+    resolve_device(config.device)
+    path, base_model = _checkpoint(model_path)
+    setup = _prepare(texts, labels, num_classes, config, path)
+    log.info("successor: %s fine-tune on %s", config.method, setup.device)
+    trainer = _Trainer(setup, config, num_classes, progress)
+    trainer.run()
+    model = setup.model
+    if setup.lora_encoder is not None:  # fold the adapters in: a plain encoder, one safetensors
+        model.encoder = cast(PreTrainedModel, setup.lora_encoder.merge_and_unload())
+    history = trainer.history()
     return Successor(
         model=model,
-        tokenizer=tokenizer,
+        tokenizer=setup.tokenizer,
         num_classes=num_classes,
         max_length=config.max_length,
         base_model=base_model,
-        train_seconds=train_seconds,
-        epoch_losses=[r.train_loss for r in records],
+        train_seconds=time.perf_counter() - trainer.start,
+        epoch_losses=[r.train_loss for r in history.epochs],
         history=history,
     )

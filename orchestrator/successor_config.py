@@ -7,8 +7,9 @@ device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from proxal_runtime.errors import InvalidArgumentError
 
@@ -16,7 +17,30 @@ if TYPE_CHECKING:
     import torch
 
 METHODS = ("full", "lp_ft", "lora", "bottleneck")
+AUTO = "auto"  # a successor job's method: ASVP's LP-FT/FT rule picks lp_ft or full
+JOB_METHODS = (*METHODS, AUTO)
 VALIDATION_METRICS = ("macro_f1", "accuracy")
+
+
+@dataclass(frozen=True)
+class TrainingStep:
+    """One optimizer step of a fine-tune, for progress reports.
+
+    `phase` is "lp" or "ft" (PLASM prefixes "teacher/" or "successor/"); `epoch` counts
+    from 1 across phases up to `epochs` (planned); `step` from 1 up to `total_steps`;
+    `loss` is the step's batch cross-entropy.
+    """
+
+    phase: str
+    epoch: int
+    epochs: int
+    step: int
+    total_steps: int
+    loss: float
+
+
+# How a fine-tune reports progress: True (a tqdm bar), False (nothing), or a callback.
+Progress: TypeAlias = bool | Callable[[TrainingStep], None]
 
 
 @dataclass(frozen=True)
@@ -162,7 +186,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError, TypeError) as exc:
         raise InvalidArgumentError(
             f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}"
         ) from exc

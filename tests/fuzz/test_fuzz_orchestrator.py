@@ -9,6 +9,7 @@ request id was committed twice, and a valid label round still works.
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,8 @@ from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from orchestrator.clients import ProxyClient
+from orchestrator.jobs import JobRequest, JobRunner
+from orchestrator.jobs_servicer import attach_runner
 from orchestrator.processes import ServiceProcess
 from orchestrator.servicer import OrchestratorServicer
 from orchestrator.sessions import Sessions
@@ -57,6 +60,8 @@ N_TRAIN, N_TEST, DIM = 200, 20, 8
 CLASSES = ["alpha", "beta", "gamma"]
 IDS = list(range(N_TRAIN + N_TEST))  # test-split ids are not labelable: NOT_FOUND
 ANNOTATORS = ["ann", "bob", "c.d@e"]
+BROKEN = Path(tempfile.mkdtemp(prefix="fuzz-broken-checkpoint-")) / "ckpt"
+JOBS: list[str] = []  # the id of a job the fixture submitted, for WatchJob
 
 
 @dataclass
@@ -74,7 +79,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrchestratorWorl
     with ServiceProcess("proxy_service", store.uri, log_path=root / "proxy.log") as proxy:
         sessions = Sessions(store, ProxyClient(proxy.address, timeout=30))
         sessions.create("fz", "blobs", batch_size=5, lease_seconds=5)
+        # TrainSuccessor's session; valid requests name a checkpoint that fails to load, so
+        # their jobs end FAILED at once; at most 2 wait (then RESOURCE_EXHAUSTED), and
+        # closing the runner cancels whatever a mutant request started
+        sessions.create("fz-jobs", "blobs")
+        store.append_labels("fz-jobs", "blobs", [0, 1, 2, 3], ["alpha", "beta"] * 2)
+        BROKEN.mkdir()
+        (BROKEN / "config.json").write_text("{}")
+        (BROKEN / "model.safetensors").write_bytes(b"not safetensors")
         servicer = OrchestratorServicer(sessions)
+        runner = JobRunner(store, max_queued=2)
+        attach_runner(servicer, runner)
+        job, _ = runner.submit(JobRequest("fz-jobs", model_path=str(BROKEN)))
+        JOBS.append(job.id)
         running = start_server(
             ServerSettings(port=0, max_message_bytes=4 * 1024 * 1024),
             lambda s: pb_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
@@ -82,6 +99,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrchestratorWorl
         )
         with grpc.insecure_channel(running.address) as channel:
             yield OrchestratorWorld(channel, store)
+        runner.close()
         running.stop(0)
 
 
@@ -176,6 +194,23 @@ VALID: dict[str, Strategy] = {
         lambda fmt: pb.ExportLabelsRequest(session="fz", format=fmt),
         st.sampled_from(list(pb.ExportFormat.values())),
     ),
+    "TrainSuccessor": st.builds(
+        lambda method: pb.TrainSuccessorRequest(
+            session="fz-jobs",
+            method=method,
+            epochs=1,
+            max_length=8,
+            device="cpu",
+            skip_onnx=True,
+            time_budget_s=1.0,
+            model=str(BROKEN),
+        ),
+        st.sampled_from(["", "full", "lp_ft", "lora", "bottleneck"]),
+    ),
+    "WatchJob": st.builds(lambda: pb.WatchJobRequest(job_id=JOBS[0])),
+    "ListModels": st.builds(
+        lambda s: pb.ListModelsRequest(session=s), st.sampled_from(["", "fz", "fz-jobs"])
+    ),
 }
 OVERRIDES: dict[str, dict[str, Strategy]] = {
     "CreateSession": {
@@ -216,6 +251,15 @@ OVERRIDES: dict[str, dict[str, Strategy]] = {
         "annotator": ANNOTATOR,
     },
     "ExportLabels": {"session": SESSION, "format": ints(INT32, [0, 1, 2, 3])},
+    "TrainSuccessor": {
+        "session": excluding(names(["fz-jobs", "nosuch"]), ["fz"]),
+        "method": choices(["full", "auto", "lora"], hostile_text()),
+        "device": choices(["cpu", "auto", "cuda:7"], hostile_text()),
+        "test_split": names(["test", "train"]),
+        "model": choices([str(BROKEN), "/nowhere"], hostile_text()),
+    },
+    "WatchJob": {"job_id": choices(["job-000000000000"], hostile_text())},
+    "ListModels": {"session": SESSION},
 }
 
 

@@ -110,17 +110,14 @@ USER_ERRORS = [
         "serve --port 0 --store {tmp}/proxal-stor --proxy 127.0.0.1:9",
         "proxal: no store at '{tmp}/proxal-stor' (--store, env PROXAL_STORE)",
     ),
+    ("finetune s --orchestrator host:x", "proxal: server address 'host:x' is not host:port"),
     (
-        "finetune s --store {tmp}/proxal-stor --out {tmp}/o",
-        "proxal: no store at '{tmp}/proxal-stor' (--store, env PROXAL_STORE)",
+        "finetune s --orchestrator 127.0.0.1:1 --epochs x",
+        "proxal finetune: argument --epochs: invalid int value: 'x'",
     ),
     (
-        "finetune s --store {tmp}/notes.txt --out {tmp}/o",
-        "proxal: the store path '{tmp}/notes.txt' is a file",
-    ),
-    (
-        "finetune s --store {tmp}/store --out {tmp}/o --store-option bad",
-        "proxal: --store-option must be KEY=VALUE, got 'bad'",
+        "finetune s --orchestrator 127.0.0.1:1 --method x",
+        "proxal finetune: argument --method: invalid choice: 'x'",
     ),
     ("ingest p {tmp}/x.dat --encoder 127.0.0.1:1", "from its suffix '.dat': pass --format"),
     (

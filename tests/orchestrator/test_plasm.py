@@ -1,5 +1,5 @@
 """PLASM: the filters on their own, the teacher's chance check, the whole algorithm with real
-MiniLM-L6 on Banking77 texts, and `proxal finetune --plasm` against a real store."""
+MiniLM-L6 on Banking77 texts, and `proxal finetune --plasm` as a job of a real orchestrator."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 
 from orchestrator.cli import main
 from orchestrator.plasm import PlasmConfig, cleanlab_keep, run_plasm, uncertainty_keep
@@ -16,6 +17,7 @@ from orchestrator.successor import SuccessorConfig
 from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError
 from proxal_store import SessionRecord, Store
 from tests.conftest import BANKING77, banking_slice, read_jsonl
+from tests.orchestrator.jobs_server import orchestrator
 
 CLASSES = ("card_arrival", "exchange_rate", "lost_or_stolen_phone")
 FAST = SuccessorConfig(epochs=3, batch_size=8, max_length=32, head_lr=1e-2, device="cpu")
@@ -159,12 +161,15 @@ def _tiny_bert(directory: Path) -> Path:
 def test_finetune_cli_with_plasm_and_another_successor_architecture(
     session_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "succ"
     tiny = _tiny_bert(tmp_path / "tiny-bert")
-    args = ["finetune", "s1", "--store", session_store, "--out", str(out), "--epochs", "2"]
-    args += ["--batch-size", "8", "--max-length", "32", "--device", "cpu", "--no-onnx"]
-    args += ["--plasm", "--plasm-pool-sample", "40", "--plasm-filter", "none"]
-    assert main([*args, "--model", str(tiny)]) == 0
+    store = Store(session_store)
+    with orchestrator(store) as server:
+        args = ["finetune", "s1", "--orchestrator", server.address, "--epochs", "2"]
+        args += ["--batch-size", "8", "--max-length", "32", "--device", "cpu", "--no-onnx"]
+        args += ["--plasm", "--plasm-pool-sample", "40", "--plasm-filter", "none"]
+        assert main([*args, "--model", str(tiny)]) == 0
+        [model] = server.stub.ListModels(pb.ListModelsRequest(session="s1")).models
+    out = Path(model.uri)
     metrics = json.loads((out / "metrics.json").read_text())
     plasm = metrics["plasm"]
     assert (plasm["gold"], plasm["candidates"], plasm["kept"]) == (30, 40, 40)
@@ -172,19 +177,22 @@ def test_finetune_cli_with_plasm_and_another_successor_architecture(
     assert metrics["model"] == "tiny-bert" and metrics["test"]["rows"] == 30
     saved = json.loads((out / "config.json").read_text())["encoder_config"]
     assert saved["hidden_size"] == 64 and saved["num_hidden_layers"] == 2
-    assert "PLASM (none filter)" in capsys.readouterr().out
-    assert len(Store(session_store).read_labels("s1")[0]) == 30  # the session is untouched
+    printed = capsys.readouterr().out
+    assert "PLASM (none filter)" in printed
+    assert len(store.read_labels("s1")[0]) == 30  # the session is untouched
 
 
 def test_finetune_cli_plasm_errors(
     session_store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ["finetune", "all", "--store", session_store, "--out", str(tmp_path / "o")]
-    assert main([*args, "--plasm", "--device", "cpu"]) == 2
-    assert "nothing is left for PLASM to pseudo-label" in capsys.readouterr().err
-    s1 = ["finetune", "s1", "--store", session_store, "--out", str(tmp_path / "o")]
-    assert main([*s1, "--model", str(tmp_path / "nowhere")]) == 2
-    assert "is not a Hugging Face encoder checkpoint directory" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        main([*args, "--plasm", "--plasm-filter", "tracin"])
-    assert exc.value.code == 2
+    with orchestrator(Store(session_store)) as server:
+        args = ["finetune", "all", "--orchestrator", server.address]
+        assert main([*args, "--plasm", "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert "FAILED_PRECONDITION" in err and "nothing is left for PLASM to pseudo-label" in err
+        s1 = ["finetune", "s1", "--orchestrator", server.address]
+        assert main([*s1, "--model", str(tmp_path / "nowhere")]) == 2
+        assert "is not a Hugging Face encoder checkpoint directory" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exc:
+            main([*args, "--plasm", "--plasm-filter", "tracin"])
+        assert exc.value.code == 2

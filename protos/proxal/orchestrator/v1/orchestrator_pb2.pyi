@@ -13,10 +13,23 @@ class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPORT_FORMAT_JSONL: _ClassVar[ExportFormat]
     EXPORT_FORMAT_CSV: _ClassVar[ExportFormat]
     EXPORT_FORMAT_LABEL_STUDIO: _ClassVar[ExportFormat]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
 EXPORT_FORMAT_UNSPECIFIED: ExportFormat
 EXPORT_FORMAT_JSONL: ExportFormat
 EXPORT_FORMAT_CSV: ExportFormat
 EXPORT_FORMAT_LABEL_STUDIO: ExportFormat
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "classes", "lease_seconds", "classifier")
@@ -325,3 +338,139 @@ class ExportChunk(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class PlasmOptions(_message.Message):
+    __slots__ = ("enabled", "filter", "pool_sample", "heldout")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    POOL_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    HELDOUT_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    filter: str
+    pool_sample: int
+    heldout: float
+    def __init__(self, enabled: _Optional[bool] = ..., filter: _Optional[str] = ..., pool_sample: _Optional[int] = ..., heldout: _Optional[float] = ...) -> None: ...
+
+class TrainSuccessorRequest(_message.Message):
+    __slots__ = ("session", "method", "epochs", "batch_size", "max_length", "validation_fraction", "patience", "seed", "test_split", "skip_onnx", "plasm", "device", "time_budget_s", "model")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TEST_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    SKIP_ONNX_FIELD_NUMBER: _ClassVar[int]
+    PLASM_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_S_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    method: str
+    epochs: int
+    batch_size: int
+    max_length: int
+    validation_fraction: float
+    patience: int
+    seed: int
+    test_split: str
+    skip_onnx: bool
+    plasm: PlasmOptions
+    device: str
+    time_budget_s: float
+    model: str
+    def __init__(self, session: _Optional[str] = ..., method: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., validation_fraction: _Optional[float] = ..., patience: _Optional[int] = ..., seed: _Optional[int] = ..., test_split: _Optional[str] = ..., skip_onnx: _Optional[bool] = ..., plasm: _Optional[_Union[PlasmOptions, _Mapping]] = ..., device: _Optional[str] = ..., time_budget_s: _Optional[float] = ..., model: _Optional[str] = ...) -> None: ...
+
+class TrainSuccessorResponse(_message.Message):
+    __slots__ = ("job_id", "state", "queued_ahead", "device", "model_uri")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_AHEAD_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_URI_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: JobState
+    queued_ahead: int
+    device: str
+    model_uri: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., queued_ahead: _Optional[int] = ..., device: _Optional[str] = ..., model_uri: _Optional[str] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job_id", "state", "session", "method", "device", "phase", "epoch", "epochs", "step", "total_steps", "loss", "message", "elapsed_s", "model_uri")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
+    MODEL_URI_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: JobState
+    session: str
+    method: str
+    device: str
+    phase: str
+    epoch: int
+    epochs: int
+    step: int
+    total_steps: int
+    loss: float
+    message: str
+    elapsed_s: float
+    model_uri: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., session: _Optional[str] = ..., method: _Optional[str] = ..., device: _Optional[str] = ..., phase: _Optional[str] = ..., epoch: _Optional[int] = ..., epochs: _Optional[int] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., message: _Optional[str] = ..., elapsed_s: _Optional[float] = ..., model_uri: _Optional[str] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("session", "job_id", "method", "uri", "files", "test_accuracy", "test_macro_f1", "labels", "created_at", "device", "train_seconds", "metrics_json")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    TEST_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    TEST_MACRO_F1_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    job_id: str
+    method: str
+    uri: str
+    files: _containers.RepeatedScalarFieldContainer[str]
+    test_accuracy: float
+    test_macro_f1: float
+    labels: int
+    created_at: str
+    device: str
+    train_seconds: float
+    metrics_json: str
+    def __init__(self, session: _Optional[str] = ..., job_id: _Optional[str] = ..., method: _Optional[str] = ..., uri: _Optional[str] = ..., files: _Optional[_Iterable[str]] = ..., test_accuracy: _Optional[float] = ..., test_macro_f1: _Optional[float] = ..., labels: _Optional[int] = ..., created_at: _Optional[str] = ..., device: _Optional[str] = ..., train_seconds: _Optional[float] = ..., metrics_json: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...

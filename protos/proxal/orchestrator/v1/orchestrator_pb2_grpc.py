@@ -94,6 +94,21 @@ class OrchestratorServiceStub:
                 request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportLabelsRequest.SerializeToString,
                 response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportChunk.FromString,
                 _registered_method=True)
+        self.TrainSuccessor = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/TrainSuccessor',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.TrainSuccessorRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.TrainSuccessorResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/proxal.orchestrator.v1.OrchestratorService/WatchJob',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/ListModels',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -182,6 +197,33 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TrainSuccessor(self, request, context):
+        """Queues a successor fine-tune on the session's labels (as acknowledged now) and returns
+        its job id at once; jobs run one at a time in the orchestrator (docs/successor.md).
+        NOT_FOUND: unknown or deleted session; FAILED_PRECONDITION: fewer than 2 labelled
+        classes; INVALID_ARGUMENT: unknown method or an option out of range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """The job's progress from its start (queued, running with step/epoch/loss, then
+        succeeded or failed with the reason), streamed until it ends. Jobs live in the
+        orchestrator's memory: after a restart a job id is NOT_FOUND (finished models stay
+        listed by ListModels).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """The successors stored under <store>/models/ (optionally of one session), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -244,6 +286,21 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ExportLabels,
                     request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportLabelsRequest.FromString,
                     response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportChunk.SerializeToString,
+            ),
+            'TrainSuccessor': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrainSuccessor,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.TrainSuccessorRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.TrainSuccessorResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchJobRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.JobEvent.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -570,6 +627,87 @@ class OrchestratorService:
             '/proxal.orchestrator.v1.OrchestratorService/ExportLabels',
             proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportLabelsRequest.SerializeToString,
             proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ExportChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrainSuccessor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/TrainSuccessor',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.TrainSuccessorRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.TrainSuccessorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/WatchJob',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.WatchJobRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/ListModels',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
