@@ -103,8 +103,8 @@ def test_ingest_reads_every_format_and_names_a_missing_file(tmp_path: Path, bank
 # (the command, with {tmp} for the test's directory; what its one line of stderr says)
 USER_ERRORS = [
     (
-        "serve --port 0 --store {tmp}/store --proxy host-a:1,host-b:2",
-        "proxal: replica address 'host-a:1' is not ip:port",
+        "serve --port 0 --store {tmp}/store --proxy host-a:1,,host-b:2",
+        "proxal: proxy address list 'host-a:1,,host-b:2' has an empty entry",
     ),
     (
         "serve --port 0 --store {tmp}/proxal-stor --proxy 127.0.0.1:9",
