@@ -277,6 +277,23 @@ def check_query(query: Query, check_k: bool = True) -> tuple[Strategy, Classifie
     return strategy, spec, mc_samples
 
 
+def _query_rows(
+    version: LoadedVersion, train_rows: npt.NDArray[np.intp], query: Query
+) -> tuple[npt.NDArray[np.intp], int]:
+    """The rows (c,) the query scores (candidates, shard, UPS keep) and the k to pick."""
+    rows = candidate_rows(version, train_rows, query.candidate_ids, query.shard)
+    if query.subsampling is not None:
+        rows = rows[query.subsampling.keep(version.ids[rows], query.seed)]
+    if query.shard is not None:
+        return rows, min(query.k, len(rows))
+    if query.k > len(rows):
+        raise InvalidArgumentError(
+            f"k={query.k} but only {len(rows)} candidates are left once labeled ids are "
+            f"excluded; ask for at most {len(rows)}"
+        )
+    return rows, query.k
+
+
 def select(
     load: Loader,
     models: ModelCache,
@@ -299,17 +316,7 @@ def select(
     start = time.perf_counter()
     version = load()
     train_rows = version.rows(training.ids, "training ids")
-    rows = candidate_rows(version, train_rows, query.candidate_ids, query.shard)
-    if query.subsampling is not None:
-        rows = rows[query.subsampling.keep(version.ids[rows], query.seed)]
-    k = query.k
-    if query.shard is not None:
-        k = min(k, len(rows))
-    elif k > len(rows):
-        raise InvalidArgumentError(
-            f"k={k} but only {len(rows)} candidates are left once labeled ids are excluded; "
-            f"ask for at most {len(rows)}"
-        )
+    rows, k = _query_rows(version, train_rows, query)
     deadline.check("loading the version")
     loaded = time.perf_counter()
 
