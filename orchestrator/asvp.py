@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from orchestrator.alignment import logme
-from orchestrator.successor import SuccessorConfig, fine_tune_successor, validation_split
+from orchestrator.successor_config import SuccessorConfig
 from proxal_runtime.errors import InvalidArgumentError
 
 # Predicts class ids of `predict_ids` from a proxy fitted on (train_ids, train_labels).
@@ -206,6 +206,8 @@ class FeatureAligner:
         labels: npt.NDArray[np.int32],
     ) -> AlignmentDecision:
         """Fine-tune on (ids, labels), compare LogME, refresh if the gap is large → decision."""
+        from orchestrator.successor import fine_tune_successor, validation_split  # torch
+
         missing = [int(i) for i in ids if int(i) not in self.texts_of]
         if missing:
             raise InvalidArgumentError(f"labeled ids {missing[:5]} have no text in the pool")
