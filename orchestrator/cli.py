@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from orchestrator import label_cli
-from proxal_runtime.errors import ProxalError
+from proxal_runtime.errors import InvalidArgumentError, ProxalError
 
 if TYPE_CHECKING:
     from orchestrator.clients import EncoderClient
+    from orchestrator.feature_checks import AsvpRuntime
     from proxal_store import Store
 
 # Start-up stays under half a second: this module imports no grpc, numpy, lance or
@@ -147,6 +148,18 @@ def _serve_parser(sub: Sub) -> None:
         required="PROXAL_ORCHESTRATOR_PROXY" not in os.environ,
         help="proxy service address: host:port, or dns:///name:port or ip:port,ip:port for "
         "replicas (calls spread round-robin) (env PROXAL_ORCHESTRATOR_PROXY)",
+    )
+    p.add_argument(
+        "--encoder",
+        default=os.environ.get("PROXAL_ORCHESTRATOR_ENCODER", ""),
+        help="encoder service address (host:port), for sessions with ASVP feature checks; "
+        "without it, ASVP in a session is refused (env PROXAL_ORCHESTRATOR_ENCODER)",
+    )
+    p.add_argument(
+        "--checkpoint-root",
+        default=os.environ.get("PROXAL_ORCHESTRATOR_CHECKPOINT_ROOT", "."),
+        help="the encoder service's --checkpoint-root (a directory both can reach): ASVP "
+        "writes its fine-tuned checkpoints there (env PROXAL_ORCHESTRATOR_CHECKPOINT_ROOT)",
     )
 
 
@@ -628,7 +641,9 @@ def run_serve_command(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     store = _open_store(args)  # before anything binds: a mistyped --store stops here
-    servicer = OrchestratorServicer(Sessions(store, ProxyClient(args.proxy)))
+    servicer = OrchestratorServicer(
+        Sessions(store, ProxyClient(args.proxy), asvp=_asvp_runtime(args))
+    )
     name = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
     running = start_or_exit(
         server_settings(args),
@@ -637,6 +652,22 @@ def run_serve_command(args: argparse.Namespace) -> int:
     )
     serve_forever(running)
     return 0
+
+
+def _asvp_runtime(args: argparse.Namespace) -> AsvpRuntime | None:
+    """What live ASVP checks need when `serve --encoder` is given (else None)."""
+    from orchestrator.clients import EncoderClient
+    from orchestrator.feature_checks import AsvpRuntime
+
+    if not args.encoder:
+        return None
+    root = Path(args.checkpoint_root).expanduser().resolve()
+    if not root.is_dir():
+        raise InvalidArgumentError(
+            f"--checkpoint-root {args.checkpoint_root!r} is not a directory: pass the encoder "
+            "service's --checkpoint-root"
+        )
+    return AsvpRuntime(EncoderClient(args.encoder), root)
 
 
 _PARSERS: dict[str, Callable[[Sub], None]] = {

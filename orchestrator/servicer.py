@@ -91,7 +91,13 @@ def ups_schedule(message: pb.UpsSettings) -> UpsSchedule:
 def asvp_config(message: pb.AsvpSettings) -> AsvpConfig:
     """AsvpSettings as a checked AsvpConfig (unset: the defaults); InvalidArgumentError."""
     from orchestrator.asvp import AsvpConfig
+    from orchestrator.successor_config import METHODS
 
+    if message.finetune_method and message.finetune_method not in METHODS:
+        raise InvalidArgumentError(
+            f"asvp finetune_method must be one of {', '.join(METHODS)}, got "
+            f"{message.finetune_method[:80]!r}"
+        )
     d = AsvpConfig()
     f = d.finetune
     time_budget = message.time_budget_s
