@@ -641,16 +641,18 @@ def run_serve_command(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     store = _open_store(args)  # before anything binds: a mistyped --store stops here
-    servicer = OrchestratorServicer(
-        Sessions(store, ProxyClient(args.proxy), asvp=_asvp_runtime(args))
-    )
+    sessions = Sessions(store, ProxyClient(args.proxy), asvp=_asvp_runtime(args))
+    servicer = OrchestratorServicer(sessions)
     name = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
     running = start_or_exit(
         server_settings(args),
         lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
         [name],
     )
-    serve_forever(running)
+    try:
+        serve_forever(running)
+    finally:
+        sessions.close()  # queued ASVP checks are dropped; a running one is abandoned
     return 0
 
 

@@ -111,6 +111,16 @@ USER_ERRORS = [
         "proxal: no store at '{tmp}/proxal-stor' (--store, env PROXAL_STORE)",
     ),
     (
+        "serve --port 0 --store {tmp}/store --proxy 127.0.0.1:9 --encoder 127.0.0.1:8 "
+        "--checkpoint-root {tmp}/nowhere",
+        "proxal: --checkpoint-root '{tmp}/nowhere' is not a directory: pass the encoder "
+        "service's --checkpoint-root",
+    ),
+    (
+        "serve --port 0 --store {tmp}/store --proxy 127.0.0.1:9 --encoder host:x",
+        "proxal: server address 'host:x' is not host:port",
+    ),
+    (
         "finetune s --store {tmp}/proxal-stor --out {tmp}/o",
         "proxal: no store at '{tmp}/proxal-stor' (--store, env PROXAL_STORE)",
     ),
