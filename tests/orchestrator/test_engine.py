@@ -190,3 +190,18 @@ def _asvp():  # type: ignore[no-untyped-def]
     from orchestrator.asvp import AsvpConfig
 
     return AsvpConfig()
+
+
+def test_a_switch_is_persisted_with_its_lineage(stack: Stack) -> None:
+    from orchestrator.engine import Engine, SessionConfig, lineage_of
+
+    engine = Engine(stack.store, stack.proxy, background=False)
+    config = SessionConfig("switched", POOL, tuple(CLASSES), "margin", 4, 0)
+    engine.create(config, "v1")
+    check = {"action": "refresh", "reason": "it's quoted"}  # a quote in the SQL update
+    with engine.lock("switched"):
+        engine._switch("switched", "v7", check)
+    record = Store(stack.store.uri).get_session("switched")  # a fresh reader
+    assert record.embedding_version == "v7" and lineage_of(record) == ["v1", "v7"]
+    assert record.config["last_check"] == check and record.config["classes"] == CLASSES
+    assert [s.session for s in stack.store.list_sessions()].count("switched") == 1
