@@ -32,12 +32,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from orchestrator.alignment import logme
-from orchestrator.successor import SuccessorConfig, fine_tune_successor, validation_split
+from orchestrator.successor_config import SuccessorConfig
 from proxal_runtime.errors import InvalidArgumentError
 
 # Predicts class ids of `predict_ids` from a proxy fitted on (train_ids, train_labels).
@@ -206,6 +207,8 @@ class FeatureAligner:
         labels: npt.NDArray[np.int32],
     ) -> AlignmentDecision:
         """Fine-tune on (ids, labels), compare LogME, refresh if the gap is large → decision."""
+        from orchestrator.successor import fine_tune_successor, validation_split  # torch
+
         missing = [int(i) for i in ids if int(i) not in self.texts_of]
         if missing:
             raise InvalidArgumentError(f"labeled ids {missing[:5]} have no text in the pool")
@@ -229,15 +232,7 @@ class FeatureAligner:
         gap = score_tuned - score_current
         logme_s = time.perf_counter() - t0
 
-        # The LP-FT/FT rule on the labels the fine-tune held out.
-        assert model.history is not None  # a freshly trained successor always has one
-        held = np.asarray(model.history.validation_indices, dtype=np.int64)
-        train = np.setdiff1d(np.arange(len(ids)), held)
-        proxy_pred = self.proxy_predict(version, ids[train], labels[train], ids[held])
-        tuned_pred = model.predict([texts[i] for i in held])
-        truth = labels[held]
-        b1 = int(np.sum((proxy_pred == truth) & (tuned_pred != truth)))
-        b2 = int(np.sum((tuned_pred == truth) & (proxy_pred != truth)))
+        b1, b2, held = self._held_out_rule(model, version, ids, labels, texts)
         method, reason = successor_rule(b1, b2)
 
         action, new_version, refresh_s = "keep", version, 0.0
@@ -279,6 +274,26 @@ class FeatureAligner:
                 refresh_s=refresh_s,
             )
         )
+
+    def _held_out_rule(
+        self,
+        model: Any,
+        version: str,
+        ids: npt.NDArray[np.int64],
+        labels: npt.NDArray[np.int32],
+        texts: list[str],
+    ) -> tuple[int, int, npt.NDArray[np.int64]]:
+        """The LP-FT/FT rule's counts on the labels the fine-tune held out → (B1, B2, held
+        positions (h,))."""
+        assert model.history is not None  # a freshly trained successor always has one
+        held = np.asarray(model.history.validation_indices, dtype=np.int64)
+        train = np.setdiff1d(np.arange(len(ids)), held)
+        proxy_pred = self.proxy_predict(version, ids[train], labels[train], ids[held])
+        tuned_pred = model.predict([texts[i] for i in held])
+        truth = labels[held]
+        b1 = int(np.sum((proxy_pred == truth) & (tuned_pred != truth)))
+        b2 = int(np.sum((tuned_pred == truth) & (proxy_pred != truth)))
+        return b1, b2, held
 
     def _record(self, decision: AlignmentDecision) -> AlignmentDecision:
         self.decisions.append(decision)

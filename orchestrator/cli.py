@@ -14,13 +14,14 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeAlias, cast
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from orchestrator import label_cli
-from proxal_runtime.errors import ProxalError
+from proxal_runtime.errors import InvalidArgumentError, ProxalError
 
 if TYPE_CHECKING:
     from orchestrator.clients import EncoderClient
+    from orchestrator.feature_checks import AsvpRuntime
     from proxal_store import Store
 
 # Start-up stays under half a second: this module imports no grpc, numpy, lance or
@@ -159,6 +160,7 @@ def _serve_parser(sub: Sub) -> None:
         f"each, merged) above N (default {DEFAULT_SHARD_ABOVE}; env "
         "PROXAL_ORCHESTRATOR_SHARD_ABOVE)",
     )
+    _serve_encoder_args(p)
 
 
 def _shard_above(value: str) -> int:
@@ -172,6 +174,21 @@ def _shard_above(value: str) -> int:
             f"must be a whole number >= 1 (also in PROXAL_ORCHESTRATOR_SHARD_ABOVE), got {value!r}"
         )
     return number
+
+
+def _serve_encoder_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--encoder",
+        default=os.environ.get("PROXAL_ORCHESTRATOR_ENCODER", ""),
+        help="encoder service address (host:port), for sessions with ASVP feature checks; "
+        "without it, ASVP in a session is refused (env PROXAL_ORCHESTRATOR_ENCODER)",
+    )
+    p.add_argument(
+        "--checkpoint-root",
+        default=os.environ.get("PROXAL_ORCHESTRATOR_CHECKPOINT_ROOT", "."),
+        help="the encoder service's --checkpoint-root (a directory both can reach): ASVP "
+        "writes its fine-tuned checkpoints there (env PROXAL_ORCHESTRATOR_CHECKPOINT_ROOT)",
+    )
 
 
 def _finetune_parser(sub: Sub) -> None:
@@ -622,7 +639,6 @@ def run_demo_command(args: argparse.Namespace) -> int:
 def run_serve_command(args: argparse.Namespace) -> int:
     from proxal.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
-    from orchestrator.clients import ProxyClient
     from orchestrator.servicer import OrchestratorServicer
     from orchestrator.sessions import Sessions
     from orchestrator.sharding import make_selector
@@ -632,16 +648,35 @@ def run_serve_command(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     selector = make_selector(args.proxy, args.shard_above)  # a malformed --proxy stops here
     store = _open_store(args)  # before anything binds: a mistyped --store stops here
-    # A drop-in for ProxyClient (same select/predict) until Sessions takes a Selector protocol.
-    servicer = OrchestratorServicer(Sessions(store, cast(ProxyClient, selector)))
+    sessions = Sessions(store, selector, asvp=_asvp_runtime(args))
+    servicer = OrchestratorServicer(sessions)
     name = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
     running = start_or_exit(
         server_settings(args),
         lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
         [name],
     )
-    serve_forever(running)
+    try:
+        serve_forever(running)
+    finally:
+        sessions.close()  # queued ASVP checks are dropped; a running one is abandoned
     return 0
+
+
+def _asvp_runtime(args: argparse.Namespace) -> AsvpRuntime | None:
+    """What live ASVP checks need when `serve --encoder` is given (else None)."""
+    from orchestrator.clients import EncoderClient
+    from orchestrator.feature_checks import AsvpRuntime
+
+    if not args.encoder:
+        return None
+    root = Path(args.checkpoint_root).expanduser().resolve()
+    if not root.is_dir():
+        raise InvalidArgumentError(
+            f"--checkpoint-root {args.checkpoint_root!r} is not a directory: pass the encoder "
+            "service's --checkpoint-root"
+        )
+    return AsvpRuntime(EncoderClient(args.encoder), root)
 
 
 _PARSERS: dict[str, Callable[[Sub], None]] = {

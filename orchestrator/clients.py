@@ -1,8 +1,8 @@
 """gRPC clients for the encoder and proxy services: the orchestrator's only way in.
 
-They translate between numpy/dataclasses and the protos; nothing here knows about
-active learning. Errors from the services surface as `grpc.RpcError` with the server's
-status code and message.
+They translate between numpy/dataclasses (`orchestrator.selectors`) and the protos;
+nothing here knows about active learning. Errors from the services surface as
+`grpc.RpcError` with the server's status code and message.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -22,7 +21,9 @@ from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
 from orchestrator.pool_files import Fields, PoolFile, read_pool_file
+from orchestrator.selectors import ClassifierSpec, Selection, Subsampling, TrainingSet
 from proxal_runtime.arrays import (
+    pack_float32,
     pack_int32,
     pack_int64,
     unpack_float32,
@@ -126,54 +127,57 @@ def proxy_target(address: str) -> tuple[str, bool]:
     return address, False
 
 
-@dataclass(frozen=True)
-class Selection:
-    """A proxy's answer: ids (k,) best first and their scores (k,)."""
-
-    ids: npt.NDArray[np.int64]
-    scores: npt.NDArray[np.float32]
-    strategy: str
-    fallback_reason: str
-    timings: dict[str, float]
-    candidates: int = 0
-    # Every score computed (n,), when return_scores was asked for; else empty.
-    scored_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
-    scored_scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
-
-    @classmethod
-    def from_proto(cls, response: proxy_pb2.SelectResponse) -> Selection:
-        t = response.timings
-        return cls(
-            ids=unpack_int64(response.ids.data),
-            scores=unpack_float32(response.scores.data),
-            strategy=response.strategy,
-            fallback_reason=response.fallback_reason,
-            timings={
-                "load_s": t.load_s,
-                "fit_s": t.fit_s,
-                "score_s": t.score_s,
-                "select_s": t.select_s,
-            },
-            candidates=response.candidates,
-            scored_ids=unpack_int64(response.scored_ids.data),
-            scored_scores=unpack_float32(response.scored_scores.data),
-        )
+def selection_from_proto(response: proxy_pb2.SelectResponse) -> Selection:
+    """A SelectResponse as a `Selection`."""
+    t = response.timings
+    return Selection(
+        ids=unpack_int64(response.ids.data),
+        scores=unpack_float32(response.scores.data),
+        strategy=response.strategy,
+        fallback_reason=response.fallback_reason,
+        timings={
+            "load_s": t.load_s,
+            "fit_s": t.fit_s,
+            "score_s": t.score_s,
+            "select_s": t.select_s,
+        },
+        candidates=response.candidates,
+        scored_ids=unpack_int64(response.scored_ids.data),
+        scored_scores=unpack_float32(response.scored_scores.data),
+    )
 
 
-@dataclass(frozen=True)
-class TrainingSet:
-    """Labels so far: ids (n,) with class indices (n,) in [0, num_classes)."""
+def training_proto(training: TrainingSet) -> proxy_pb2.TrainingSet:
+    return proxy_pb2.TrainingSet(
+        ids=common_pb2.Int64Array(data=pack_int64(training.ids)),
+        labels=common_pb2.Int32Array(data=pack_int32(training.labels)),
+        num_classes=training.num_classes,
+    )
 
-    ids: npt.NDArray[np.int64]
-    labels: npt.NDArray[np.int32]
-    num_classes: int
 
-    def to_proto(self) -> proxy_pb2.TrainingSet:
-        return proxy_pb2.TrainingSet(
-            ids=common_pb2.Int64Array(data=pack_int64(self.ids)),
-            labels=common_pb2.Int32Array(data=pack_int32(self.labels)),
-            num_classes=self.num_classes,
-        )
+def classifier_proto(
+    spec: ClassifierSpec | proxy_pb2.ClassifierSpec | None,
+) -> proxy_pb2.ClassifierSpec | None:
+    """The proto of a classifier spec (a proto passes through; None stays None)."""
+    if spec is None or isinstance(spec, proxy_pb2.ClassifierSpec):
+        return spec
+    return proxy_pb2.ClassifierSpec(
+        kind=spec.kind, c=spec.c, max_iter=spec.max_iter, balanced=spec.balanced
+    )
+
+
+def subsampling_proto(
+    sub: Subsampling | proxy_pb2.Subsampling | None,
+) -> proxy_pb2.Subsampling | None:
+    """The proto of a UPS subsampling (a proto passes through; None stays None)."""
+    if sub is None or isinstance(sub, proxy_pb2.Subsampling):
+        return sub
+    return proxy_pb2.Subsampling(
+        gamma=sub.gamma,
+        temperature=sub.temperature,
+        previous_ids=common_pb2.Int64Array(data=pack_int64(sub.previous_ids)),
+        previous_scores=common_pb2.Float32Array(data=pack_float32(sub.previous_scores)),
+    )
 
 
 def select_request(
@@ -184,8 +188,8 @@ def select_request(
     k: int,
     seed: int,
     candidate_ids: npt.NDArray[np.int64] | None = None,
-    classifier: proxy_pb2.ClassifierSpec | None = None,
-    subsampling: proxy_pb2.Subsampling | None = None,
+    classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
+    subsampling: Subsampling | proxy_pb2.Subsampling | None = None,
     return_scores: bool = False,
     mc_samples: int = 0,
 ) -> proxy_pb2.SelectRequest:
@@ -193,15 +197,15 @@ def select_request(
     return proxy_pb2.SelectRequest(
         pool=pool,
         embedding_version=version,
-        training=training.to_proto(),
-        classifier=classifier,
+        training=training_proto(training),
+        classifier=classifier_proto(classifier),
         strategy=strategy,
         k=k,
         seed=seed,
         candidate_ids=common_pb2.Int64Array(
             data=b"" if candidate_ids is None else pack_int64(candidate_ids)
         ),
-        subsampling=subsampling,
+        subsampling=subsampling_proto(subsampling),
         return_scores=return_scores,
         mc_samples=mc_samples,
     )
@@ -357,8 +361,8 @@ class ProxyClient:
         k: int,
         seed: int,
         candidate_ids: npt.NDArray[np.int64] | None = None,
-        classifier: proxy_pb2.ClassifierSpec | None = None,
-        subsampling: proxy_pb2.Subsampling | None = None,
+        classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
+        subsampling: Subsampling | proxy_pb2.Subsampling | None = None,
         return_scores: bool = False,
         mc_samples: int = 0,
     ) -> Selection:
@@ -376,7 +380,7 @@ class ProxyClient:
             return_scores=return_scores,
             mc_samples=mc_samples,
         )
-        return Selection.from_proto(self._stub.Select(request, timeout=self.timeout))
+        return selection_from_proto(self._stub.Select(request, timeout=self.timeout))
 
     def predict(
         self,
@@ -385,14 +389,14 @@ class ProxyClient:
         training: TrainingSet,
         ids: npt.NDArray[np.int64],
         seed: int,
-        classifier: proxy_pb2.ClassifierSpec | None = None,
+        classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
     ) -> npt.NDArray[np.int32]:
         """The proxy's predicted class index for each id, (n,) int32."""
         request = proxy_pb2.PredictRequest(
             pool=pool,
             embedding_version=version,
-            training=training.to_proto(),
-            classifier=classifier,
+            training=training_proto(training),
+            classifier=classifier_proto(classifier),
             seed=seed,
             ids=common_pb2.Int64Array(data=pack_int64(ids)),
         )

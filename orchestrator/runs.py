@@ -61,6 +61,7 @@ class RoundRow:
     score_s: float = 0.0
     finetune_s: float = 0.0
     round_s: float = 0.0
+    embedding_version: str = ""  # the version the round selected on (ASVP may switch it)
 
 
 @dataclass(frozen=True)

@@ -1,18 +1,34 @@
-"""OrchestratorService: a thin gRPC adapter over `orchestrator.sessions.Sessions`."""
+"""OrchestratorService: a thin gRPC adapter over `orchestrator.sessions.Sessions`.
+
+It turns protos into the engine's dataclasses and back, and a failed call to the proxy or
+the encoder (`grpc.RpcError`) into the error hierarchy, keeping its status code.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Iterator
+from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import grpc
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from orchestrator import jobs_servicer
+from orchestrator.engine import asvp_of, lineage_of, ups_of
+from orchestrator.feature_checks import CheckRecord, CheckStatus
 from orchestrator.jobs import JobRunner
 from orchestrator.label_files import CSV, JSONL, LABEL_STUDIO, format_labels
+from orchestrator.selectors import ClassifierSpec
 from orchestrator.sessions import Deleted, Sessions, SessionStatus, WriteResult
+from orchestrator.ups import UpsSchedule
 from proxal_runtime.errors import InvalidArgumentError
+from proxal_runtime.server import error_from_rpc
+
+if TYPE_CHECKING:
+    from orchestrator.asvp import AsvpConfig
 
 EXPORT_CHUNK_BYTES = 64 * 1024
 _EXPORT_FORMATS = {
@@ -23,8 +39,118 @@ _EXPORT_FORMATS = {
 }
 
 
+@contextlib.contextmanager
+def _downstream(service: str = "proxy service") -> Iterator[None]:
+    """A failed call to another service as the matching domain error."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise error_from_rpc(exc, service) from exc
+
+
+def _ups_settings(ups: UpsSchedule | None) -> pb.UpsSettings | None:
+    if ups is None:
+        return None
+    return pb.UpsSettings(
+        gamma=ups.gamma,
+        temperature=ups.temperature,
+        full_rounds=ups.full_rounds,
+        full_every=ups.full_every,
+    )
+
+
+def _asvp_settings(asvp: AsvpConfig | None) -> pb.AsvpSettings | None:
+    if asvp is None:
+        return None
+    f = asvp.finetune
+    return pb.AsvpSettings(
+        every_rounds=asvp.every_rounds,
+        growth_factor=asvp.growth_factor,
+        threshold=asvp.threshold,
+        use_ped=asvp.use_ped,
+        finetune_method=f.method,
+        finetune_epochs=f.epochs,
+        max_length=f.max_length,
+        finetune_batch_size=f.batch_size,
+        time_budget_s=f.time_budget_s or 0.0,
+        keep_checkpoints=asvp.keep_checkpoints,
+    )
+
+
+def ups_schedule(message: pb.UpsSettings) -> UpsSchedule:
+    """UpsSettings as a checked schedule (0 or unset: the defaults)."""
+    d = UpsSchedule()
+    ups = UpsSchedule(
+        gamma=message.gamma or d.gamma,
+        temperature=message.temperature or d.temperature,
+        full_rounds=message.full_rounds or d.full_rounds,
+        full_every=message.full_every if message.HasField("full_every") else d.full_every,
+    )
+    ups.validate()
+    return ups
+
+
+def asvp_config(message: pb.AsvpSettings) -> AsvpConfig:
+    """AsvpSettings as a checked AsvpConfig (unset: the defaults); InvalidArgumentError."""
+    from orchestrator.asvp import AsvpConfig
+    from orchestrator.successor_config import METHODS
+
+    if message.finetune_method and message.finetune_method not in METHODS:
+        raise InvalidArgumentError(
+            f"asvp finetune_method must be one of {', '.join(METHODS)}, got "
+            f"{message.finetune_method[:80]!r}"
+        )
+    d = AsvpConfig()
+    f = d.finetune
+    time_budget = message.time_budget_s
+    if time_budget < 0 or math.isnan(time_budget):
+        raise InvalidArgumentError(f"asvp time_budget_s must be >= 0, got {time_budget}")
+    finetune = type(f)(
+        **{
+            **asdict(f),
+            "method": message.finetune_method or f.method,
+            "epochs": message.finetune_epochs or f.epochs,
+            "max_length": message.max_length or f.max_length,
+            "batch_size": message.finetune_batch_size or f.batch_size,
+            "time_budget_s": time_budget or None,
+            "lora_target_modules": f.lora_target_modules,
+        }
+    )
+    config = AsvpConfig(
+        every_rounds=message.every_rounds if message.HasField("every_rounds") else d.every_rounds,
+        growth_factor=message.growth_factor,
+        threshold=message.threshold if message.HasField("threshold") else d.threshold,
+        use_ped=message.use_ped if message.HasField("use_ped") else d.use_ped,
+        finetune=finetune,
+        keep_checkpoints=message.keep_checkpoints,
+    )
+    config.validate()
+    return config
+
+
+def _check(check: CheckRecord | None) -> pb.FeatureCheck | None:
+    if check is None:
+        return None
+    return pb.FeatureCheck(**asdict(check))
+
+
+def _asvp_status(status: CheckStatus | None) -> pb.AsvpStatus | None:
+    if status is None:
+        return None
+    return pb.AsvpStatus(
+        enabled=status.enabled,
+        running=status.running,
+        phase=status.phase,
+        last_check=_check(status.last),
+        checks=status.checks,
+        failed_checks=status.failed,
+        next_due=status.next_due,
+    )
+
+
 def _session(state: SessionStatus) -> pb.Session:
     r = state.record
+    spec = state.classifier_spec
     return pb.Session(
         session=r.session,
         pool=r.pool,
@@ -40,6 +166,12 @@ def _session(state: SessionStatus) -> pb.Session:
         lease_seconds=state.lease_seconds,
         classifier=state.classifier,
         problem=state.problem,
+        classifier_c=spec.c,
+        classifier_max_iter=spec.max_iter,
+        classifier_balanced=spec.balanced,
+        ups=_ups_settings(ups_of(r)) if not state.problem else None,
+        asvp=_asvp_settings(asvp_of(r)) if not state.problem else None,
+        lineage=lineage_of(r),
     )
 
 
@@ -71,6 +203,12 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     def CreateSession(
         self, request: pb.CreateSessionRequest, context: grpc.ServicerContext
     ) -> pb.Session:
+        spec = ClassifierSpec(
+            request.classifier,
+            request.classifier_c,
+            request.classifier_max_iter,
+            request.classifier_balanced,
+        )
         return _session(
             self.sessions.create(
                 request.session,
@@ -82,7 +220,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 request.split or "train",
                 list(request.classes),
                 request.lease_seconds or 600.0,
-                request.classifier,
+                spec,
+                ups=ups_schedule(request.ups) if request.HasField("ups") else None,
+                asvp=asvp_config(request.asvp) if request.HasField("asvp") else None,
             )
         )
 
@@ -104,7 +244,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         return _deleted(self.sessions.delete(request.session, request.force))
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.SessionStatus:
-        s = self.sessions.status(request.session)
+        with _downstream():
+            s = self.sessions.status(request.session)
         return pb.SessionStatus(
             session=_session(s),
             labels=s.labels,
@@ -120,12 +261,15 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             annotators=s.annotators,
             labeled_classes=s.labeled_classes,
             accuracy_classes=s.accuracy_classes,
+            asvp=_asvp_status(s.asvp),
+            lineage=lineage_of(s.record),
         )
 
     def NextBatch(
         self, request: pb.NextBatchRequest, context: grpc.ServicerContext
     ) -> pb.NextBatchResponse:
-        batch = self.sessions.next_batch(request.session, request.k, request.annotator)
+        with _downstream():
+            batch = self.sessions.next_batch(request.session, request.k, request.annotator)
         return pb.NextBatchResponse(
             items=[pb.Item(id=i, text=t) for i, t in batch.items],
             strategy=batch.strategy,

@@ -1,8 +1,11 @@
 """Labeling sessions: the domain code behind OrchestratorService.
 
-A session names a pool, a pinned embedding version, a strategy and the classes. All of its
-state lives in the store: the session row, its label log (`proxal_store.labels`), its
-leases and its rounds. A restarted orchestrator replays them and carries on where it was.
+A session names a pool, its current embedding version (and lineage), a strategy, a
+classifier spec, the classes and optional UPS and ASVP schedules. It runs on the one engine
+(`orchestrator.engine`): this layer checks requests (names, request ids, ids, classes,
+leases) and the engine selects, records rounds, writes labels and runs ASVP checks. All of a
+session's state lives in the store: the session row, its label log (`proxal_store.labels`),
+its leases and its rounds. A restarted orchestrator replays them and carries on where it was.
 
 Guarantees (docs/sessions.md):
 - a write (labels, skip, undo, import) is acknowledged only after its one commit;
@@ -26,30 +29,38 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import grpc
 import numpy as np
 import numpy.typing as npt
-from proxal.proxy.v1 import proxy_pb2
 from sklearn.model_selection import StratifiedKFold
 
-from orchestrator.clients import ProxyClient, Selection, TrainingSet
+from orchestrator.engine import (
+    DEFAULT_LEASE_SECONDS,
+    MAX_LEASE_SECONDS,
+    Engine,
+    SessionConfig,
+    classifier_of,
+    lease_seconds,
+    record_config,
+)
+from orchestrator.feature_checks import AsvpRuntime, CheckStatus
+from orchestrator.selectors import ClassifierSpec, Selector, TrainingSet
+from orchestrator.ups import UpsSchedule
 from proxal_runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
 from proxal_runtime.names import check_annotator, check_name, check_request_id
-from proxal_runtime.server import error_from_rpc
 from proxal_runtime.strategies import (
     CLASSIFIERS,
     DEFAULT_CLASSIFIER,
     DEFAULT_STRATEGY,
     STRATEGIES,
-    check_classifier,
     check_strategy,
 )
-from proxal_store import RoundRecord, SessionRecord, Store
+from proxal_store import SessionRecord, Store
 from proxal_store.labels import (
     GRANT,
     IMPORT,
@@ -65,12 +76,13 @@ from proxal_store.labels import (
     active_leases,
 )
 
+if TYPE_CHECKING:
+    from orchestrator.asvp import AsvpConfig
+
 MAX_BATCH = 1000  # items per NextBatch, labels per SubmitLabels, ids per Skip
 MAX_IMPORT = 100_000  # labels per ImportLabels request
 MAX_CLASSES = 10_000
 MAX_CLASS_CHARS = 256
-DEFAULT_LEASE_SECONDS = 600.0
-MAX_LEASE_SECONDS = 7 * 24 * 3600.0
 DEFAULT_ANNOTATOR = "default"
 CV_FOLDS = 5
 
@@ -97,14 +109,19 @@ class SessionStatus:
     labeled_classes: int = 0
     accuracy_classes: int = 0
     problem: str = ""
+    asvp: CheckStatus | None = None  # Status only
 
     @property
     def lease_seconds(self) -> float:
-        return _lease_seconds(self.record)
+        return lease_seconds(self.record)
 
     @property
     def classifier(self) -> str:
         return str(_config(self.record).get("classifier") or DEFAULT_CLASSIFIER)
+
+    @property
+    def classifier_spec(self) -> ClassifierSpec:
+        return classifier_of(self.record)
 
 
 @dataclass(frozen=True)
@@ -161,14 +178,24 @@ def request_digest(kind: str, annotator: str, payload: object) -> str:
 class Sessions:
     """Create sessions, lease batches chosen by the proxy, take labels, skips and undos."""
 
-    def __init__(self, store: Store, proxy: ProxyClient, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        store: Store,
+        proxy: Selector,
+        clock: Callable[[], float] = time.time,
+        asvp: AsvpRuntime | None = None,
+    ):
+        """`proxy` is any selector (one proxy, or a sharded fan-out); `asvp` (the encoder
+        and its checkpoint root) lets sessions run ASVP checks."""
         self.store = store
         self.proxy = proxy
         self.clock = clock
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        self._split_ids: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
+        self.engine = Engine(store, proxy, asvp, background=True, clock=clock)
         self._accuracy: dict[tuple[str, int], tuple[float, str, int]] = {}
+
+    def close(self) -> None:
+        """Stop the background checks (a running one is abandoned)."""
+        self.engine.close()
 
     # ------------------------------------------------------------ sessions
     def create(
@@ -182,13 +209,20 @@ class Sessions:
         split: str = "train",
         classes: Sequence[str] = (),
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        classifier: str = DEFAULT_CLASSIFIER,
+        classifier: str | ClassifierSpec = DEFAULT_CLASSIFIER,
+        ups: UpsSchedule | None = None,
+        asvp: AsvpConfig | None = None,
     ) -> SessionStatus:
-        """A new session; its classes are `classes`, else the gold labels of `split`."""
+        """A new session; its classes are `classes`, else the gold labels of `split`.
+
+        `ups` and `asvp` turn on pool subsampling and ASVP feature checks (validated;
+        ASVP needs a fine-tunable encoder version and an orchestrator with an encoder)."""
         check_name("session", session)
         check_name("split", split)
         strategy = check_strategy(strategy)
-        classifier = check_classifier(classifier)
+        spec = (
+            ClassifierSpec(kind=classifier) if isinstance(classifier, str) else classifier
+        ).validate()
         if not 1 <= batch_size <= MAX_BATCH:
             raise InvalidArgumentError(f"batch_size must be in 1..{MAX_BATCH}, got {batch_size}")
         if not 0 <= seed < 2**63:
@@ -208,22 +242,20 @@ class Sessions:
             else self.store.latest_version(pool).version
         )
         class_list = _check_classes(list(classes)) if classes else self._split_classes(pool, split)
-        record = self.store.create_session(
-            SessionRecord(
-                session=session,
-                pool=pool,
-                embedding_version=version,
-                strategy=strategy,
-                batch_size=batch_size,
-                seed=seed,
-                split=split,
-                config={
-                    "classes": class_list,
-                    "lease_seconds": lease_seconds,
-                    "classifier": classifier,
-                },
-            )
+        config = SessionConfig(
+            session,
+            pool,
+            tuple(class_list),
+            strategy,
+            batch_size,
+            seed,
+            split,
+            spec,
+            lease_seconds,
+            ups,
+            asvp,
         )
+        record = self.engine.create(config, version)
         return SessionStatus(record, class_list, labels=0, rounds=0)
 
     def get(self, session: str) -> SessionStatus:
@@ -281,7 +313,7 @@ class Sessions:
                 lease_events=len(self.store.read_lease_events(session)),
                 rounds=len(self.store.read_rounds(session)),
             )
-            self.store.delete_session(session)
+            self.engine.delete(session)
             for key in [k for k in self._accuracy if k[0] == session]:
                 del self._accuracy[key]
         return deleted
@@ -298,11 +330,12 @@ class Sessions:
         decided = len(log.labels) + len(log.skipped)
         accuracy, note, covered = self._estimated_accuracy(record, log)
         counts = Counter(log.labels.values())
+        rounds = len(self.store.read_rounds(session))
         return SessionStatus(
             record,
             classes,
             labels=len(log.labels),
-            rounds=len(self.store.read_rounds(session)),
+            rounds=rounds,
             skipped=len(log.skipped),
             leased=leased,
             remaining=max(0, len(split_ids) - decided - leased),
@@ -313,6 +346,7 @@ class Sessions:
             annotators=len({a for a in log.annotator_of.values() if a}),
             labeled_classes=len(set(counts) & set(classes)),
             accuracy_classes=covered,
+            asvp=self.engine.checks.status(record, rounds, len(log.labels)),
         )
 
     # ------------------------------------------------------------ batches and leases
@@ -325,60 +359,16 @@ class Sessions:
         k = k or min(max(record.batch_size, 1), MAX_BATCH)
         if not 1 <= k <= MAX_BATCH:
             raise InvalidArgumentError(f"k must be in 1..{MAX_BATCH}, got {k}")
-        with self._lock(session):
-            self.store.get_session(session)  # not deleted while this waited for the lock
-            log = self.store.read_label_log(session)
-            now = self.clock()
-            leases = active_leases(self.store.read_lease_events(session), log, now)
-            rounds = len(self.store.read_rounds(session))
-            own = [x for x in leases if x.annotator == annotator]
-            if own:
-                lease = own[0]
-                return Batch(
-                    self._texts(record, lease.ids),
-                    record.strategy,
-                    "",
-                    rounds - 1,
-                    lease.lease_id,
-                    lease.expires_at,
-                    resumed=True,
-                )
-            leased = {i for x in leases for i in x.ids}
-            taken = np.fromiter([*log.labels, *log.skipped, *leased], dtype=np.int64)
-            split = self._split(record)
-            candidates = split[~np.isin(split, taken)]
-            if candidates.size == 0:
-                return Batch([], record.strategy, "nothing left to label", rounds)
-            selection = self._select(record, log, candidates, min(k, candidates.size), rounds)
-            chosen = tuple(int(i) for i in selection.ids)
-            lease_id = uuid.uuid4().hex
-            expires = now + _lease_seconds(record)
-            self.store.append_lease_events(
-                session, [LeaseEvent(GRANT, lease_id, annotator, chosen, expires)]
-            )
-            self.store.record_round(
-                RoundRecord(
-                    session=session,
-                    round=rounds,
-                    strategy=selection.strategy,
-                    embedding_version=record.embedding_version,
-                    selected_ids=list(chosen),
-                    labels_total=len(log.labels),
-                    timings=selection.timings,
-                    scores_summary={
-                        "max": float(selection.scores.max()),
-                        "min": float(selection.scores.min()),
-                        "annotator": annotator,
-                    },
-                )
-            )
+        chosen = self.engine.next_batch(session, k, annotator)
+        lease = chosen.lease
         return Batch(
-            self._texts(record, chosen),
-            selection.strategy,
-            selection.fallback_reason,
-            rounds,
-            lease_id,
-            expires,
+            self._texts(record, chosen.ids),
+            chosen.strategy,
+            chosen.fallback_reason,
+            chosen.round,
+            lease.lease_id if lease else "",
+            lease.expires_at if lease else 0.0,
+            resumed=chosen.resumed,
         )
 
     def release(self, session: str, annotator: str = "") -> int:
@@ -389,7 +379,7 @@ class Sessions:
             log = self.store.read_label_log(session)
             leases = active_leases(self.store.read_lease_events(session), log, self.clock())
             own = [x for x in leases if x.annotator == annotator]
-            self.store.append_lease_events(
+            self.engine.write_leases(
                 session, [LeaseEvent(RELEASE, x.lease_id, annotator) for x in own]
             )
         return sum(len(x.ids) for x in own)
@@ -419,7 +409,7 @@ class Sessions:
                         f"{log.labels[done[0]]!r}; set relabel to change labels"
                     )
             self._check_not_leased_to_others(session, log, ids, annotator)
-            self.store.append_label_events(
+            self.engine.write_labels(
                 session,
                 record.pool,
                 [
@@ -448,7 +438,7 @@ class Sessions:
                     "without a label can be skipped (Undo takes a label back)"
                 )
             self._check_not_leased_to_others(session, log, items, annotator)
-            self.store.append_label_events(
+            self.engine.write_labels(
                 session,
                 record.pool,
                 [LabelEvent(SKIP, i, "", request_id, digest, annotator) for i in items],
@@ -470,7 +460,7 @@ class Sessions:
                         f"annotator {annotator!r} has nothing to undo in session {session!r}"
                     )
                 target = found
-                self.store.append_label_events(
+                self.engine.write_labels(
                     session,
                     record.pool,
                     [
@@ -523,7 +513,7 @@ class Sessions:
                 for (_, lab), i, by in zip(labels, ids, who, strict=True)
                 if overwrite or i not in log.labels
             ]
-            self.store.append_label_events(session, record.pool, events)
+            self.engine.write_labels(session, record.pool, events)
         total = len(log.labels) + sum(1 for e in events if e.id not in log.labels)
         return _imported(len(events), len(ids), total)
 
@@ -539,8 +529,7 @@ class Sessions:
 
     # ------------------------------------------------------------ helpers
     def _lock(self, session: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(session, threading.Lock())
+        return self.engine.lock(session)
 
     @contextlib.contextmanager
     def _writing(
@@ -568,12 +557,8 @@ class Sessions:
         return _check_classes(found)
 
     def _split(self, record: SessionRecord) -> npt.NDArray[np.int64]:
-        """The ids of the session's split (splits never change once ingested)."""
-        key = (record.pool, record.split)
-        if key not in self._split_ids:
-            rows = self.store.pool_rows(record.pool, split=record.split, columns=["id"])
-            self._split_ids[key] = np.sort(rows.column("id").to_numpy())
-        return self._split_ids[key]
+        """The ids of the session's split."""
+        return self.engine.split_ids(record.pool, record.split)
 
     def _texts(self, record: SessionRecord, ids: Sequence[int]) -> list[tuple[int, str]]:
         text_of = self.store.pool_texts(record.pool, ids)
@@ -640,49 +625,15 @@ class Sessions:
         free = tuple(i for i in ids if not log.decided(i) and i not in held)
         if not free:
             return None
-        expires = self.clock() + _lease_seconds(record)
+        expires = self.clock() + lease_seconds(record)
         lease = Lease(uuid.uuid4().hex, annotator, free, expires)
-        self.store.append_lease_events(
+        self.engine.write_leases(
             session, [LeaseEvent(GRANT, lease.lease_id, annotator, free, expires)]
         )
         return lease
 
     def _training(self, record: SessionRecord, labels: dict[int, str]) -> TrainingSet:
-        index = {c: i for i, c in enumerate(session_classes(record))}
-        outside = sorted({lab for lab in labels.values() if lab not in index})
-        if outside:
-            raise FailedPreconditionError(
-                f"session {record.session!r} has labels outside its classes, e.g. "
-                f"{outside[0][:80]!r}: its record does not match its label log; create a new "
-                "session and import the labels"
-            )
-        return TrainingSet(
-            ids=np.fromiter(labels.keys(), dtype=np.int64, count=len(labels)),
-            labels=np.array([index[x] for x in labels.values()], dtype=np.int32),
-            num_classes=len(index),
-        )
-
-    def _select(
-        self,
-        record: SessionRecord,
-        log: LabelLog,
-        candidates: npt.NDArray[np.int64],
-        k: int,
-        rounds: int,
-    ) -> Selection:
-        try:
-            return self.proxy.select(
-                record.pool,
-                record.embedding_version,
-                self._training(record, log.labels),
-                record.strategy,
-                k,
-                seed=(record.seed * 100_003 + rounds) % 2**64,
-                candidate_ids=candidates,
-                classifier=_classifier_spec(record),
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, "proxy service") from exc
+        return self.engine.training(record, labels)
 
     def _estimated_accuracy(self, record: SessionRecord, log: LabelLog) -> tuple[float, str, int]:
         """Stratified k-fold accuracy of the proxy on the labels, cached per log length
@@ -704,22 +655,17 @@ class Sessions:
         training = self._training(record, kept)
         correct = 0
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=record.seed % 2**32)
-        try:
-            for train, test in splitter.split(training.ids, training.labels):
-                fold = TrainingSet(
-                    training.ids[train], training.labels[train], training.num_classes
-                )
-                predicted = self.proxy.predict(
-                    record.pool,
-                    record.embedding_version,
-                    fold,
-                    training.ids[test],
-                    record.seed,
-                    classifier=_classifier_spec(record),
-                )
-                correct += int((predicted == training.labels[test]).sum())
-        except grpc.RpcError as exc:
-            raise error_from_rpc(exc, "proxy service") from exc
+        for train, test in splitter.split(training.ids, training.labels):
+            fold = TrainingSet(training.ids[train], training.labels[train], training.num_classes)
+            predicted = self.proxy.predict(
+                record.pool,
+                record.embedding_version,
+                fold,
+                training.ids[test],
+                record.seed,
+                classifier=classifier_of(record),
+            )
+            correct += int((predicted == training.labels[test]).sum())
         dropped = len(labels) - len(kept)
         note = f"{folds}-fold cross-validation of the proxy on {len(kept)} labels"
         if dropped:
@@ -759,7 +705,7 @@ def _classes_problem(classes: object) -> str:
 
 
 def _config(record: SessionRecord) -> dict[str, object]:
-    return record.config if isinstance(record.config, dict) else {}
+    return record_config(record)
 
 
 def session_classes(record: SessionRecord) -> list[str]:
@@ -797,20 +743,6 @@ def _check_servable(record: SessionRecord) -> None:
             f"session {record.session!r} has the unknown classifier {str(classifier)[:80]!r}; "
             f"create a new session with one of: {', '.join(CLASSIFIERS)}"
         )
-
-
-def _classifier_spec(record: SessionRecord) -> proxy_pb2.ClassifierSpec:
-    return proxy_pb2.ClassifierSpec(
-        kind=str(_config(record).get("classifier") or DEFAULT_CLASSIFIER)
-    )
-
-
-def _lease_seconds(record: SessionRecord) -> float:
-    """The record's lease length; the default when it has none or an unusable one."""
-    value = _config(record).get("lease_seconds", DEFAULT_LEASE_SECONDS)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return DEFAULT_LEASE_SECONDS
-    return float(value) if 1.0 <= value <= MAX_LEASE_SECONDS else DEFAULT_LEASE_SECONDS
 
 
 def _check_labels(record: SessionRecord, labels: Sequence[str]) -> None:

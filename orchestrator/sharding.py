@@ -66,7 +66,14 @@ import numpy.typing as npt
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 
-from orchestrator.clients import Selection, TrainingSet, check_address, select_request
+from orchestrator.clients import (
+    check_address,
+    classifier_proto,
+    select_request,
+    selection_from_proto,
+    training_proto,
+)
+from orchestrator.selectors import ClassifierSpec, Selection, Subsampling, TrainingSet
 from proxal_runtime.arrays import pack_int64, unpack_float32, unpack_int32, unpack_int64
 from proxal_runtime.errors import InvalidArgumentError, UnavailableError
 from proxal_runtime.ranking import top_k
@@ -493,8 +500,8 @@ class ShardedSelector:
         k: int,
         seed: int,
         candidate_ids: npt.NDArray[np.int64] | None = None,
-        classifier: proxy_pb2.ClassifierSpec | None = None,
-        subsampling: proxy_pb2.Subsampling | None = None,
+        classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
+        subsampling: Subsampling | proxy_pb2.Subsampling | None = None,
         return_scores: bool = False,
         mc_samples: int = 0,
     ) -> Selection:
@@ -540,7 +547,7 @@ class ShardedSelector:
             mc_samples=mc_samples,
         )
         response, _, _ = self._call("Select", request, next(self._turn), self.timeout)
-        return Selection.from_proto(response)
+        return selection_from_proto(response)
 
     def predict(
         self,
@@ -549,15 +556,15 @@ class ShardedSelector:
         training: TrainingSet,
         ids: npt.NDArray[np.int64],
         seed: int,
-        classifier: proxy_pb2.ClassifierSpec | None = None,
+        classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
     ) -> npt.NDArray[np.int32]:
         """`ProxyClient.predict` on one replica (round-robin, failed over): (n,) int32."""
         self.replicas.refresh(RESOLVE_EVERY_S)
         request = proxy_pb2.PredictRequest(
             pool=pool,
             embedding_version=version,
-            training=training.to_proto(),
-            classifier=classifier,
+            training=training_proto(training),
+            classifier=classifier_proto(classifier),
             seed=seed,
             ids=common_pb2.Int64Array(data=pack_int64(ids)),
         )
@@ -573,12 +580,12 @@ class ShardedSelector:
         k: int,
         seed: int,
         shards: Sequence[Shard],
-        classifier: proxy_pb2.ClassifierSpec | None = None,
+        classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
         mc_samples: int = 0,
         candidate_ids: npt.NDArray[np.int64] | None = None,
         timeout: float | None = None,
         on_shard: Callable[[ShardReport], None] | None = None,
-        subsampling: proxy_pb2.Subsampling | None = None,
+        subsampling: Subsampling | proxy_pb2.Subsampling | None = None,
         return_scores: bool = False,
     ) -> ShardedSelection:
         """The k best unlabeled candidates in the union of `shards`, merged (module doc).

@@ -1,32 +1,33 @@
-"""The simulated active-learning loop: gold labels play the annotator.
+"""Simulations: the engine (`orchestrator.engine`) with an oracle that reads gold labels.
 
-For each (strategy, seed) the loop starts from the same seeded random initial set, then
-alternates: fit the proxy and evaluate it on the test split -> select a batch -> the oracle
-labels it (appended to the store) -> record the round. Every call to the proxy goes over
-gRPC; every label and round is written to the store.
+For each (strategy, seed) a session starts from the same seeded random initial set, then
+alternates: fit the proxy and evaluate it on the test split -> select a batch (the engine's
+next batch, as for a live session) -> the oracle labels it. Every call to the proxy goes
+through the selector; every label and round is written to the store by the engine.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from proxal.proxy.v1 import proxy_pb2
 
-from orchestrator.clients import EncoderClient, ProxyClient, TrainingSet
+from orchestrator.engine import Engine, Round, SessionConfig
 from orchestrator.evaluation import test_scores
+from orchestrator.feature_checks import AsvpRuntime
 from orchestrator.runs import RoundRow, Run, SessionInfo, pool_fingerprint
-from orchestrator.ups import ScoreTable, UpsSchedule
+from orchestrator.selectors import ClassifierSpec, Selector, TrainingSet
+from orchestrator.ups import UpsSchedule
 from proxal_runtime.errors import InvalidArgumentError
-from proxal_store import RoundRecord, SessionRecord, Store
+from proxal_store import Store
 
 if TYPE_CHECKING:  # ASVP fine-tunes with torch: imported only when a loop uses it
-    from orchestrator.asvp import AlignmentDecision, AsvpConfig, FeatureAligner
+    from orchestrator.asvp import AlignmentDecision, AsvpConfig
 
 
 @dataclass(frozen=True)
@@ -104,15 +105,6 @@ class SimulationResult:
 
 
 @dataclass(frozen=True)
-class AsvpRuntime:
-    """What ASVP needs beyond the proxy: the encoder, its checkpoint root, the pool's texts."""
-
-    encoder: EncoderClient
-    checkpoint_root: Path
-    texts_of: Mapping[int, str]
-
-
-@dataclass(frozen=True)
 class PoolData:
     """What the loop needs of a pool: train ids/gold and test ids/gold as class indices."""
 
@@ -151,227 +143,136 @@ class PoolData:
 
 def run_simulation(
     store: Store,
-    proxy: ProxyClient,
+    proxy: Selector,
     data: PoolData,
     config: LoopConfig,
     run_name: str,
     on_round: Callable[[RoundRow], None] | None = None,
     asvp: AsvpRuntime | None = None,
 ) -> SimulationResult:
-    """Run every (strategy, seed) loop; returns the learning-curve points.
+    """Run every (strategy, seed) session on the engine with an oracle; returns the
+    learning-curve points.
 
     With `config.asvp` (which needs `asvp`), each session checks its features on the ASVP
-    schedule before fitting and, after a refresh, selects on the new embedding version.
+    schedule before fitting (inline, so results are deterministic) and, after a refresh,
+    selects on the new embedding version.
     """
     config.validate(len(data.train_ids))
     if config.asvp is not None and asvp is None:
         raise InvalidArgumentError(
             "config.asvp is set but no AsvpRuntime (encoder, checkpoint root, texts) was given"
         )
-    spec = proxy_pb2.ClassifierSpec(
-        kind="logreg", c=config.classifier_c, max_iter=config.classifier_max_iter
-    )
-    num_classes = len(data.classes)
-    gold_of = dict(zip(data.train_ids.tolist(), data.train_gold.tolist(), strict=True))
+    engine = Engine(store, proxy, asvp, background=False)
     result = SimulationResult()
     start = time.perf_counter()
     for seed in config.seeds:
         rng = np.random.default_rng(seed)
         initial = rng.choice(data.train_ids, size=config.initial_size, replace=False)
         for strategy in config.strategies:
-            session = f"{run_name}-{strategy.replace('_', '-')}-s{seed}"
-            store.create_session(
-                SessionRecord(
-                    session=session,
-                    pool=data.pool,
-                    embedding_version=data.version,
-                    strategy=strategy,
-                    batch_size=config.batch_size,
-                    seed=seed,
-                    split="train",
-                    # what OrchestratorService needs to serve the session (docs/sessions.md)
-                    config={
-                        "simulated": True,
-                        **asdict(config),
-                        "classes": list(data.classes),
-                        "classifier": spec.kind,
-                    },
-                )
+            oracle = Oracle(
+                engine, proxy, data, config, f"{run_name}-{strategy.replace('_', '-')}-s{seed}"
             )
-            labeled = [int(i) for i in initial]
-            previous = ScoreTable()  # UPS: the last score of each candidate
-            version = data.version
-            aligner = (
-                _aligner(store, proxy, data, config.asvp, asvp, session, spec, seed, len(labeled))
-                if config.asvp is not None and asvp is not None
-                else None
-            )
-            store.append_labels(
-                session,
-                data.pool,
-                labeled,
-                [data.classes[gold_of[i]] for i in labeled],
-                source="oracle",
-            )
-            result.sessions.append(SessionInfo(strategy, seed, session, tuple(labeled)))
-            for rnd in range(config.rounds + 1):
-                t0 = time.perf_counter()
-                ids = np.array(labeled, dtype=np.int64)
-                training = TrainingSet(
-                    ids=ids,
-                    labels=np.array([gold_of[i] for i in labeled], dtype=np.int32),
-                    num_classes=num_classes,
-                )
-                round_seed = seed * 1000 + rnd  # the same for Predict and Select: one fit
-                decision = None
-                # Not on the last round: no selection follows that a refresh could improve.
-                if aligner is not None and rnd < config.rounds and aligner.due(rnd, len(labeled)):
-                    decision = aligner.check(rnd, version, training.ids, training.labels)
-                    if decision.version_after != version:
-                        version = decision.version_after
-                        previous = ScoreTable()  # scores of the old features: rescore all
-                predicted = proxy.predict(
-                    data.pool,
-                    version,
-                    training,
-                    data.test_ids,
-                    seed=round_seed,
-                    classifier=spec,
-                )
-                metrics = test_scores(data.test_gold, predicted, num_classes)
-                selected: list[int] = []
-                timings: dict[str, float] = {}
-                proxy_spec: dict[str, object] = {"kind": "logreg", "c": config.classifier_c}
-                if decision is not None:
-                    proxy_spec["asvp"] = decision.as_dict()
-                if rnd < config.rounds:
-                    ups = config.ups
-                    subsample = ups is not None and not ups.is_full(rnd) and len(previous) > 0
-                    selection = proxy.select(
-                        data.pool,
-                        version,
-                        training,
-                        strategy,
-                        config.batch_size,
-                        seed=round_seed,
-                        candidate_ids=data.train_ids,
-                        classifier=spec,
-                        subsampling=previous.subsampling(ups) if subsample and ups else None,
-                        return_scores=ups is not None,
-                    )
-                    selected = selection.ids.tolist()
-                    previous.update(selection.scored_ids, selection.scored_scores)
-                    previous.drop(selected)
-                    timings = selection.timings
-                    if ups is not None:
-                        proxy_spec["ups"] = {
-                            **asdict(ups),
-                            "subsampled": subsample,
-                            "scored": selection.candidates,
-                        }
-                    store.append_labels(
-                        session,
-                        data.pool,
-                        selected,
-                        [data.classes[gold_of[i]] for i in selected],
-                        source="oracle",
-                    )
-                elapsed = time.perf_counter() - t0
-                if decision is not None:
-                    timings = {
-                        **timings,
-                        "asvp_finetune_s": decision.finetune_s,
-                        "asvp_logme_s": decision.logme_s,
-                        "asvp_refresh_s": decision.refresh_s,
-                    }
-                store.record_round(
-                    RoundRecord(
-                        session=session,
-                        round=rnd,
-                        strategy=strategy,
-                        embedding_version=version,
-                        selected_ids=selected,
-                        labels_total=len(labeled),
-                        proxy_spec=proxy_spec,
-                        timings={**timings, "round_s": elapsed},
-                        metrics=metrics,
-                    )
-                )
-                point = RoundRow(
-                    strategy,
-                    seed,
-                    rnd,
-                    len(labeled),
-                    metrics["accuracy"],
-                    metrics["macro_f1"],
-                    selected_ids=tuple(selected),
-                    embed_s=decision.refresh_s if decision is not None else 0.0,
-                    load_s=timings.get("load_s", 0.0),
-                    fit_s=timings.get("fit_s", 0.0),
-                    score_s=timings.get("score_s", 0.0) + timings.get("select_s", 0.0),
-                    finetune_s=(
-                        decision.finetune_s + decision.logme_s if decision is not None else 0.0
-                    ),
-                    round_s=elapsed,
-                )
-                result.points.append(point)
-                if on_round is not None:
-                    on_round(point)
-                labeled.extend(selected)
-            result.final_labels[(strategy, seed)] = (
-                np.array(labeled, dtype=np.int64),
-                [data.classes[gold_of[i]] for i in labeled],
-            )
-            if aligner is not None:
-                result.alignment[(strategy, seed)] = aligner.decisions
+            oracle.run(strategy, seed, [int(i) for i in initial], result, on_round)
     result.wall_s = time.perf_counter() - start
     return result
 
 
-def _aligner(
-    store: Store,
-    proxy: ProxyClient,
-    data: PoolData,
-    config: AsvpConfig,
-    runtime: AsvpRuntime,
-    session: str,
-    spec: proxy_pb2.ClassifierSpec,
-    seed: int,
-    initial_labels: int,
-) -> FeatureAligner:
-    """A FeatureAligner for one session, wired to the store, the proxy and the encoder."""
-    from orchestrator.asvp import FeatureAligner
+class Oracle:
+    """An annotator that reads gold labels: one simulated session on the engine."""
 
-    num_classes = len(data.classes)
-    max_length = store.get_version(data.pool, data.version).max_length
-
-    def lookup(version: str, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        return store.lookup(data.pool, version, ids)
-
-    def proxy_predict(
-        version: str,
-        train_ids: npt.NDArray[np.int64],
-        train_labels: npt.NDArray[np.int32],
-        ids: npt.NDArray[np.int64],
-    ) -> npt.NDArray[np.int64]:
-        training = TrainingSet(ids=train_ids, labels=train_labels, num_classes=num_classes)
-        predicted = proxy.predict(data.pool, version, training, ids, seed=seed, classifier=spec)
-        return np.asarray(predicted, dtype=np.int64)
-
-    def refresh(checkpoint: str, label_count: int, label_hash: str) -> str:
-        version = runtime.encoder.refresh(
-            data.pool, checkpoint, label_count, label_hash, max_length=max_length
+    def __init__(
+        self, engine: Engine, proxy: Selector, data: PoolData, config: LoopConfig, session: str
+    ) -> None:
+        self.engine = engine
+        self.proxy = proxy
+        self.data = data
+        self.config = config
+        self.session = session
+        self.spec = ClassifierSpec(
+            kind="logreg", c=config.classifier_c, max_iter=config.classifier_max_iter
         )
-        return version.version
+        self.gold_of = dict(zip(data.train_ids.tolist(), data.train_gold.tolist(), strict=True))
 
-    return FeatureAligner(
-        config,
-        runtime.texts_of,
-        num_classes,
-        runtime.checkpoint_root,
-        lookup,
-        proxy_predict,
-        refresh,
-        name=session,
-        initial_labels=initial_labels,
+    def run(
+        self,
+        strategy: str,
+        seed: int,
+        labeled: list[int],
+        result: SimulationResult,
+        on_round: Callable[[RoundRow], None] | None,
+    ) -> None:
+        """Create the session, label the initial set, then alternate evaluate -> select ->
+        label for config.rounds rounds and a last evaluation-only round."""
+        data, config = self.data, self.config
+        self.engine.create(
+            SessionConfig(
+                self.session,
+                data.pool,
+                tuple(data.classes),
+                strategy,
+                config.batch_size,
+                seed,
+                "train",
+                self.spec,
+                ups=config.ups,
+                asvp=config.asvp,
+                extra={"simulated": True, **asdict(config)},
+            ),
+            data.version,
+        )
+        self.label(labeled)
+        result.sessions.append(SessionInfo(strategy, seed, self.session, tuple(labeled)))
+        for rnd in range(config.rounds + 1):
+            t0 = time.perf_counter()
+            chosen = self.engine.next_batch(
+                self.session, config.batch_size, None, self.evaluate, select=rnd < config.rounds
+            )
+            self.label(list(chosen.ids))
+            point = _point(strategy, seed, rnd, len(labeled), chosen, time.perf_counter() - t0)
+            result.points.append(point)
+            if on_round is not None:
+                on_round(point)
+            labeled.extend(chosen.ids)
+        result.final_labels[(strategy, seed)] = (
+            np.array(labeled, dtype=np.int64),
+            [data.classes[self.gold_of[i]] for i in labeled],
+        )
+        if config.asvp is not None:
+            result.alignment[(strategy, seed)] = self.engine.checks.decisions(self.session)
+
+    def label(self, ids: list[int]) -> None:
+        if ids:
+            labels = [self.data.classes[self.gold_of[i]] for i in ids]
+            self.engine.oracle_labels(self.session, self.data.pool, ids, labels)
+
+    def evaluate(self, version: str, training: TrainingSet, seed: int) -> dict[str, float]:
+        """The round's proxy scored on the test split."""
+        data = self.data
+        predicted = self.proxy.predict(
+            data.pool, version, training, data.test_ids, seed=seed, classifier=self.spec
+        )
+        return test_scores(data.test_gold, predicted, len(data.classes))
+
+
+def _point(
+    strategy: str, seed: int, rnd: int, labels: int, chosen: Round, elapsed: float
+) -> RoundRow:
+    """A round of the learning curve, with its timings."""
+    timings = chosen.selection.timings if chosen.selection is not None else {}
+    decision = chosen.decision
+    return RoundRow(
+        strategy,
+        seed,
+        rnd,
+        labels,
+        chosen.metrics["accuracy"],
+        chosen.metrics["macro_f1"],
+        selected_ids=chosen.ids,
+        embed_s=decision.refresh_s if decision is not None else 0.0,
+        load_s=timings.get("load_s", 0.0),
+        fit_s=timings.get("fit_s", 0.0),
+        score_s=timings.get("score_s", 0.0) + timings.get("select_s", 0.0),
+        finetune_s=decision.finetune_s + decision.logme_s if decision is not None else 0.0,
+        round_s=elapsed,
+        embedding_version=chosen.version,
     )

@@ -1,8 +1,9 @@
 """Unlabeled pool subsampling (UPS) on the caller's side: the schedule and the score table.
 
 The proxy is stateless, so the orchestrator keeps each candidate's last computed score and
-sends it back with the next Select (`proxy.v1.Subsampling`); the proxy then re-scores only
-the top `gamma` fraction plus a rank-tempered sample (PLASM/UPS paper, Sec. 4.2).
+sends it back with the next Select (`selectors.Subsampling`; `proxy.v1.Subsampling` on the
+wire); the proxy then re-scores only the top `gamma` fraction plus a rank-tempered sample
+(PLASM/UPS paper, Sec. 4.2).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from proxal.common.v1 import common_pb2
-from proxal.proxy.v1 import proxy_pb2
 
-from proxal_runtime.arrays import pack_float32, pack_int64
+from orchestrator.selectors import Subsampling
 from proxal_runtime.errors import InvalidArgumentError
 
 
@@ -69,15 +68,10 @@ class ScoreTable:
         for i in np.asarray(ids, dtype=np.int64).tolist():
             self._scores.pop(i, None)
 
-    def subsampling(self, schedule: UpsSchedule) -> proxy_pb2.Subsampling:
-        """The Subsampling message carrying every recorded score."""
+    def subsampling(self, schedule: UpsSchedule) -> Subsampling:
+        """The subsampling carrying every recorded score, ids ascending."""
         ids = np.fromiter(self._scores.keys(), dtype=np.int64, count=len(self._scores))
         scores = np.fromiter(self._scores.values(), dtype=np.float32, count=len(self._scores))
         order = np.argsort(ids)  # sorted ids make the proxy's own sort a linear pass
         ids, scores = ids[order], scores[order]
-        return proxy_pb2.Subsampling(
-            gamma=schedule.gamma,
-            temperature=schedule.temperature,
-            previous_ids=common_pb2.Int64Array(data=pack_int64(ids)),
-            previous_scores=common_pb2.Float32Array(data=pack_float32(scores)),
-        )
+        return Subsampling(schedule.gamma, schedule.temperature, ids, scores)

@@ -947,6 +947,25 @@ class Store:
         row["config"] = json.loads(row["config"] or "{}")
         return SessionRecord(**row)
 
+    def update_session(self, session: str, embedding_version: str, config: dict[str, Any]) -> None:
+        """Set a session's current embedding version and config in one commit (the
+        orchestrator's engine switches a session to a refreshed version this way)."""
+        self.get_session(session)  # NotFoundError
+
+        def quoted(text: str) -> str:
+            return "'" + text.replace("'", "''") + "'"
+
+        with self._lock:
+            ds = self._dataset("sessions")
+            assert ds is not None  # get_session found the record
+            ds.update(
+                {
+                    "embedding_version": quoted(embedding_version),
+                    "config": quoted(json.dumps(config)),
+                },
+                where=f"session = '{session}'",
+            )
+
     def list_sessions(self) -> list[SessionRecord]:
         """Every session, by creation time."""
         table = self._read("sessions")

@@ -178,6 +178,9 @@ def test_loop_refreshes_features_and_records_every_decision(services: Services) 
     assert new.complete and new.source == "checkpoint" and new.label_count == refreshed[0].labels
     assert new.version != services.version
     assert rounds[2].embedding_version == new.version  # the proxy stays on the new features
+    # the run directory's rounds say which version each round selected on
+    assert [p.embedding_version for p in result.points] == [r.embedding_version for r in rounds]
+    assert result.points[0].embedding_version == services.version
     assert not any(services.root.rglob("*.safetensors"))  # checkpoints cleaned up
     method, reason = result.successor_method("margin", 0)
     assert method == decisions[-1].successor_method and reason

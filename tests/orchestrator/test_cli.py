@@ -116,6 +116,16 @@ USER_ERRORS = [
         "proxal finetune: argument --epochs: invalid int value: 'x'",
     ),
     (
+        "serve --port 0 --store {tmp}/store --proxy 127.0.0.1:9 --encoder 127.0.0.1:8 "
+        "--checkpoint-root {tmp}/nowhere",
+        "proxal: --checkpoint-root '{tmp}/nowhere' is not a directory: pass the encoder "
+        "service's --checkpoint-root",
+    ),
+    (
+        "serve --port 0 --store {tmp}/store --proxy 127.0.0.1:9 --encoder host:x",
+        "proxal: server address 'host:x' is not host:port",
+    ),
+    (
         "finetune s --orchestrator 127.0.0.1:1 --method x",
         "proxal finetune: argument --method: invalid choice: 'x'",
     ),

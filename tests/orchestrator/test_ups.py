@@ -13,7 +13,6 @@ from threadpoolctl import threadpool_limits
 from orchestrator.clients import ProxyClient
 from orchestrator.simulation import LoopConfig, PoolData, run_simulation
 from orchestrator.ups import ScoreTable, UpsSchedule
-from proxal_runtime.arrays import unpack_float32, unpack_int64
 from proxal_runtime.errors import InvalidArgumentError
 from proxal_runtime.server import ServerSettings, start_server
 from proxal_store import EncoderInfo, Store
@@ -50,8 +49,7 @@ def test_score_table_keeps_the_latest_score_and_forgets_labeled_ids() -> None:
     table.update(np.array([2]), np.array([0.9], np.float32))
     table.drop([3])
     message = table.subsampling(UpsSchedule(gamma=0.2, temperature=0.05))
-    ids = unpack_int64(message.previous_ids.data)
-    scores = unpack_float32(message.previous_scores.data)
+    ids, scores = message.previous_ids, message.previous_scores
     assert ids.tolist() == [1, 2]
     np.testing.assert_allclose(scores, [0.1, 0.9], rtol=1e-6)
     assert message.gamma == pytest.approx(0.2) and message.temperature == pytest.approx(0.05)

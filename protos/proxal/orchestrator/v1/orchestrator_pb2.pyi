@@ -32,7 +32,7 @@ JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "classes", "lease_seconds", "classifier")
+    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "classes", "lease_seconds", "classifier", "classifier_c", "classifier_max_iter", "classifier_balanced", "ups", "asvp")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,11 @@ class CreateSessionRequest(_message.Message):
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_C_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_MAX_ITER_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_BALANCED_FIELD_NUMBER: _ClassVar[int]
+    UPS_FIELD_NUMBER: _ClassVar[int]
+    ASVP_FIELD_NUMBER: _ClassVar[int]
     session: str
     pool: str
     embedding_version: str
@@ -53,10 +58,15 @@ class CreateSessionRequest(_message.Message):
     classes: _containers.RepeatedScalarFieldContainer[str]
     lease_seconds: float
     classifier: str
-    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ...) -> None: ...
+    classifier_c: float
+    classifier_max_iter: int
+    classifier_balanced: bool
+    ups: UpsSettings
+    asvp: AsvpSettings
+    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ..., classifier_c: _Optional[float] = ..., classifier_max_iter: _Optional[int] = ..., classifier_balanced: _Optional[bool] = ..., ups: _Optional[_Union[UpsSettings, _Mapping]] = ..., asvp: _Optional[_Union[AsvpSettings, _Mapping]] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "labels", "rounds", "classes", "created_at", "lease_seconds", "classifier", "problem")
+    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "labels", "rounds", "classes", "created_at", "lease_seconds", "classifier", "problem", "classifier_c", "classifier_max_iter", "classifier_balanced", "ups", "asvp", "lineage")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +81,12 @@ class Session(_message.Message):
     LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     PROBLEM_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_C_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_MAX_ITER_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_BALANCED_FIELD_NUMBER: _ClassVar[int]
+    UPS_FIELD_NUMBER: _ClassVar[int]
+    ASVP_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
     session: str
     pool: str
     embedding_version: str
@@ -85,7 +101,13 @@ class Session(_message.Message):
     lease_seconds: float
     classifier: str
     problem: str
-    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., labels: _Optional[int] = ..., rounds: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., created_at: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ..., problem: _Optional[str] = ...) -> None: ...
+    classifier_c: float
+    classifier_max_iter: int
+    classifier_balanced: bool
+    ups: UpsSettings
+    asvp: AsvpSettings
+    lineage: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., labels: _Optional[int] = ..., rounds: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., created_at: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ..., problem: _Optional[str] = ..., classifier_c: _Optional[float] = ..., classifier_max_iter: _Optional[int] = ..., classifier_balanced: _Optional[bool] = ..., ups: _Optional[_Union[UpsSettings, _Mapping]] = ..., asvp: _Optional[_Union[AsvpSettings, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
     __slots__ = ("pool",)
@@ -144,7 +166,7 @@ class ClassCount(_message.Message):
     def __init__(self, label: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class SessionStatus(_message.Message):
-    __slots__ = ("session", "labels", "skipped", "leased", "remaining", "rounds", "embedding_version", "latest_version", "estimated_accuracy", "accuracy_note", "class_counts", "annotators", "labeled_classes", "accuracy_classes")
+    __slots__ = ("session", "labels", "skipped", "leased", "remaining", "rounds", "embedding_version", "latest_version", "estimated_accuracy", "accuracy_note", "class_counts", "annotators", "labeled_classes", "accuracy_classes", "asvp", "lineage")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +181,8 @@ class SessionStatus(_message.Message):
     ANNOTATORS_FIELD_NUMBER: _ClassVar[int]
     LABELED_CLASSES_FIELD_NUMBER: _ClassVar[int]
     ACCURACY_CLASSES_FIELD_NUMBER: _ClassVar[int]
+    ASVP_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
     session: Session
     labels: int
     skipped: int
@@ -173,7 +197,9 @@ class SessionStatus(_message.Message):
     annotators: int
     labeled_classes: int
     accuracy_classes: int
-    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., labels: _Optional[int] = ..., skipped: _Optional[int] = ..., leased: _Optional[int] = ..., remaining: _Optional[int] = ..., rounds: _Optional[int] = ..., embedding_version: _Optional[str] = ..., latest_version: _Optional[str] = ..., estimated_accuracy: _Optional[float] = ..., accuracy_note: _Optional[str] = ..., class_counts: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., annotators: _Optional[int] = ..., labeled_classes: _Optional[int] = ..., accuracy_classes: _Optional[int] = ...) -> None: ...
+    asvp: AsvpStatus
+    lineage: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., labels: _Optional[int] = ..., skipped: _Optional[int] = ..., leased: _Optional[int] = ..., remaining: _Optional[int] = ..., rounds: _Optional[int] = ..., embedding_version: _Optional[str] = ..., latest_version: _Optional[str] = ..., estimated_accuracy: _Optional[float] = ..., accuracy_note: _Optional[str] = ..., class_counts: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., annotators: _Optional[int] = ..., labeled_classes: _Optional[int] = ..., accuracy_classes: _Optional[int] = ..., asvp: _Optional[_Union[AsvpStatus, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NextBatchRequest(_message.Message):
     __slots__ = ("session", "k", "annotator")
@@ -474,3 +500,85 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[Model]
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class UpsSettings(_message.Message):
+    __slots__ = ("gamma", "temperature", "full_rounds", "full_every")
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    FULL_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    FULL_EVERY_FIELD_NUMBER: _ClassVar[int]
+    gamma: float
+    temperature: float
+    full_rounds: int
+    full_every: int
+    def __init__(self, gamma: _Optional[float] = ..., temperature: _Optional[float] = ..., full_rounds: _Optional[int] = ..., full_every: _Optional[int] = ...) -> None: ...
+
+class AsvpSettings(_message.Message):
+    __slots__ = ("every_rounds", "growth_factor", "threshold", "use_ped", "finetune_method", "finetune_epochs", "max_length", "finetune_batch_size", "time_budget_s", "keep_checkpoints")
+    EVERY_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    GROWTH_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    USE_PED_FIELD_NUMBER: _ClassVar[int]
+    FINETUNE_METHOD_FIELD_NUMBER: _ClassVar[int]
+    FINETUNE_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FINETUNE_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TIME_BUDGET_S_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    every_rounds: int
+    growth_factor: float
+    threshold: float
+    use_ped: bool
+    finetune_method: str
+    finetune_epochs: int
+    max_length: int
+    finetune_batch_size: int
+    time_budget_s: float
+    keep_checkpoints: bool
+    def __init__(self, every_rounds: _Optional[int] = ..., growth_factor: _Optional[float] = ..., threshold: _Optional[float] = ..., use_ped: _Optional[bool] = ..., finetune_method: _Optional[str] = ..., finetune_epochs: _Optional[int] = ..., max_length: _Optional[int] = ..., finetune_batch_size: _Optional[int] = ..., time_budget_s: _Optional[float] = ..., keep_checkpoints: _Optional[bool] = ...) -> None: ...
+
+class FeatureCheck(_message.Message):
+    __slots__ = ("round", "labels", "action", "version_before", "version_after", "logme_current", "logme_finetuned", "gap", "threshold", "seconds", "finished_at", "reason")
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LOGME_CURRENT_FIELD_NUMBER: _ClassVar[int]
+    LOGME_FINETUNED_FIELD_NUMBER: _ClassVar[int]
+    GAP_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    labels: int
+    action: str
+    version_before: str
+    version_after: str
+    logme_current: float
+    logme_finetuned: float
+    gap: float
+    threshold: float
+    seconds: float
+    finished_at: float
+    reason: str
+    def __init__(self, round: _Optional[int] = ..., labels: _Optional[int] = ..., action: _Optional[str] = ..., version_before: _Optional[str] = ..., version_after: _Optional[str] = ..., logme_current: _Optional[float] = ..., logme_finetuned: _Optional[float] = ..., gap: _Optional[float] = ..., threshold: _Optional[float] = ..., seconds: _Optional[float] = ..., finished_at: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AsvpStatus(_message.Message):
+    __slots__ = ("enabled", "running", "phase", "last_check", "checks", "failed_checks", "next_due")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHECK_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    FAILED_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_DUE_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    running: bool
+    phase: str
+    last_check: FeatureCheck
+    checks: int
+    failed_checks: int
+    next_due: str
+    def __init__(self, enabled: _Optional[bool] = ..., running: _Optional[bool] = ..., phase: _Optional[str] = ..., last_check: _Optional[_Union[FeatureCheck, _Mapping]] = ..., checks: _Optional[int] = ..., failed_checks: _Optional[int] = ..., next_due: _Optional[str] = ...) -> None: ...
