@@ -69,6 +69,7 @@ def add_parsers(sub: Sub) -> None:
     )
     create.add_argument("--embedding-version", default="", help="default: the newest")
     create.add_argument("--lease-seconds", type=float, default=600.0)
+    _method_args(create)
     status = ops.add_parser("status", help="labels, skips, leases, rounds, estimated accuracy")
     status.add_argument("session")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -107,6 +108,59 @@ def add_parsers(sub: Sub) -> None:
 CONNECT_SECONDS = 10.0  # how long a command waits for `proxal serve` before giving up
 
 
+def _method_args(create: argparse.ArgumentParser) -> None:
+    """The classifier spec, UPS and ASVP flags of `proxal session create` (0: defaults)."""
+    create.add_argument("--c", type=float, default=0.0, help="proxy regularisation C (> 0)")
+    create.add_argument("--max-iter", type=int, default=0, help="proxy iterations/epochs")
+    create.add_argument("--balanced", action="store_true", help="class-balanced proxy weights")
+    create.add_argument(
+        "--ups", action="store_true", help="subsample the pool between full rounds (UPS)"
+    )
+    create.add_argument("--ups-gamma", type=float, default=0.0, help="UPS keep fraction (0, 1]")
+    create.add_argument("--ups-temperature", type=float, default=0.0, help="UPS temperature")
+    create.add_argument(
+        "--asvp",
+        action="store_true",
+        help="check features in the background and refresh them from a fine-tuned encoder "
+        "(needs `proxal serve --encoder`)",
+    )
+    create.add_argument("--asvp-every-rounds", type=int, default=None, help="default 2")
+    create.add_argument("--asvp-threshold", type=float, default=None, help="LogME gap; 0.03")
+    create.add_argument("--asvp-method", default="", help="lora (default), full, lp_ft, ...")
+    create.add_argument("--asvp-epochs", type=int, default=0, help="fine-tune epochs; 4")
+
+
+def _create_request(args: argparse.Namespace) -> pb.CreateSessionRequest:
+    from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+
+    request = pb.CreateSessionRequest(
+        session=args.session,
+        pool=args.pool,
+        embedding_version=args.embedding_version,
+        strategy=args.strategy,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        split=args.split,
+        classes=[c for c in args.classes.split(",") if c],
+        lease_seconds=args.lease_seconds,
+        classifier=args.classifier,
+        classifier_c=args.c,
+        classifier_max_iter=args.max_iter,
+        classifier_balanced=args.balanced,
+    )
+    if args.ups:
+        request.ups.CopyFrom(pb.UpsSettings(gamma=args.ups_gamma, temperature=args.ups_temperature))
+    if args.asvp:
+        request.asvp.CopyFrom(
+            pb.AsvpSettings(finetune_method=args.asvp_method, finetune_epochs=args.asvp_epochs)
+        )
+        if args.asvp_every_rounds is not None:
+            request.asvp.every_rounds = args.asvp_every_rounds
+        if args.asvp_threshold is not None:
+            request.asvp.threshold = args.asvp_threshold
+    return request
+
+
 def run(args: argparse.Namespace) -> int:
     from orchestrator.session_client import SessionClient
 
@@ -137,27 +191,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _session_command(client: SessionClient, args: argparse.Namespace) -> int:
     """`proxal session create|list|delete|status`."""
-    from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 
     if args.op == "create":
-        created = client.create(
-            pb.CreateSessionRequest(
-                session=args.session,
-                pool=args.pool,
-                embedding_version=args.embedding_version,
-                strategy=args.strategy,
-                batch_size=args.batch_size,
-                seed=args.seed,
-                split=args.split,
-                classes=[c for c in args.classes.split(",") if c],
-                lease_seconds=args.lease_seconds,
-                classifier=args.classifier,
-            )
-        )
+        created = client.create(_create_request(args))
+        extras = "".join(f", {name}" for name in ("ups", "asvp") if created.HasField(name))
         print(
             f"created {created.session} on {created.pool}/{created.embedding_version}: "
             f"{len(created.classes)} classes, strategy {created.strategy}, "
-            f"classifier {created.classifier}"
+            f"classifier {created.classifier}{extras}"
         )
         return 0
     if args.op == "list":
@@ -206,6 +247,7 @@ def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
         "rounds": s.rounds,
         "annotators": s.annotators,
         "embedding_version": s.embedding_version,
+        "lineage": " -> ".join(s.lineage),
         "latest_version": s.latest_version,
         "class_coverage": coverage,
         "classes": len(s.session.classes),
@@ -214,6 +256,7 @@ def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
         "accuracy_classes": s.accuracy_classes,
         "accuracy_note": s.accuracy_note,
         "class_counts": {c.label: c.count for c in s.class_counts},
+        "asvp": _asvp_fields(s.asvp),
     }
     if as_json:
         print(json.dumps(fields, indent=1))
@@ -221,8 +264,10 @@ def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
     shown = {
         k: v
         for k, v in fields.items()
-        if k not in ("class_counts", "classes", "labeled_classes", "accuracy_classes")
+        if k not in ("class_counts", "classes", "labeled_classes", "accuracy_classes", "asvp")
     }
+    if s.asvp.enabled:
+        shown["asvp"] = _asvp_line(s.asvp)
     if accuracy is not None and s.accuracy_classes < len(s.session.classes):
         shown["estimated_accuracy"] = (
             f"{accuracy:.2f} on the {s.accuracy_classes} classes with 2+ labels only ({coverage})"
@@ -234,6 +279,47 @@ def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
     top = ", ".join(f"{c.label} {c.count}" for c in s.class_counts[:10])
     print(f"{'class_counts':>18}: {top}{' ...' if len(s.class_counts) > 10 else ''}")
     return 0
+
+
+def _asvp_fields(a: pb.AsvpStatus) -> dict[str, object] | None:
+    """Status's ASVP part as plain JSON (None: the session has no ASVP)."""
+    if not a.enabled:
+        return None
+    last = None
+    if a.HasField("last_check"):
+        c = a.last_check
+        last = {
+            "round": c.round,
+            "labels": c.labels,
+            "action": c.action,
+            "version_before": c.version_before,
+            "version_after": c.version_after,
+            "logme_current": None if math.isnan(c.logme_current) else c.logme_current,
+            "logme_finetuned": None if math.isnan(c.logme_finetuned) else c.logme_finetuned,
+            "gap": None if math.isnan(c.gap) else c.gap,
+            "seconds": c.seconds,
+            "reason": c.reason,
+        }
+    return {
+        "running": a.running,
+        "phase": a.phase,
+        "checks": a.checks,
+        "failed_checks": a.failed_checks,
+        "next_due": a.next_due,
+        "last_check": last,
+    }
+
+
+def _asvp_line(a: pb.AsvpStatus) -> str:
+    """One line: what ASVP is doing, its last check and when the next is due."""
+    now = f"running ({a.phase})" if a.running else "idle"
+    last = "no check yet"
+    if a.HasField("last_check"):
+        c = a.last_check
+        gap = "" if math.isnan(c.gap) else f", gap {c.gap:+.3f}"
+        why = f" ({c.reason})" if c.reason else ""
+        last = f"last check {c.action} at round {c.round}{gap} in {c.seconds:.0f} s{why}"
+    return f"{now}; {last}; next {a.next_due or 'not scheduled'}"
 
 
 def _print_sessions(sessions: list[pb.Session], as_json: bool) -> int:

@@ -226,6 +226,30 @@ def test_session_and_labels_commands(
     assert "NOT_FOUND" in capsys.readouterr().err
 
 
+def test_session_create_takes_the_classifier_ups_and_asvp_settings(
+    served: tuple[str, Store], capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, store = served
+    client = ["--orchestrator", address]
+    args = ["session", "create", "tuned", "--pool", "cli", "--c", "0.5", "--balanced"]
+    assert main([*args, "--ups", "--ups-gamma", "0.5", *client]) == 0
+    assert "created tuned on cli/v1: 3 classes" in capsys.readouterr().out
+    config = store.get_session("tuned").config
+    assert config["classifier_c"] == 0.5 and config["classifier_balanced"] is True
+    assert config["ups"]["gamma"] == 0.5
+    assert main(["session", "status", "tuned", "--json", *client]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["lineage"] == "v1" and status["asvp"] is None
+    bad = ["session", "create", "bad", "--pool", "cli", "--ups", "--ups-gamma", "2", *client]
+    assert main(bad) == 2
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+    # this server has no --encoder: ASVP is refused at creation, and says what to pass
+    assert main(["session", "create", "nope", "--pool", "cli", "--asvp", *client]) == 2
+    err = capsys.readouterr().err
+    assert "FAILED_PRECONDITION" in err and "--encoder" in err
+    assert [s.session for s in store.list_sessions()] == ["tuned"]
+
+
 def test_session_list_delete_import_and_coverage_commands(
     served: tuple[str, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
