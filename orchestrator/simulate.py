@@ -150,10 +150,10 @@ def _take(rows: PoolFile, index: Sequence[int]) -> PoolFile:
 def evenly_spaced(rows: PoolFile, limit: int | None) -> PoolFile:
     """`limit` evenly spaced rows (files are often sorted by label, so a prefix would hold
     only a few classes); all rows when `limit` is None."""
-    if limit is None:
+    n = len(rows.texts)
+    if limit is None or limit >= n:
         return rows
-    step = max(1, len(rows.texts) // limit)
-    return _take(rows, range(0, len(rows.texts), step)[:limit])
+    return _take(rows, [i * n // limit for i in range(limit)])
 
 
 def read_splits(source: DataSource) -> Splits:
