@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,11 +158,13 @@ class Client:
 
     def __init__(
         self,
-        address: str = DEFAULT_ADDRESS,
+        address: str = "",
         annotator: str = "notebook",
         timeout: float = 60.0,
         retry_seconds: float = 30.0,
     ):
+        """`address` empty: PROXAL_ORCHESTRATOR, else 127.0.0.1:50053 (`proxal up`'s)."""
+        address = address or os.environ.get("PROXAL_ORCHESTRATOR", "") or DEFAULT_ADDRESS
         self.address = address
         self._rpc = SessionClient(address, annotator, timeout, retry_seconds)
 
