@@ -58,7 +58,7 @@ class DataSource:
     fmt: str = ""  # --format for both files; default: from each suffix
     train_limit: int | None = None
     test_limit: int | None = None
-    name: str = ""  # the dataset's name in reports; default: the train file's stem
+    name: str = ""  # the dataset's name in reports; default: the file's folder/stem
     licence: str = ""
 
     def validate(self) -> None:
@@ -209,6 +209,12 @@ def check_budget(config: SimulateConfig, train_rows: int) -> None:
         raise InvalidArgumentError(f"--random-factor must be >= 1, got {config.random_factor:g}")
 
 
+def dataset_name(source: DataSource) -> str:
+    """The configured name, else the train file's folder and stem ("clinc150/train")."""
+    parent = source.train.resolve().parent.name
+    return source.name or (f"{parent}/{source.train.stem}" if parent else source.train.stem)
+
+
 def pool_name(config: SimulateConfig, splits: Splits) -> str:
     """The configured pool, or the train file's stem plus a hash of the rows to ingest."""
     if config.pool:
@@ -217,7 +223,7 @@ def pool_name(config: SimulateConfig, splits: Splits) -> str:
     for rows in (splits.train, splits.test):
         digest.update(rows.to_jsonl())
         digest.update(b"\x00split\x00")
-    stem = re.sub(r"[^a-z0-9_-]+", "-", config.data.train.stem.lower()).strip("-_")[:40]
+    stem = re.sub(r"[^a-z0-9_-]+", "-", dataset_name(config.data).lower()).strip("-_")[:40]
     return f"{stem or 'pool'}-{digest.hexdigest()[:8]}"
 
 
@@ -520,7 +526,7 @@ def report_document(
     data = output.data
     return {
         "dataset": {
-            "name": config.data.name or config.data.train.stem,
+            "name": dataset_name(config.data),
             **({"licence": config.data.licence} if config.data.licence else {}),
             "pool": data.pool,
             "train_rows": len(data.train_ids),
