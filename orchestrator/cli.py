@@ -87,7 +87,7 @@ def _loop_args(p: argparse.ArgumentParser, successor_strategies: tuple[str, ...]
         "--budget",
         type=int,
         default=None,
-        help="label budget: sets --rounds to (BUDGET - --initial) / --batch-size",
+        help="label budget: sets --rounds to (BUDGET - --initial) / --batch-size, rounded down",
     )
     p.add_argument(
         "--random-factor",

@@ -193,7 +193,16 @@ def read_splits(source: DataSource) -> Splits:
 
 
 def check_budget(config: SimulateConfig, train_rows: int) -> None:
-    """InvalidArgumentError naming the flags when the loop's budget does not fit the rows."""
+    """InvalidArgumentError naming the flag when a strategy is unknown, or the loop's budget
+    does not fit the rows."""
+    from proxal_runtime.strategies import STRATEGIES
+
+    for strategy in config.loop.strategies:
+        if strategy not in STRATEGIES:
+            raise InvalidArgumentError(
+                f"unknown strategy {strategy!r} in --strategies; valid strategies: "
+                + ", ".join(STRATEGIES)
+            )
     try:
         config.loop.validate(train_rows)
     except InvalidArgumentError:

@@ -134,13 +134,24 @@ def _bad(tmp_path: Path, case: str) -> tuple[list[str], str]:
             "exceeds the 16 training rows",
         ),
     }
+    cases["unknown strategy"] = (
+        [str(labelled), "--label-field", "intent", "--strategies", "margn,random"],
+        "unknown strategy 'margn' in --strategies; valid strategies: random, least_confidence",
+    )
     args, message = cases[case]
     return ["--train", *args, "--out", str(tmp_path / "out")], message
 
 
 @pytest.mark.parametrize(
     "case",
-    ["no labels", "label field missing", "text field missing", "test fraction", "too few rows"],
+    [
+        "no labels",
+        "label field missing",
+        "text field missing",
+        "test fraction",
+        "too few rows",
+        "unknown strategy",
+    ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, case: str) -> None:
     args, message = _bad(tmp_path, case)
