@@ -115,7 +115,7 @@ def test_demo_rejects_a_budget_larger_than_the_pool(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr == (
-        "proxal: too few rows: the label budget 300 (--initial 100 + --rounds 5 x "
+        "proxal: too few rows: the label budget 350 (--initial 100 + --rounds 5 x "
         "--batch-size 50) exceeds the 100 training rows; lower --rounds, --batch-size or "
         "--initial\n"
     )
