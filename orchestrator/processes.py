@@ -99,15 +99,20 @@ class ServiceProcess:
         """Wait for the port file and SERVING health → self; UnavailableError (the service
         stopped) naming the service and its last log line if it exits or takes too long."""
         assert self.process is not None, "spawn() first"
-        while not self._port_file.exists():
-            if self.process.poll() is not None:
-                raise UnavailableError(self.exit_reason())
-            if time.monotonic() > self._deadline:
-                self.stop()
-                raise UnavailableError(f"{self.name} did not start within {self.start_timeout}s")
-            time.sleep(0.05)
-        self.address = f"127.0.0.1:{int(self._port_file.read_text())}"
-        wait_serving(self.address, timeout=max(1.0, self._deadline - time.monotonic()))
+        try:
+            while not self._port_file.exists():
+                if self.process.poll() is not None:
+                    raise UnavailableError(self.exit_reason())
+                if time.monotonic() > self._deadline:
+                    raise UnavailableError(
+                        f"{self.name} did not start within {self.start_timeout}s"
+                    )
+                time.sleep(0.05)
+            self.address = f"127.0.0.1:{int(self._port_file.read_text())}"
+            wait_serving(self.address, timeout=max(1.0, self._deadline - time.monotonic()))
+        except BaseException:  # never leave a half-started service behind
+            self.stop()
+            raise
         return self
 
     def exit_reason(self) -> str:

@@ -96,6 +96,11 @@ def start_stack(config: UpConfig, logs: Path) -> Stack:
             extra_args=["--proxy", ",".join(p.address for p in proxies)],
         )
         started.append(orchestrator.start())
+    except UnavailableError as exc:
+        stop_all(started)
+        if "already in use" in str(exc) and not config.free_ports:
+            raise UnavailableError(f"{exc}; or run proxal up --free-ports") from None
+        raise
     except BaseException:
         stop_all(started)
         raise
