@@ -22,6 +22,8 @@ from proxal_runtime.errors import InvalidArgumentError, ProxalError
 if TYPE_CHECKING:
     from orchestrator.clients import EncoderClient
     from orchestrator.feature_checks import AsvpRuntime
+    from orchestrator.simulation import LoopConfig
+    from orchestrator.successor_config import SuccessorConfig
     from proxal_store import Store
 
 # Start-up stays under half a second: this module imports no grpc, numpy, lance or
@@ -29,7 +31,9 @@ if TYPE_CHECKING:
 # what it needs when it runs (bench/cli.py measures it; a test keeps --help light).
 Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 HELP = {
-    "demo": "active learning on Banking77, end to end (the main job)",
+    "demo": "active learning on Banking77, end to end (simulate's preset)",
+    "simulate": "would active learning help on my data? simulate it on a labelled file",
+    "up": "start the encoder, N proxy replicas and the orchestrator on loopback",
     "finetune": "fine-tune a successor on a labeling session's labels (a job of proxal serve)",
     "serve": "run OrchestratorService (labeling sessions)",
     "asm": "acquisition sequence mismatch between two runs, and ΔAUC of dataset transfer",
@@ -67,24 +71,32 @@ def _csv(kind: Callable[[str], object] = str) -> Callable[[str], tuple[object, .
     return lambda value: tuple(kind(x) for x in value.split(",") if x)
 
 
-def _demo_parser(sub: Sub) -> None:
+def _loop_args(p: argparse.ArgumentParser, successor_strategies: tuple[str, ...]) -> None:
+    """The loop's flags, shared by `demo` and `simulate`: strategies x seeds, budget, UPS,
+    ASVP, random's extra budget and the successors."""
     from orchestrator.simulation import LoopConfig
     from orchestrator.successor_config import METHODS
 
     loop = LoopConfig()
-    p = sub.add_parser("demo", help=HELP["demo"])
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=Path("proxal-demo"),
-        help="output directory: store, logs, report.json, learning_curve.png",
-    )
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--strategies", type=_csv(), default=loop.strategies)
     p.add_argument("--seeds", type=_csv(int), default=loop.seeds)
     p.add_argument("--initial", type=int, default=loop.initial_size, help="random initial labels")
     p.add_argument("--batch-size", type=int, default=loop.batch_size)
     p.add_argument("--rounds", type=int, default=loop.rounds)
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        help="label budget: sets --rounds to (BUDGET - --initial) / --batch-size, rounded down",
+    )
+    p.add_argument(
+        "--random-factor",
+        type=float,
+        default=2.0,
+        help="random sampling runs to this x the budget, so each strategy's sample saving "
+        "ratio is measured (default 2; 1 = the same budget)",
+    )
     p.add_argument(
         "--ups-gamma",
         type=float,
@@ -123,9 +135,9 @@ def _demo_parser(sub: Sub) -> None:
     p.add_argument(
         "--successor-strategies",
         type=_csv(),
-        default=("margin", "random"),
-        help="fine-tune a successor on the labels of these strategies (first of --seeds); "
-        "empty to skip",
+        default=successor_strategies,
+        help="fine-tune a successor on the labels of these strategies (first of --seeds) at "
+        "the budget; empty to skip",
     )
     p.add_argument("--successor-epochs", type=int, default=None, help="default: 6")
     p.add_argument(
@@ -135,6 +147,92 @@ def _demo_parser(sub: Sub) -> None:
         help="use N evenly spaced training rows (quick runs)",
     )
     p.add_argument("--test-limit", type=int, default=None, help="use N evenly spaced test rows")
+
+
+def _demo_parser(sub: Sub) -> None:
+    p = sub.add_parser(
+        "demo",
+        help=HELP["demo"],
+        description="`proxal simulate` preset on the bundled Banking77 subset (10,003 train, "
+        "3,080 test texts), with successors fine-tuned on margin's and random's labels.",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("proxal-demo"),
+        help="output directory: store, logs, report.json, learning_curve.png",
+    )
+    _loop_args(p, ("margin", "random"))
+
+
+def _simulate_parser(sub: Sub) -> None:
+    from orchestrator.pool_files import FORMATS
+
+    p = sub.add_parser(
+        "simulate",
+        help=HELP["simulate"],
+        description="Would active learning help on my data? Ingest and embed a labelled file, "
+        "run simulated active learning (the gold labels answer) for each strategy x seed, "
+        "and write the learning curves, AUC, ΔAUC and the sample saving ratio of each "
+        "strategy vs random to --out (report/report.md, report.json, run/).",
+    )
+    p.add_argument(
+        "--train",
+        type=Path,
+        required=True,
+        help="labelled file: JSONL, JSON, CSV, "
+        "TSV or Parquet (format from the suffix, or --format)",
+    )
+    test = p.add_mutually_exclusive_group()
+    test.add_argument("--test", type=Path, default=None, help="labelled test file")
+    test.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="without --test: hold out this fraction of --train as the test split "
+        "(seeded; default 0.2)",
+    )
+    p.add_argument("--text-field", default="text", help="the field or column with the texts")
+    p.add_argument("--label-field", default="label", help="the field or column with the labels")
+    p.add_argument("--format", choices=FORMATS, default="", help="default: from the suffix")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("proxal-simulate"),
+        help="output directory: store, logs, report.json, run/, report/",
+    )
+    p.add_argument(
+        "--pool",
+        default="",
+        help="pool name in the store (default: the file's name and a hash of its rows)",
+    )
+    _loop_args(p, ())
+
+
+def _up_parser(sub: Sub) -> None:
+    from proxal_runtime.settings import DEFAULT_STORE
+
+    p = sub.add_parser(
+        "up",
+        help=HELP["up"],
+        description="Start the encoder (port 50051), N proxy replicas (the first on 50052, "
+        "the others on free ports) and `proxal serve` over them (50053) on 127.0.0.1, wait "
+        "until each serves, print the addresses and the next commands, and stop them all on "
+        "Ctrl-C or SIGTERM. If one of them exits, say which, stop the others and exit 1.",
+    )
+    p.add_argument(
+        "--store",
+        default=os.environ.get("PROXAL_STORE", DEFAULT_STORE),
+        help="store directory (created by the encoder if missing; env PROXAL_STORE)",
+    )
+    p.add_argument("--proxies", type=int, default=1, help="proxy replicas (default 1)")
+    p.add_argument(
+        "--free-ports", action="store_true", help="every service on a free port (printed)"
+    )
+    p.add_argument("--backend", default="", help="the encoder's backend: torch or onnx")
+    p.add_argument(
+        "--log-dir", type=Path, default=None, help="services' logs (default: a temporary dir)"
+    )
 
 
 def _serve_parser(sub: Sub) -> None:
@@ -591,11 +689,9 @@ def run_asm_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo_command(args: argparse.Namespace) -> int:
-    from orchestrator.asvp import AsvpConfig
-    from orchestrator.demo import DemoConfig, run_demo
+def _loop_config(args: argparse.Namespace) -> LoopConfig:
+    """LoopConfig from the loop's flags (`_loop_args`)."""
     from orchestrator.simulation import LoopConfig
-    from orchestrator.successor_config import SuccessorConfig
     from orchestrator.ups import UpsSchedule
 
     ups = None
@@ -608,31 +704,99 @@ def run_demo_command(args: argparse.Namespace) -> int:
         )
     asvp = None
     if args.asvp_every or args.asvp_growth:
+        from orchestrator.asvp import AsvpConfig  # torch: only when ASVP is asked for
+
         asvp = AsvpConfig(
             every_rounds=args.asvp_every,
             growth_factor=args.asvp_growth,
             threshold=args.asvp_threshold,
             use_ped=not args.asvp_no_ped,
         )
+    rounds = args.rounds
+    if args.budget is not None:
+        if args.batch_size < 1 or args.budget < args.initial:
+            raise InvalidArgumentError(
+                f"--budget {args.budget} must be at least --initial {args.initial} "
+                "(and --batch-size >= 1)"
+            )
+        rounds = (args.budget - args.initial) // args.batch_size
+    return LoopConfig(
+        strategies=args.strategies,
+        seeds=args.seeds,
+        initial_size=args.initial,
+        batch_size=args.batch_size,
+        rounds=rounds,
+        ups=ups,
+        asvp=asvp,
+    )
+
+
+def _successor_config(args: argparse.Namespace) -> SuccessorConfig:
+    from orchestrator.successor_config import SuccessorConfig
+
     epochs = {} if args.successor_epochs is None else {"epochs": args.successor_epochs}
+    return SuccessorConfig(method=args.successor_method, **epochs)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from orchestrator.demo import DemoConfig, run_demo
+
     config = DemoConfig(
         out_dir=args.out,
         backend=args.backend,
         train_limit=args.train_limit,
         test_limit=args.test_limit,
-        loop=LoopConfig(
-            strategies=args.strategies,
-            seeds=args.seeds,
-            initial_size=args.initial,
-            batch_size=args.batch_size,
-            rounds=args.rounds,
-            ups=ups,
-            asvp=asvp,
-        ),
+        loop=_loop_config(args),
         successor_strategies=args.successor_strategies,
-        successor=SuccessorConfig(method=args.successor_method, **epochs),
+        successor=_successor_config(args),
+        random_factor=args.random_factor,
     )
     run_demo(config)
+    return 0
+
+
+def run_simulate_command(args: argparse.Namespace) -> int:
+    from orchestrator.pool_files import Fields
+    from orchestrator.simulate import DataSource, SimulateConfig, run_simulate
+
+    config = SimulateConfig(
+        data=DataSource(
+            train=args.train,
+            test=args.test,
+            test_fraction=args.test_fraction,
+            fields=Fields(text=args.text_field, label=args.label_field),
+            fmt=args.format,
+            train_limit=args.train_limit,
+            test_limit=args.test_limit,
+        ),
+        out_dir=args.out,
+        pool=args.pool,
+        backend=args.backend,
+        loop=_loop_config(args),
+        random_factor=args.random_factor,
+        successor_strategies=args.successor_strategies,
+        successor=_successor_config(args),
+    )
+    run_simulate(config)
+    return 0
+
+
+def run_up_command(args: argparse.Namespace) -> int:
+    from orchestrator.up import UpConfig, run_up
+    from proxal_runtime.errors import UnavailableError
+
+    config = UpConfig(
+        store=args.store,
+        proxies=args.proxies,
+        free_ports=args.free_ports,
+        log_dir=args.log_dir,
+        backend=args.backend,
+    )
+    try:
+        run_up(config, say=lambda text: print(text, flush=True))
+    except UnavailableError as exc:  # a service did not start, or exited: not the user's input
+        print(f"proxal up: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -681,6 +845,8 @@ def _asvp_runtime(args: argparse.Namespace) -> AsvpRuntime | None:
 
 _PARSERS: dict[str, Callable[[Sub], None]] = {
     "demo": _demo_parser,
+    "simulate": _simulate_parser,
+    "up": _up_parser,
     "finetune": _finetune_parser,
     "serve": _serve_parser,
     "asm": _asm_parser,
@@ -692,6 +858,8 @@ _PARSERS: dict[str, Callable[[Sub], None]] = {
 }
 _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": run_demo_command,
+    "simulate": run_simulate_command,
+    "up": run_up_command,
     "serve": run_serve_command,
     "finetune": run_finetune_command,
     "asm": run_asm_command,

@@ -1,11 +1,14 @@
-"""Starting proxal services as real subprocesses on loopback (ephemeral ports).
+"""Starting proxal services as real subprocesses on loopback (ephemeral or given ports).
 
-Used by `proxal demo` and by tests: each service is `python -m <package>` with
-`--port 0 --port-file F`; we wait for the port file and a SERVING health check.
+Used by `proxal simulate`/`demo`, `proxal up` and tests: each service is `python -m
+<package>` with `--port P --port-file F`; we wait for the port file and a SERVING health
+check.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -32,9 +35,16 @@ class ServiceProcess:
         start_timeout: float = 120.0,
         command: tuple[str, ...] = (),
         port: int = 0,
+        detach: bool = False,
+        name: str = "",
     ):
         """`command` goes right after the module (``("serve",)`` for the orchestrator);
-        `port` 0 takes an ephemeral port."""
+        `port` 0 takes an ephemeral port. `detach`: the child runs in its own session (a
+        terminal's Ctrl-C reaches only us, and we stop it) and is sent SIGTERM by the kernel
+        if the thread that spawned it dies (call `spawn` from the main thread). `name` is
+        how errors call it (default: the module)."""
+        self.name = name or module
+        self.detach = detach
         self.module = module
         self.command = command
         self.port = port
@@ -44,12 +54,21 @@ class ServiceProcess:
         self.start_timeout = start_timeout
         self.address = ""
         self.process: subprocess.Popen[bytes] | None = None
+        self._port_file = Path()
+        self._log = Path()
+        self._deadline = 0.0
 
     def start(self) -> ServiceProcess:
+        """Spawn the process and wait until it serves → self."""
+        self.spawn()
+        return self.wait_ready()
+
+    def spawn(self) -> ServiceProcess:
+        """Start the process without waiting for it (see `wait_ready`) → self."""
         tmp = Path(tempfile.mkdtemp(prefix=f"proxal-{self.module}-"))
-        port_file = tmp / "port"
-        log_path = self.log_path or tmp / "log"  # its last line explains a failed start
-        log = log_path.open("ab")
+        self._port_file = tmp / "port"
+        self._log = self.log_path or tmp / "log"  # its last line explains a failed start
+        self._deadline = time.monotonic() + self.start_timeout
         cmd = [
             sys.executable,
             "-m",
@@ -60,30 +79,51 @@ class ServiceProcess:
             "--port",
             str(self.port),
             "--port-file",
-            str(port_file),
+            str(self._port_file),
             "--store",
             self.store,
             *self.extra_args,
         ]
-        with log:  # the child keeps its own copy of the descriptor
+        with self._log.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LANCE_LOG": "error"}
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "LANCE_LOG": "error"},
+                start_new_session=self.detach,
+                preexec_fn=_die_with_parent if self.detach else None,
             )
-        deadline = time.monotonic() + self.start_timeout
-        while not port_file.exists():
-            if self.process.poll() is not None:
-                raise UnavailableError(
-                    f"{self.module} exited with code {self.process.returncode} before serving"
-                    f": {_last_line(log_path)}"
-                    + (f" (log: {self.log_path})" if self.log_path else "")
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise UnavailableError(f"{self.module} did not start within {self.start_timeout}s")
-            time.sleep(0.05)
-        self.address = f"127.0.0.1:{int(port_file.read_text())}"
-        wait_serving(self.address, timeout=max(1.0, deadline - time.monotonic()))
         return self
+
+    def wait_ready(self) -> ServiceProcess:
+        """Wait for the port file and SERVING health → self; UnavailableError (the service
+        stopped) naming the service and its last log line if it exits or takes too long."""
+        assert self.process is not None, "spawn() first"
+        try:
+            while not self._port_file.exists():
+                if self.process.poll() is not None:
+                    raise UnavailableError(self.exit_reason())
+                if time.monotonic() > self._deadline:
+                    raise UnavailableError(
+                        f"{self.name} did not start within {self.start_timeout}s"
+                    )
+                time.sleep(0.05)
+            self.address = f"127.0.0.1:{int(self._port_file.read_text())}"
+            wait_serving(self.address, timeout=max(1.0, self._deadline - time.monotonic()))
+        except BaseException:  # never leave a half-started service behind
+            self.stop()
+            raise
+        return self
+
+    def exit_reason(self) -> str:
+        """Why the process is gone: its exit code and the last line of its log."""
+        code = self.process.returncode if self.process is not None else None
+        return (
+            f"{self.name} exited with code {code}"
+            + (" before serving" if not self.address else f" (it served on {self.address})")
+            + f": {_last_line(self._log)}"
+            + (f" (log: {self.log_path})" if self.log_path else "")
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (continuing the process first, in case it was SIGSTOPped), then SIGKILL
@@ -108,6 +148,13 @@ class ServiceProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child, before exec
+    """Linux: SIGTERM this process when the thread that forked it dies (PR_SET_PDEATHSIG)."""
+    # Not Linux: `proxal up` still stops its children on Ctrl-C and SIGTERM.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _last_line(path: Path) -> str:

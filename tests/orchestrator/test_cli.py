@@ -185,7 +185,7 @@ print(sorted(m for m in ("lance", "torch", "sklearn", "transformers") if m in sy
     [
         (["--asvp-every", "1", "--asvp-threshold", "-0.5"], "asvp threshold must be"),
         (["--asvp-growth", "0.5"], "growth_factor must be 0 (off) or > 1"),
-        (["--rounds", "200", "--batch-size", "100"], "exceeds the pool"),
+        (["--rounds", "200", "--batch-size", "100"], "exceeds the 10003 training rows"),
     ],
 )
 def test_demo_refuses_bad_asvp_and_budget_flags_before_any_work(

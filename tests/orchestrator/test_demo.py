@@ -51,11 +51,16 @@ def test_small_demo_writes_report_and_plot(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy (mean ± std over seeds)" in result.stdout
     report = json.loads((out / "report.json").read_text())
-    assert set(report["learning_curves"]) == {"random", "margin"}
-    for rows in report["learning_curves"].values():
-        assert [r["labels"] for r in rows] == [40, 60, 80]
+    curves = report["learning_curves"]
+    assert set(curves) == {"random", "margin"}
+    assert [r["labels"] for r in curves["margin"]] == [40, 60, 80]
+    # random runs to 2x the budget, so margin's sample saving ratio is measured
+    assert [r["labels"] for r in curves["random"]] == list(range(40, 161, 20))
+    for rows in curves.values():
         assert all(r["seeds"] == 2 and 0.0 <= r["accuracy_mean"] <= 1.0 for r in rows)
-    assert len(report["points"]) == 2 * 2 * 3
+    assert len(report["points"]) == 2 * 3 + 2 * 7
+    assert report["ssr"]["margin"]["strategy_labels"] == 80
+    assert "Sample saving ratio at 80 labels" in result.stdout
     [successor] = report["successors"]
     assert successor["strategy"] == "margin" and successor["labels"] == 80
     assert 0.0 <= successor["accuracy"] <= 1.0
@@ -63,7 +68,7 @@ def test_small_demo_writes_report_and_plot(tmp_path: Path) -> None:
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     assert report["embedding_version"] == "v1"
     run = load_run(out / "run")  # the run directory `proxal report` reads
-    assert (run.strategies(), len(run.rounds)) == (["random", "margin"], 2 * 2 * 3)
+    assert (run.strategies(), len(run.rounds)) == (["random", "margin"], 2 * 3 + 2 * 7)
     assert [(s.strategy, s.labels) for s in run.successors] == [("margin", 80)]
     assert run.labeled_ids("margin", 1).size == 80
     assert "## AUC, ΔAUC vs random and sample saving ratio" in (
@@ -109,7 +114,11 @@ def test_demo_rejects_a_budget_larger_than_the_pool(tmp_path: Path) -> None:
         "",
     )
     assert result.returncode == 2
-    assert "exceeds the pool's 100 rows" in result.stderr
+    assert result.stderr == (
+        "proxal: too few rows: the label budget 350 (--initial 100 + --rounds 5 x "
+        "--batch-size 50) exceeds the 100 training rows; lower --rounds, --batch-size or "
+        "--initial\n"
+    )
 
 
 def test_sigterm_stops_the_demo_and_its_services(tmp_path: Path) -> None:
