@@ -34,8 +34,19 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# mypy cannot follow the package-dir mapping (pyproject.toml), so it checks a tree of links
+# laid out as installed: build/typecheck/proxal/runtime -> proxal_runtime/, and so on.
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy proxal_runtime proxal_store encoder_service proxy_service orchestrator
+	rm -rf build/typecheck && mkdir -p build/typecheck/proxal
+	ln -s $(CURDIR)/protos/proxal/* build/typecheck/proxal/
+	ln -s $(CURDIR)/proxal_runtime build/typecheck/proxal/runtime
+	ln -s $(CURDIR)/proxal_store build/typecheck/proxal/store
+	ln -s $(CURDIR)/encoder_service build/typecheck/proxal/encoder_service
+	ln -s $(CURDIR)/proxy_service build/typecheck/proxal/proxy_service
+	ln -s $(CURDIR)/orchestrator build/typecheck/proxal/orchestrator_service
+	cd build/typecheck && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
+		-p proxal.runtime -p proxal.store -p proxal.encoder_service -p proxal.proxy_service \
+		-p proxal.orchestrator_service
 
 # Regenerate the gRPC stubs from protos/ (tests/test_protos.py fails when they are stale).
 protos: $(VENV)/.installed

@@ -6,17 +6,17 @@
 After Galimzianova and Sanochkin, "Efficient Active Learning with Adapters" (section 3,
 Table 4; /work/shared/papers/adapters-for-acquisition.md). For each dataset, label budget
 and seed, `budget` seeded random training texts are labeled and the acquisition model is
-fine-tuned on them with the successor recipe (orchestrator.successor) by full fine-tuning
+fine-tuned on them with the successor recipe (successor.training) by full fine-tuning
 and by each adapter method the successor accepts (LoRA; bottleneck adapters when
 `SuccessorConfig(method="bottleneck")` is accepted, detected at run time). Every model
 scores the same `--pool-size` unlabeled training texts with margin, entropy and least
-confidence (proxal_runtime.uncertainty), and each method is compared with full fine-tuning:
+confidence (proxal.runtime.uncertainty), and each method is compared with full fine-tuning:
 
 - Wasserstein distance between the two score distributions (scipy.stats.wasserstein_distance);
 - KL(P_full || P_method) of their histograms on shared bins (min(50, sqrt(n)) equal bins
   over both ranges, frequencies + 1e-6, renormalised; scipy.stats.entropy(p, q));
 - overlap of the selected batch: |top-k(full) & top-k(method)| / k, seeded tie-break
-  (proxal_runtime.ranking.top_k), k = --top-k;
+  (proxal.runtime.ranking.top_k), k = --top-k;
 - training time (the successor's training loop) and its ratio to full, test accuracy.
 
 A reference row "full_reseed" (full fine-tuning with another seed, same labels) shows how
@@ -53,12 +53,12 @@ from scipy.stats import wasserstein_distance
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "protos")]
 
-from orchestrator.successor import SuccessorConfig, fine_tune_successor  # noqa: E402
-from proxal_runtime.errors import InvalidArgumentError  # noqa: E402
-from proxal_runtime.ranking import top_k  # noqa: E402
-from proxal_runtime.uncertainty import UNCERTAINTY_SCORES, uncertainty  # noqa: E402
+from proxal.orchestrator_service.successor.training import SuccessorConfig, fine_tune_successor  # noqa: E402
+from proxal.runtime.errors import InvalidArgumentError  # noqa: E402
+from proxal.runtime.ranking import top_k  # noqa: E402
+from proxal.runtime.uncertainty import UNCERTAINTY_SCORES, uncertainty  # noqa: E402
 
-BANKING77_DIR = ROOT / "orchestrator" / "data" / "banking77"
+BANKING77_DIR = ROOT / "orchestrator" / "demo" / "data" / "banking77"
 AG_NEWS_DIR = Path("/work/shared/datasets/ag_news")
 DATASETS = ("banking77", "ag_news")
 METHODS = ("full", "lora", "bottleneck")
@@ -384,7 +384,7 @@ HF_HUB_OFFLINE=1 .venv/bin/python bench/adapters_acquisition.py \\
 
 Raw rows (per seed and strategy) are in `bench/results/adapters_acquisition.json`. AG News
 is read from `/work/shared/datasets/ag_news` (`--ag-news-dir`; research-only licence, not in
-the repository); Banking77 from `orchestrator/data/banking77`. A smoke test:
+the repository); Banking77 from `orchestrator/demo/data/banking77`. A smoke test:
 `pytest -m bench tests/bench/test_bench_adapters.py` (runs `--quick`).
 """
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ spawn to exit (the median of --runs runs): `proxal --help`, and `label`, `sessio
 and `labels export` against that server for a session that does not exist, so each one
 starts, makes one call, is answered NOT_FOUND and exits. The same commands run on the
 code of --baseline-rev (unpacked with `git archive` into a temporary directory; its
-`python -m orchestrator` resolves there), side by side. Prints a table, writes JSON.
+`python -m proxal.orchestrator_service` resolves there), side by side. Prints a table, writes JSON.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ def commands(address: str, out: Path) -> dict[str, list[str]]:
 
 
 def time_command(code_dir: Path, args: list[str], runs: int) -> tuple[float, list[float]]:
-    """(median s, every run's s) of `python -m orchestrator ARGS` run from `code_dir`."""
+    """(median s, every run's s) of `python -m proxal.orchestrator_service ARGS` from `code_dir`."""
     env = {**os.environ, "LANCE_LOG": "error", "PYTHONPATH": str(code_dir)}
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "orchestrator", *args],
+            [sys.executable, "-m", "proxal.orchestrator_service", *args],
             cwd=code_dir,
             env=env,
             capture_output=True,
@@ -79,8 +79,8 @@ def main() -> int:
     args = parser.parse_args()
 
     sys.path.insert(0, str(REPO))
-    from orchestrator.processes import ServiceProcess
-    from proxal_store import Store
+    from proxal.orchestrator_service.rpc.processes import ServiceProcess
+    from proxal.store import Store
 
     with tempfile.TemporaryDirectory(prefix="proxal-cli-bench-") as tmp:
         root = Path(tmp)

@@ -31,7 +31,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TEXTS = REPO.parent / "shared" / "datasets" / "ag_news" / "test.jsonl"
-FALLBACK_TEXTS = REPO / "orchestrator" / "data" / "banking77" / "train.jsonl"
+FALLBACK_TEXTS = REPO / "orchestrator" / "demo" / "data" / "banking77" / "train.jsonl"
 MAX_LENGTH = 128
 BASELINE = "torch fp32"
 
@@ -78,8 +78,8 @@ def rss_mb() -> float:
 
 def worker(variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
     """Load one encoder and time it on the texts; runs in its own process."""
-    from encoder_service.encoders import build_encoder
-    from encoder_service.pipeline import encode_bucketed
+    from proxal.encoder_service.encoders import build_encoder
+    from proxal.encoder_service.pipeline import encode_bucketed
 
     _, texts = load_texts(args.texts)
     imported_mb = rss_mb()
@@ -105,7 +105,7 @@ def worker(variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
 
 def prepare(args: argparse.Namespace) -> None:
     """Build every ONNX export and int8 graph the variants need (not timed)."""
-    from encoder_service.encoders import MODELS, onnx_model_path
+    from proxal.encoder_service.encoders import MODELS, onnx_model_path
 
     for variant in VARIANTS:
         if variant.backend == "onnx":

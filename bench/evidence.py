@@ -47,19 +47,18 @@ sys.path[:0] = [str(REPO), str(REPO / "protos"), str(REPO / "bench")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from finetuned_al import FinetunedLoopConfig, run_finetuned_al  # noqa: E402
-
-from orchestrator.asvp import AsvpConfig  # noqa: E402
-from orchestrator.clients import EncoderClient, ProxyClient  # noqa: E402
-from orchestrator.processes import ServiceProcess  # noqa: E402
-from orchestrator.simulation import (  # noqa: E402
+from proxal.orchestrator_service.engine.asvp import AsvpConfig  # noqa: E402
+from proxal.orchestrator_service.engine.simulation import (  # noqa: E402
     AsvpRuntime,
     LoopConfig,
     PoolData,
     SimulationResult,
     run_simulation,
 )
-from orchestrator.successor import SuccessorConfig, fine_tune_successor  # noqa: E402
-from proxal_store import Store  # noqa: E402
+from proxal.orchestrator_service.rpc.clients import EncoderClient, ProxyClient  # noqa: E402
+from proxal.orchestrator_service.rpc.processes import ServiceProcess  # noqa: E402
+from proxal.orchestrator_service.successor.training import SuccessorConfig, fine_tune_successor  # noqa: E402
+from proxal.store import Store  # noqa: E402
 
 DATASETS_DIR = Path(os.environ.get("PROXAL_DATASETS", REPO.parent / "shared" / "datasets"))
 ARMS = ("random", "proxy-margin", "asvp-margin", "ft-margin")
@@ -84,8 +83,8 @@ DATASETS = {
     ),
     "banking77": Dataset(
         "banking77",
-        REPO / "orchestrator" / "data" / "banking77" / "train.jsonl",
-        REPO / "orchestrator" / "data" / "banking77" / "test.jsonl",
+        REPO / "orchestrator" / "demo" / "data" / "banking77" / "train.jsonl",
+        REPO / "orchestrator" / "demo" / "data" / "banking77" / "test.jsonl",
         initial=200,
         batch=100,
     ),

@@ -4,17 +4,17 @@ A benchmark baseline (bench/evidence.py), not a method the service offers: it li
 keeps its results in memory; it writes no session, label or round to a store.
 
 Every round a transformer is fine-tuned on the labels so far with the successor recipe
-(`orchestrator.successor.fine_tune_successor`: full, lora, lp_ft, or any other method the
+(`successor.training.fine_tune_successor`: full, lora, lp_ft, or any other method the
 successor accepts), it scores the unlabeled pool from its predicted probabilities and the
 next batch is the top k by the same scores and seeded tie-break as the proxy's strategies
-(`proxal_runtime.uncertainty`, `proxal_runtime.ranking.top_k`). The initial set is the one
-`orchestrator.simulation` draws for the same seed, so the two loops are comparable. Because
+(`proxal.runtime.uncertainty`, `proxal.runtime.ranking.top_k`). The initial set is the one
+`engine.simulation` draws for the same seed, so the two loops are comparable. Because
 each round's model is trained exactly as a successor would be, its test metrics are those of
 the successor at that label budget; the loop also trains after the last selection, so the
 final budget has a model too.
 
 With a `UpsSchedule` only part of the pool is re-scored on non-full rounds: the top `gamma`
-by last score plus a rank-tempered sample (`proxal_runtime.subsampling.ups_keep`, the
+by last score plus a rank-tempered sample (`proxal.runtime.subsampling.ups_keep`, the
 sampler the proxy uses). Random selection needs no model scores and never subsamples.
 """
 
@@ -26,14 +26,17 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
-
-from orchestrator.evaluation import test_scores
-from orchestrator.successor import Successor, SuccessorConfig, fine_tune_successor
-from orchestrator.ups import UpsSchedule
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.ranking import id_uniform, top_k
-from proxal_runtime.subsampling import sort_by_id, ups_keep
-from proxal_runtime.uncertainty import UNCERTAINTY_SCORES, uncertainty
+from proxal.orchestrator_service.analysis.evaluation import test_scores
+from proxal.orchestrator_service.engine.ups import UpsSchedule
+from proxal.orchestrator_service.successor.training import (
+    Successor,
+    SuccessorConfig,
+    fine_tune_successor,
+)
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.ranking import id_uniform, top_k
+from proxal.runtime.subsampling import sort_by_id, ups_keep
+from proxal.runtime.uncertainty import UNCERTAINTY_SCORES, uncertainty
 
 RANDOM = "random"
 STRATEGIES = (RANDOM, *UNCERTAINTY_SCORES)
@@ -160,7 +163,7 @@ class _LoopState:
 
     @classmethod
     def start(cls, pool_ids: npt.NDArray[np.int64], seed: int, initial_size: int) -> _LoopState:
-        """The initial set `orchestrator.simulation` draws for the same seed."""
+        """The initial set `engine.simulation` draws for the same seed."""
         initial = np.random.default_rng(seed).choice(pool_ids, size=initial_size, replace=False)
         position_of = {int(i): p for p, i in enumerate(pool_ids.tolist())}
         labeled = np.array([position_of[int(i)] for i in initial], dtype=np.intp)

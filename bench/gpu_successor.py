@@ -31,11 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LANCE_LOG", "error")
 
-from orchestrator.jobs import JobRequest, JobRunner  # noqa: E402
-from orchestrator.successor_config import SuccessorConfig  # noqa: E402
-from proxal_store import SessionRecord, Store  # noqa: E402
+from proxal.orchestrator_service.successor.config import SuccessorConfig  # noqa: E402
+from proxal.orchestrator_service.successor.jobs import JobRequest, JobRunner  # noqa: E402
+from proxal.store import SessionRecord, Store  # noqa: E402
 
-BANKING77 = REPO / "orchestrator" / "data" / "banking77"
+BANKING77 = REPO / "orchestrator" / "demo" / "data" / "banking77"
 SESSION = "bench"
 
 

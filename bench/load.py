@@ -3,7 +3,7 @@
     .venv/bin/python bench/load.py [--clients 50] [--requests 100] [--rows 10000]
         [--quick] [--out bench/results/load.json]
 
-One real proxy replica (`python -m proxy_service` with its default flags: 8 gRPC worker
+One real proxy replica (`python -m proxal.proxy_service` with its default flags: 8 gRPC worker
 threads, scoring threads = cores up to 4) serves a version of ``--rows`` x 384 vectors in
 77 Gaussian classes (Banking77's shape) from a store on local disk. Each client is a thread
 with its own `ProxyClient` playing one labeling session: its request j (0-based) sends a
@@ -42,10 +42,9 @@ from typing import Any
 
 import grpc
 import numpy as np
-
-from orchestrator.clients import ProxyClient, TrainingSet
-from orchestrator.processes import ServiceProcess
-from proxal_store import EncoderInfo, Store
+from proxal.orchestrator_service.rpc.clients import ProxyClient, TrainingSet
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.store import EncoderInfo, Store
 
 POOL = "load"
 DIM, CLASSES, K = 384, 77, 10
@@ -246,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "quick": args.quick,
         "config": asdict(config),
         "pool": {"rows": config.rows, "dim": DIM, "classes": CLASSES, "store": "local disk"},
-        "replica": "python -m proxy_service, default flags (8 workers, score threads = cores)",
+        "replica": "python -m proxal.proxy_service, default flags (8 workers, threads = cores)",
         "request": {"k": K, "strategies": STRATEGIES, "classifier": "logreg"},
         "load_average": {"before": load_before, "after": os.getloadavg()},
         **summary,

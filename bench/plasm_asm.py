@@ -54,20 +54,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from evidence import DATASETS as EVIDENCE_DATASETS  # noqa: E402
 from evidence import _write_split  # noqa: E402
-
-from orchestrator.clients import EncoderClient, ProxyClient  # noqa: E402
-from orchestrator.plasm import PlasmConfig, run_plasm  # noqa: E402
-from orchestrator.processes import ServiceProcess  # noqa: E402
-from orchestrator.runs import (  # noqa: E402
+from proxal.orchestrator_service.analysis.runs import (  # noqa: E402
     Run,
     SuccessorRow,
     append_successors,
     load_run,
     write_run,
 )
-from orchestrator.simulation import LoopConfig, PoolData, run_simulation  # noqa: E402
-from orchestrator.successor import SuccessorConfig, fine_tune_successor  # noqa: E402
-from proxal_store import Store  # noqa: E402
+from proxal.orchestrator_service.engine.simulation import LoopConfig, PoolData, run_simulation  # noqa: E402
+from proxal.orchestrator_service.rpc.clients import EncoderClient, ProxyClient  # noqa: E402
+from proxal.orchestrator_service.rpc.processes import ServiceProcess  # noqa: E402
+from proxal.orchestrator_service.successor.plasm import PlasmConfig, run_plasm  # noqa: E402
+from proxal.orchestrator_service.successor.training import SuccessorConfig, fine_tune_successor  # noqa: E402
+from proxal.store import Store  # noqa: E402
 
 STRATEGIES = ("random", "margin", "entropy", "badge")
 ENCODERS = {  # run name → EmbedPool arguments
@@ -280,7 +279,7 @@ def transfers(
     proxy: ProxyClient, store: Store, l3: Run, l6: Run, strategies: tuple[str, ...]
 ) -> list[dict[str, Any]]:
     """ΔAUC of each run's sequences used by the other encoder's proxy."""
-    from orchestrator.asm import transferability
+    from proxal.orchestrator_service.analysis.asm import transferability
 
     out = []
     for a, b, direction in ((l3, l6, "L3→L6"), (l6, l3, "L6→L3")):
@@ -295,7 +294,7 @@ def long_random(proxy: ProxyClient, store: Store, run: Run, factor: float) -> li
     """Random sampling's learning curve (summary rows) out to `factor` x the run's final
     budget, same seeds, initial sets and batches, so the sample saving ratio can be read off
     where random needs more labels than the strategy had."""
-    from orchestrator.evaluation import summarise
+    from proxal.orchestrator_service.analysis.evaluation import summarise
 
     plan = run.config["plan"]
     final = max(r.labels for r in run.rounds)
@@ -317,9 +316,13 @@ def long_random(proxy: ProxyClient, store: Store, run: Run, factor: float) -> li
 
 def analyse_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Phase 2 for one dataset → every number, and each run's `proxal report` under docs/."""
-    from orchestrator.asm import GloveSpace, run_mismatch
-    from orchestrator.evaluation import evaluate_run, sample_saving_ratio, summarise
-    from orchestrator.report import write_report
+    from proxal.orchestrator_service.analysis.asm import GloveSpace, run_mismatch
+    from proxal.orchestrator_service.analysis.evaluation import (
+        evaluate_run,
+        sample_saving_ratio,
+        summarise,
+    )
+    from proxal.orchestrator_service.analysis.report import write_report
 
     runs = args.work / name / "runs"
     l6, l3 = load_run(runs / "l6"), load_run(runs / "l3")

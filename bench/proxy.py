@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/proxy.py [--quick] [--out bench/results/proxy.json]
 
-Runs the proxy's domain code (proxy_service.selection.select) in-process on synthetic
+Runs the proxy's domain code (proxal.proxy_service.selection.select) in-process on synthetic
 Gaussian class clusters (d = 384, float32), with BLAS limited to one thread and scoring on
 `--threads` threads, as the service does. Rows (issue 4):
 
@@ -40,13 +40,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
-
-from proxal_runtime.versions import EmbeddingVersion
-from proxy_service.cache import LoadedVersion
-from proxy_service.classifiers import DEFAULT_C, DEFAULT_MAX_ITER
-from proxy_service.selection import (
+from proxal.proxy_service.cache import LoadedVersion
+from proxal.proxy_service.classifiers import DEFAULT_C, DEFAULT_MAX_ITER
+from proxal.proxy_service.selection import (
     ModelCache,
     Query,
     SelectionResult,
@@ -54,6 +50,9 @@ from proxy_service.selection import (
     TrainingSet,
     select,
 )
+from proxal.runtime.versions import EmbeddingVersion
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 DIM = 384
 LC_TARGET_S = 0.5

@@ -59,12 +59,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from orchestrator.clients import ProxyClient, TrainingSet
-from orchestrator.processes import ServiceProcess, start_all, stop_all
-from orchestrator.sharding import ShardedSelector, split_range
-from proxal_store import EncoderInfo, Store
-from proxal_store.local_s3 import moto_s3
+from proxal.orchestrator_service.rpc.clients import ProxyClient, TrainingSet
+from proxal.orchestrator_service.rpc.processes import ServiceProcess, start_all, stop_all
+from proxal.orchestrator_service.rpc.sharding import ShardedSelector, split_range
+from proxal.store import EncoderInfo, Store
+from proxal.store.local_s3 import moto_s3
 
 POOL_PREFIX = "scale"
 CLASSES, FRAGMENT_ROWS, STRATEGY, K = 4, 50_000, "least_confidence", 100

@@ -28,16 +28,15 @@ import grpc
 import numpy as np
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from proxal.proxy_service.cache import LoadedVersion, VersionCache
+from proxal.proxy_service.selection import Query, TrainingSet
+from proxal.proxy_service.sequential import SequentialSession
+from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxal.runtime.arrays import pack_int32, pack_int64
+from proxal.runtime.server import ServerSettings, grpc_channel_options, start_server
+from proxal.runtime.versions import EmbeddingVersion
+from proxal.store import Store
 from threadpoolctl import threadpool_limits
-
-from proxal_runtime.arrays import pack_int32, pack_int64
-from proxal_runtime.server import ServerSettings, grpc_channel_options, start_server
-from proxal_runtime.versions import EmbeddingVersion
-from proxal_store import Store
-from proxy_service.cache import LoadedVersion, VersionCache
-from proxy_service.selection import Query, TrainingSet
-from proxy_service.sequential import SequentialSession
-from proxy_service.servicer import SERVICE_NAME, ProxyServicer
 
 N, DIM, CLASSES = 100_000, 384, 4
 START_LABELS, STEPS, ROUNDS = 20, 50, 3
@@ -177,7 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     version, truth = make_pool()
-    threadpool_limits(limits=1, user_api="blas")  # what `python -m proxy_service` does
+    threadpool_limits(limits=1, user_api="blas")  # what `python -m proxal.proxy_service` does
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = VersionCache(Store(tmp), max_versions=1, max_models=1)

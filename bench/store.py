@@ -22,8 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from proxal_store import EncoderInfo, Store
+from proxal.store import EncoderInfo, Store
 
 DIM, FRAGMENT_ROWS, LOOKUP_IDS, REPEATS, CHECK_REPEATS = 384, 50_000, 10_000, 3, 21
 

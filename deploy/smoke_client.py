@@ -33,11 +33,10 @@ import grpc
 import numpy as np
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
-
-from orchestrator.clients import EncoderClient, ProxyClient, TrainingSet
-from orchestrator.progress import describe
-from orchestrator.simulation import PoolData
-from proxal_store import Store
+from proxal.orchestrator_service.engine.simulation import PoolData
+from proxal.orchestrator_service.rpc.clients import EncoderClient, ProxyClient, TrainingSet
+from proxal.orchestrator_service.rpc.progress import describe
+from proxal.store import Store
 
 ANNOTATOR = "smoke-annotator"
 DATA = importlib.resources.files("orchestrator") / "data" / "banking77"

@@ -2,5 +2,5 @@
 
 `ingest` parses uploads, `encoders` turns texts into vectors (torch or ONNX Runtime),
 `pipeline` runs a pool through an encoder into the store, and `servicer` exposes them over
-gRPC (`python -m encoder_service`).
+gRPC (`python -m proxal.encoder_service`).
 """

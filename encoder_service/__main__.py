@@ -1,4 +1,4 @@
-"""`python -m encoder_service` (or `proxal-encoder`): serve EncoderService until signalled."""
+"""`python -m proxal.encoder_service` (or `proxal-encoder`): serve EncoderService until stopped."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from collections.abc import Sequence
 
 import grpc
 from proxal.encoder.v1 import encoder_pb2_grpc
-
-from encoder_service.recovery import start_recovery
-from encoder_service.servicer import SERVICE_NAME, EncoderServicer
-from encoder_service.settings import parse_settings
-from proxal_runtime.errors import ProxalError
-from proxal_runtime.server import serve_forever, start_or_exit
-from proxal_store import Store
+from proxal.encoder_service.recovery import start_recovery
+from proxal.encoder_service.servicer import SERVICE_NAME, EncoderServicer
+from proxal.encoder_service.settings import parse_settings
+from proxal.runtime.errors import ProxalError
+from proxal.runtime.server import serve_forever, start_or_exit
+from proxal.store import Store
 
 
 def main(argv: Sequence[str] | None = None) -> int:

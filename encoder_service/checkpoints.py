@@ -27,12 +27,11 @@ from typing import Any, Literal
 import torch
 from peft import PeftModel
 from peft.utils import get_peft_model_state_dict
+from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from proxal.runtime.models import MINILM_L6, minilm_l6_path
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
-
-from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from proxal_runtime.models import MINILM_L6, minilm_l6_path
 
 CheckpointKind = Literal["hf", "safetensors", "lora"]
 

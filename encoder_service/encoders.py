@@ -29,11 +29,10 @@ import numpy.typing as npt
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
+from proxal.runtime.errors import InvalidArgumentError, MissingDependencyError
+from proxal.runtime.models import MINILM_L6, minilm_l6_path
 from tokenizers import Tokenizer
 from transformers import AutoModel, AutoTokenizer
-
-from proxal_runtime.errors import InvalidArgumentError, MissingDependencyError
-from proxal_runtime.models import MINILM_L6, minilm_l6_path
 
 log = logging.getLogger(__name__)
 

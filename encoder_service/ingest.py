@@ -17,8 +17,8 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 
-from proxal_runtime.errors import InvalidArgumentError, ResourceExhaustedError
-from proxal_store import Store
+from proxal.runtime.errors import InvalidArgumentError, ResourceExhaustedError
+from proxal.store import Store
 
 TEXT = "text"
 LABEL = "label"

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-
-from encoder_service.encoders import POOLING, Encoder
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_store import EmbeddingWriter, EncoderInfo, Store, VersionInfo
+from proxal.encoder_service.encoders import POOLING, Encoder
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.store import EmbeddingWriter, EncoderInfo, Store, VersionInfo
 
 MAX_BATCH_SIZE = 1024
 WRITE_CHUNK_ROWS = 4096

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from encoder_service.encoders import EncoderCache
-from encoder_service.pipeline import resume_run
-from encoder_service.settings import EncoderSettings
-from proxal_store import Store, VersionInfo
+from proxal.encoder_service.encoders import EncoderCache
+from proxal.encoder_service.pipeline import resume_run
+from proxal.encoder_service.settings import EncoderSettings
+from proxal.store import Store, VersionInfo
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """gRPC EncoderService: translates messages to domain calls and back, nothing more.
 
-Errors are raised as `proxal_runtime.errors` exceptions; the server's interceptor maps
+Errors are raised as `proxal.runtime.errors` exceptions; the server's interceptor maps
 them to status codes.
 """
 
@@ -18,16 +18,21 @@ from typing import NamedTuple
 import grpc
 from proxal.common.v1 import common_pb2
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
-
-from encoder_service.checkpoints import resolve_checkpoint
-from encoder_service.encoders import DEFAULT_MODEL, FP32, Encoder, EncoderCache, build_encoder
-from encoder_service.ingest import UploadFormat, ingest_upload
-from encoder_service.pipeline import Progress, check_batch_size, embed_pool, encoder_info
-from encoder_service.settings import EncoderSettings
-from proxal_runtime.errors import InvalidArgumentError, ResourceExhaustedError
-from proxal_runtime.limits import check_strings
-from proxal_runtime.names import check_name
-from proxal_store import EncoderInfo, Store, VersionInfo
+from proxal.encoder_service.checkpoints import resolve_checkpoint
+from proxal.encoder_service.encoders import (
+    DEFAULT_MODEL,
+    FP32,
+    Encoder,
+    EncoderCache,
+    build_encoder,
+)
+from proxal.encoder_service.ingest import UploadFormat, ingest_upload
+from proxal.encoder_service.pipeline import Progress, check_batch_size, embed_pool, encoder_info
+from proxal.encoder_service.settings import EncoderSettings
+from proxal.runtime.errors import InvalidArgumentError, ResourceExhaustedError
+from proxal.runtime.limits import check_strings
+from proxal.runtime.names import check_name
+from proxal.store import EncoderInfo, Store, VersionInfo
 
 SERVICE_NAME: str = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
 DEFAULT_SPLIT = "train"

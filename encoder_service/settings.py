@@ -11,10 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from encoder_service.encoders import BACKENDS, TORCH
-from encoder_service.ingest import DEFAULT_MAX_TEXT_CHARS
-from proxal_runtime.server import ServerSettings
-from proxal_runtime.settings import (
+from proxal.encoder_service.encoders import BACKENDS, TORCH
+from proxal.encoder_service.ingest import DEFAULT_MAX_TEXT_CHARS
+from proxal.runtime.server import ServerSettings
+from proxal.runtime.settings import (
     DEFAULT_STORE,
     add_common_args,
     env_default,

@@ -1,7 +1,7 @@
-"""`python -m orchestrator ...` is the `proxal` command."""
+"""`python -m proxal.orchestrator_service ...` is the `proxal` command."""
 
 import sys
 
-from orchestrator.cli import main
+from proxal.orchestrator_service.cli.main import main
 
 sys.exit(main())

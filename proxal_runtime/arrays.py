@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.runtime.errors import InvalidArgumentError
 
 _INT64 = np.dtype("<i8")
 _INT32 = np.dtype("<i4")

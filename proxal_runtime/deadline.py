@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 import grpc
-
-from proxal_runtime.errors import DeadlineExceededError
+from proxal.runtime.errors import DeadlineExceededError
 
 
 class Deadline:

@@ -1,6 +1,6 @@
 """One error hierarchy for all of proxal's domain code.
 
-Domain code raises these; `proxal_runtime.server` maps them to gRPC status codes in one
+Domain code raises these; `proxal.runtime.server` maps them to gRPC status codes in one
 table (`STATUS_BY_ERROR`). Messages say what to fix, because they reach the client as is.
 """
 

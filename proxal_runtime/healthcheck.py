@@ -1,12 +1,12 @@
-"""`python -m proxal_runtime.healthcheck HOST:PORT [SERVICE]`: is a proxal server serving?
+"""`python -m proxal.runtime.healthcheck HOST:PORT [SERVICE]`: is a proxal server serving?
 
-Asks the server's gRPC health service (registered by `proxal_runtime.server.start_server`)
+Asks the server's gRPC health service (registered by `proxal.runtime.server.start_server`)
 about SERVICE (default "": the server as a whole) and exits 0 when the answer is SERVING,
 1 otherwise: NOT_SERVING, an unknown service, no answer within --timeout, or no server.
 Container HEALTHCHECKs and the Kubernetes exec probes call it. It speaks TLS (and presents a
 client certificate) as the client environment says (PROXAL_TLS_CA, PROXAL_TLS_CLIENT_CERT,
 PROXAL_TLS_CLIENT_KEY; see docs/security.md) and sends no token: health needs none.
-It imports only grpc, the health stubs and proxal_runtime.security, so it starts fast.
+It imports only grpc, the health stubs and proxal.runtime.security, so it starts fast.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from proxal_runtime.security import ClientSecurity, SecurityConfigError
+from proxal.runtime.security import ClientSecurity, SecurityConfigError
 
 SERVING = 0
 NOT_SERVING = 1
@@ -56,7 +55,7 @@ def check(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m proxal_runtime.healthcheck",
+        prog="python -m proxal.runtime.healthcheck",
         description="exit 0 when the gRPC health service at HOST:PORT reports SERVICE as "
         "SERVING, 1 otherwise",
     )

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.runtime.errors import InvalidArgumentError
 
 MAX_STRING_CHARS = 512
 

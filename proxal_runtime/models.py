@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from proxal_runtime.errors import MissingDependencyError
+from proxal.runtime.errors import MissingDependencyError
 
 MINILM_L6 = "minilm-l6"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.runtime.errors import InvalidArgumentError
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _ANNOTATOR = re.compile(r"[A-Za-z0-9._@-]{1,64}")

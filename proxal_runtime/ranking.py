@@ -5,7 +5,7 @@ a hash of (seed, id). Because neither part depends on where a candidate sits in 
 the top k of a pool equals the top k of the union of each shard's top k: the proxy and the
 orchestrator's fan-out client both use `top_k` and get the same answer, given the same
 scores for the same rows (the proxy's strategies make the scores of the top k independent
-of chunking: see `proxy_service.strategies.PointwiseStrategy.settle`).
+of chunking: see `proxal.proxy_service.strategies.PointwiseStrategy.settle`).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ HEALTH_PREFIX = "/grpc.health.v1.Health/"  # probes cannot send tokens: exempt
 MIN_TOKEN_LENGTH = 16
 # RFC 6750's b64token: what `openssl rand -hex 32` or `-base64 32` prints.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-# The environment a client reads (servers read theirs through proxal_runtime.settings).
+# The environment a client reads (servers read theirs through proxal.runtime.settings).
 CLIENT_ENV = (
     "PROXAL_TLS_CA",
     "PROXAL_TLS_CLIENT_CERT",

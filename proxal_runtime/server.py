@@ -22,9 +22,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
-from proxal_runtime import errors
-from proxal_runtime.security import ServerSecurity
+from proxal.runtime import errors
+from proxal.runtime.security import ServerSecurity
 
 log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 2000  # longer messages are cut: gRPC drops trailers over its metadata limit

@@ -12,8 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from proxal_runtime.security import SecurityConfigError, ServerSecurity, read_tokens
-from proxal_runtime.server import ServerSettings
+from proxal.runtime.security import SecurityConfigError, ServerSecurity, read_tokens
+from proxal.runtime.server import ServerSettings
 
 DEFAULT_STORE = "./proxal-store"
 

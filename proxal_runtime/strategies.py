@@ -1,6 +1,7 @@
 """The names in the proxy contract: query strategies and proxy classifier kinds.
 
-The proxy service implements them (`proxy_service.strategies`, `proxy_service.classifiers`);
+The proxy service implements them (`proxal.proxy_service.strategies` and
+`proxal.proxy_service.classifiers`);
 clients such as the orchestrator check a name against these lists before it reaches a
 proxy, without importing another service. `tests/orchestrator/test_session_names.py`
 checks that the proxy's registries hold exactly these names.
@@ -8,7 +9,7 @@ checks that the proxy's registries hold exactly these names.
 
 from __future__ import annotations
 
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.runtime.errors import InvalidArgumentError
 
 STRATEGIES = (
     "random",

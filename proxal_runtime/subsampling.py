@@ -1,6 +1,6 @@
 """Unlabeled pool subsampling (UPS): which candidates to re-score this round.
 
-Pure numpy, shared by the proxy (`proxy_service.selection.Subsampling`) and the
+Pure numpy, shared by the proxy (`proxal.proxy_service.selection.Subsampling`) and the
 orchestrator's fine-tuned AL loop. Given each candidate's previous score, the top `gamma`
 fraction is always kept and lower ranks are kept with a probability that decays with
 temperature T (PLASM/UPS paper, Sec. 4.2).
@@ -12,8 +12,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
-
-from proxal_runtime.ranking import id_uniform
+from proxal.runtime.ranking import id_uniform
 
 UPS_SALT = 0x5550_5300  # decorrelates UPS draws from random-strategy scores of the same seed
 UPS_RANK_HORIZON = 17.0  # exp(-17) < 2^-24: ranks past gamma + 17 T are never kept

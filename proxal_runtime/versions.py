@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.names import check_name
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.names import check_name
 
 
 @dataclass(frozen=True)

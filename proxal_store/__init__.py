@@ -1,6 +1,6 @@
 """The embedding store: versioned LanceDB tables shared by every proxal service."""
 
-from proxal_store.store import (
+from proxal.store.store import (
     CleanupResult,
     EmbeddingWriter,
     EncoderInfo,

@@ -41,15 +41,14 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 from lance.fragment import FragmentMetadata, write_fragments
-
-from proxal_runtime.errors import (
+from proxal.runtime.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
-from proxal_runtime.names import check_name
-from proxal_store.labels import LABEL, LabelEvent, LabelLog, LeaseEvent
+from proxal.runtime.names import check_name
+from proxal.store.labels import LABEL, LabelEvent, LabelLog, LeaseEvent
 
 POOL_SCHEMA = pa.schema(
     [
@@ -94,7 +93,7 @@ FRAGMENTS_SCHEMA = pa.schema(
         ("recorded_at", pa.string()),
     ]
 )
-# A session's label log (proxal_store.labels): append-only events, one commit per request.
+# A session's label log (proxal.store.labels): append-only events, one commit per request.
 LABELS_SCHEMA = pa.schema(
     [
         ("session", pa.string()),

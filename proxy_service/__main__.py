@@ -1,4 +1,4 @@
-"""`python -m proxy_service`: serve ProxyService over the store until SIGTERM/SIGINT."""
+"""`python -m proxal.proxy_service`: serve ProxyService over the store until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -6,15 +6,14 @@ import sys
 from collections.abc import Sequence
 
 from proxal.proxy.v1 import proxy_pb2_grpc
+from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxal.proxy_service.settings import build_parser, from_args
+from proxal.runtime.errors import ProxalError
+from proxal.runtime.server import serve_forever, start_or_exit
+from proxal.runtime.settings import parse
+from proxal.store import Store
 from threadpoolctl import threadpool_limits
-
-from proxal_runtime.errors import ProxalError
-from proxal_runtime.server import serve_forever, start_or_exit
-from proxal_runtime.settings import parse
-from proxal_store import Store
-from proxy_service.cache import VersionCache
-from proxy_service.servicer import SERVICE_NAME, ProxyServicer
-from proxy_service.settings import build_parser, from_args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

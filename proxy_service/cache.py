@@ -17,11 +17,10 @@ from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-
-from proxal_runtime.errors import FailedPreconditionError, NotFoundError
-from proxal_runtime.versions import EmbeddingVersion
-from proxal_store import Store
-from proxy_service.classifiers import ClassifierSpec, ProxyClassifier
+from proxal.proxy_service.classifiers import ClassifierSpec, ProxyClassifier
+from proxal.runtime.errors import FailedPreconditionError, NotFoundError
+from proxal.runtime.versions import EmbeddingVersion
+from proxal.store import Store
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

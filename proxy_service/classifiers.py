@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
-from threadpoolctl import ThreadpoolController
-
-from proxal_runtime.errors import (
+from proxal.runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     MissingDependencyError,
 )
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import ThreadpoolController
 
 if TYPE_CHECKING:  # torch and lightgbm load on first use: replicas start fast
     import torch

@@ -1,14 +1,14 @@
 """The proxy's per-request limits: how much work and memory one request may ask for.
 
 Checked in the servicer before anything is unpacked or loaded; each is a service flag
-(see `proxy_service.settings`) and is listed in docs/hardening.md.
+(see `proxal.proxy_service.settings`) and is listed in docs/hardening.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from proxal_runtime.errors import ResourceExhaustedError
+from proxal.runtime.errors import ResourceExhaustedError
 
 DEFAULT_MAX_K = 10_000
 # Probabilities are (rows, classes) float32: BADGE holds them for every candidate.

@@ -16,13 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-
-from proxal_runtime.deadline import Deadline
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError
-from proxal_runtime.subsampling import sort_by_id, ups_keep
-from proxy_service.cache import LoadedVersion, OnceLRU, model_key
-from proxy_service.classifiers import ClassifierSpec, ProxyClassifier, build_classifier
-from proxy_service.strategies import (
+from proxal.proxy_service.cache import LoadedVersion, OnceLRU, model_key
+from proxal.proxy_service.classifiers import ClassifierSpec, ProxyClassifier, build_classifier
+from proxal.proxy_service.strategies import (
     CHUNK_ROWS,
     DEFAULT_MC_SAMPLES,
     Pool,
@@ -30,6 +26,9 @@ from proxy_service.strategies import (
     fallback_for,
     get_strategy,
 )
+from proxal.runtime.deadline import Deadline
+from proxal.runtime.errors import InvalidArgumentError, NotFoundError
+from proxal.runtime.subsampling import sort_by_id, ups_keep
 
 Loader = Callable[[], LoadedVersion]
 ModelCache = OnceLRU[str, ProxyClassifier]

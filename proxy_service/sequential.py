@@ -33,17 +33,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-
-from proxal_runtime.deadline import Deadline
-from proxal_runtime.errors import InvalidArgumentError
-from proxy_service.cache import LoadedVersion
-from proxy_service.classifiers import ProxyClassifier, refit
-from proxy_service.selection import Loader, Query, Timings, candidate_rows, check_query
-from proxy_service.strategies import (
+from proxal.proxy_service.cache import LoadedVersion
+from proxal.proxy_service.classifiers import ProxyClassifier, refit
+from proxal.proxy_service.selection import Loader, Query, Timings, candidate_rows, check_query
+from proxal.proxy_service.strategies import (
     Pool,
     Strategy,
     fallback_for,
 )
+from proxal.runtime.deadline import Deadline
+from proxal.runtime.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ from collections.abc import Iterator
 import grpc
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
-
-from proxal_runtime.arrays import (
+from proxal.proxy_service import selection, sequential
+from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.classifiers import ClassifierSpec
+from proxal.proxy_service.limits import RequestLimits
+from proxal.runtime.arrays import (
     pack_float32,
     pack_int32,
     pack_int64,
@@ -17,14 +20,10 @@ from proxal_runtime.arrays import (
     unpack_int32,
     unpack_int64,
 )
-from proxal_runtime.deadline import Deadline
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.limits import check_strings
-from proxal_runtime.versions import EmbeddingVersion
-from proxy_service import selection, sequential
-from proxy_service.cache import VersionCache
-from proxy_service.classifiers import ClassifierSpec
-from proxy_service.limits import RequestLimits
+from proxal.runtime.deadline import Deadline
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.limits import check_strings
+from proxal.runtime.versions import EmbeddingVersion
 
 SERVICE_NAME: str = proxy_pb2.DESCRIPTOR.services_by_name["ProxyService"].full_name
 

@@ -7,21 +7,21 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from proxal_runtime.server import ServerSettings
-from proxal_runtime.settings import add_common_args, env_default, server_settings, store_options
-from proxy_service.limits import (
+from proxal.proxy_service.limits import (
     DEFAULT_MAX_CLASSES,
     DEFAULT_MAX_IDS,
     DEFAULT_MAX_K,
     RequestLimits,
 )
+from proxal.runtime.server import ServerSettings
+from proxal.runtime.settings import add_common_args, env_default, server_settings, store_options
 
 ENV_PREFIX = "PROXAL_PROXY"
 
 
 @dataclass(frozen=True)
 class ProxySettings:
-    """Everything `python -m proxy_service` needs: network, store, cache sizes, limits."""
+    """Everything `python -m proxal.proxy_service` needs: network, store, cache sizes, limits."""
 
     server: ServerSettings
     store: str

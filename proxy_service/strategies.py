@@ -2,13 +2,13 @@
 
 Every strategy is a small class with one entry point, ``select(pool, k)``. Pointwise
 strategies give each candidate a score (higher = more informative) and take the top k with
-`proxal_runtime.ranking.top_k`, whose order depends on (score, seed, id) only, so a pool
+`proxal.runtime.ranking.top_k`, whose order depends on (score, seed, id) only, so a pool
 split into shards merges back to the same answer (``decomposable``). BLAS may round a
 row's float32 score differently in the last bit by its place in a chunk, so the candidates
 that could reach the top k are scored again one row at a time (`PointwiseStrategy.settle`):
 the ids and scores picked are the same for any chunking or sharding. Batch strategies
 (core-set, BADGE) pick greedily, each pick depending on the earlier ones; they are not
-decomposable, and a sharded selection runs them in two stages (see orchestrator.sharding).
+decomposable, and a sharded selection runs them in two stages (see rpc.sharding).
 
 Scoring runs over row chunks on a small thread pool (numpy releases the GIL), so memory
 stays bounded by a chunk and a pass over a 1M x 384 pool reads the matrix once.
@@ -25,14 +25,13 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
+from proxal.proxy_service.classifiers import MLP, MLPProxy, ProxyClassifier
+from proxal.runtime import uncertainty
+from proxal.runtime.deadline import Deadline
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.ranking import id_uniform, top_k
+from proxal.runtime.strategies import DEFAULT_STRATEGY  # margin: the contract's default
 from sklearn.covariance import LedoitWolf
-
-from proxal_runtime import uncertainty
-from proxal_runtime.deadline import Deadline
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.ranking import id_uniform, top_k
-from proxal_runtime.strategies import DEFAULT_STRATEGY  # margin: the contract's default
-from proxy_service.classifiers import MLP, MLPProxy, ProxyClassifier
 
 Matrix = npt.NDArray[np.float32]
 Scores = npt.NDArray[np.float32]

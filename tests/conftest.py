@@ -22,7 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("LANCE_LOG", "error")
 
 REPO = Path(__file__).resolve().parent.parent
-BANKING77 = REPO / "orchestrator" / "data" / "banking77"
+BANKING77 = REPO / "orchestrator" / "demo" / "data" / "banking77"
 
 
 @contextmanager
@@ -62,9 +62,8 @@ def load_script(path: Path, name: str) -> ModuleType:
 @pytest.fixture(scope="session")
 def pretrained() -> dict[str, Any]:
     """MiniLM-L6's pretrained weights as a state dict (to check what training left alone)."""
+    from proxal.runtime.models import minilm_l6_path
     from safetensors.torch import load_file
-
-    from proxal_runtime.models import minilm_l6_path
 
     return load_file(str(minilm_l6_path() / "model.safetensors"))
 
@@ -87,7 +86,7 @@ def banking_slice(classes: tuple[str, ...], per_class: int) -> tuple[list[str], 
 def add_blobs_version(store: Any, pool: str, vectors: Any, labels: Any) -> str:
     """Add rows 0..n-1 of a labeled synthetic pool with these vectors (n, d) to a real
     store as one complete embedding version; returns its name."""
-    from proxal_store import EncoderInfo
+    from proxal.store import EncoderInfo
 
     n = len(vectors)
     store.add_pool_rows(pool, "train", [f"text {i}" for i in range(n)], [f"c{c}" for c in labels])
@@ -110,7 +109,7 @@ def add_session_pool(
     """A labelable pool for session tests: well-separated Gaussian blobs, one per class,
     in splits train (ids 0..n_train-1, texts "train text i") and test, embedded as v1.
     Returns the gold label of every id."""
-    from proxal_store import EncoderInfo
+    from proxal.store import EncoderInfo
 
     rng = np.random.default_rng(seed)
     n = n_train + n_test
@@ -133,7 +132,7 @@ def add_session_pool(
 @pytest.fixture
 def store(tmp_path: Path):
     """A real, empty LanceDB-backed store in a temporary directory."""
-    from proxal_store import Store
+    from proxal.store import Store
 
     return Store(str(tmp_path / "store"))
 

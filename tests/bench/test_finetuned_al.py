@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from proxal.orchestrator_service.engine.ups import UpsSchedule
+from proxal.orchestrator_service.successor.training import Successor, SuccessorConfig
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.uncertainty import margin
 
-from orchestrator.successor import Successor, SuccessorConfig
-from orchestrator.ups import UpsSchedule
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.uncertainty import margin
 from tests.conftest import load_script
 
 finetuned_al = load_script(
@@ -20,7 +20,14 @@ finetuned_al = load_script(
 )
 FinetunedLoopConfig = finetuned_al.FinetunedLoopConfig
 run_finetuned_al = finetuned_al.run_finetuned_al
-DATA = Path(__file__).resolve().parents[2] / "orchestrator" / "data" / "banking77" / "train.jsonl"
+DATA = (
+    Path(__file__).resolve().parents[2]
+    / "orchestrator"
+    / "demo"
+    / "data"
+    / "banking77"
+    / "train.jsonl"
+)
 CLASSES = ["card_arrival", "exchange_rate", "lost_or_stolen_card"]
 PER_CLASS = 20  # 15 pool + 5 test each
 TINY = SuccessorConfig(epochs=1, max_length=32, batch_size=16, device="cpu")

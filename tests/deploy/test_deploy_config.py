@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from proxal_runtime.security import CLIENT_ENV, ClientSecurity
-from proxal_runtime.settings import server_settings
+from proxal.runtime.security import CLIENT_ENV, ClientSecurity
+from proxal.runtime.settings import server_settings
 
 yaml = pytest.importorskip("yaml")
 
@@ -176,14 +175,14 @@ def test_proxal_images(name: str) -> None:
     assert env[f"{PREFIX[service]}_HOST"] == "0.0.0.0"
     assert ("EXPOSE", port) in steps
     health = next(args for kw, args in steps if kw == "HEALTHCHECK")
-    assert f"proxal_runtime.healthcheck 127.0.0.1:${{{PREFIX[service]}_PORT}}" in health
+    assert f"proxal.runtime.healthcheck 127.0.0.1:${{{PREFIX[service]}_PORT}}" in health
     cmd = json.loads(next(args for kw, args in reversed(steps) if kw == "CMD"))
     assert (
         cmd
         == {
-            "encoder": ["python", "-m", "encoder_service"],
-            "proxy": ["python", "-m", "proxy_service"],
-            "orchestrator": ["python", "-m", "orchestrator", "serve"],
+            "encoder": ["python", "-m", "proxal.encoder_service"],
+            "proxy": ["python", "-m", "proxal.proxy_service"],
+            "orchestrator": ["python", "-m", "proxal.orchestrator_service", "serve"],
         }[service]
     )
 
@@ -316,14 +315,14 @@ def _parser_for(name: str, env: Mapping[str, str], monkeypatch: pytest.MonkeyPat
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     if name == "encoder":
-        from encoder_service.settings import build_parser as encoder_parser
+        from proxal.encoder_service.settings import build_parser as encoder_parser
 
         return encoder_parser(dict(env))
     if name == "proxy":
-        from proxy_service.settings import build_parser as proxy_parser
+        from proxal.proxy_service.settings import build_parser as proxy_parser
 
         return proxy_parser(dict(env))
-    from orchestrator import cli  # `proxal serve` reads os.environ
+    from proxal.orchestrator_service.cli import main as cli  # `proxal serve` reads os.environ
 
     parser = argparse.ArgumentParser()
     cli._serve_parser(parser.add_subparsers(dest="command"))
@@ -334,7 +333,7 @@ def _parse_service_env(
     name: str, env: Mapping[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
     """What the service would run with, given only `env` and no flags."""
-    from proxal_runtime.settings import store_options
+    from proxal.runtime.settings import store_options
 
     unknown = _unknown_env(name, env, monkeypatch)
     assert not unknown, f"{name}: environment variables no setting reads: {sorted(unknown)}"
@@ -433,7 +432,7 @@ def test_deployments_are_probed_hardened_and_sized(rendered: dict[str, Path], ov
             where = f"{overlay}/{component}/{container['name']}"
             port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
             # exec probes: the native gRPC ones cannot speak TLS
-            check = ["python", "-m", "proxal_runtime.healthcheck", f"127.0.0.1:{port}"]
+            check = ["python", "-m", "proxal.runtime.healthcheck", f"127.0.0.1:{port}"]
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 if probe in container or probe != "startupProbe":
                     command = container[probe]["exec"]["command"]

@@ -1,6 +1,6 @@
 """The torch-free proxy (deploy/docker/Dockerfile.proxy, the `proxy` extra), checked offline.
 
-`python -m proxy_service` runs in a real subprocess in which every module that only the
+`python -m proxal.proxy_service` runs in a real subprocess in which every module that only the
 project's other dependencies bring (torch, transformers, ONNX Runtime, ...: the closure of
 `dependencies` minus the closure of the `proxy` extra) fails to import, as in the image.
 It must serve logistic-regression selections, and answer `mlp` / `bald` with
@@ -25,9 +25,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from proxal.runtime.arrays import pack_int32, pack_int64, unpack_int64
+from proxal.store import Store
 
-from proxal_runtime.arrays import pack_int32, pack_int64, unpack_int64
-from proxal_store import Store
 from tests.conftest import add_blobs_version, stops_cleanly
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ class Block(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Block())
 sys.argv = ["proxy_service", *sys.argv[2:]]
-runpy.run_module("proxy_service", run_name="__main__", alter_sys=True)
+runpy.run_module("proxal.proxy_service", run_name="__main__", alter_sys=True)
 """
 
 

@@ -10,12 +10,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2_grpc
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
-
-from encoder_service.encoders import EncoderCache
-from encoder_service.servicer import EncoderServicer
-from encoder_service.settings import EncoderSettings
-from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
-from proxal_store import Store
+from proxal.encoder_service.encoders import EncoderCache
+from proxal.encoder_service.servicer import EncoderServicer
+from proxal.encoder_service.settings import EncoderSettings
+from proxal.runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
+from proxal.store import Store
 
 MAX_UPLOAD_BYTES = 256 * 1024
 

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from encoder_service.encoders import (
+from proxal.encoder_service.encoders import (
     MODELS,
     ONNX,
     TORCH,
@@ -16,8 +15,8 @@ from encoder_service.encoders import (
     build_encoder,
     onnx_model_path,
 )
-from encoder_service.pipeline import encode_bucketed
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.encoder_service.pipeline import encode_bucketed
+from proxal.runtime.errors import InvalidArgumentError
 
 LONG_TEXT = " ".join(["my card payment was declined at the shop again"] * 20)
 

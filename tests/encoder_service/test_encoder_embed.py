@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 from proxal.encoder.v1 import encoder_pb2
-
-from encoder_service.servicer import SERVICE_NAME
+from proxal.encoder_service.servicer import SERVICE_NAME
 
 POOL = "bank"
 TRAIN, TEST = 150, 50

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from proxal.encoder.v1 import encoder_pb2
-
-from encoder_service.ingest import UploadFormat, parse_upload
-from proxal_runtime.errors import InvalidArgumentError, ResourceExhaustedError
+from proxal.encoder_service.ingest import UploadFormat, parse_upload
+from proxal.runtime.errors import InvalidArgumentError, ResourceExhaustedError
 
 JSONL = encoder_pb2.FILE_FORMAT_JSONL
 CSV = encoder_pb2.FILE_FORMAT_CSV

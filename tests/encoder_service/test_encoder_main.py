@@ -13,9 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from encoder_service.servicer import SERVICE_NAME
-from encoder_service.settings import parse_settings
+from proxal.encoder_service.servicer import SERVICE_NAME
+from proxal.encoder_service.settings import parse_settings
 
 
 def test_settings_defaults_environment_and_flags(tmp_path: Path) -> None:
@@ -70,7 +69,8 @@ def test_invalid_settings_exit_with_usage_error(
 def test_python_m_encoder_service_serves_health_and_stops_on_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     command = [
-        sys.executable, "-m", "encoder_service", "--port", "0", "--port-file", str(port_file),
+        sys.executable, "-m", "proxal.encoder_service", "--port", "0",
+        "--port-file", str(port_file),
         "--store", str(tmp_path / "store"), "--onnx-cache", str(tmp_path / "onnx"),
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LANCE_LOG": "error"}

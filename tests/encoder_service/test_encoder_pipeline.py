@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from encoder_service.encoders import TORCH
-from encoder_service.pipeline import Progress, embed_pool
-from proxal_runtime.errors import FailedPreconditionError, NotFoundError
-from proxal_store import Store
+from proxal.encoder_service.encoders import TORCH
+from proxal.encoder_service.pipeline import Progress, embed_pool
+from proxal.runtime.errors import FailedPreconditionError, NotFoundError
+from proxal.store import Store
 
 
 def test_progress_per_batch_and_a_complete_version(

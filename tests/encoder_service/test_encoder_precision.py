@@ -12,9 +12,7 @@ import numpy.typing as npt
 import pytest
 import torch
 from proxal.encoder.v1 import encoder_pb2
-from safetensors.torch import load_file, save_file
-
-from encoder_service.encoders import (
+from proxal.encoder_service.encoders import (
     INT8,
     MINILM_L3,
     MINILM_L6,
@@ -27,8 +25,10 @@ from encoder_service.encoders import (
     minilm_l3_path,
     onnx_model_path,
 )
-from proxal_runtime.errors import InvalidArgumentError, MissingDependencyError
-from proxal_runtime.models import minilm_l6_path
+from proxal.runtime.errors import InvalidArgumentError, MissingDependencyError
+from proxal.runtime.models import minilm_l6_path
+from safetensors.torch import load_file, save_file
+
 from tests.encoder_service.conftest import EncoderServer, jsonl
 
 Vectors = npt.NDArray[np.float32]

@@ -19,15 +19,14 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from proxal.encoder_service.encoders import EncoderCache
+from proxal.encoder_service.servicer import EncoderServicer
+from proxal.encoder_service.settings import EncoderSettings
+from proxal.runtime.models import minilm_l6_path
+from proxal.runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
+from proxal.store import Store
 from safetensors.torch import save_file
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2Model
-
-from encoder_service.encoders import EncoderCache
-from encoder_service.servicer import EncoderServicer
-from encoder_service.settings import EncoderSettings
-from proxal_runtime.models import minilm_l6_path
-from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
-from proxal_store import Store
 
 POOL = "refresh"
 ROWS = 40

@@ -18,14 +18,14 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from proxal.encoder_service.encoders import DEFAULT_MODEL, TORCH, EncoderCache
+from proxal.encoder_service.pipeline import encode_bucketed, encoder_info
+from proxal.encoder_service.recovery import resume_interrupted
+from proxal.encoder_service.servicer import DEFAULT_MAX_LENGTH
+from proxal.encoder_service.settings import EncoderSettings
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.store import Store
 
-from encoder_service.encoders import DEFAULT_MODEL, TORCH, EncoderCache
-from encoder_service.pipeline import encode_bucketed, encoder_info
-from encoder_service.recovery import resume_interrupted
-from encoder_service.servicer import DEFAULT_MAX_LENGTH
-from encoder_service.settings import EncoderSettings
-from orchestrator.processes import ServiceProcess
-from proxal_store import Store
 from tests.conftest import BANKING77, read_jsonl
 
 ROWS, CHUNK = 900, 100

@@ -6,8 +6,8 @@ import grpc
 import numpy as np
 import pytest
 from proxal.encoder.v1 import encoder_pb2
+from proxal.store import EncoderInfo, Store
 
-from proxal_store import EncoderInfo, Store
 from tests.encoder_service.conftest import EncoderServer, Upload, jsonl
 
 INFO = EncoderInfo(model_id="synthetic", backend="torch", dim=6, max_length=16)

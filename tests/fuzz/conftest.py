@@ -17,19 +17,19 @@ import grpc
 import numpy as np
 import pytest
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from proxal.encoder_service.encoders import DEFAULT_MODEL, TORCH, EncoderCache
+from proxal.encoder_service.pipeline import embed_pool
+from proxal.encoder_service.servicer import DEFAULT_MAX_LENGTH, EncoderServicer
+from proxal.encoder_service.settings import EncoderSettings
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.limits import RequestLimits
+from proxal.proxy_service.servicer import ProxyServicer
+from proxal.runtime.models import minilm_l6_path
+from proxal.runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
+from proxal.store import EncoderInfo, Store, VersionInfo
 from threadpoolctl import threadpool_limits
 
-from encoder_service.encoders import DEFAULT_MODEL, TORCH, EncoderCache
-from encoder_service.pipeline import embed_pool
-from encoder_service.servicer import DEFAULT_MAX_LENGTH, EncoderServicer
-from encoder_service.settings import EncoderSettings
-from proxal_runtime.models import minilm_l6_path
-from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
-from proxal_store import EncoderInfo, Store, VersionInfo
-from proxy_service.cache import VersionCache
-from proxy_service.limits import RequestLimits
-from proxy_service.servicer import ProxyServicer
 from tests.conftest import BANKING77, add_blobs_version, read_jsonl
 
 STOP_WAIT_S = 10.0
@@ -210,7 +210,7 @@ def proxy_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyWorld
         [proxy_pb2.DESCRIPTOR.services_by_name["ProxyService"].full_name],
     )
     channel = grpc.insecure_channel(running.address, options=grpc_channel_options())
-    with threadpool_limits(limits=1, user_api="blas"):  # as `python -m proxy_service` runs
+    with threadpool_limits(limits=1, user_api="blas"):  # as `python -m proxal.proxy_service` runs
         yield ProxyWorld(
             running, channel, store, labels, store.list_versions("blobs", include_incomplete=True)
         )

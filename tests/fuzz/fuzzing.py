@@ -31,8 +31,7 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from proxal_runtime.arrays import pack_float32, pack_int32, pack_int64
+from proxal.runtime.arrays import pack_float32, pack_int32, pack_int64
 
 Field: TypeAlias = descriptor.FieldDescriptor
 Strategy: TypeAlias = st.SearchStrategy[Any]

@@ -21,15 +21,15 @@ import pytest
 from hypothesis import strategies as st
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from proxal.orchestrator_service.rpc.clients import ProxyClient
+from proxal.orchestrator_service.rpc.jobs_servicer import attach_runner
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
+from proxal.orchestrator_service.sessions.live import Sessions
+from proxal.orchestrator_service.successor.jobs import JobRequest, JobRunner
+from proxal.runtime.server import ServerSettings, start_server
+from proxal.store import Store
 
-from orchestrator.clients import ProxyClient
-from orchestrator.jobs import JobRequest, JobRunner
-from orchestrator.jobs_servicer import attach_runner
-from orchestrator.processes import ServiceProcess
-from orchestrator.servicer import OrchestratorServicer
-from orchestrator.sessions import Sessions
-from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import Store
 from tests.conftest import add_session_pool
 from tests.fuzz.fuzzing import (
     INT32,

@@ -18,14 +18,14 @@ import pytest
 from hypothesis import strategies as st
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.classifiers import KINDS
+from proxal.proxy_service.servicer import ProxyServicer
+from proxal.proxy_service.strategies import STRATEGIES
+from proxal.runtime.arrays import pack_int32, pack_int64, unpack_float32, unpack_int64
+from proxal.runtime.server import ServerSettings, start_server
+from proxal.store import Store
 
-from proxal_runtime.arrays import pack_int32, pack_int64, unpack_float32, unpack_int64
-from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import Store
-from proxy_service.cache import VersionCache
-from proxy_service.classifiers import KINDS
-from proxy_service.servicer import ProxyServicer
-from proxy_service.strategies import STRATEGIES
 from tests.fuzz.conftest import PROXY_ROWS, STOP_WAIT_S, ProxyWorld
 from tests.fuzz.fuzzing import (
     INT32,

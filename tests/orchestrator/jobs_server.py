@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import grpc
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from proxal.orchestrator_service.rpc.clients import ProxyClient
+from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
+from proxal.orchestrator_service.sessions.live import Sessions
+from proxal.runtime.server import ServerSettings, start_server
+from proxal.store import SessionRecord, Store
 
-from orchestrator.clients import ProxyClient
-from orchestrator.servicer import OrchestratorServicer
-from orchestrator.sessions import Sessions
-from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import SessionRecord, Store
 from tests.conftest import BANKING77, read_jsonl
 
 CLASSES = ("card_arrival", "exchange_rate", "lost_or_stolen_phone", "top_up_failed")

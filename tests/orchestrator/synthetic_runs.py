@@ -1,11 +1,11 @@
 """Synthetic run directories for the evaluation and report tests: hand-computable curves,
-timings and successors built from `orchestrator.runs` dataclasses (no services needed)."""
+timings and successors built from `analysis.runs` dataclasses (no services needed)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from orchestrator.runs import RoundRow, Run, SessionInfo, SuccessorRow
+from proxal.orchestrator_service.analysis.runs import RoundRow, Run, SessionInfo, SuccessorRow
 
 # The curves the tests compute by hand: labels → mean accuracy.
 RANDOM = [(100, 0.5), (200, 0.7), (300, 0.8)]

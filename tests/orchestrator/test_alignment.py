@@ -1,13 +1,12 @@
-"""LogME and PED (orchestrator.alignment): exactness, ordering, robustness, errors."""
+"""LogME and PED (engine.alignment): exactness, ordering, robustness, errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from proxal.orchestrator_service.engine.alignment import logme, logme_fit, ped
+from proxal.runtime.errors import InvalidArgumentError
 from scipy.stats import multivariate_normal
-
-from orchestrator.alignment import logme, logme_fit, ped
-from proxal_runtime.errors import InvalidArgumentError
 
 
 def _direct_evidence(f: np.ndarray, target: np.ndarray, alpha: float, beta: float) -> float:

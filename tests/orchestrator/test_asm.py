@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from proxal.proxy.v1 import proxy_pb2
-
-from orchestrator.asm import (
+from proxal.orchestrator_service.analysis.asm import (
     AsmResult,
     GloveSpace,
     asm_document,
@@ -27,12 +25,20 @@ from orchestrator.asm import (
     transfer_curve,
     transferability,
 )
-from orchestrator.cli import main
-from orchestrator.clients import ProxyClient, TrainingSet
-from orchestrator.processes import ServiceProcess
-from orchestrator.runs import RoundRow, Run, SessionInfo, pool_fingerprint, write_run
-from proxal_runtime.errors import InvalidArgumentError, MissingDependencyError
-from proxal_store import EncoderInfo, Store
+from proxal.orchestrator_service.analysis.runs import (
+    RoundRow,
+    Run,
+    SessionInfo,
+    pool_fingerprint,
+    write_run,
+)
+from proxal.orchestrator_service.cli.main import main
+from proxal.orchestrator_service.rpc.clients import ProxyClient, TrainingSet
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.proxy.v1 import proxy_pb2
+from proxal.runtime.errors import InvalidArgumentError, MissingDependencyError
+from proxal.store import EncoderInfo, Store
+
 from tests.conftest import banking_slice
 
 POOL = "asm"

@@ -14,14 +14,24 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from proxal.orchestrator_service.engine.asvp import (
+    AsvpConfig,
+    FeatureAligner,
+    label_set_hash,
+    successor_rule,
+)
+from proxal.orchestrator_service.engine.simulation import (
+    AsvpRuntime,
+    LoopConfig,
+    PoolData,
+    run_simulation,
+)
+from proxal.orchestrator_service.rpc.clients import EncoderClient, ProxyClient
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.orchestrator_service.successor.training import SuccessorConfig
+from proxal.runtime.errors import InvalidArgumentError, NotFoundError
+from proxal.store import Store
 
-from orchestrator.asvp import AsvpConfig, FeatureAligner, label_set_hash, successor_rule
-from orchestrator.clients import EncoderClient, ProxyClient
-from orchestrator.processes import ServiceProcess
-from orchestrator.simulation import AsvpRuntime, LoopConfig, PoolData, run_simulation
-from orchestrator.successor import SuccessorConfig
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError
-from proxal_store import Store
 from tests.conftest import BANKING77, read_jsonl
 
 POOL = "asvp"
@@ -234,11 +244,10 @@ def test_a_budget_larger_than_the_pool_is_refused_before_any_work(services: Serv
 def test_finetuned_features_are_computed_as_the_encoder_service_does(tmp_path: Path) -> None:
     """LogME compares stored vectors with `Successor.encode`; before any training the two must
     be the same vectors, or the gap would measure a pooling difference, not fine-tuning."""
+    from proxal.encoder_service.encoders import TORCH, build_encoder
+    from proxal.orchestrator_service.successor.training import MeanPoolClassifier, Successor
+    from proxal.runtime.models import MINILM_L6, minilm_l6_path
     from transformers import AutoTokenizer
-
-    from encoder_service.encoders import TORCH, build_encoder
-    from orchestrator.successor import MeanPoolClassifier, Successor
-    from proxal_runtime.models import MINILM_L6, minilm_l6_path
 
     texts = [r["text"] for r in read_jsonl(BANKING77 / "test.jsonl", limit=20)]
     path = minilm_l6_path()

@@ -8,15 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from proxal.orchestrator_service.cli.main import main
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
 
-from orchestrator.cli import main
-from orchestrator.processes import ServiceProcess
 from tests.conftest import REPO
 
 
 def _proxal(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
+        [sys.executable, "-m", "proxal.orchestrator_service", *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -163,14 +163,15 @@ def test_help_and_grpc_commands_load_neither_lance_nor_torch() -> None:
     """Start-up stays fast (bench/cli.py times it): check what the commands import."""
     code = """
 import sys
-from orchestrator.cli import main
+from proxal.orchestrator_service.cli.main import main
 try:
     main(["--help"])
 except SystemExit:
     pass
 heavy = ("lance", "torch", "sklearn", "grpc", "numpy", "pyarrow")
 print(sorted(m for m in heavy if m in sys.modules))
-import orchestrator.label_tui, orchestrator.session_client  # what label/session/labels run
+import proxal.orchestrator_service.cli.label_tui  # what label/session/labels run
+import proxal.orchestrator_service.rpc.session_client
 print(sorted(m for m in ("lance", "torch", "sklearn", "transformers") if m in sys.modules))
 """
     done = subprocess.run(

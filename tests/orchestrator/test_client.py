@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc
+from proxal.orchestrator_service.rpc.clients import ProxyClient
+from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
+from proxal.orchestrator_service.sessions.live import Sessions
 from proxal.proxy.v1 import proxy_pb2_grpc
+from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxal.runtime.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from proxal.runtime.server import ServerSettings, start_server
+from proxal.store import EncoderInfo, Store
 
-from orchestrator.clients import ProxyClient
-from orchestrator.servicer import OrchestratorServicer
-from orchestrator.sessions import Sessions
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError, UnavailableError
-from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import EncoderInfo, Store
-from proxy_service.cache import VersionCache
-from proxy_service.servicer import SERVICE_NAME, ProxyServicer
 from tests.conftest import BANKING77, REPO, read_jsonl
 
 DOC = REPO / "docs" / "client.md"
@@ -129,4 +129,4 @@ def test_importing_the_client_loads_no_torch() -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
-    assert result.stdout.split() == ["orchestrator.client", "False"]
+    assert result.stdout.split() == ["proxal.orchestrator_service.rpc.client", "False"]

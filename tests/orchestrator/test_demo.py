@@ -10,14 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from proxal.orchestrator_service.analysis.runs import load_run
 
-from orchestrator.runs import load_run
 from tests.conftest import REPO
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", "demo", "--out", str(out), *extra],
+        [sys.executable, "-m", "proxal.orchestrator_service", "demo", "--out", str(out), *extra],
         capture_output=True,
         text=True,
         timeout=900,

@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from proxal.orchestrator_service.engine.feature_checks import AsvpRuntime
+from proxal.orchestrator_service.engine.simulation import LoopConfig, PoolData, run_simulation
+from proxal.orchestrator_service.engine.ups import UpsSchedule
+from proxal.orchestrator_service.rpc.clients import EncoderClient, ProxyClient
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
+from proxal.orchestrator_service.sessions.live import Sessions
+from proxal.runtime.errors import FailedPreconditionError
+from proxal.runtime.server import ServerSettings, start_server
+from proxal.store import EncoderInfo, Store
 
-from orchestrator.clients import EncoderClient, ProxyClient
-from orchestrator.feature_checks import AsvpRuntime
-from orchestrator.processes import ServiceProcess
-from orchestrator.servicer import OrchestratorServicer
-from orchestrator.sessions import Sessions
-from orchestrator.simulation import LoopConfig, PoolData, run_simulation
-from orchestrator.ups import UpsSchedule
-from proxal_runtime.errors import FailedPreconditionError
-from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import EncoderInfo, Store
 from tests.conftest import add_session_pool
 
 CLASSES = ["alpha", "beta", "gamma"]
@@ -187,13 +187,13 @@ def test_asvp_without_an_encoder_says_to_pass_one(stack: Stack) -> None:
 
 
 def _asvp():  # type: ignore[no-untyped-def]
-    from orchestrator.asvp import AsvpConfig
+    from proxal.orchestrator_service.engine.asvp import AsvpConfig
 
     return AsvpConfig()
 
 
 def test_a_switch_is_persisted_with_its_lineage(stack: Stack) -> None:
-    from orchestrator.engine import Engine, SessionConfig, lineage_of
+    from proxal.orchestrator_service.engine.loop import Engine, SessionConfig, lineage_of
 
     engine = Engine(stack.store, stack.proxy, background=False)
     config = SessionConfig("switched", POOL, tuple(CLASSES), "margin", 4, 0)

@@ -1,4 +1,4 @@
-"""orchestrator.evaluation: AUC, ΔAUC, sample saving ratio, timings, successors, comparisons,
+"""analysis.evaluation: AUC, ΔAUC, sample saving ratio, timings, successors, comparisons,
 on synthetic runs with hand-computed answers (no services)."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ import math
 from collections.abc import Sequence
 
 import pytest
-
-from orchestrator.evaluation import (
+from proxal.orchestrator_service.analysis.evaluation import (
     SavingRatio,
     area_under_curve,
     compare_runs,
@@ -21,8 +20,9 @@ from orchestrator.evaluation import (
     timing_breakdown,
     timing_totals,
 )
-from orchestrator.runs import RoundRow, load_run, write_run
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.orchestrator_service.analysis.runs import RoundRow, load_run, write_run
+from proxal.runtime.errors import InvalidArgumentError
+
 from tests.orchestrator.synthetic_runs import MARGIN, RANDOM, make_run, successor_rows
 
 

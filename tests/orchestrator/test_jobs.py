@@ -16,14 +16,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+from proxal.orchestrator_service.cli.main import main
+from proxal.orchestrator_service.successor.config import SuccessorConfig, TrainingStep
+from proxal.orchestrator_service.successor.finetune import session_labels
+from proxal.orchestrator_service.successor.jobs import Job, JobRequest, JobRunner, choose_method
+from proxal.runtime.errors import FailedPreconditionError, ResourceExhaustedError
+from proxal.store import EncoderInfo, RoundRecord, Store
+from proxal.store.local_s3 import moto_s3
 
-from orchestrator.cli import main
-from orchestrator.finetune import session_labels
-from orchestrator.jobs import Job, JobRequest, JobRunner, choose_method
-from orchestrator.successor_config import SuccessorConfig, TrainingStep
-from proxal_runtime.errors import FailedPreconditionError, ResourceExhaustedError
-from proxal_store import EncoderInfo, RoundRecord, Store
-from proxal_store.local_s3 import moto_s3
 from tests.orchestrator.jobs_server import (
     CLASSES,
     Server,

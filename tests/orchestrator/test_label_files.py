@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from orchestrator.label_files import (
+from proxal.orchestrator_service.sessions.label_files import (
     CSV,
     FORMATS,
     JSONL,
@@ -16,7 +15,7 @@ from orchestrator.label_files import (
     format_of,
     parse_labels,
 )
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.runtime.errors import InvalidArgumentError
 
 ROWS = [
     {"id": 3, "text": 'a "quoted", comma', "label": "x", "annotator": "ann"},

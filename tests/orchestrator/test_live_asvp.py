@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from proxal.orchestrator_service.engine.feature_checks import AsvpRuntime
+from proxal.orchestrator_service.rpc.clients import EncoderClient, ProxyClient
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
+from proxal.orchestrator_service.sessions.live import Sessions
+from proxal.runtime.server import ServerSettings, start_server
+from proxal.store import Store
+from proxal.store.labels import LABEL
 
-from orchestrator.clients import EncoderClient, ProxyClient
-from orchestrator.feature_checks import AsvpRuntime
-from orchestrator.processes import ServiceProcess
-from orchestrator.servicer import OrchestratorServicer
-from orchestrator.sessions import Sessions
-from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import Store
-from proxal_store.labels import LABEL
 from tests.conftest import BANKING77, read_jsonl
 
 POOL = "live"

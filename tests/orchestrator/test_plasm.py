@@ -10,12 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+from proxal.orchestrator_service.cli.main import main
+from proxal.orchestrator_service.successor.plasm import (
+    PlasmConfig,
+    cleanlab_keep,
+    run_plasm,
+    uncertainty_keep,
+)
+from proxal.orchestrator_service.successor.training import SuccessorConfig
+from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError
+from proxal.store import SessionRecord, Store
 
-from orchestrator.cli import main
-from orchestrator.plasm import PlasmConfig, cleanlab_keep, run_plasm, uncertainty_keep
-from orchestrator.successor import SuccessorConfig
-from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError
-from proxal_store import SessionRecord, Store
 from tests.conftest import BANKING77, banking_slice, read_jsonl
 from tests.orchestrator.jobs_server import orchestrator
 
@@ -145,9 +150,8 @@ def session_store(tmp_path: Path) -> str:
 def _tiny_bert(directory: Path) -> Path:
     """A different architecture from the acquisition encoder: a 2-layer, 64-wide BERT with
     random weights (safetensors) and MiniLM-L6's tokenizer."""
+    from proxal.runtime.models import minilm_l6_path
     from transformers import BertConfig, BertModel
-
-    from proxal_runtime.models import minilm_l6_path
 
     config = BertConfig(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128

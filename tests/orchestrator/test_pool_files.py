@@ -9,9 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from orchestrator.pool_files import Fields, read_pool_file
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.orchestrator_service.sessions.pool_files import Fields, read_pool_file
+from proxal.runtime.errors import InvalidArgumentError
 
 ROWS = [
     {"review": "great, fast delivery", "stars": "5", "sku": "a-1"},

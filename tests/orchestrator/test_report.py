@@ -1,4 +1,4 @@
-"""orchestrator.report's `write_report`/`write_comparison` and `proxal report`/`proxal compare`
+"""analysis.report's `write_report`/`write_comparison` and `proxal report`/`proxal compare`
 on synthetic run directories (no services)."""
 
 from __future__ import annotations
@@ -9,10 +9,8 @@ import re
 from pathlib import Path
 
 import pytest
-
-from orchestrator.cli import main
-from orchestrator.evaluation import compare_runs, evaluate_run
-from orchestrator.report import (
+from proxal.orchestrator_service.analysis.evaluation import compare_runs, evaluate_run
+from proxal.orchestrator_service.analysis.report import (
     compare_table,
     curve_table,
     key_table,
@@ -21,8 +19,10 @@ from orchestrator.report import (
     write_comparison,
     write_report,
 )
-from orchestrator.runs import Run, load_run, write_run
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.orchestrator_service.analysis.runs import Run, load_run, write_run
+from proxal.orchestrator_service.cli.main import main
+from proxal.runtime.errors import InvalidArgumentError
+
 from tests.orchestrator.synthetic_runs import MARGIN, RANDOM, make_run, successor_rows
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from orchestrator.runs import (
+from proxal.orchestrator_service.analysis.runs import (
     MANIFEST,
     ROUNDS,
     RoundRow,
@@ -23,9 +22,9 @@ from orchestrator.runs import (
     pool_fingerprint,
     write_run,
 )
-from orchestrator.simulation import PoolData, SimulationResult
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError
-from proxal_store import Store
+from proxal.orchestrator_service.engine.simulation import PoolData, SimulationResult
+from proxal.runtime.errors import InvalidArgumentError, NotFoundError
+from proxal.store import Store
 
 
 def _run(name: str = "r", fingerprint: str = "fp") -> Run:

@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
+from proxal.orchestrator_service.rpc.clients import ProxyClient, TrainingSet, proxy_target
+from proxal.orchestrator_service.rpc.processes import ServiceProcess, start_all, stop_all
+from proxal.orchestrator_service.rpc.sharding import ShardedSelector, ShardReport, split_range
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.store import Store
+from proxal.store.local_s3 import moto_s3
 
-from orchestrator.clients import ProxyClient, TrainingSet, proxy_target
-from orchestrator.processes import ServiceProcess, start_all, stop_all
-from orchestrator.sharding import ShardedSelector, ShardReport, split_range
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_store import Store
-from proxal_store.local_s3 import moto_s3
 from tests.conftest import add_blobs_version
 
 pytestmark = pytest.mark.timeout(300)

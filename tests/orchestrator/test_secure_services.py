@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from proxal.orchestrator_service.rpc.clients import ProxyClient, TrainingSet, open_channel
+from proxal.runtime import healthcheck
+from proxal.runtime.security import ClientSecurity
+from proxal.store import EncoderInfo, Store
 
-from orchestrator.clients import ProxyClient, TrainingSet, open_channel
-from proxal_runtime import healthcheck
-from proxal_runtime.security import ClientSecurity
-from proxal_store import EncoderInfo, Store
 from tests.proxal_runtime.pki import Pki, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
@@ -226,7 +226,11 @@ def test_placeholder_certificate_fails_at_start(tmp_path: Path) -> None:
         },
     )
     result = subprocess.run(
-        [sys.executable, "-m", "proxy_service"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "proxal.proxy_service"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "are not a PEM certificate and its unencrypted private key" in result.stderr

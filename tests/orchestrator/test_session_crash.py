@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.orchestrator_service.rpc.session_client import SessionClient
+from proxal.store import Store
 
-from orchestrator.processes import ServiceProcess
-from orchestrator.session_client import SessionClient
-from proxal_store import Store
 from tests.conftest import add_session_pool
 
 N_TRAIN, DIM, SUBMISSIONS = 400, 16, 200

@@ -1,15 +1,15 @@
 """The strategy and classifier names a session may name are the proxy's, from one list.
 
-`proxal_runtime.strategies` is the contract the orchestrator checks CreateSession against
+`proxal.runtime.strategies` is the contract the orchestrator checks CreateSession against
 (it must not import the proxy service); this test holds the proxy's registries to it.
 """
 
 from __future__ import annotations
 
 import pytest
-
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.strategies import (
+from proxal.proxy_service import classifiers, strategies
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.strategies import (
     CLASSIFIERS,
     DEFAULT_CLASSIFIER,
     DEFAULT_STRATEGY,
@@ -17,7 +17,6 @@ from proxal_runtime.strategies import (
     check_classifier,
     check_strategy,
 )
-from proxy_service import classifiers, strategies
 
 
 def test_the_proxy_implements_exactly_the_contract_names() -> None:

@@ -19,18 +19,24 @@ import numpy as np
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from proxal.orchestrator_service.engine.simulation import LoopConfig, PoolData, run_simulation
+from proxal.orchestrator_service.rpc import servicer as servicer_module
+from proxal.orchestrator_service.rpc.clients import ProxyClient
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
+from proxal.orchestrator_service.rpc.session_client import SessionClient
+from proxal.orchestrator_service.sessions.label_files import (
+    CSV,
+    JSONL,
+    LABEL_STUDIO,
+    FileLabel,
+    parse_labels,
+)
+from proxal.orchestrator_service.sessions.live import Sessions
+from proxal.runtime.server import ServerSettings, start_server
+from proxal.runtime.strategies import CLASSIFIERS, STRATEGIES
+from proxal.store import EncoderInfo, SessionRecord, Store
 
-from orchestrator import servicer as servicer_module
-from orchestrator.clients import ProxyClient
-from orchestrator.label_files import CSV, JSONL, LABEL_STUDIO, FileLabel, parse_labels
-from orchestrator.processes import ServiceProcess
-from orchestrator.servicer import OrchestratorServicer
-from orchestrator.session_client import SessionClient
-from orchestrator.sessions import Sessions
-from orchestrator.simulation import LoopConfig, PoolData, run_simulation
-from proxal_runtime.server import ServerSettings, start_server
-from proxal_runtime.strategies import CLASSIFIERS, STRATEGIES
-from proxal_store import EncoderInfo, SessionRecord, Store
 from tests.conftest import add_session_pool
 
 N_TRAIN, N_TEST, DIM = 300, 60, 16

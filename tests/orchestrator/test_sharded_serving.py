@@ -19,10 +19,10 @@ from pathlib import Path
 import grpc
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+from proxal.orchestrator_service.rpc.processes import ServiceProcess, start_all, stop_all
+from proxal.orchestrator_service.rpc.session_client import SessionClient
+from proxal.store import Store
 
-from orchestrator.processes import ServiceProcess, start_all, stop_all
-from orchestrator.session_client import SessionClient
-from proxal_store import Store
 from tests.conftest import add_session_pool
 
 POOL, N_TRAIN, SHARD_ABOVE, ROUNDS = "shards", 3000, 1000, 4

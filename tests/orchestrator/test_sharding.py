@@ -17,12 +17,17 @@ import grpc
 import numpy as np
 import pytest
 from proxal.common.v1 import common_pb2
-from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
-
-from orchestrator import cli, sharding
-from orchestrator.clients import ProxyClient, Selection, TrainingSet, channel_target, select_request
-from orchestrator.processes import ServiceProcess, start_all, stop_all
-from orchestrator.sharding import (
+from proxal.orchestrator_service.cli import main as cli
+from proxal.orchestrator_service.rpc import sharding
+from proxal.orchestrator_service.rpc.clients import (
+    ProxyClient,
+    Selection,
+    TrainingSet,
+    channel_target,
+    select_request,
+)
+from proxal.orchestrator_service.rpc.processes import ServiceProcess, start_all, stop_all
+from proxal.orchestrator_service.rpc.sharding import (
     IdRange,
     ReplicaSet,
     ShardedSelector,
@@ -33,11 +38,13 @@ from orchestrator.sharding import (
     split_ids,
     split_range,
 )
-from proxal_runtime.arrays import pack_float32, pack_int64, unpack_float32, unpack_int64
-from proxal_runtime.errors import InvalidArgumentError, UnavailableError
-from proxal_runtime.ranking import top_k
-from proxal_runtime.server import grpc_channel_options
-from proxal_store import Store
+from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from proxal.runtime.arrays import pack_float32, pack_int64, unpack_float32, unpack_int64
+from proxal.runtime.errors import InvalidArgumentError, UnavailableError
+from proxal.runtime.ranking import top_k
+from proxal.runtime.server import grpc_channel_options
+from proxal.store import Store
+
 from tests.conftest import add_blobs_version
 
 POOL = "blobs"

@@ -15,12 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from proxal.proxy.v1 import proxy_pb2_grpc
-
-from orchestrator.clients import ProxyClient
-from orchestrator.pool_files import Fields
-from orchestrator.runs import load_run
-from orchestrator.simulate import (
+from proxal.orchestrator_service.analysis.runs import load_run
+from proxal.orchestrator_service.demo.simulate import (
     DataSource,
     SimulateConfig,
     loop_parts,
@@ -28,12 +24,16 @@ from orchestrator.simulate import (
     read_splits,
     run_loops,
 )
-from orchestrator.simulation import LoopConfig, PoolData, run_simulation
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import Store
-from proxy_service.cache import VersionCache
-from proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxal.orchestrator_service.engine.simulation import LoopConfig, PoolData, run_simulation
+from proxal.orchestrator_service.rpc.clients import ProxyClient
+from proxal.orchestrator_service.sessions.pool_files import Fields
+from proxal.proxy.v1 import proxy_pb2_grpc
+from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.server import ServerSettings, start_server
+from proxal.store import Store
+
 from tests.conftest import BANKING77, REPO, add_session_pool, read_jsonl
 
 CLASSES = ("activate_my_card", "age_limit", "apple_pay_or_google_pay", "card_arrival")
@@ -60,7 +60,7 @@ def _write_csv(path: Path, rows: list[dict[str, str]], columns: tuple[str, str])
 
 def _simulate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator", "simulate", *args],
+        [sys.executable, "-m", "proxal.orchestrator_service", "simulate", *args],
         capture_output=True,
         text=True,
         timeout=600,

@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from orchestrator.successor import (
+from proxal.orchestrator_service.successor.training import (
     Successor,
     SuccessorConfig,
     fine_tune_successor,
     load_successor,
 )
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError
-from proxal_runtime.models import minilm_l6_path
+from proxal.runtime.errors import InvalidArgumentError, NotFoundError
+from proxal.runtime.models import minilm_l6_path
+from safetensors.torch import load_file
+
 from tests.conftest import BANKING77, read_jsonl
 
 CLASSES = ("card_arrival", "exchange_rate", "lost_or_stolen_phone", "top_up_failed")
@@ -140,7 +140,7 @@ def test_same_seed_same_model() -> None:
 def test_time_budget_stops_training(caplog: pytest.LogCaptureFixture) -> None:
     texts, labels = _slice("train", 4)
     config = SuccessorConfig(epochs=3, batch_size=4, max_length=32, time_budget_s=1e-6)
-    with caplog.at_level(logging.WARNING, logger="orchestrator.successor"):
+    with caplog.at_level(logging.WARNING, logger="proxal.orchestrator_service.successor.training"):
         result = fine_tune_successor(texts, labels, len(CLASSES), config, progress=False)
     assert len(result.epoch_losses) == 1
     assert "time budget after 1 of 12 steps" in caplog.text

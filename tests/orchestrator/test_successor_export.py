@@ -14,9 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from safetensors.torch import load_file
-
-from orchestrator.successor import (
+from proxal.orchestrator_service.successor.training import (
     MeanPoolClassifier,
     Successor,
     SuccessorConfig,
@@ -24,8 +22,10 @@ from orchestrator.successor import (
     fine_tune_successor,
     load_successor,
 )
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.models import minilm_l6_path
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.models import minilm_l6_path
+from safetensors.torch import load_file
+
 from tests.conftest import banking_slice
 
 CLASSES = ("card_arrival", "exchange_rate", "lost_or_stolen_phone", "top_up_failed")

@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from orchestrator.successor import (
+from proxal.orchestrator_service.successor.training import (
     Successor,
     SuccessorConfig,
     fine_tune_successor,
     load_successor,
     validation_split,
 )
-from proxal_runtime.errors import InvalidArgumentError
+from proxal.runtime.errors import InvalidArgumentError
+
 from tests.conftest import banking_slice
 
 CLASSES = ("card_arrival", "exchange_rate", "lost_or_stolen_phone", "top_up_failed")

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from proxal.orchestrator_service.cli.up import READY
+from proxal.runtime.healthcheck import check
 
-from orchestrator.up import READY
-from proxal_runtime.healthcheck import check
 from tests.conftest import REPO
 
 SERVICE = re.compile(r"^  (\w+(?: \d+)?)\s+(127\.0\.0\.1:\d+)  \(pid (\d+)\)$")
@@ -27,8 +27,8 @@ def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, tuple[
     """A running `proxal up --free-ports --proxies 2` and its services: name → (address,
     pid), read from its ready block."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "up", "--free-ports", "--proxies", "2",
-         "--store", str(tmp_path / "store"), "--log-dir", str(tmp_path / "logs")],
+        [sys.executable, "-m", "proxal.orchestrator_service", "up", "--free-ports",
+         "--proxies", "2", "--store", str(tmp_path / "store"), "--log-dir", str(tmp_path / "logs")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,17 +7,16 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from proxal.orchestrator_service.engine.simulation import LoopConfig, PoolData, run_simulation
+from proxal.orchestrator_service.engine.ups import ScoreTable, UpsSchedule
+from proxal.orchestrator_service.rpc.clients import ProxyClient
 from proxal.proxy.v1 import proxy_pb2_grpc
+from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.server import ServerSettings, start_server
+from proxal.store import EncoderInfo, Store
 from threadpoolctl import threadpool_limits
-
-from orchestrator.clients import ProxyClient
-from orchestrator.simulation import LoopConfig, PoolData, run_simulation
-from orchestrator.ups import ScoreTable, UpsSchedule
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.server import ServerSettings, start_server
-from proxal_store import EncoderInfo, Store
-from proxy_service.cache import VersionCache
-from proxy_service.servicer import SERVICE_NAME, ProxyServicer
 
 POOL, N_TRAIN, N_TEST, DIM, CLASSES = "ups", 3000, 300, 16, 4
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from proxal.runtime import server as server_module
+from proxal.runtime.errors import AddressUnavailableError
+from proxal.runtime.server import RunningServer, ServerSettings, start_server
+from proxal.store import Store
 
-from proxal_runtime import server as server_module
-from proxal_runtime.errors import AddressUnavailableError
-from proxal_runtime.server import RunningServer, ServerSettings, start_server
-from proxal_store import Store
 from tests.conftest import stops_cleanly
 from tests.proxy_service.test_proxy_main import wait_for_port
 

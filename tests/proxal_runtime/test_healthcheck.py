@@ -1,4 +1,4 @@
-"""`python -m proxal_runtime.healthcheck` against a real server from proxal_runtime.server."""
+"""`python -m proxal.runtime.healthcheck` against a real server from proxal.runtime.server."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-
-from proxal_runtime import healthcheck
-from proxal_runtime.server import RunningServer, ServerSettings, start_server
+from proxal.runtime import healthcheck
+from proxal.runtime.server import RunningServer, ServerSettings, start_server
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE = "test.Health"
@@ -34,7 +33,7 @@ def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "protos")])
     return subprocess.run(
-        [sys.executable, "-m", "proxal_runtime.healthcheck", *args],
+        [sys.executable, "-m", "proxal.runtime.healthcheck", *args],
         capture_output=True,
         text=True,
         env=env,

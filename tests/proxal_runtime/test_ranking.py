@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from proxal_runtime.deadline import Deadline
-from proxal_runtime.errors import DeadlineExceededError
-from proxal_runtime.ranking import id_hash, id_uniform, top_k
+from proxal.runtime.deadline import Deadline
+from proxal.runtime.errors import DeadlineExceededError
+from proxal.runtime.ranking import id_hash, id_uniform, top_k
 
 
 def test_top_k_is_best_first() -> None:

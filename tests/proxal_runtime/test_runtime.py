@@ -8,11 +8,10 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from proxal_runtime import errors
-from proxal_runtime.arrays import pack_float32, pack_int64, unpack_float32, unpack_int64
-from proxal_runtime.names import check_annotator, check_name, check_request_id
-from proxal_runtime.server import (
+from proxal.runtime import errors
+from proxal.runtime.arrays import pack_float32, pack_int64, unpack_float32, unpack_int64
+from proxal.runtime.names import check_annotator, check_name, check_request_id
+from proxal.runtime.server import (
     STATUS_BY_ERROR,
     ServerSettings,
     error_from_rpc,
@@ -145,7 +144,7 @@ def test_reflection_lists_the_services(server) -> None:  # type: ignore[no-untyp
 def test_store_options_from_flags_and_environment() -> None:
     import argparse
 
-    from proxal_runtime.settings import add_common_args, store_options
+    from proxal.runtime.settings import add_common_args, store_options
 
     def parse(argv: list[str], env: dict[str, str]) -> argparse.Namespace:
         parser = argparse.ArgumentParser()

@@ -15,15 +15,15 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
-from proxal_runtime import healthcheck
-from proxal_runtime.security import (
+from proxal.runtime import healthcheck
+from proxal.runtime.security import (
     ClientSecurity,
     SecurityConfigError,
     ServerSecurity,
 )
-from proxal_runtime.server import RunningServer, ServerSettings, start_server
-from proxal_runtime.settings import add_common_args, server_settings
+from proxal.runtime.server import RunningServer, ServerSettings, start_server
+from proxal.runtime.settings import add_common_args, server_settings
+
 from tests.proxal_runtime.pki import Pki, make_pki
 
 REPO = Path(__file__).resolve().parents[2]
@@ -283,7 +283,7 @@ def test_client_security_from_environment(pki: Pki, tmp_path: Path) -> None:
 
 
 def test_exposed_servers_warn(caplog: pytest.LogCaptureFixture, pki: Pki) -> None:
-    caplog.set_level(logging.WARNING, "proxal_runtime.security")
+    caplog.set_level(logging.WARNING, "proxal.runtime.security")
     ServerSecurity(tokens=(TOKEN,)).warn_if_exposed("0.0.0.0")
     ServerSecurity().warn_if_exposed("10.1.2.3")
     for loopback in ("127.0.0.1", "localhost", "::1"):
@@ -300,7 +300,7 @@ def test_healthcheck_cli_reads_the_client_environment(serve: Serve, pki: Pki) ->
     server, _ = serve(ServerSecurity(pki.server_cert, pki.server_key, pki.ca, tokens=(TOKEN,)))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROXAL_")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "protos")])
-    command = [sys.executable, "-m", "proxal_runtime.healthcheck", server.address, SERVICE]
+    command = [sys.executable, "-m", "proxal.runtime.healthcheck", server.address, SERVICE]
     plain = subprocess.run(
         [*command, "--timeout", "0.5"], env=env, capture_output=True, text=True, timeout=60
     )

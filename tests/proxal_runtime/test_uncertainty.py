@@ -1,12 +1,11 @@
-"""proxal_runtime.uncertainty and proxal_runtime.subsampling: shared, pure scoring code."""
+"""proxal.runtime.uncertainty and proxal.runtime.subsampling: shared, pure scoring code."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from proxal_runtime import uncertainty
-from proxal_runtime.subsampling import sort_by_id, ups_keep
+from proxal.runtime import uncertainty
+from proxal.runtime.subsampling import sort_by_id, ups_keep
 
 ROWS = np.array(
     [[0.9, 0.05, 0.05], [0.5, 0.3, 0.2], [0.25, 0.25, 0.5], [1.0, 0.0, 0.0]], dtype=np.float32

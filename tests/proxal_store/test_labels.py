@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxal_store.labels import (
+from proxal.store.labels import (
     GRANT,
     IMPORT,
     LABEL,

@@ -7,14 +7,13 @@ from pathlib import Path
 import lance
 import numpy as np
 import pytest
-
-from proxal_runtime.errors import (
+from proxal.runtime.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
 )
-from proxal_store import EncoderInfo, RoundRecord, SessionRecord, Store
+from proxal.store import EncoderInfo, RoundRecord, SessionRecord, Store
 
 INFO = EncoderInfo(model_id="test-model", backend="torch", dim=8, max_length=32)
 
@@ -175,8 +174,8 @@ def test_a_new_version_may_change_dim(store: Store) -> None:
 
 
 def test_log_tables_are_compacted_and_keep_their_order(tmp_path: Path) -> None:
-    from proxal_store.labels import LabelEvent
-    from proxal_store.store import COMPACT_EVERY
+    from proxal.store.labels import LabelEvent
+    from proxal.store.store import COMPACT_EVERY
 
     store = Store(str(tmp_path / "s"))
     n = 2 * COMPACT_EVERY + 7

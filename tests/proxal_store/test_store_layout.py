@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import lance
-
-from proxal_store.labels import LABEL, LabelEvent
-from proxal_store.store import SessionRecord, Store
+from proxal.store.labels import LABEL, LabelEvent
+from proxal.store.store import SessionRecord, Store
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -17,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_store_does_not_load_lancedb() -> None:
     """lancedb (a second copy of the Lance core, ~180 MB in the proxy image) is not needed."""
     code = (
-        "import sys, proxal_store.store\n"
+        "import sys, proxal.store.store\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'lancedb'))"
     )
     done = subprocess.run(

@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
+from proxal.runtime.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from proxal.store import Store
+from proxal.store.store import local_store_path
 
-from orchestrator.processes import ServiceProcess
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError, UnavailableError
-from proxal_store import Store
-from proxal_store.store import local_store_path
 from tests.conftest import REPO
 
 

@@ -8,9 +8,8 @@ from typing import Any
 import lance
 import numpy as np
 import pytest
-
-from proxal_store import EncoderInfo, Store
-from proxal_store.local_s3 import moto_s3
+from proxal.store import EncoderInfo, Store
+from proxal.store.local_s3 import moto_s3
 
 BUCKET = "proxal-test"
 ROWS, DIM, FRAGMENT_ROWS = 120_000, 32, 50_000
@@ -85,9 +84,9 @@ def test_services_run_on_s3_through_their_flags(s3, tmp_path) -> None:  # type: 
 
     import grpc
     from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+    from proxal.orchestrator_service.rpc.clients import EncoderClient, ProxyClient, TrainingSet
+    from proxal.orchestrator_service.rpc.processes import ServiceProcess
 
-    from orchestrator.clients import EncoderClient, ProxyClient, TrainingSet
-    from orchestrator.processes import ServiceProcess
     from tests.conftest import BANKING77, read_jsonl
 
     options, client = s3

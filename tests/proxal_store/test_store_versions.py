@@ -9,9 +9,8 @@ from pathlib import Path
 import lance
 import numpy as np
 import pytest
-
-from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from proxal_store import EncoderInfo, Store, VersionInfo
+from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from proxal.store import EncoderInfo, Store, VersionInfo
 
 INFO = EncoderInfo(model_id="test-model", backend="torch", dim=8, max_length=32)
 

@@ -1,4 +1,4 @@
-"""Proxy tests run with one BLAS thread, as `python -m proxy_service` does (see its main)."""
+"""Proxy tests run with one BLAS thread, as `python -m proxal.proxy_service` does (see its main)."""
 
 from __future__ import annotations
 

@@ -8,12 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
-from proxal_runtime.errors import FailedPreconditionError, NotFoundError
-from proxal_runtime.versions import EmbeddingVersion
-from proxal_store import EncoderInfo, Store
-from proxy_service.cache import LoadedVersion, OnceLRU, VersionCache, model_key
-from proxy_service.classifiers import ClassifierSpec
+from proxal.proxy_service.cache import LoadedVersion, OnceLRU, VersionCache, model_key
+from proxal.proxy_service.classifiers import ClassifierSpec
+from proxal.runtime.errors import FailedPreconditionError, NotFoundError
+from proxal.runtime.versions import EmbeddingVersion
+from proxal.store import EncoderInfo, Store
 
 
 def test_lru_evicts_least_recently_used() -> None:

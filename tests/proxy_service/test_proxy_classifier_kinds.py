@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from proxal_runtime.errors import InvalidArgumentError
-from proxal_runtime.versions import EmbeddingVersion
-from proxy_service.cache import LoadedVersion
-from proxy_service.classifiers import (
+from proxal.proxy_service.cache import LoadedVersion
+from proxal.proxy_service.classifiers import (
     KINDS,
     ClassifierSpec,
     LightGBMProxy,
@@ -18,7 +15,9 @@ from proxy_service.classifiers import (
     SingleClassError,
     build_classifier,
 )
-from proxy_service.selection import ModelCache, Query, TrainingSet, select
+from proxal.proxy_service.selection import ModelCache, Query, TrainingSet, select
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.versions import EmbeddingVersion
 
 NUM_CLASSES, DIM = 6, 32
 SEEN = [0, 1, 3, 4]  # classes 2 and 5 are never labeled

@@ -6,17 +6,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_info
-
-from proxal_runtime.errors import FailedPreconditionError, InvalidArgumentError
-from proxy_service import classifiers
-from proxy_service.classifiers import (
+from proxal.proxy_service import classifiers
+from proxal.proxy_service.classifiers import (
     ClassifierSpec,
     LogisticRegressionProxy,
     SingleClassError,
     build_classifier,
 )
+from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_info
 
 
 def blobs(n: int, classes: list[int], dim: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -13,18 +13,18 @@ import numpy as np
 import pytest
 from proxal.common.v1 import common_pb2
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
+from proxal.encoder_service.encoders import EncoderCache
+from proxal.encoder_service.servicer import EncoderServicer
+from proxal.encoder_service.settings import EncoderSettings
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxal.runtime.arrays import pack_int32, pack_int64
+from proxal.runtime.errors import NotFoundError
+from proxal.runtime.server import RunningServer, ServerSettings, start_server
+from proxal.runtime.versions import EmbeddingVersion
+from proxal.store import EncoderInfo, Store
 
-from encoder_service.encoders import EncoderCache
-from encoder_service.servicer import EncoderServicer
-from encoder_service.settings import EncoderSettings
-from proxal_runtime.arrays import pack_int32, pack_int64
-from proxal_runtime.errors import NotFoundError
-from proxal_runtime.server import RunningServer, ServerSettings, start_server
-from proxal_runtime.versions import EmbeddingVersion
-from proxal_store import EncoderInfo, Store
-from proxy_service.cache import VersionCache
-from proxy_service.servicer import SERVICE_NAME, ProxyServicer
 from tests.conftest import add_blobs_version
 
 POOL, N, DIM = "blobs", 200, 8

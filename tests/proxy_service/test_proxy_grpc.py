@@ -14,15 +14,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.limits import RequestLimits
+from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxal.runtime.arrays import pack_int32, pack_int64, unpack_float32, unpack_int32, unpack_int64
+from proxal.runtime.errors import ResourceExhaustedError
+from proxal.runtime.ranking import top_k
+from proxal.runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
+from proxal.store import EncoderInfo, Store
 
-from proxal_runtime.arrays import pack_int32, pack_int64, unpack_float32, unpack_int32, unpack_int64
-from proxal_runtime.errors import ResourceExhaustedError
-from proxal_runtime.ranking import top_k
-from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
-from proxal_store import EncoderInfo, Store
-from proxy_service.cache import VersionCache
-from proxy_service.limits import RequestLimits
-from proxy_service.servicer import SERVICE_NAME, ProxyServicer
 from tests.conftest import add_blobs_version
 
 POOL = "blobs"

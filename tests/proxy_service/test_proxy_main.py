@@ -1,4 +1,4 @@
-"""`python -m proxy_service` as the demo runs it, and its settings."""
+"""`python -m proxal.proxy_service` as the demo runs it, and its settings."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from proxal.proxy_service.servicer import SERVICE_NAME
+from proxal.proxy_service.settings import build_parser, from_args
 
-from proxy_service.servicer import SERVICE_NAME
-from proxy_service.settings import build_parser, from_args
 from tests.conftest import stops_cleanly
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +34,15 @@ def wait_for_port(port_file: Path, process: subprocess.Popen[bytes], timeout: fl
 def test_module_serves_health_and_stops_on_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port"
     (tmp_path / "store").mkdir()  # the proxy opens an existing store, never creates one
-    command = [sys.executable, "-m", "proxy_service", "--port", "0", "--port-file", str(port_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "proxal.proxy_service",
+        "--port",
+        "0",
+        "--port-file",
+        str(port_file),
+    ]
     command += ["--store", str(tmp_path / "store"), "--log-level", "WARNING", "--max-k", "3"]
     process = subprocess.Popen(command, cwd=REPO, env={**os.environ, "LANCE_LOG": "error"})
     with stops_cleanly(process):

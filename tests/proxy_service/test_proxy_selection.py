@@ -6,15 +6,10 @@ import time
 
 import numpy as np
 import pytest
-
-from proxal_runtime.deadline import Deadline
-from proxal_runtime.errors import DeadlineExceededError, InvalidArgumentError, NotFoundError
-from proxal_runtime.ranking import top_k
-from proxal_runtime.versions import EmbeddingVersion
-from proxy_service import selection
-from proxy_service.cache import LoadedVersion
-from proxy_service.classifiers import ClassifierSpec, SingleClassError
-from proxy_service.selection import (
+from proxal.proxy_service import selection
+from proxal.proxy_service.cache import LoadedVersion
+from proxal.proxy_service.classifiers import ClassifierSpec, SingleClassError
+from proxal.proxy_service.selection import (
     ModelCache,
     Query,
     SelectionResult,
@@ -24,6 +19,10 @@ from proxy_service.selection import (
     predict,
     select,
 )
+from proxal.runtime.deadline import Deadline
+from proxal.runtime.errors import DeadlineExceededError, InvalidArgumentError, NotFoundError
+from proxal.runtime.ranking import top_k
+from proxal.runtime.versions import EmbeddingVersion
 
 N, DIM, CLASSES = 300, 8, 3
 RNG = np.random.default_rng(0)

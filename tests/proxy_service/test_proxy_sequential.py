@@ -12,17 +12,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from proxal.common.v1 import common_pb2
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from proxal.proxy_service.cache import LoadedVersion, OnceLRU
+from proxal.proxy_service.classifiers import ClassifierSpec, LogisticRegressionProxy, refit
+from proxal.proxy_service.selection import Query, TrainingSet, select
+from proxal.proxy_service.sequential import SequentialSession, Step
+from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
+from proxal.runtime.arrays import pack_int32, pack_int64
+from proxal.runtime.errors import InvalidArgumentError, NotFoundError
+from proxal.runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
+from proxal.runtime.versions import EmbeddingVersion
+from proxal.store import Store
 
-from proxal_runtime.arrays import pack_int32, pack_int64
-from proxal_runtime.errors import InvalidArgumentError, NotFoundError
-from proxal_runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
-from proxal_runtime.versions import EmbeddingVersion
-from proxal_store import Store
-from proxy_service.cache import LoadedVersion, OnceLRU
-from proxy_service.classifiers import ClassifierSpec, LogisticRegressionProxy, refit
-from proxy_service.selection import Query, TrainingSet, select
-from proxy_service.sequential import SequentialSession, Step
-from proxy_service.servicer import SERVICE_NAME, ProxyServicer
 from tests.conftest import add_blobs_version
 
 POOL = "blobs"
@@ -204,7 +204,7 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, blobs: Blobs) -> Iterator[Proxy]:
-    from proxy_service.cache import VersionCache
+    from proxal.proxy_service.cache import VersionCache
 
     store = Store(str(tmp_path_factory.mktemp("proxy") / "store"))
     version = add_blobs_version(store, POOL, blobs.vectors, blobs.labels)

@@ -6,14 +6,9 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from sklearn.cluster import kmeans_plusplus
-
-from proxal_runtime import strategies as contract
-from proxal_runtime.deadline import Deadline
-from proxal_runtime.errors import DeadlineExceededError, InvalidArgumentError
-from proxy_service import strategies
-from proxy_service.classifiers import ClassifierSpec, build_classifier
-from proxy_service.strategies import (
+from proxal.proxy_service import strategies
+from proxal.proxy_service.classifiers import ClassifierSpec, build_classifier
+from proxal.proxy_service.strategies import (
     STRATEGIES,
     Entropy,
     LeastConfidence,
@@ -22,6 +17,10 @@ from proxy_service.strategies import (
     fallback_for,
     get_strategy,
 )
+from proxal.runtime import strategies as contract
+from proxal.runtime.deadline import Deadline
+from proxal.runtime.errors import DeadlineExceededError, InvalidArgumentError
+from sklearn.cluster import kmeans_plusplus
 
 N, DIM, CLASSES = 600, 16, 4
 RNG = np.random.default_rng(0)
@@ -125,7 +124,7 @@ def test_contract_decomposable_strategies_merge_across_shards(name: str) -> None
         merged_scores.append(picked.scores)
     ids = np.concatenate(merged_ids)
     scores = np.concatenate(merged_scores)
-    from proxal_runtime.ranking import top_k
+    from proxal.runtime.ranking import top_k
 
     best = top_k(scores, ids, 15, 0)
     np.testing.assert_array_equal(ids[best], IDS[rows][whole.positions])
@@ -150,7 +149,7 @@ def test_contract_picks_are_bit_identical_for_any_chunking(
     the id hash: the same ids, order and scores from the whole pool, from small chunks on
     two threads and from merged shards (BLAS rounds a row by its place in a chunk; the
     top candidates are scored again one row at a time)."""
-    from proxal_runtime.ranking import top_k
+    from proxal.runtime.ranking import top_k
 
     rows = np.setdiff1d(np.arange(N), TRAIN)
     whole = STRATEGIES[name].select(_duplicates_pool(name, rows), 15)

@@ -1,0 +1,1 @@
+"""What simulations leave behind and how it is read: runs, evaluation, reports, ASM."""

@@ -1,0 +1,1 @@
+"""The `proxal` command line: parses arguments, prints, and calls the layers below."""

@@ -1,0 +1,1 @@
+"""Labelling sessions: the label log, leases, request ids, label and pool files."""
