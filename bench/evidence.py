@@ -36,6 +36,7 @@ import platform
 import sys
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -114,24 +115,8 @@ def run_dataset(ds: Dataset, args: argparse.Namespace) -> dict[str, Any]:
     checkpoints = tmp / "checkpoints"
     checkpoints.mkdir()
     store_uri = str(tmp / "store")
-    rounds = args.rounds
-    budgets = [ds.initial + r * ds.batch for r in range(rounds + 1)]
-    successor_cfg = SuccessorConfig(epochs=args.epochs, batch_size=16, max_length=args.max_length)
-    asvp_cfg = AsvpConfig(
-        every_rounds=args.asvp_every,
-        threshold=args.asvp_threshold,
-        finetune=SuccessorConfig(
-            method="lora",
-            epochs=args.epochs,
-            batch_size=16,
-            max_length=args.max_length,
-            validation_fraction=0.2,
-        ),
-    )
-    rows: list[dict[str, Any]] = []
-    walls: list[dict[str, Any]] = []
-    alignment: list[dict[str, Any]] = []
-    print(f"\n== {ds.name}: pool {n_train}, test {n_test}, budgets {budgets}", flush=True)
+    run = DatasetRun(ds, args)
+    print(f"\n== {ds.name}: pool {n_train}, test {n_test}, budgets {run.budgets}", flush=True)
     with (
         ServiceProcess(
             "encoder_service",
@@ -140,138 +125,157 @@ def run_dataset(ds: Dataset, args: argparse.Namespace) -> dict[str, Any]:
             log_path=tmp / "encoder.log",
         ) as enc,
         ServiceProcess("proxy_service", store_uri, log_path=tmp / "proxy.log") as prx,
+        closing(EncoderClient(enc.address)) as encoder,
+        closing(ProxyClient(prx.address)) as proxy,
     ):
-        encoder, proxy = EncoderClient(enc.address), ProxyClient(prx.address)
         t0 = time.perf_counter()
         for split in ("train", "test"):
             encoder.ingest_file(ds.name, split, tmp / f"{split}.jsonl")
         version = encoder.embed(ds.name, max_length=args.max_length).version
         embed_s = time.perf_counter() - t0
         print(f"ingest + embed {embed_s:.1f} s", flush=True)
-        store = Store(store_uri)
-        data = PoolData.from_store(store, ds.name, version)
-        table = store.pool_rows(ds.name, columns=["id", "text"])
-        texts_of = dict(
-            zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True)
-        )
-        test_texts = [texts_of[i] for i in data.test_ids.tolist()]
-        train_texts = [texts_of[i] for i in data.train_ids.tolist()]
-        num_classes = len(data.classes)
-        index = {c: i for i, c in enumerate(data.classes)}
-        runtime = AsvpRuntime(encoder, checkpoints, texts_of)
-
-        def successor(ids: list[int], labels: list[int], cfg: SuccessorConfig) -> dict[str, Any]:
-            model = fine_tune_successor(
-                [texts_of[i] for i in ids], labels, num_classes, cfg, progress=False
-            )
-            t = time.perf_counter()
-            metrics = model.evaluate(test_texts, data.test_gold.tolist())
-            return {**metrics, "train_s": model.train_seconds, "eval_s": time.perf_counter() - t}
-
+        run.load(Store(store_uri), version, AsvpRuntime(encoder, checkpoints))
         for seed in args.seeds:
-            loop = LoopConfig(
-                strategies=("margin",),
-                seeds=(seed,),
-                initial_size=ds.initial,
-                batch_size=ds.batch,
-                rounds=rounds,
-            )
-            proxy_runs: dict[str, SimulationResult] = {}
-            for arm, cfg in (
-                ("random", replace(loop, strategies=("random",))),
-                ("proxy-margin", loop),
-                ("asvp-margin", replace(loop, asvp=asvp_cfg)),
-            ):
-                res = run_simulation(
-                    store,
-                    proxy,
-                    data,
-                    cfg,
-                    f"{arm}-{seed}-{time.strftime('%H%M%S')}",
-                    asvp=runtime if cfg.asvp is not None else None,
-                )
-                proxy_runs[arm] = res
-                walls.append({"arm": arm, "seed": seed, "loop_s": res.wall_s})
-                print(f"[{ds.name} s{seed}] {arm}: loop {res.wall_s:.1f} s", flush=True)
-                for (_, _), decisions in res.alignment.items():
-                    alignment.extend({"seed": seed, **d.as_dict()} for d in decisions)
-            for arm, res in proxy_runs.items():
-                strategy = "random" if arm == "random" else "margin"
-                ids, names = res.final_labels[(strategy, seed)]
-                decisions = res.alignment.get((strategy, seed), [])
-                proxy_acc = {p.labels: p.accuracy for p in res.points}
-                for b in budgets:
-                    cfg = replace(successor_cfg, seed=seed)
-                    method = "full"
-                    earlier = [d for d in decisions if d.labels <= b and d.action != "skip"]
-                    if arm == "asvp-margin" and earlier:
-                        method = earlier[-1].successor_method
-                        cfg = replace(cfg, method=method)
-                    out = successor(ids[:b].tolist(), [index[n] for n in names[:b]], cfg)
-                    rows.append(
-                        {
-                            "arm": arm,
-                            "seed": seed,
-                            "labels": b,
-                            "method": method,
-                            "proxy_accuracy": proxy_acc.get(b),
-                            **out,
-                        }
-                    )
-                    print(
-                        f"[{ds.name} s{seed}] {arm} @ {b}: successor acc {out['accuracy']:.4f} "
-                        f"({method}, {out['train_s']:.0f} s)",
-                        flush=True,
-                    )
-            ft = run_finetuned_al(
-                data.train_ids,
-                train_texts,
-                data.train_gold,
-                test_texts,
-                data.test_gold,
-                num_classes,
-                FinetunedLoopConfig(
-                    strategy="margin",
-                    seed=seed,
-                    initial_size=ds.initial,
-                    batch_size=ds.batch,
-                    rounds=rounds,
-                    successor=replace(successor_cfg, seed=seed),
-                ),
-            )
-            loop_s = sum(r.train_s + r.score_s + r.select_s for r in ft.rounds[:-1])
-            walls.append({"arm": "ft-margin", "seed": seed, "loop_s": loop_s})
-            print(f"[{ds.name} s{seed}] ft-margin: loop {loop_s:.1f} s", flush=True)
-            for r in ft.rounds:
-                rows.append(
-                    {
-                        "arm": "ft-margin",
-                        "seed": seed,
-                        "labels": r.labels,
-                        "method": successor_cfg.method,
-                        "proxy_accuracy": None,
-                        "accuracy": r.accuracy,
-                        "macro_f1": r.macro_f1,
-                        "train_s": r.train_s,
-                        "eval_s": r.eval_s,
-                        "score_s": r.score_s,
-                    }
-                )
-        encoder.close()
-        proxy.close()
+            proxy_runs = run.proxy_arms(proxy, seed)
+            run.successor_rows(proxy_runs, seed)
+            run.finetuned_arm(seed)
     return {
         "dataset": ds.name,
         "pool_rows": n_train,
         "test_rows": n_test,
-        "classes": num_classes,
-        "budgets": budgets,
+        "classes": len(run.data.classes),
+        "budgets": run.budgets,
         "embed_s": embed_s,
-        "rows": rows,
-        "walls": walls,
-        "alignment": alignment,
-        "successor": asdict(successor_cfg),
-        "asvp": asdict(asvp_cfg),
+        "rows": run.rows,
+        "walls": run.walls,
+        "alignment": run.alignment,
+        "successor": asdict(run.successor_cfg),
+        "asvp": asdict(run.asvp_cfg),
     }
+
+
+class DatasetRun:
+    """One dataset's arms: the shared settings and data, and the rows they produce."""
+
+    def __init__(self, ds: Dataset, args: argparse.Namespace) -> None:
+        self.ds, self.args = ds, args
+        self.budgets = [ds.initial + r * ds.batch for r in range(args.rounds + 1)]
+        self.successor_cfg = SuccessorConfig(
+            epochs=args.epochs, batch_size=16, max_length=args.max_length
+        )
+        self.asvp_cfg = AsvpConfig(
+            every_rounds=args.asvp_every,
+            threshold=args.asvp_threshold,
+            finetune=replace(self.successor_cfg, method="lora", validation_fraction=0.2),
+        )
+        self.rows: list[dict[str, Any]] = []
+        self.walls: list[dict[str, Any]] = []
+        self.alignment: list[dict[str, Any]] = []
+
+    def load(self, store: Store, version: str, runtime: AsvpRuntime) -> None:
+        """The pool's embeddings and texts from `store`; `runtime` for the ASVP arm."""
+        self.store = store
+        self.data = PoolData.from_store(store, self.ds.name, version)
+        table = store.pool_rows(self.ds.name, columns=["id", "text"])
+        ids, texts = table.column("id").to_pylist(), table.column("text").to_pylist()
+        self.texts_of = dict(zip(ids, texts, strict=True))
+        self.runtime = replace(runtime, texts_of=self.texts_of)
+        self.test_texts = [self.texts_of[i] for i in self.data.test_ids.tolist()]
+        self.train_texts = [self.texts_of[i] for i in self.data.train_ids.tolist()]
+        self.index = {c: i for i, c in enumerate(self.data.classes)}
+
+    def proxy_arms(self, proxy: ProxyClient, seed: int) -> dict[str, SimulationResult]:
+        """The random, proxy and ASVP loops of `seed` → their results, by arm."""
+        ds = self.ds
+        loop = LoopConfig(
+            strategies=("margin",),
+            seeds=(seed,),
+            initial_size=ds.initial,
+            batch_size=ds.batch,
+            rounds=self.args.rounds,
+        )
+        runs: dict[str, SimulationResult] = {}
+        for arm, cfg in (
+            ("random", replace(loop, strategies=("random",))),
+            ("proxy-margin", loop),
+            ("asvp-margin", replace(loop, asvp=self.asvp_cfg)),
+        ):
+            name = f"{arm}-{seed}-{time.strftime('%H%M%S')}"
+            asvp = self.runtime if cfg.asvp is not None else None
+            res = run_simulation(self.store, proxy, self.data, cfg, name, asvp=asvp)
+            runs[arm] = res
+            self.walls.append({"arm": arm, "seed": seed, "loop_s": res.wall_s})
+            print(f"[{ds.name} s{seed}] {arm}: loop {res.wall_s:.1f} s", flush=True)
+            for decisions in res.alignment.values():
+                self.alignment.extend({"seed": seed, **d.as_dict()} for d in decisions)
+        return runs
+
+    def successor_rows(self, runs: dict[str, SimulationResult], seed: int) -> None:
+        """A successor per proxy arm and budget, fine-tuned on the labels acquired so far."""
+        for arm, res in runs.items():
+            strategy = "random" if arm == "random" else "margin"
+            ids, names = res.final_labels[(strategy, seed)]
+            decisions = res.alignment.get((strategy, seed), [])
+            proxy_acc = {p.labels: p.accuracy for p in res.points}
+            for b in self.budgets:
+                cfg = replace(self.successor_cfg, seed=seed)
+                earlier = [d for d in decisions if d.labels <= b and d.action != "skip"]
+                if arm == "asvp-margin" and earlier:
+                    cfg = replace(cfg, method=earlier[-1].successor_method)
+                out = self._successor(ids[:b].tolist(), [self.index[n] for n in names[:b]], cfg)
+                row = {"arm": arm, "seed": seed, "labels": b, "method": cfg.method}
+                self.rows.append({**row, "proxy_accuracy": proxy_acc.get(b), **out})
+                print(
+                    f"[{self.ds.name} s{seed}] {arm} @ {b}: successor acc "
+                    f"{out['accuracy']:.4f} ({cfg.method}, {out['train_s']:.0f} s)",
+                    flush=True,
+                )
+
+    def _successor(self, ids: list[int], labels: list[int], cfg: SuccessorConfig) -> dict:
+        texts = [self.texts_of[i] for i in ids]
+        model = fine_tune_successor(texts, labels, len(self.data.classes), cfg, progress=False)
+        t = time.perf_counter()
+        metrics = model.evaluate(self.test_texts, self.data.test_gold.tolist())
+        return {**metrics, "train_s": model.train_seconds, "eval_s": time.perf_counter() - t}
+
+    def finetuned_arm(self, seed: int) -> None:
+        """Standard AL: the encoder fine-tuned every round; each round's model is a row."""
+        ds, data = self.ds, self.data
+        config = FinetunedLoopConfig(
+            strategy="margin",
+            seed=seed,
+            initial_size=ds.initial,
+            batch_size=ds.batch,
+            rounds=self.args.rounds,
+            successor=replace(self.successor_cfg, seed=seed),
+        )
+        ft = run_finetuned_al(
+            data.train_ids,
+            self.train_texts,
+            data.train_gold,
+            self.test_texts,
+            data.test_gold,
+            len(data.classes),
+            config,
+        )
+        loop_s = sum(r.train_s + r.score_s + r.select_s for r in ft.rounds[:-1])
+        self.walls.append({"arm": "ft-margin", "seed": seed, "loop_s": loop_s})
+        print(f"[{ds.name} s{seed}] ft-margin: loop {loop_s:.1f} s", flush=True)
+        for r in ft.rounds:
+            self.rows.append(
+                {
+                    "arm": "ft-margin",
+                    "seed": seed,
+                    "labels": r.labels,
+                    "method": self.successor_cfg.method,
+                    "proxy_accuracy": None,
+                    "accuracy": r.accuracy,
+                    "macro_f1": r.macro_f1,
+                    "train_s": r.train_s,
+                    "eval_s": r.eval_s,
+                    "score_s": r.score_s,
+                }
+            )
 
 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ run's ``proxal report`` under ``docs/runs/``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -151,6 +152,40 @@ def acquire(name: str, args: argparse.Namespace) -> None:
     successors(name, load_run(runs["L6"]), load_run(runs["L3"]), plan, args)
 
 
+def _successor_row(
+    name: str,
+    test_texts: list[str],
+    test_gold: list[int],
+    run_strategy: str,
+    seed: int,
+    b: int,
+    model: Any,
+    method: str,
+    plasm: Any,
+) -> Any:
+    """`model` scored on the test split, as a SuccessorRow (and one printed line)."""
+    t0 = time.perf_counter()
+    scores = model.evaluate(test_texts, test_gold)
+    out = SuccessorRow(
+        run_strategy,
+        seed,
+        b,
+        "minilm-l6",
+        method,
+        scores["accuracy"],
+        scores["macro_f1"],
+        model.train_seconds,
+        plasm,
+    )
+    tag = method if plasm is None else f"{method}+plasm-{plasm['filter']}"
+    print(
+        f"[{name} s{seed}] {run_strategy}@{b} {tag}: acc {scores['accuracy']:.4f} "
+        f"(train {model.train_seconds:.0f} s, eval {time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
+    return out
+
+
 def successors(name: str, l6: Run, l3: Run, plan: Plan, args: argparse.Namespace) -> None:
     """Fine-tune the L6→L6, L3→L6 and L3→L6 + PLASM successors; append them to the runs."""
     store = Store(l6.store)
@@ -169,28 +204,7 @@ def successors(name: str, l6: Run, l3: Run, plan: Plan, args: argparse.Namespace
         patience=2,
     )
 
-    def row(run_strategy: str, seed: int, b: int, model: Any, method: str, plasm: Any) -> Any:
-        t0 = time.perf_counter()
-        scores = model.evaluate(test_texts, test_gold)
-        out = SuccessorRow(
-            run_strategy,
-            seed,
-            b,
-            "minilm-l6",
-            method,
-            scores["accuracy"],
-            scores["macro_f1"],
-            model.train_seconds,
-            plasm,
-        )
-        tag = method if plasm is None else f"{method}+plasm-{plasm['filter']}"
-        print(
-            f"[{name} s{seed}] {run_strategy}@{b} {tag}: acc {scores['accuracy']:.4f} "
-            f"(train {model.train_seconds:.0f} s, eval {time.perf_counter() - t0:.0f} s)",
-            flush=True,
-        )
-        return out
-
+    row = functools.partial(_successor_row, name, test_texts, test_gold)
     for seed in args.seeds:
         cfg = replace(recipe, seed=seed)
         for b in plan.plasm_budgets:
@@ -314,6 +328,38 @@ def long_random(proxy: ProxyClient, store: Store, run: Run, factor: float) -> li
     return summarise(run_simulation(store, proxy, pool, loop, name).points)["random"]
 
 
+def _asm_summary(mismatch: dict[Any, Any], informative: tuple[str, ...]) -> dict[str, Any]:
+    """ASM mean ± std over seeds, the mean per-batch curve and missing texts, per strategy."""
+    return {
+        s: {
+            "asm": _mean_std([r.asm for (st, _), r in mismatch.items() if st == s]),
+            "per_batch_mean": np.mean(
+                [r.per_batch for (st, _), r in mismatch.items() if st == s], axis=0
+            ).tolist(),
+            "missing_texts": len(
+                {i for (st, _), r in mismatch.items() if st == s for i in r.missing_ids}
+            ),
+        }
+        for s in informative
+    }
+
+
+def _transfer_summary(
+    transfer: list[dict[str, Any]], informative: tuple[str, ...]
+) -> dict[str, Any]:
+    """ΔAUC mean ± std over seeds per "direction/strategy" and metric."""
+    return {
+        f"{d}/{s}": {
+            m: _mean_std(
+                [t["delta_auc"][m] for t in transfer if t["direction"] == d and t["strategy"] == s]
+            )
+            for m in ("accuracy", "macro_f1")
+        }
+        for d in ("L3→L6", "L6→L3")
+        for s in informative
+    }
+
+
 def analyse_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Phase 2 for one dataset → every number, and each run's `proxal report` under docs/."""
     from proxal.orchestrator_service.analysis.asm import GloveSpace, run_mismatch
@@ -328,18 +374,7 @@ def analyse_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     l6, l3 = load_run(runs / "l6"), load_run(runs / "l3")
     informative = tuple(s for s in STRATEGIES if s != "random")  # random is encoder-blind
     mismatch = run_mismatch(l3, l6, GloveSpace(), strategies=list(informative))
-    asm = {
-        s: {
-            "asm": _mean_std([r.asm for (st, _), r in mismatch.items() if st == s]),
-            "per_batch_mean": np.mean(
-                [r.per_batch for (st, _), r in mismatch.items() if st == s], axis=0
-            ).tolist(),
-            "missing_texts": len(
-                {i for (st, _), r in mismatch.items() if st == s for i in r.missing_ids}
-            ),
-        }
-        for s in informative
-    }
+    asm = _asm_summary(mismatch, informative)
     store = Store(l6.store)
     log = args.work / name / "proxy-analysis.log"
     with ServiceProcess("proxy_service", l6.store, log_path=log) as service:
@@ -350,16 +385,7 @@ def analyse_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             for label, run in (("L6", l6), ("L3", l3))
         }
         proxy.close()
-    transfer_summary = {
-        f"{d}/{s}": {
-            m: _mean_std(
-                [t["delta_auc"][m] for t in transfer if t["direction"] == d and t["strategy"] == s]
-            )
-            for m in ("accuracy", "macro_f1")
-        }
-        for d in ("L3→L6", "L6→L3")
-        for s in informative
-    }
+    transfer_summary = _transfer_summary(transfer, informative)
     evaluations = {label: evaluate_run(run) for label, run in (("L6", l6), ("L3", l3))}
     for label, run in (("l6", l6), ("l3", l3)):
         write_report(run, args.docs / "runs" / f"{name}-{label}", fmt="md")
@@ -443,83 +469,104 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "",
     ]
     for res in results:
-        plan = res["plan"] or {}
-        run = res["run"]
-        lines += [
-            f"## {res['dataset']}",
-            "",
-            f"{res['classes']} classes; seeds {res['seeds']}; initial {plan.get('initial')}, "
-            f"batch {plan.get('batch')}, {plan.get('rounds')} rounds; pool embedding "
-            f"{res['embed_s']['L6']:.0f} s (L6, torch) / {res['embed_s']['L3']:.0f} s (L3, ONNX); "
-            f"{run.get('threads', '?')} thread(s), {run.get('device', '?')}.",
-            "",
-            "### 1. PLASM under acquisition-successor mismatch (MiniLM-L6 successors)",
-            "",
-            "| arm | labels | accuracy | macro-F1 | teacher held-out acc | kept pseudo-labels "
-            "| pseudo-label acc (kept / all) |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for e in res["plasm"]:
-            extra = ["–", "–", "–"]
-            if "kept" in e:
-                extra = [
-                    _pm(e["teacher_heldout_accuracy"]),
-                    f"{e['kept']['mean']:.0f}",
-                    f"{e['pseudo_accuracy_kept']['mean']:.3f} / "
-                    f"{e['pseudo_accuracy_all']['mean']:.3f}",
-                ]
-            lines.append(
-                f"| {e['arm']} | {e['labels']} | {_pm(e['accuracy'])} | {_pm(e['macro_f1'])} | "
-                + " | ".join(extra)
-                + " |"
-            )
-        lines += [
-            "",
-            *targets(res),
-            "",
-            f"![PLASM on {res['dataset']}](plasm_asm_{res['dataset']}.png)",
-            "",
-        ]
-        lines += [
-            "### 2. Acquisition sequence mismatch, L3 vs L6 acquisition (GloVe 50d, Hungarian)",
-            "",
-            "| strategy | ASM (mean ± std over seeds) | ΔAUC transfer L3→L6 (acc) "
-            "| ΔAUC transfer L6→L3 (acc) | ΔAUC native L6 (acc) | ΔAUC native L3 (acc) |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for s, a in res["asm"].items():
-            native = [res["delta_auc"][enc].get(s) for enc in ("L6", "L3")]
-            lines.append(
-                f"| {s} | {_pm(a['asm'], 4)} | {_pm(res['transfer'][f'L3→L6/{s}']['accuracy'], 4)}"
-                f" | {_pm(res['transfer'][f'L6→L3/{s}']['accuracy'], 4)} | "
-                + " | ".join("–" if v is None else f"{v['accuracy']:+.4f}" for v in native)
-                + " |"
-            )
-        lines += [
-            "",
-            "### 3. Sample saving ratio of each strategy over random at the final budget",
-            "",
-            "Labels random sampling needs to reach the strategy's proxy accuracy at the final "
-            "budget, over that budget (random's curve is run out to "
-            f"{max(r['labels'] for r in res['random_long']['L6'])} labels for this).",
-            "",
-            "| strategy | SSR (L6 proxy) | SSR (L3 proxy) |",
-            "|---|---:|---:|",
-        ]
-        for s in res["ssr"]["L6"]:
-            cells = []
-            for enc in ("L6", "L3"):
-                r = res["ssr"][enc].get(s)
-                cells.append(
-                    "–"
-                    if r is None
-                    else ("" if r["reached"] else "≥ ")
-                    + f"{r['ratio']:.2f} ({r['strategy_labels']}"
-                    f" labels, acc {r['strategy_accuracy']:.3f})"
-                )
-            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines += _dataset_head(res)
+        lines += _plasm_lines(res)
+        lines += _asm_lines(res)
+        lines += _ssr_lines(res)
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _dataset_head(res: dict[str, Any]) -> list[str]:
+    plan = res["plan"] or {}
+    run = res["run"]
+    lines = [
+        f"## {res['dataset']}",
+        "",
+        f"{res['classes']} classes; seeds {res['seeds']}; initial {plan.get('initial')}, "
+        f"batch {plan.get('batch')}, {plan.get('rounds')} rounds; pool embedding "
+        f"{res['embed_s']['L6']:.0f} s (L6, torch) / {res['embed_s']['L3']:.0f} s (L3, ONNX); "
+        f"{run.get('threads', '?')} thread(s), {run.get('device', '?')}.",
+        "",
+        "### 1. PLASM under acquisition-successor mismatch (MiniLM-L6 successors)",
+        "",
+        "| arm | labels | accuracy | macro-F1 | teacher held-out acc | kept pseudo-labels "
+        "| pseudo-label acc (kept / all) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    return lines
+
+
+def _plasm_lines(res: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for e in res["plasm"]:
+        extra = ["–", "–", "–"]
+        if "kept" in e:
+            extra = [
+                _pm(e["teacher_heldout_accuracy"]),
+                f"{e['kept']['mean']:.0f}",
+                f"{e['pseudo_accuracy_kept']['mean']:.3f} / {e['pseudo_accuracy_all']['mean']:.3f}",
+            ]
+        lines.append(
+            f"| {e['arm']} | {e['labels']} | {_pm(e['accuracy'])} | {_pm(e['macro_f1'])} | "
+            + " | ".join(extra)
+            + " |"
+        )
+    lines += [
+        "",
+        *targets(res),
+        "",
+        f"![PLASM on {res['dataset']}](plasm_asm_{res['dataset']}.png)",
+        "",
+    ]
+    return lines
+
+
+def _asm_lines(res: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    lines += [
+        "### 2. Acquisition sequence mismatch, L3 vs L6 acquisition (GloVe 50d, Hungarian)",
+        "",
+        "| strategy | ASM (mean ± std over seeds) | ΔAUC transfer L3→L6 (acc) "
+        "| ΔAUC transfer L6→L3 (acc) | ΔAUC native L6 (acc) | ΔAUC native L3 (acc) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for s, a in res["asm"].items():
+        native = [res["delta_auc"][enc].get(s) for enc in ("L6", "L3")]
+        lines.append(
+            f"| {s} | {_pm(a['asm'], 4)} | {_pm(res['transfer'][f'L3→L6/{s}']['accuracy'], 4)}"
+            f" | {_pm(res['transfer'][f'L6→L3/{s}']['accuracy'], 4)} | "
+            + " | ".join("–" if v is None else f"{v['accuracy']:+.4f}" for v in native)
+            + " |"
+        )
+    return lines
+
+
+def _ssr_lines(res: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    lines += [
+        "",
+        "### 3. Sample saving ratio of each strategy over random at the final budget",
+        "",
+        "Labels random sampling needs to reach the strategy's proxy accuracy at the final "
+        "budget, over that budget (random's curve is run out to "
+        f"{max(r['labels'] for r in res['random_long']['L6'])} labels for this).",
+        "",
+        "| strategy | SSR (L6 proxy) | SSR (L3 proxy) |",
+        "|---|---:|---:|",
+    ]
+    for s in res["ssr"]["L6"]:
+        cells = []
+        for enc in ("L6", "L3"):
+            r = res["ssr"][enc].get(s)
+            cells.append(
+                "–"
+                if r is None
+                else ("" if r["reached"] else "≥ ") + f"{r['ratio']:.2f} ({r['strategy_labels']}"
+                f" labels, acc {r['strategy_accuracy']:.3f})"
+            )
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(res: dict[str, Any], path: Path) -> None:

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import grpc
@@ -39,7 +40,7 @@ from proxal.orchestrator_service.rpc.progress import describe
 from proxal.store import Store
 
 ANNOTATOR = "smoke-annotator"
-DATA = importlib.resources.files("orchestrator") / "data" / "banking77"
+DATA = importlib.resources.files("proxal.orchestrator_service.demo") / "data" / "banking77"
 
 
 def _subset(split: str, limit: int, tmp: Path) -> Path:
@@ -82,7 +83,7 @@ def _status(stub: pb_grpc.OrchestratorServiceStub, session: str) -> str:
     )
 
 
-def main() -> int:
+def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="smoke_client")
     parser.add_argument("--encoder", required=True, help="host:port")
     parser.add_argument("--orchestrator", required=True, help="host:port")
@@ -94,22 +95,21 @@ def main() -> int:
     parser.add_argument("--strategy", default="margin")
     parser.add_argument("--pool", default="banking77")
     parser.add_argument("--min-accuracy", type=float, default=0.10)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    t_all = time.perf_counter()
-    result: dict[str, object] = {"pool": args.pool, "strategy": args.strategy}
-    encoder = EncoderClient(args.encoder, timeout=1800)
-    proxy = ProxyClient(args.proxy, timeout=300)
-    channel = grpc.insecure_channel(args.orchestrator)
-    stub = pb_grpc.OrchestratorServiceStub(channel)
 
+class SmokeFailure(Exception):
+    """A check of the smoke run failed; the message says which."""
+
+
+def _ingest_and_embed(encoder: EncoderClient, args: argparse.Namespace, result: dict) -> str:
+    """Ingest the pool's subsets and embed them → the embedding version."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for split, limit in (("train", args.train), ("test", args.test)):
             response = encoder.ingest_file(args.pool, split, _subset(split, limit, Path(tmp)))
             print(f"ingest: {response.rows_added} {split} rows, {len(response.classes)} classes")
     result["ingest_s"] = round(time.perf_counter() - t0, 2)
-
     t0 = time.perf_counter()
     version = encoder.embed(args.pool)
     result["embed_s"] = round(time.perf_counter() - t0, 2)
@@ -121,66 +121,65 @@ def main() -> int:
         "model": version.model_id,
         "backend": version.backend,
     }
+    return str(version.version)
 
-    data = PoolData.from_store(_store(), args.pool, version.version)
-    gold_of = dict(zip(data.train_ids.tolist(), data.train_gold.tolist(), strict=True))
 
+def _create_session(
+    stub: pb_grpc.OrchestratorServiceStub, args: argparse.Namespace, version: str
+) -> str:
+    """A new session on the pool → its name; it must pin `version`."""
     session = f"smoke-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()
-    created = stub.CreateSession(
-        pb.CreateSessionRequest(
-            session=session,
-            pool=args.pool,
-            strategy=args.strategy,
-            batch_size=args.batch_size,
-            seed=0,
-        ),
-        timeout=120,
+    request = pb.CreateSessionRequest(
+        session=session, pool=args.pool, strategy=args.strategy, batch_size=args.batch_size
     )
+    created = stub.CreateSession(request, timeout=120)
     print(
         f"session {created.session}: pool {created.pool}, version {created.embedding_version}, "
         f"{len(created.classes)} classes, strategy {created.strategy}, batch {created.batch_size}"
         f" ({time.perf_counter() - t0:.2f} s)"
     )
-    if created.embedding_version != version.version:
-        print(f"FAIL: session pinned {created.embedding_version}, expected {version.version}")
-        return 1
+    if created.embedding_version != version:
+        raise SmokeFailure(f"session pinned {created.embedding_version}, expected {version}")
+    return session
 
-    rounds = []
-    labelled: list[int] = []
-    for _ in range(args.rounds):
+
+class Round:
+    """One round of the scripted annotator: NextBatch, label from gold, SubmitLabels, score."""
+
+    def __init__(
+        self, stub: pb_grpc.OrchestratorServiceStub, proxy: ProxyClient, data: PoolData
+    ) -> None:
+        self.stub, self.proxy, self.data = stub, proxy, data
+        self.gold_of = dict(zip(data.train_ids.tolist(), data.train_gold.tolist(), strict=True))
+        self.labelled: list[int] = []
+
+    def run(self, session: str, batch_size: int) -> dict[str, object]:
+        """One round → its row (timings, labels, test accuracy); SmokeFailure if it is wrong."""
         t0 = time.perf_counter()
-        batch = stub.NextBatch(
-            pb.NextBatchRequest(session=session, annotator=ANNOTATOR), timeout=300
-        )
+        request = pb.NextBatchRequest(session=session, annotator=ANNOTATOR)
+        batch = self.stub.NextBatch(request, timeout=300)
         next_s = time.perf_counter() - t0
         ids = [item.id for item in batch.items]
-        if len(ids) != args.batch_size or len(set(ids)) != len(ids) or set(ids) & set(labelled):
-            print(f"FAIL: round {batch.round}: batch of {len(ids)} ids, {len(set(ids))} distinct")
-            return 1
-        labels = [pb.Label(id=i, label=data.classes[gold_of[i]]) for i in ids]
-        t0 = time.perf_counter()
-        submitted = stub.SubmitLabels(
-            pb.SubmitLabelsRequest(
-                session=session,
-                labels=labels,
-                request_id=str(uuid.uuid4()),
-                annotator=ANNOTATOR,
-            ),
-            timeout=120,
-        )
-        submit_s = time.perf_counter() - t0
-        labelled += ids
-        if submitted.accepted != len(ids) or submitted.total_labels != len(labelled):
-            print(
-                f"FAIL: SubmitLabels accepted {submitted.accepted}, total {submitted.total_labels}"
+        if len(ids) != batch_size or len(set(ids)) != len(ids) or set(ids) & set(self.labelled):
+            raise SmokeFailure(
+                f"round {batch.round}: batch of {len(ids)} ids, {len(set(ids))} distinct"
             )
-            return 1
         t0 = time.perf_counter()
-        accuracy = _accuracy(proxy, data, gold_of, labelled)
+        submitted = self._submit(session, ids)
+        submit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        accuracy = _accuracy(self.proxy, self.data, self.gold_of, self.labelled)
         predict_s = time.perf_counter() - t0
-        status = _status(stub, session)
-        row = {
+        fallback = f" (fallback: {batch.fallback_reason})" if batch.fallback_reason else ""
+        print(
+            f"round {batch.round}: {batch.strategy}{fallback}, {len(ids)} items, "
+            f"NextBatch {next_s:.2f} s, SubmitLabels {submit_s:.2f} s, "
+            f"labels {submitted.total_labels}, test accuracy {accuracy:.3f} "
+            f"(Predict {predict_s:.2f} s); {_status(self.stub, session)}",
+            flush=True,
+        )
+        return {
             "round": batch.round,
             "strategy": batch.strategy,
             "fallback": batch.fallback_reason,
@@ -190,37 +189,59 @@ def main() -> int:
             "predict_s": round(predict_s, 3),
             "test_accuracy": round(accuracy, 4),
         }
-        rounds.append(row)
-        fallback = f" (fallback: {batch.fallback_reason})" if batch.fallback_reason else ""
-        print(
-            f"round {batch.round}: {batch.strategy}{fallback}, {len(ids)} items, "
-            f"NextBatch {next_s:.2f} s, SubmitLabels {submit_s:.2f} s, "
-            f"labels {submitted.total_labels}, test accuracy {accuracy:.3f} "
-            f"(Predict {predict_s:.2f} s); {status}",
-            flush=True,
-        )
 
+    def _submit(self, session: str, ids: list[int]) -> pb.SubmitLabelsResponse:
+        labels = [pb.Label(id=i, label=self.data.classes[self.gold_of[i]]) for i in ids]
+        request = pb.SubmitLabelsRequest(
+            session=session, labels=labels, request_id=str(uuid.uuid4()), annotator=ANNOTATOR
+        )
+        submitted = self.stub.SubmitLabels(request, timeout=120)
+        self.labelled += ids
+        if submitted.accepted != len(ids) or submitted.total_labels != len(self.labelled):
+            raise SmokeFailure(
+                f"SubmitLabels accepted {submitted.accepted}, total {submitted.total_labels}"
+            )
+        return submitted
+
+
+def _run(args: argparse.Namespace, channel: grpc.Channel) -> dict[str, object]:
+    """The whole smoke run → its result; SmokeFailure when a check fails."""
+    t_all = time.perf_counter()
+    result: dict[str, object] = {"pool": args.pool, "strategy": args.strategy}
+    stub = pb_grpc.OrchestratorServiceStub(channel)
+    with closing(EncoderClient(args.encoder, timeout=1800)) as encoder:
+        version = _ingest_and_embed(encoder, args, result)
+    data = PoolData.from_store(_store(), args.pool, version)
+    session = _create_session(stub, args, version)
+    with closing(ProxyClient(args.proxy, timeout=300)) as proxy:
+        rounds = Round(stub, proxy, data)
+        rows = [rounds.run(session, args.batch_size) for _ in range(args.rounds)]
     final = stub.GetSession(pb.GetSessionRequest(session=session), timeout=60)
-    result["rounds"] = rounds
+    result["rounds"] = rows
     result["session"] = {"labels": final.labels, "rounds": final.rounds}
     result["total_s"] = round(time.perf_counter() - t_all, 2)
-    first, last = rounds[0]["test_accuracy"], rounds[-1]["test_accuracy"]
-    chance = 1 / len(data.classes)
+    first, last = rows[0]["test_accuracy"], rows[-1]["test_accuracy"]
     print(
         f"progress: {final.labels} labels in {final.rounds} rounds; proxy test accuracy "
         f"{first:.3f} -> {last:.3f} on {len(data.test_ids)} test rows "
-        f"(chance {chance:.3f}); client total {result['total_s']} s"
+        f"(chance {1 / len(data.classes):.3f}); client total {result['total_s']} s"
     )
     print("SMOKE_RESULT " + json.dumps(result), flush=True)
-    encoder.close()
-    proxy.close()
-    channel.close()
-    if final.labels != len(labelled) or final.rounds != args.rounds:
-        print(f"FAIL: GetSession says {final.labels} labels, {final.rounds} rounds")
-        return 1
+    if final.labels != len(rounds.labelled) or final.rounds != args.rounds:
+        raise SmokeFailure(f"GetSession says {final.labels} labels, {final.rounds} rounds")
     if not isinstance(last, float) or last < args.min_accuracy:
-        print(f"FAIL: test accuracy {last} below {args.min_accuracy}")
-        return 1
+        raise SmokeFailure(f"test accuracy {last} below {args.min_accuracy}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    with grpc.insecure_channel(args.orchestrator) as channel:
+        try:
+            _run(args, channel)
+        except SmokeFailure as exc:
+            print(f"FAIL: {exc}")
+            return 1
     return 0
 
 

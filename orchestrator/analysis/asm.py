@@ -23,9 +23,8 @@ import numpy.typing as npt
 import pyarrow.parquet as pq
 from proxal.orchestrator_service.analysis.evaluation import area_under_curve, test_scores
 from proxal.orchestrator_service.analysis.runs import Run, check_same_pool
+from proxal.orchestrator_service.engine.selectors import ClassifierSpec, Selector, TrainingSet
 from proxal.orchestrator_service.engine.simulation import PoolData
-from proxal.orchestrator_service.rpc.clients import ProxyClient, TrainingSet
-from proxal.proxy.v1 import proxy_pb2
 from proxal.runtime.errors import InvalidArgumentError, MissingDependencyError
 from proxal.store import Store
 from scipy.optimize import linear_sum_assignment
@@ -243,9 +242,9 @@ class CurvePoint(NamedTuple):
     macro_f1: float
 
 
-def classifier_spec(run: Run) -> proxy_pb2.ClassifierSpec:
+def classifier_spec(run: Run) -> ClassifierSpec:
     """The run's logistic regression (config classifier_c / classifier_max_iter, else 10/300)."""
-    return proxy_pb2.ClassifierSpec(
+    return ClassifierSpec(
         kind="logreg",
         c=float(run.config.get("classifier_c", 10.0)),
         max_iter=int(run.config.get("classifier_max_iter", 300)),
@@ -253,13 +252,13 @@ def classifier_spec(run: Run) -> proxy_pb2.ClassifierSpec:
 
 
 def transfer_curve(
-    proxy: ProxyClient,
+    proxy: Selector,
     store: Store,
     run_a: Run,
     strategy: str,
     seed: int,
     consumer_version: str,
-    classifier: proxy_pb2.ClassifierSpec | None = None,
+    classifier: ClassifierSpec | None = None,
 ) -> list[CurvePoint]:
     """The consumer (the proxy on embedding version `consumer_version` of `store`) fitted on
     the gold labels of run A's first b acquired ids, for each of A's budgets b, scored on the
@@ -363,7 +362,7 @@ def _own_curve(run: Run, strategy: str, seed: int) -> list[CurvePoint]:
 
 
 def transferability(
-    proxy: ProxyClient,
+    proxy: Selector,
     store: Store,
     run_a: Run,
     run_b: Run,

@@ -347,42 +347,54 @@ def _curve_rows(
 
 
 def _report_markdown(ev: Mapping[str, Any], images: Mapping[str, str]) -> str:
-    meta = ev["run"]
-    out: list[str] = [f"# proxal report: {meta['name']}", ""]
+    """report.md from the evaluation `ev`; `images` maps a figure's key to its file name."""
+    out: list[str] = [f"# proxal report: {ev['run']['name']}", ""]
+    out += _summary_section(ev)
+    out += _curves_section(ev, images)
+    out += _ssr_section(ev, images)
+    out += _timing_section(ev["timing"], images)
+    if ev["successors"]:
+        out += _successors_section(ev["successors"], images)
+    return "\n".join(out)
 
-    out += ["## Run summary", ""]
+
+def _image(images: Mapping[str, str], key: str, alt: str) -> list[str]:
+    return [f"![{alt}]({images[key]})", ""] if key in images else []
+
+
+def _summary_section(ev: Mapping[str, Any]) -> list[str]:
+    meta = ev["run"]
     seeds = "; ".join(f"{s}: {', '.join(map(str, v))}" for s, v in meta["seeds"].items())
-    out.append(
-        _md_table(
-            ["field", "value"],
-            [
-                ["run", meta["name"]],
-                ["dataset", meta["dataset"] or "–"],
-                ["pool", f"{meta['pool']} (fingerprint `{meta['pool_fingerprint'][:12]}`)"],
-                ["embedding version", meta["embedding_version"]],
-                ["encoder", _encoder_text(meta["encoder"])],
-                ["classes", meta["classes"]],
-                ["strategies", ", ".join(meta["strategies"])],
-                ["seeds", seeds],
-                ["sessions", meta["sessions"]],
-                ["rounds (all sessions)", meta["rounds"]],
-                ["one-off pool embedding", f"{_num(meta['embed_s'], 1)} s"],
-            ],
-            right=99,
-        )
-    )
+    rows = [
+        ["run", meta["name"]],
+        ["dataset", meta["dataset"] or "–"],
+        ["pool", f"{meta['pool']} (fingerprint `{meta['pool_fingerprint'][:12]}`)"],
+        ["embedding version", meta["embedding_version"]],
+        ["encoder", _encoder_text(meta["encoder"])],
+        ["classes", meta["classes"]],
+        ["strategies", ", ".join(meta["strategies"])],
+        ["seeds", seeds],
+        ["sessions", meta["sessions"]],
+        ["rounds (all sessions)", meta["rounds"]],
+        ["one-off pool embedding", f"{_num(meta['embed_s'], 1)} s"],
+    ]
+    out = ["## Run summary", "", _md_table(["field", "value"], rows, right=99)]
     for note in ev["notes"]:
         out += ["", f"**Note:** {note}"]
+    return out
 
+
+def _curves_section(ev: Mapping[str, Any], images: Mapping[str, str]) -> list[str]:
     curves = ev["learning_curves"]
-    out += ["", "## Learning curves", ""]
-    if "curves" in images:
-        out += [f"![learning curves]({images['curves']})", ""]
+    out = ["", "## Learning curves", "", *_image(images, "curves", "learning curves")]
     for metric, name in (("accuracy", "Test accuracy"), ("macro_f1", "Test macro-F1")):
         out += [f"### {name} (mean ± std over seeds)", "", _md_table(*_curve_rows(curves, metric))]
         out.append("")
+    return out
 
-    out += ["## AUC, ΔAUC vs random and sample saving ratio", ""]
+
+def _ssr_section(ev: Mapping[str, Any], images: Mapping[str, str]) -> list[str]:
+    out = ["## AUC, ΔAUC vs random and sample saving ratio", ""]
     headers, rows = _key_rows(ev)
     headers[1], headers[-1] = "final labels", "SSR @ final"
     out += [_md_table(headers, rows), ""]
@@ -396,102 +408,80 @@ def _report_markdown(ev: Mapping[str, Any], images: Mapping[str, str]) -> str:
     ]
     if ssr_notes:
         out += ["SSR at the final budget, edge cases:", "", *ssr_notes, ""]
-    if "delta" in images:
-        out += [f"![ΔAUC and SSR]({images['delta']})", ""]
+    out += _image(images, "delta", "ΔAUC and SSR")
     with_ssr = {s: m["ssr"] for s, m in ev["strategies"].items() if m["ssr"]}
     if with_ssr:
         labels = sorted({r["strategy_labels"] for rs in with_ssr.values() for r in rs})
         cell = {(s, r["strategy_labels"]): r for s, rs in with_ssr.items() for r in rs}
-        out += ["### SSR at every budget", ""]
-        out.append(
-            _md_table(
-                ["labels", *with_ssr],
-                [[str(n), *(_ssr(cell.get((s, n))) for s in with_ssr)] for n in labels],
-            )
-        )
-        out.append("")
+        rows = [[str(n), *(_ssr(cell.get((s, n))) for s in with_ssr)] for n in labels]
+        out += ["### SSR at every budget", "", _md_table(["labels", *with_ssr], rows), ""]
+    return out
 
-    timing = ev["timing"]
+
+def _timing_section(timing: Mapping[str, Any], images: Mapping[str, str]) -> list[str]:
     parts = [(f, f.removesuffix("_s").replace("finetune", "fine-tune")) for f in TIMING_FIELDS]
     parts = [p for p in parts if p[0] != "round_s"] + [("other_s", "other"), ("round_s", "round")]
-    out += ["## Time per round", ""]
-    out += [
+    names = [name for _, name in parts]
+    totals = [
+        [s, t["rounds"], *(_num(t[f], 2) for f, _ in parts)] for s, t in timing["totals"].items()
+    ]
+    per_round = [
+        [s, r["round"], _num(r["labels"], 0), *(_num(r[f], 3) for f, _ in parts)]
+        for s, rows_ in timing["per_round"].items()
+        for r in rows_
+    ]
+    return [
+        "## Time per round",
+        "",
         f"One-off pool embedding: {_num(timing['one_off_embed_s'], 2)} s (not in any round). "
         + DEFINITIONS["timing"],
         "",
         "### Per session (sum over rounds, mean over seeds), seconds",
         "",
+        _md_table(["strategy", "rounds", *names], totals),
+        "",
+        "### Per round (mean over seeds), seconds",
+        "",
+        _md_table(["strategy", "round", "labels", *names], per_round),
+        "",
+        *_image(images, "timing", "time per round"),
     ]
-    out.append(
-        _md_table(
-            ["strategy", "rounds", *(name for _, name in parts)],
-            [
-                [s, t["rounds"], *(_num(t[f], 2) for f, _ in parts)]
-                for s, t in timing["totals"].items()
-            ],
-        )
-    )
-    out += ["", "### Per round (mean over seeds), seconds", ""]
-    out.append(
-        _md_table(
-            ["strategy", "round", "labels", *(name for _, name in parts)],
-            [
-                [s, r["round"], _num(r["labels"], 0), *(_num(r[f], 3) for f, _ in parts)]
-                for s, rows_ in timing["per_round"].items()
-                for r in rows_
-            ],
-        )
-    )
-    out.append("")
-    if "timing" in images:
-        out += [f"![time per round]({images['timing']})", ""]
 
-    successors = ev["successors"]
-    if successors:
-        plasm_keys = list(dict.fromkeys(k for s in successors if s["plasm"] for k in s["plasm"]))
-        out += ["## Successors", ""]
-        out += [
-            "Successor models fine-tuned on the first `labels` labels a session acquired, "
-            "mean ± std over seeds; PLASM rows added pseudo-labels (their columns are means "
-            "over seeds of the pseudo-labelling record).",
-            "",
+
+SUCCESSOR_HEADERS = [
+    "strategy", "labels", "model", "method", "PLASM", "seeds", "accuracy", "macro-F1", "train s",
+]  # fmt: skip
+
+
+def _successors_section(successors: list[dict[str, Any]], images: Mapping[str, str]) -> list[str]:
+    plasm_keys = list(dict.fromkeys(k for s in successors if s["plasm"] for k in s["plasm"]))
+    rows = [
+        [
+            s["strategy"],
+            s["labels"],
+            s["model"],
+            s["method"],
+            s.get("filter") or "yes" if s["pseudo_labels"] else "no",
+            s["seeds"],
+            _pm(s["accuracy_mean"], s["accuracy_std"]),
+            _pm(s["macro_f1_mean"], s["macro_f1_std"]),
+            _pm(s["train_s_mean"], s["train_s_std"], 1),
+            *(_plasm_value((s["plasm"] or {}).get(k)) for k in plasm_keys),
         ]
-        out.append(
-            _md_table(
-                [
-                    "strategy",
-                    "labels",
-                    "model",
-                    "method",
-                    "PLASM",
-                    "seeds",
-                    "accuracy",
-                    "macro-F1",
-                    "train s",
-                    *(f"PLASM {k}" for k in plasm_keys),
-                ],
-                [
-                    [
-                        s["strategy"],
-                        s["labels"],
-                        s["model"],
-                        s["method"],
-                        s.get("filter") or "yes" if s["pseudo_labels"] else "no",
-                        s["seeds"],
-                        _pm(s["accuracy_mean"], s["accuracy_std"]),
-                        _pm(s["macro_f1_mean"], s["macro_f1_std"]),
-                        _pm(s["train_s_mean"], s["train_s_std"], 1),
-                        *(_plasm_value((s["plasm"] or {}).get(k)) for k in plasm_keys),
-                    ]
-                    for s in successors
-                ],
-                right=5,
-            )
-        )
-        out.append("")
-        if "successors" in images:
-            out += [f"![successors]({images['successors']})", ""]
-    return "\n".join(out)
+        for s in successors
+    ]
+    headers = [*SUCCESSOR_HEADERS, *(f"PLASM {k}" for k in plasm_keys)]
+    return [
+        "## Successors",
+        "",
+        "Successor models fine-tuned on the first `labels` labels a session acquired, "
+        "mean ± std over seeds; PLASM rows added pseudo-labels (their columns are means "
+        "over seeds of the pseudo-labelling record).",
+        "",
+        _md_table(headers, rows, right=5),
+        "",
+        *_image(images, "successors", "successors"),
+    ]
 
 
 def plot_delta_auc_ssr(evaluation: Mapping[str, Any], path: Path) -> None:

@@ -808,28 +808,15 @@ def run_up_command(args: argparse.Namespace) -> int:
 
 
 def run_serve_command(args: argparse.Namespace) -> int:
-    from proxal.orchestrator.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-    from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
+    from proxal.orchestrator_service.rpc.servicer import serve
     from proxal.orchestrator_service.rpc.sharding import make_selector
     from proxal.orchestrator_service.sessions.live import Sessions
-    from proxal.runtime.server import serve_forever, start_or_exit
     from proxal.runtime.settings import configure_logging, server_settings
 
     configure_logging(args.log_level)
     selector = make_selector(args.proxy, args.shard_above)  # a malformed --proxy stops here
     store = _open_store(args)  # before anything binds: a mistyped --store stops here
-    sessions = Sessions(store, selector, asvp=_asvp_runtime(args))
-    servicer = OrchestratorServicer(sessions)
-    name = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
-    running = start_or_exit(
-        server_settings(args),
-        lambda s: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
-        [name],
-    )
-    try:
-        serve_forever(running)
-    finally:
-        sessions.close()  # queued ASVP checks are dropped; a running one is abandoned
+    serve(server_settings(args), Sessions(store, selector, asvp=_asvp_runtime(args)))
     return 0
 
 

@@ -292,37 +292,14 @@ def ped(
             "ped needs max_steps >= 0, time_step > 0 and eps > 0; "
             f"got {max_steps}, {time_step}, {eps}"
         )
-    ref = f if reference is None else np.asarray(reference, dtype=np.float64)
-    if ref.ndim != 2 or ref.shape[1] != f.shape[1] or ref.shape[0] == 0:
-        raise InvalidArgumentError(
-            f"reference must be (m, {f.shape[1]}) with m >= 1; got shape {ref.shape}"
-        )
-    if not np.all(np.isfinite(ref)):
-        raise InvalidArgumentError("reference features contain NaN or infinite values")
-    mean = ref.mean(axis=0)
-    std = np.maximum(ref.std(axis=0), eps)
-
+    mean, std = _standardiser(f, reference, eps)
     classes, inverse = np.unique(y, return_inverse=True)
     counts = np.bincount(inverse).astype(np.float64)[:, None]  # (K, 1)
     x = (f - mean) / std
     first_move: float | None = None
     moved = False
     for _ in range(max_steps):
-        centres = np.zeros((classes.size, x.shape[1]))
-        np.add.at(centres, inverse, x)
-        centres /= counts
-        sq = np.zeros_like(centres)
-        np.add.at(sq, inverse, (x - centres[inverse]) ** 2)
-        radius = np.sqrt((sq / counts).sum(axis=1))  # sqrt of the summed per-dim variances
-
-        diff = centres[:, None, :] - centres[None, :, :]  # (K, K, d): mu_k - mu_l
-        dist = np.sqrt((diff**2).sum(axis=2))
-        overlap = np.maximum(abs(nsigma) * (radius[:, None] + radius[None, :]) - dist, 0.0)
-        np.fill_diagonal(overlap, 0.0)
-        step = np.minimum(0.5 * time_step**2 * constant * overlap, overlap)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            unit = np.where(dist[:, :, None] > 0, diff / dist[:, :, None], 0.0)
-        shift = (step[:, :, None] * unit).sum(axis=1)  # (K, d), away from overlapping classes
+        shift = _ped_shift(x, inverse, counts, classes.size, nsigma, time_step, constant)
         move = float(np.abs(shift).sum())
         if first_move is None:
             if move == 0.0:
@@ -335,6 +312,47 @@ def ped(
     if not moved:
         return f.copy()
     return np.asarray(x * std + mean, dtype=np.float64)
+
+
+def _standardiser(
+    f: FloatArray, reference: npt.ArrayLike | None, eps: float
+) -> tuple[FloatArray, FloatArray]:
+    """Per-dimension mean and std (floored at `eps`) of `reference`, else of `f` (n, d)."""
+    ref = f if reference is None else np.asarray(reference, dtype=np.float64)
+    if ref.ndim != 2 or ref.shape[1] != f.shape[1] or ref.shape[0] == 0:
+        raise InvalidArgumentError(
+            f"reference must be (m, {f.shape[1]}) with m >= 1; got shape {ref.shape}"
+        )
+    if not np.all(np.isfinite(ref)):
+        raise InvalidArgumentError("reference features contain NaN or infinite values")
+    return ref.mean(axis=0), np.maximum(ref.std(axis=0), eps)
+
+
+def _ped_shift(
+    x: FloatArray,
+    inverse: npt.NDArray[np.intp],
+    counts: FloatArray,
+    k: int,
+    nsigma: float,
+    time_step: float,
+    constant: float,
+) -> FloatArray:
+    """One PED step: each of the `k` classes' (k, d) shift away from the classes its ball
+    overlaps (`x` (n, d) standardised features, `inverse` (n,) class index per row)."""
+    centres = np.zeros((k, x.shape[1]))
+    np.add.at(centres, inverse, x)
+    centres /= counts
+    sq = np.zeros_like(centres)
+    np.add.at(sq, inverse, (x - centres[inverse]) ** 2)
+    radius = np.sqrt((sq / counts).sum(axis=1))  # sqrt of the summed per-dim variances
+    diff = centres[:, None, :] - centres[None, :, :]  # (K, K, d): mu_k - mu_l
+    dist = np.sqrt((diff**2).sum(axis=2))
+    overlap = np.maximum(abs(nsigma) * (radius[:, None] + radius[None, :]) - dist, 0.0)
+    np.fill_diagonal(overlap, 0.0)
+    step = np.minimum(0.5 * time_step**2 * constant * overlap, overlap)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        unit = np.where(dist[:, :, None] > 0, diff / dist[:, :, None], 0.0)
+    return np.asarray((step[:, :, None] * unit).sum(axis=1))
 
 
 def logme(

@@ -2,16 +2,14 @@
 
 Requests become a `JobRequest` (0 or empty fields take the defaults; options out of range
 are INVALID_ARGUMENT from `SuccessorConfig`/`PlasmConfig`), domain events become JobEvent
-messages. `OrchestratorServicer` delegates its three methods here, with one `JobRunner`
-per servicer, made on first use over the servicer's store.
+messages. `OrchestratorServicer` delegates its three methods here, with its `JobRunner`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -28,7 +26,6 @@ from proxal.orchestrator_service.successor.jobs import (
     metrics_summary,
 )
 from proxal.runtime.errors import InvalidArgumentError
-from proxal.store import Store
 
 WATCH_POLL_S = 1.0  # how often a watch checks that its client is still there
 _STATES = {
@@ -37,17 +34,6 @@ _STATES = {
     SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
     FAILED: pb.JOB_STATE_FAILED,
 }
-_runner_lock = threading.Lock()
-
-
-def runner_of(owner: object, store: Callable[[], Store]) -> JobRunner:
-    """The JobRunner kept on `owner` (a servicer), made over `store()` on first use."""
-    with _runner_lock:
-        runner = getattr(owner, "_job_runner", None)
-        if runner is None:
-            runner = JobRunner(store())
-            owner._job_runner = runner  # type: ignore[attr-defined]
-        return runner
 
 
 def _check_lengths(request: pb.TrainSuccessorRequest) -> None:
@@ -64,12 +50,6 @@ def _check_lengths(request: pb.TrainSuccessorRequest) -> None:
             raise InvalidArgumentError(
                 f"{name} is {len(value)} characters long; at most {limit} are allowed"
             )
-
-
-def attach_runner(owner: object, runner: JobRunner) -> None:
-    """Give `owner` (a servicer) this runner instead of a default one made on first use."""
-    with _runner_lock:
-        owner._job_runner = runner  # type: ignore[attr-defined]
 
 
 def job_request(request: pb.TrainSuccessorRequest) -> JobRequest:

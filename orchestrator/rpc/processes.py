@@ -1,8 +1,8 @@
 """Starting proxal services as real subprocesses on loopback (ephemeral or given ports).
 
 Used by `proxal simulate`/`demo`, `proxal up` and tests: each service is `python -m
-<package>` with `--port P --port-file F`; we wait for the port file and a SERVING health
-check.
+proxal.<package>` with `--port P --port-file F`; we wait for the port file and a SERVING
+health check.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ from types import TracebackType
 
 from proxal.runtime.errors import UnavailableError
 from proxal.runtime.healthcheck import check
+
+SERVICES = {  # a service's name → the installed module `python -m` runs
+    "encoder_service": "proxal.encoder_service",
+    "proxy_service": "proxal.proxy_service",
+    "orchestrator": "proxal.orchestrator_service",
+}
 
 
 class ServiceProcess:
@@ -42,10 +48,11 @@ class ServiceProcess:
         `port` 0 takes an ephemeral port. `detach`: the child runs in its own session (a
         terminal's Ctrl-C reaches only us, and we stop it) and is sent SIGTERM by the kernel
         if the thread that spawned it dies (call `spawn` from the main thread). `name` is
-        how errors call it (default: the module)."""
+        how errors call it (default: the module). `module` is a key of SERVICES or a
+        module name."""
         self.name = name or module
         self.detach = detach
-        self.module = module
+        self.module = SERVICES.get(module, module)
         self.command = command
         self.port = port
         self.store = store

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from proxal.orchestrator_service.sessions.label_files import CSV, JSONL, LABEL_S
 from proxal.orchestrator_service.sessions.live import Deleted, Sessions, SessionStatus, WriteResult
 from proxal.orchestrator_service.successor.jobs import JobRunner
 from proxal.runtime.errors import InvalidArgumentError
-from proxal.runtime.server import error_from_rpc
+from proxal.runtime.server import ServerSettings, error_from_rpc, serve_forever, start_or_exit
 
 if TYPE_CHECKING:
     from proxal.orchestrator_service.engine.asvp import AsvpConfig
@@ -196,8 +197,20 @@ def _deleted(result: Deleted) -> pb.DeleteSessionResponse:
 
 
 class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
-    def __init__(self, sessions: Sessions):
+    """OrchestratorService over `sessions`; successor jobs run on `jobs` (default: a
+    JobRunner over the sessions' store, made on first use). `close()` stops both."""
+
+    def __init__(self, sessions: Sessions, jobs: JobRunner | None = None):
         self.sessions = sessions
+        self._job_runner = jobs
+        self._jobs_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Drop queued ASVP checks and successor jobs; running ones stop at their next step."""
+        self.sessions.close()
+        with self._jobs_lock:
+            if self._job_runner is not None:
+                self._job_runner.close()
 
     def CreateSession(
         self, request: pb.CreateSessionRequest, context: grpc.ServicerContext
@@ -346,7 +359,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             yield pb.ExportChunk(data=data[start : start + EXPORT_CHUNK_BYTES])
 
     # ---------------------------------------------------------------- successor jobs
-    # orchestrator/rpc/jobs_servicer.py; one JobRunner per servicer, over the sessions' store.
+    # orchestrator/rpc/jobs_servicer.py, on this servicer's JobRunner.
     def TrainSuccessor(
         self, request: pb.TrainSuccessorRequest, context: grpc.ServicerContext
     ) -> pb.TrainSuccessorResponse:
@@ -363,4 +376,24 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         return jobs_servicer.list_models(self._jobs(), request)
 
     def _jobs(self) -> JobRunner:
-        return jobs_servicer.runner_of(self, lambda: self.sessions.store)
+        with self._jobs_lock:
+            if self._job_runner is None:
+                self._job_runner = JobRunner(self.sessions.store)
+            return self._job_runner
+
+
+def serve(settings: ServerSettings, sessions: Sessions) -> None:
+    """Serve OrchestratorService over `sessions` until SIGTERM/SIGINT (exits with a message
+    when the port cannot be bound), then close the servicer: queued ASVP checks and
+    successor jobs are dropped, running ones are abandoned at their next step."""
+    servicer = OrchestratorServicer(sessions)
+    name = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+    running = start_or_exit(
+        settings,
+        lambda s: pb_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
+        [name],
+    )
+    try:
+        serve_forever(running)
+    finally:
+        servicer.close()

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from proxal.orchestrator_service.rpc.clients import ProxyClient
-from proxal.orchestrator_service.rpc.jobs_servicer import attach_runner
 from proxal.orchestrator_service.rpc.processes import ServiceProcess
 from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
 from proxal.orchestrator_service.sessions.live import Sessions
@@ -87,9 +86,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrchestratorWorl
         BROKEN.mkdir()
         (BROKEN / "config.json").write_text("{}")
         (BROKEN / "model.safetensors").write_bytes(b"not safetensors")
-        servicer = OrchestratorServicer(sessions)
         runner = JobRunner(store, max_queued=2)
-        attach_runner(servicer, runner)
+        servicer = OrchestratorServicer(sessions, runner)
         job, _ = runner.submit(JobRequest("fz-jobs", model_path=str(BROKEN)))
         JOBS.append(job.id)
         running = start_server(
