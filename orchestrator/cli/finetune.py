@@ -1,31 +1,31 @@
-"""`proxal finetune`: a client of the orchestrator's successor jobs.
+"""`proxal finetune`: a client of the orchestrator's successor jobs, through `Client`.
 
-Submits TrainSuccessor, follows WatchJob with a progress bar, and prints what the job
-trained and where its artifacts are (from ListModels' metrics.json). A job that fails
-prints its reason and exits 1; a request the orchestrator refuses exits 2 (cli.main).
+Submits the job (`Client.train_successor`), follows its events with a progress bar, and
+prints what the job trained and where its artifacts are (from `list_models`' metrics). A
+job that fails prints its reason and exits 1; a request the orchestrator refuses prints
+"proxal: STATUS: message" and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from proxal.orchestrator.v1 import orchestrator_pb2 as pb
-from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
-from proxal.orchestrator_service.cli.label import CONNECT_SECONDS
-from proxal.orchestrator_service.rpc.session_client import SessionClient
+from proxal.orchestrator_service.cli.label import call_failed, open_client
+from proxal.orchestrator_service.rpc.client import Client, JobEvent, Plasm
+from proxal.runtime.errors import ProxalError
 from tqdm import tqdm
 
-SUBMIT_TIMEOUT_S = 120.0  # TrainSuccessor reads the session's labels before it answers
 
-
-def successor_request(args: argparse.Namespace) -> pb.TrainSuccessorRequest:
-    """The TrainSuccessor request of `proxal finetune`'s flags."""
-    return pb.TrainSuccessorRequest(
-        session=args.session,
-        method=args.method,
+def submit(client: Client, args: argparse.Namespace) -> str:
+    """Queue the job of `proxal finetune`'s flags and say where it stands → its id."""
+    plasm = (
+        Plasm(args.plasm_filter, args.plasm_pool_sample, args.plasm_heldout) if args.plasm else None
+    )
+    job = client.train_successor(
+        args.session,
+        args.method,
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -33,38 +33,35 @@ def successor_request(args: argparse.Namespace) -> pb.TrainSuccessorRequest:
         patience=args.patience,
         seed=args.seed,
         test_split=args.test_split,
-        skip_onnx=args.no_onnx,
+        onnx=not args.no_onnx,
         device=args.device,
         time_budget_s=args.time_budget,
         model=args.model,
-        plasm=pb.PlasmOptions(
-            enabled=args.plasm,
-            filter=args.plasm_filter,
-            pool_sample=args.plasm_pool_sample,
-            heldout=args.plasm_heldout,
-        ),
+        plasm=plasm,
     )
+    print(
+        f"job {job.id}: {job.state} with {job.queued_ahead} job(s) ahead, on "
+        f"{job.device}; artifacts go to {job.model_uri}"
+    )
+    return job.id
 
 
 def train_and_watch(args: argparse.Namespace) -> int:
-    """Submit, follow, summarise → the exit status (0, or 1 for a failed job)."""
-    with SessionClient(args.orchestrator) as client:
-        client.connect(CONNECT_SECONDS)
-        reply = client.stub.TrainSuccessor(successor_request(args), timeout=SUBMIT_TIMEOUT_S)
-        state = pb.JobState.Name(reply.state).removeprefix("JOB_STATE_").lower()
-        print(
-            f"job {reply.job_id}: {state} with {reply.queued_ahead} job(s) ahead, on "
-            f"{reply.device}; artifacts go to {reply.model_uri}"
-        )
-        if args.detach:
-            return 0
-        last = follow(client.stub, reply.job_id)
-        if last.state != pb.JOB_STATE_SUCCEEDED:
-            print(f"proxal: job {reply.job_id} failed: {last.message}", file=sys.stderr)
-            return 1
-        models = client.stub.ListModels(pb.ListModelsRequest(session=args.session))
-        model = next(m for m in models.models if m.job_id == reply.job_id)
-        print(summary(json.loads(model.metrics_json), model.uri))
+    """Submit, follow, summarise → the exit status (0, or 1 for a failed job; a refused
+    request prints its status and exits 2)."""
+    try:
+        with open_client(args.orchestrator) as client:
+            job_id = submit(client, args)
+            if args.detach:
+                return 0
+            last = follow(client, job_id)
+            if last.state != "succeeded":
+                print(f"proxal: job {job_id} failed: {last.message}", file=sys.stderr)
+                return 1
+            model = next(m for m in client.list_models(args.session) if m.job_id == job_id)
+            print(summary(model.metrics, model.uri))
+    except ProxalError as exc:
+        return call_failed(exc, args.orchestrator)
     return 0
 
 
@@ -73,12 +70,12 @@ def _stage(phase: str) -> str:
     return phase.split("/")[0] if "/" in phase else "training"
 
 
-def follow(stub: pb_grpc.OrchestratorServiceStub, job_id: str) -> pb.JobEvent:
+def follow(client: Client, job_id: str) -> JobEvent:
     """Print the job's messages and a step bar per training stage → its last event."""
     bar: tqdm[Any] | None = None
-    last = pb.JobEvent()
+    last = JobEvent(job_id)
     try:
-        for event in stub.WatchJob(pb.WatchJobRequest(job_id=job_id)):
+        for event in client.watch_job(job_id):
             if event.total_steps and (event.step, event.phase) != (last.step, last.phase):
                 if bar is None or _stage(event.phase) != _stage(last.phase):
                     if bar is not None:
@@ -89,7 +86,7 @@ def follow(stub: pb_grpc.OrchestratorServiceStub, job_id: str) -> pb.JobEvent:
                     phase=event.phase, epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False
                 )
                 bar.refresh()
-            elif event.message != last.message and event.state != pb.JOB_STATE_QUEUED:
+            elif event.message != last.message and event.state != "queued":
                 if bar is not None and last.step == last.total_steps:  # a stage ended
                     bar.close()
                     bar = None

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import math
 import os
 import re
 import sys
@@ -16,10 +15,16 @@ from typing import TYPE_CHECKING
 
 from proxal.orchestrator_service.sessions.label_files import FORMATS, format_of, parse_labels
 
-if TYPE_CHECKING:  # imported when a command runs: `proxal --help` loads neither grpc nor protos
-    from proxal.orchestrator.v1 import orchestrator_pb2 as pb
-    from proxal.orchestrator_service.rpc.session_client import SessionClient
+if TYPE_CHECKING:  # imported when a command runs: `proxal --help` loads no grpc
+    from proxal.orchestrator_service.rpc.client import (
+        AsvpStatus,
+        Client,
+        Deleted,
+        Session,
+        Status,
+    )
     from proxal.orchestrator_service.sessions.label_files import FileLabel
+    from proxal.runtime.errors import ProxalError
 
 COMMANDS = ("session", "labels", "label")
 Sub = argparse._SubParsersAction
@@ -129,39 +134,72 @@ def _method_args(create: argparse.ArgumentParser) -> None:
     create.add_argument("--asvp-epochs", type=int, default=0, help="fine-tune epochs; 4")
 
 
-def _create_request(args: argparse.Namespace) -> pb.CreateSessionRequest:
-    from proxal.orchestrator.v1 import orchestrator_pb2 as pb
+def _create(client: Client, args: argparse.Namespace) -> Session:
+    """`proxal session create`: the session of the flags."""
+    from proxal.orchestrator_service.rpc.client import Asvp, Ups
 
-    request = pb.CreateSessionRequest(
-        session=args.session,
-        pool=args.pool,
-        embedding_version=args.embedding_version,
+    asvp = (
+        Asvp(
+            every_rounds=args.asvp_every_rounds,
+            threshold=args.asvp_threshold,
+            finetune_method=args.asvp_method,
+            finetune_epochs=args.asvp_epochs,
+        )
+        if args.asvp
+        else None
+    )
+    return client.create_session(
+        args.session,
+        args.pool,
+        classes=[c for c in args.classes.split(",") if c],
         strategy=args.strategy,
+        classifier=args.classifier,
         batch_size=args.batch_size,
         seed=args.seed,
         split=args.split,
-        classes=[c for c in args.classes.split(",") if c],
+        embedding_version=args.embedding_version,
         lease_seconds=args.lease_seconds,
-        classifier=args.classifier,
-        classifier_c=args.c,
-        classifier_max_iter=args.max_iter,
-        classifier_balanced=args.balanced,
+        c=args.c,
+        max_iter=args.max_iter,
+        balanced=args.balanced,
+        ups=Ups(gamma=args.ups_gamma, temperature=args.ups_temperature) if args.ups else None,
+        asvp=asvp,
     )
-    if args.ups:
-        request.ups.CopyFrom(pb.UpsSettings(gamma=args.ups_gamma, temperature=args.ups_temperature))
-    if args.asvp:
-        request.asvp.CopyFrom(
-            pb.AsvpSettings(finetune_method=args.asvp_method, finetune_epochs=args.asvp_epochs)
-        )
-        if args.asvp_every_rounds is not None:
-            request.asvp.every_rounds = args.asvp_every_rounds
-        if args.asvp_threshold is not None:
-            request.asvp.threshold = args.asvp_threshold
-    return request
+
+
+def open_client(address: str, annotator: str = "default") -> Client:
+    """A Client of `proxal serve` at `address`, once it answers (UnavailableError after
+    CONNECT_SECONDS); later calls retry through an orchestrator restart."""
+    from proxal.orchestrator_service.rpc.client import Client
+
+    client = Client(address, annotator, timeout=60.0, retry_seconds=60.0)
+    try:
+        client.connect(CONNECT_SECONDS)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def call_failed(exc: ProxalError, address: str) -> int:
+    """Print a refused or failed call as one line, "proxal: STATUS: message" → the exit
+    status (2 for what user input causes, as cli.main's USER_CODES, else 1). Re-raises an
+    error that no call returned (cli.main prints those)."""
+    from proxal.orchestrator_service.cli.main import USER_CODES
+    from proxal.orchestrator_service.rpc.client import rpc_status
+
+    status = rpc_status(exc)
+    if status is None:
+        raise exc
+    code, details = status
+    if code == "UNAVAILABLE":
+        details = f"cannot reach {address} (--orchestrator); is it running there? ({details})"
+    print(f"proxal: {code}: {details}", file=sys.stderr)
+    return 2 if code in USER_CODES else 1
 
 
 def run(args: argparse.Namespace) -> int:
-    from proxal.orchestrator_service.rpc.session_client import SessionClient
+    from proxal.runtime.errors import ProxalError
 
     # local input first: a missing import file or an unknown -o suffix needs no server
     labels = (
@@ -175,27 +213,33 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "labels" and args.op == "export"
         else ""
     )
-    with SessionClient(args.orchestrator, args.annotator) as client:
-        client.connect(CONNECT_SECONDS)  # later calls retry through an orchestrator restart
-        if args.command == "label":
-            from proxal.orchestrator_service.cli import label_tui
+    try:
+        with open_client(args.orchestrator, args.annotator) as client:
+            if args.command == "label":
+                from proxal.orchestrator_service.cli import label_tui
 
-            return label_tui.run(client, args.session)
-        if args.command == "session":
-            return _session_command(client, args)
-        if labels is not None:
-            return _import(client, args, labels)
-        return _export(client, args, export_format)
+                return label_tui.run(client, args.session)
+            if args.command == "session":
+                return _session_command(client, args)
+            if labels is not None:
+                return _import(client, args, labels)
+            return _export(client, args, export_format)
+    except ProxalError as exc:
+        return call_failed(exc, args.orchestrator)
 
 
-def _session_command(client: SessionClient, args: argparse.Namespace) -> int:
+def _session_command(client: Client, args: argparse.Namespace) -> int:
     """`proxal session create|list|delete|status`."""
 
     if args.op == "create":
-        created = client.create(_create_request(args))
-        extras = "".join(f", {name}" for name in ("ups", "asvp") if created.HasField(name))
+        created = _create(client, args)
+        extras = "".join(
+            f", {name}"
+            for name, settings in (("ups", created.ups), ("asvp", created.asvp))
+            if settings is not None
+        )
         print(
-            f"created {created.session} on {created.pool}/{created.embedding_version}: "
+            f"created {created.name} on {created.pool}/{created.embedding_version}: "
             f"{len(created.classes)} classes, strategy {created.strategy}, "
             f"classifier {created.classifier}{extras}"
         )
@@ -203,11 +247,11 @@ def _session_command(client: SessionClient, args: argparse.Namespace) -> int:
     if args.op == "list":
         return _print_sessions(client.list_sessions(args.pool), args.json)
     if args.op == "delete":
-        return _print_deleted(client.delete(args.session, args.force))
+        return _print_deleted(client.delete_session(args.session, args.force))
     return _print_status(client.status(args.session), args.json)
 
 
-def _import(client: SessionClient, args: argparse.Namespace, labels: list[FileLabel]) -> int:
+def _import(client: Client, args: argparse.Namespace, labels: list[FileLabel]) -> int:
     done = client.import_labels(args.session, labels, overwrite=args.overwrite)
     why = (
         f"; {done.already_labeled} already labelled: pass --overwrite to replace them"
@@ -218,8 +262,8 @@ def _import(client: SessionClient, args: argparse.Namespace, labels: list[FileLa
     return 0
 
 
-def _export(client: SessionClient, args: argparse.Namespace, fmt: str) -> int:
-    data = client.export(args.session, fmt)
+def _export(client: Client, args: argparse.Namespace, fmt: str) -> int:
+    data = client.export_bytes(args.session, fmt)
     if args.output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -233,11 +277,12 @@ def _export(client: SessionClient, args: argparse.Namespace, fmt: str) -> int:
     return 0
 
 
-def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
-    accuracy = None if math.isnan(s.estimated_accuracy) else s.estimated_accuracy
-    coverage = f"{s.labeled_classes} of {len(s.session.classes)} classes labelled"
+def _print_status(s: Status, as_json: bool) -> int:
+    accuracy = s.estimated_accuracy
+    classes = len(s.session.classes)
+    coverage = f"{s.labeled_classes} of {classes} classes labelled"
     fields = {
-        "session": s.session.session,
+        "session": s.session.name,
         "pool": s.session.pool,
         "labels": s.labels,
         "skipped": s.skipped,
@@ -249,12 +294,12 @@ def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
         "lineage": " -> ".join(s.lineage),
         "latest_version": s.latest_version,
         "class_coverage": coverage,
-        "classes": len(s.session.classes),
+        "classes": classes,
         "labeled_classes": s.labeled_classes,
         "estimated_accuracy": accuracy,
         "accuracy_classes": s.accuracy_classes,
         "accuracy_note": s.accuracy_note,
-        "class_counts": {c.label: c.count for c in s.class_counts},
+        "class_counts": s.class_counts,
         "asvp": _asvp_fields(s.asvp),
     }
     if as_json:
@@ -267,7 +312,7 @@ def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
     }
     if s.asvp.enabled:
         shown["asvp"] = _asvp_line(s.asvp)
-    if accuracy is not None and s.accuracy_classes < len(s.session.classes):
+    if accuracy is not None and s.accuracy_classes < classes:
         shown["estimated_accuracy"] = (
             f"{accuracy:.2f} on the {s.accuracy_classes} classes with 2+ labels only ({coverage})"
         )
@@ -275,30 +320,33 @@ def _print_status(s: pb.SessionStatus, as_json: bool) -> int:
         shown["estimated_accuracy"] = f"{accuracy:.2f} on all {s.accuracy_classes} classes"
     for key, value in shown.items():
         print(f"{key:>18}: {value}")
-    top = ", ".join(f"{c.label} {c.count}" for c in s.class_counts[:10])
-    print(f"{'class_counts':>18}: {top}{' ...' if len(s.class_counts) > 10 else ''}")
+    counts = list(s.class_counts.items())
+    top = ", ".join(f"{label} {count}" for label, count in counts[:10])
+    print(f"{'class_counts':>18}: {top}{' ...' if len(counts) > 10 else ''}")
     return 0
 
 
-def _asvp_fields(a: pb.AsvpStatus) -> dict[str, object] | None:
+def _asvp_fields(a: AsvpStatus) -> dict[str, object] | None:
     """Status's ASVP part as plain JSON (None: the session has no ASVP)."""
     if not a.enabled:
         return None
-    last = None
-    if a.HasField("last_check"):
-        c = a.last_check
-        last = {
+    c = a.last_check
+    last = (
+        None
+        if c is None
+        else {
             "round": c.round,
             "labels": c.labels,
             "action": c.action,
             "version_before": c.version_before,
             "version_after": c.version_after,
-            "logme_current": None if math.isnan(c.logme_current) else c.logme_current,
-            "logme_finetuned": None if math.isnan(c.logme_finetuned) else c.logme_finetuned,
-            "gap": None if math.isnan(c.gap) else c.gap,
+            "logme_current": c.logme_current,
+            "logme_finetuned": c.logme_finetuned,
+            "gap": c.gap,
             "seconds": c.seconds,
             "reason": c.reason,
         }
+    )
     return {
         "running": a.running,
         "phase": a.phase,
@@ -309,22 +357,22 @@ def _asvp_fields(a: pb.AsvpStatus) -> dict[str, object] | None:
     }
 
 
-def _asvp_line(a: pb.AsvpStatus) -> str:
+def _asvp_line(a: AsvpStatus) -> str:
     """One line: what ASVP is doing, its last check and when the next is due."""
     now = f"running ({a.phase})" if a.running else "idle"
     last = "no check yet"
-    if a.HasField("last_check"):
-        c = a.last_check
-        gap = "" if math.isnan(c.gap) else f", gap {c.gap:+.3f}"
+    c = a.last_check
+    if c is not None:
+        gap = "" if c.gap is None else f", gap {c.gap:+.3f}"
         why = f" ({c.reason})" if c.reason else ""
         last = f"last check {c.action} at round {c.round}{gap} in {c.seconds:.0f} s{why}"
     return f"{now}; {last}; next {a.next_due or 'not scheduled'}"
 
 
-def _print_sessions(sessions: list[pb.Session], as_json: bool) -> int:
+def _print_sessions(sessions: list[Session], as_json: bool) -> int:
     rows = [
         {
-            "session": x.session,
+            "session": x.name,
             "pool": x.pool,
             "split": x.split,
             "strategy": x.strategy,
@@ -352,7 +400,7 @@ def _print_sessions(sessions: list[pb.Session], as_json: bool) -> int:
     return 0
 
 
-def _print_deleted(d: pb.DeleteSessionResponse) -> int:
+def _print_deleted(d: Deleted) -> int:
     print(
         f"deleted session {d.session}: {d.labels} labels and {d.skipped} skips "
         f"({d.label_events} label-log events), {d.lease_events} lease events, {d.rounds} rounds"

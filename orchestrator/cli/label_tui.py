@@ -11,7 +11,6 @@ twice.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import sys
@@ -22,8 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-import grpc
-from proxal.orchestrator_service.rpc.session_client import SessionClient
+from proxal.orchestrator_service.rpc.client import Client, rpc_status
+from proxal.runtime.errors import FailedPreconditionError, ProxalError
 
 KEY_MODE_MAX_CLASSES = 9
 HELP = "s skip · u undo · q quit"
@@ -66,17 +65,17 @@ def choose(answer: str, classes: list[str]) -> tuple[Action | None, str]:
 class LabelApp:
     """The terminal loop over one session, as one annotator."""
 
-    def __init__(self, client: SessionClient, session: str, out: TextIO, keys: Iterator[str]):
+    def __init__(self, client: Client, session: str, out: TextIO, keys: Iterator[str]):
         self.client = client
         self.session = session
         self.out = out
         self.keys = keys  # one key per item in key mode; one line per item in line mode
-        info = client.session(session)
+        info = client.get_session(session)
         self.classes = list(info.classes)
         self.key_mode = len(self.classes) <= KEY_MODE_MAX_CLASSES
         self.queue: list[Pending] = []
         self.labels = info.labels
-        self.accuracy = math.nan
+        self.accuracy: float | None = None
         self.accuracy_classes = 0  # the classes the estimate covers
         self.message = ""
 
@@ -99,7 +98,7 @@ class LabelApp:
 
     def _fetch(self) -> bool:
         batch = self.client.next_batch(self.session)
-        self.queue = [Pending(x.id, x.text) for x in batch.items]
+        self.queue = [Pending(x.id, x.text) for x in batch]
         status = self.client.status(self.session)
         self.labels, self.accuracy = status.labels, status.estimated_accuracy
         self.accuracy_classes = status.accuracy_classes
@@ -126,12 +125,13 @@ class LabelApp:
                 self.queue = back + [p for p in self.queue if p.id not in ids]
                 what = ", ".join(f"#{x.id} {x.label or 'skip'}" for x in undone.items)
                 self.message = f"undone: {what}"
-        except grpc.RpcError as exc:
-            code = exc.code() if isinstance(exc, grpc.Call) else None
-            details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-            if code is grpc.StatusCode.FAILED_PRECONDITION and action.kind != "undo":
+        except ProxalError as exc:
+            status = rpc_status(exc)
+            if status is None:
+                raise
+            if isinstance(exc, FailedPreconditionError) and action.kind != "undo":
                 self.queue.pop(0)  # e.g. the lease expired and someone else has the item
-            self.message = f"not saved: {details}"
+            self.message = f"not saved: {status[1]}"
 
     def _ask(self, item: Pending) -> Action:
         while True:
@@ -144,7 +144,7 @@ class LabelApp:
         width = min(shutil.get_terminal_size((100, 30)).columns, 100)
         accuracy = (
             "n/a"
-            if math.isnan(self.accuracy)
+            if self.accuracy is None
             else f"{self.accuracy:.2f} on {self.accuracy_classes} of {len(self.classes)} classes"
         )
         lines = [
@@ -206,7 +206,7 @@ def read_keys(stream: TextIO, single: bool) -> Iterator[str]:
     raise EOFError
 
 
-def run(client: SessionClient, session: str, stdin: TextIO = sys.stdin) -> int:
+def run(client: Client, session: str, stdin: TextIO = sys.stdin) -> int:
     """`proxal label`: single keys with at most 9 classes, else a line per answer."""
     app = LabelApp(client, session, sys.stdout, iter(()))
     with cbreak(stdin) if app.key_mode else contextlib.nullcontext():

@@ -1,4 +1,5 @@
-"""A client of OrchestratorService for one annotator (used by `proxal label` and the CLI).
+"""The proto-level client of OrchestratorService for one annotator, under `Client`
+(orchestrator/rpc/client.py, which the CLI and notebooks use).
 
 Every write gets a fresh request id, and a write that fails because the orchestrator is
 unreachable (UNAVAILABLE, DEADLINE_EXCEEDED: it may be restarting) is retried with the
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -167,6 +168,21 @@ class SessionClient:
             already += reply.already_labeled
             notes += [reply.note] if reply.note else []
         return Imported(written, already, tuple(notes))
+
+    # successor jobs
+    def train_successor(
+        self, request: pb.TrainSuccessorRequest, timeout: float
+    ) -> pb.TrainSuccessorResponse:
+        """Queue a job; not retried (it has no request id: a retry could queue it twice)."""
+        return self.stub.TrainSuccessor(request, timeout=timeout)
+
+    def watch_job(self, job_id: str) -> Iterator[pb.JobEvent]:
+        """The job's events until it ends (no deadline: a job may train for hours)."""
+        return iter(self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id)))
+
+    def list_models(self, session: str = "") -> list[pb.Model]:
+        reply = self._call(self.stub.ListModels, pb.ListModelsRequest(session=session))
+        return list(reply.models)
 
     def close(self) -> None:
         self._channel.close()

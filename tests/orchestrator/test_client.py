@@ -19,7 +19,13 @@ from proxal.orchestrator_service.sessions.live import Sessions
 from proxal.proxy.v1 import proxy_pb2_grpc
 from proxal.proxy_service.cache import VersionCache
 from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
-from proxal.runtime.errors import InvalidArgumentError, NotFoundError, UnavailableError
+from proxal.runtime.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ProxalError,
+    UnavailableError,
+)
 from proxal.runtime.server import ServerSettings, start_server
 from proxal.store import EncoderInfo, Store
 
@@ -102,6 +108,7 @@ def test_the_documented_example_runs(
     for record in labels:  # the keyword rule's answer for the text it was shown
         assert record.label == namespace["annotate"](record.text)  # type: ignore[operator]
         assert record.annotator == "notebook"
+    assert "successor: full on 30 labels in " in printed
     outcome = namespace["outcome"]
     assert Path(outcome.report).is_file()  # type: ignore[attr-defined]
     assert "Sample saving ratio at 24 labels" in printed
@@ -122,6 +129,48 @@ def test_errors_are_the_proxal_hierarchy(orchestrator: str) -> None:
         pytest.raises(UnavailableError),
     ):
         dead.list_sessions()
+
+
+def test_settings_status_undo_release_import_and_delete(orchestrator: str) -> None:
+    """The calls the CLI makes: every value a dataclass, every refusal a proxal error."""
+    from proxal import Client
+    from proxal.orchestrator_service.rpc.client import Asvp, UndoneItem, Ups, rpc_status
+
+    with Client(orchestrator, annotator="ana") as client:
+        ups = Ups(gamma=0.5, full_every=0)
+        created = client.create_session(
+            "tuned", "tickets", classes=list(WORDS), batch_size=4, c=0.5, max_iter=50, ups=ups
+        )
+        assert (created.c, created.max_iter, created.asvp) == (0.5, 50, None)
+        assert created.ups is not None and (created.ups.gamma, created.ups.full_every) == (0.5, 0)
+        assert created.lineage == (created.embedding_version,)
+        batch = client.next_batch("tuned")
+        client.submit("tuned", {batch[0].id: "alarm_set"})
+        client.skip("tuned", [batch[1].id])
+        undone = client.undo("tuned")  # the skip: the item comes back
+        assert undone.items == (UndoneItem(batch[1].id, batch[1].text, ""),)
+        assert undone.total_labels == 1 and not undone.replayed
+        assert client.release("tuned") == 3
+        imported = client.import_labels("tuned", {batch[0].id: "play_music", 7: "weather_query"})
+        assert (imported.written, imported.already_labeled) == (1, 1)
+        status = client.status("tuned")
+        assert (status.labels, status.labeled_classes, status.leased) == (2, 2, 0)
+        assert status.lineage == created.lineage and status.class_counts == {
+            "alarm_set": 1,
+            "weather_query": 1,
+        }
+        assert not status.asvp.enabled and status.asvp.last_check is None
+        with pytest.raises(ProxalError, match="has 2 label") as refused:
+            client.delete_session("tuned")
+        assert rpc_status(refused.value) is not None
+        deleted = client.delete_session("tuned", force=True)
+        assert (deleted.session, deleted.labels, deleted.skipped) == ("tuned", 2, 0)
+        assert deleted.label_events == 4  # label, skip, undo, import
+        with pytest.raises(FailedPreconditionError, match="--encoder") as info:
+            client.create_session("a", "tickets", classes=list(WORDS), asvp=Asvp(every_rounds=1))
+        status_name, details = rpc_status(info.value) or ("", "")
+        assert status_name == "FAILED_PRECONDITION" and details in str(info.value)
+    assert rpc_status(NotFoundError("raised here, not by a call")) is None
 
 
 def test_importing_the_client_loads_no_torch() -> None:

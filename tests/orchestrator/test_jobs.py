@@ -20,7 +20,12 @@ from proxal.orchestrator_service.cli.main import main
 from proxal.orchestrator_service.successor.config import SuccessorConfig, TrainingStep
 from proxal.orchestrator_service.successor.finetune import session_labels
 from proxal.orchestrator_service.successor.jobs import Job, JobRequest, JobRunner, choose_method
-from proxal.runtime.errors import FailedPreconditionError, ResourceExhaustedError
+from proxal.runtime.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+)
 from proxal.store import EncoderInfo, RoundRecord, Store
 from proxal.store.local_s3 import moto_s3
 
@@ -128,6 +133,56 @@ def test_a_failing_job_ends_failed_with_its_reason(server: Server, tmp_path: Pat
     assert not (Path(reply.model_uri) / "metrics.json").exists()
     listed = server.stub.ListModels(pb.ListModelsRequest(session="s1")).models
     assert reply.job_id not in {m.job_id for m in listed}
+
+
+def test_the_client_trains_watches_waits_and_lists_models(server: Server, tmp_path: Path) -> None:
+    """`Client`'s training calls: dataclasses out, proxal errors for refusals and failures."""
+    from proxal import Client
+    from proxal.orchestrator_service.rpc.client import JobFailedError, rpc_status
+
+    with Client(server.address) as client:
+        job = client.train_successor("s1", "full", onnx=False, **TINY)
+        assert job.state in ("queued", "running") and job.device == "cpu"
+        events = list(client.watch_job(job.id))
+        assert [e.state for e in events][-1] == "succeeded" and events[-1].done
+        assert events[-1].model_uri == job.model_uri and events[-1].method == "full"
+        assert any(e.step == e.total_steps == 5 and e.phase for e in events)  # 40 texts / 8
+        last = client.wait(job.id)  # a finished job's events are replayed
+        assert last == events[-1]
+        [model] = [m for m in client.list_models("s1") if m.job_id == job.id]
+        assert (model.session, model.method, model.uri, model.labels) == (
+            "s1",
+            "full",
+            job.model_uri,
+            40,
+        )
+        assert set(model.files) >= SUCCESSOR_FILES and "model.onnx" not in model.files
+        assert model.test_accuracy is not None and 0 <= model.test_accuracy <= 1
+        assert model.metrics["job_id"] == job.id and model.metrics["labels"] == 40
+        assert job.id in {m.job_id for m in client.list_models()}
+
+        with pytest.raises(FailedPreconditionError, match="labels of one class only") as info:
+            client.train_successor("one", **TINY)
+        # the status name and the server's own message, as the CLI prints them
+        assert rpc_status(info.value) == (
+            "FAILED_PRECONDITION",
+            str(info.value).removeprefix("orchestrator: "),
+        )
+        with pytest.raises(InvalidArgumentError, match="method must be one of"):
+            client.train_successor("s1", "xgboost", **TINY)
+        with pytest.raises(NotFoundError, match="forgotten when it restarts"):
+            list(client.watch_job("job-x"))
+        with pytest.raises(NotFoundError):
+            client.list_models("nope")
+
+        broken = tmp_path / "broken-checkpoint"
+        broken.mkdir()
+        (broken / "config.json").write_text("{}")
+        (broken / "model.safetensors").write_bytes(b"not safetensors")
+        failing = client.train_successor("s1", model=str(broken), **TINY)
+        with pytest.raises(JobFailedError, match=f"job {failing.id} failed: ") as failed:
+            client.wait(failing.id)
+        assert failed.value.event.state == "failed" and failed.value.event.message
 
 
 def _code(call: Any) -> tuple[grpc.StatusCode, str]:
