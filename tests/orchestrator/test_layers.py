@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +91,14 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    import grpc\n    from proxal.proxy.v1 import proxy_pb2\n")
     assert len(_offenders([bad], PROTOS)) == 2
+
+
+SESSION_WRITES = re.compile(
+    r"\bstore\.(create_session|update_session|delete_session|append_labels|"
+    r"append_label_events|append_lease_events|record_round)\("
+)
+
+
+def test_the_engine_is_the_one_writer_of_sessions_rounds_and_labels() -> None:
+    writers = {str(p.relative_to(ROOT)) for p in _modules() if SESSION_WRITES.search(p.read_text())}
+    assert writers == {"orchestrator/engine/loop.py"}
