@@ -22,6 +22,12 @@ from tests.conftest import REPO
 SERVICE = re.compile(r"^  (\w+(?: \d+)?)\s+(127\.0\.0\.1:\d+)  \(pid (\d+)\)$")
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as at a terminal: a test run started in the background (`cmd &` in a script)
+    ignores SIGINT, and a child would inherit that and never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, tuple[str, int]]]]:
     """A running `proxal up --free-ports --proxies 2` and its services: name → (address,
@@ -34,6 +40,7 @@ def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, tuple[
         text=True,
         cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_default_sigint,
     )  # fmt: skip
     assert process.stdout is not None
     services: dict[str, tuple[str, int]] = {}
