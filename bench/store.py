@@ -45,7 +45,7 @@ def _read_bytes(directory: Path) -> int:
 
 def _old_has_pool(store: Store, pool: str) -> bool:
     """has_pool as it was until issue 15: it read the pool's whole id column."""
-    return store._read(f"pool__{pool}", columns=["id"]) is not None
+    return store._tables.read(f"pool__{pool}", columns=["id"]) is not None
 
 
 def _existence(store: Store, version: str) -> dict[str, float]:

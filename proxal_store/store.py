@@ -30,8 +30,6 @@ events of one request are one commit, so a request is either wholly in the log o
 
 from __future__ import annotations
 
-import lance
-import pyarrow as pa
 from proxal.store.pools import (
     FRAGMENTS_SCHEMA,
     POOL_SCHEMA,
@@ -39,11 +37,6 @@ from proxal.store.pools import (
     VERSIONS_SCHEMA,
     EmbeddingWriter,
     PoolsMixin,
-    _emb_table,
-    _embedding_schema,
-    _pool_table,
-    _vector_rows,
-    _vectors_to_arrow,
 )
 from proxal.store.records import (
     COMPLETE,
@@ -74,8 +67,6 @@ from proxal.store.tables import (
     local_store_path,
 )
 
-_check_local_store = check_local_store  # the name before the split
-
 __all__ = [
     "COMPACT_EVERY",
     "COMPLETE",
@@ -100,12 +91,6 @@ __all__ = [
     "Store",
     "VersionComparison",
     "VersionInfo",
-    "_check_local_store",
-    "_emb_table",
-    "_embedding_schema",
-    "_pool_table",
-    "_vector_rows",
-    "_vectors_to_arrow",
     "local_store_path",
     "utcnow",
 ]
@@ -133,21 +118,3 @@ class Store(PoolsMixin, SessionsMixin):
         self._tables = Tables(self.uri, storage_options)
         self._lock = self._tables.lock
         self._tagged = {}
-
-    # The plumbing under its names before the split (bench/store.py reads through `_read`).
-    def _uri_of(self, table: str) -> str:
-        return self._tables.uri_of(table)
-
-    def _append(self, name: str, rows: pa.Table) -> None:
-        self._tables.append(name, rows)
-
-    def _compact(self, name: str) -> None:
-        self._tables.compact(name)
-
-    def _read(
-        self, name: str, where: str | None = None, columns: list[str] | None = None
-    ) -> pa.Table | None:
-        return self._tables.read(name, where=where, columns=columns)
-
-    def _dataset(self, name: str) -> lance.LanceDataset | None:
-        return self._tables.dataset(name)
