@@ -1,142 +1,125 @@
-"""Session tables (Store's part): sessions, label and lease event logs, rounds.
+"""Session state (Store's part): sessions, label log, leases and rounds, in SQL.
 
-Label appends are committed before `append_labels` returns; the events of one request are
-one commit, so a request is either wholly in the log or not.
+They live in the session database (`proxal.store.sql`): a SQLite file in the store
+directory unless the store is opened with a database URL (PostgreSQL for several
+orchestrators). The database is opened, and migrated, on first use, so the services that
+only read pools (encoder, proxy) never touch it.
+
+Every method runs in a transaction; a write returns after its commit (fsynced, see
+`proxal.store.sql.database`). `session_transaction` runs a block of reads and writes as one
+transaction holding the session's lock (its row, FOR UPDATE; on SQLite the writer lock), so
+several orchestrators on one database serialise their writes to a session. Store methods
+called inside that block, on the same thread, join its transaction.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from dataclasses import asdict, fields
-from typing import Any
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
-from proxal.runtime.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from proxal.runtime.errors import InvalidArgumentError
 from proxal.runtime.names import check_name
 from proxal.store.labels import LABEL, LabelEvent, LabelLog, LeaseEvent
-from proxal.store.records import RoundRecord, SessionRecord, utcnow
-from proxal.store.tables import Tables, eq, quote
+from proxal.store.records import RoundRecord, SessionRecord
 
-# A session's label log (proxal.store.labels): append-only events, one commit per request.
-LABELS_SCHEMA = pa.schema(
-    [
-        ("session", pa.string()),
-        ("pool", pa.string()),
-        ("id", pa.int64()),
-        ("label", pa.string()),
-        ("source", pa.string()),
-        ("created_at", pa.string()),
-        ("kind", pa.string()),
-        ("request_id", pa.string()),
-        ("request_hash", pa.string()),
-        ("annotator", pa.string()),
-        ("undoes", pa.string()),
-    ]
-)
-LEASES_SCHEMA = pa.schema(
-    [
-        ("session", pa.string()),
-        ("kind", pa.string()),
-        ("lease_id", pa.string()),
-        ("annotator", pa.string()),
-        ("ids", pa.list_(pa.int64())),
-        ("expires_at", pa.float64()),
-        ("created_at", pa.string()),
-    ]
-)
-ROUNDS_SCHEMA = pa.schema(
-    [
-        ("session", pa.string()),
-        ("round", pa.int64()),
-        ("strategy", pa.string()),
-        ("embedding_version", pa.string()),
-        ("proxy_spec", pa.string()),  # JSON
-        ("selected_ids", pa.list_(pa.int64())),
-        ("scores_summary", pa.string()),  # JSON
-        ("timings", pa.string()),  # JSON
-        ("metrics", pa.string()),  # JSON
-        ("labels_total", pa.int64()),
-        ("created_at", pa.string()),
-    ]
-)
-SESSIONS_SCHEMA = pa.schema(
-    [
-        ("session", pa.string()),
-        ("pool", pa.string()),
-        ("embedding_version", pa.string()),
-        ("strategy", pa.string()),
-        ("batch_size", pa.int32()),
-        ("seed", pa.int64()),
-        ("split", pa.string()),
-        ("config", pa.string()),  # JSON
-        ("created_at", pa.string()),
-    ]
-)
+if TYPE_CHECKING:
+    from proxal.store.sql.database import Database
+    from proxal.store.sql.state import SessionTx
 
 
 class SessionsMixin:
-    """Store's session tables, on the tables of `_tables`."""
+    """Store's session state, in the database at `db_url` ("" = ``<store>/proxal.db``)."""
 
-    _tables: Tables
+    db_url: str
+    _store_dir: Path | None
+    _db: Database | None
+    _db_guard: threading.Lock
+    _current: threading.local
+
+    def database(self) -> Database:
+        """The session database, opened and migrated on first use."""
+        with self._db_guard:
+            if self._db is None:
+                from proxal.store.sql.database import open_database
+
+                self._db = open_database(self.db_url, self._store_dir)
+            return self._db
+
+    def close(self) -> None:
+        """Close the database connections (the store stays usable: it reopens them)."""
+        with self._db_guard:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    @contextlib.contextmanager
+    def session_transaction(self, session: str) -> Iterator[SessionTx]:
+        """One transaction holding `session`'s lock: NotFoundError if there is no such
+        session; the block's writes commit together when it ends (none on an error)."""
+        check_name("session", session)
+        joined = getattr(self._current, "tx", None)
+        if joined is not None:
+            joined.lock_session(session)
+            yield joined
+            return
+        with self._transaction(write=True) as tx:
+            tx.lock_session(session)
+            yield tx
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool) -> Iterator[SessionTx]:
+        """The thread's open transaction if any, else a new one (a writer if `write`)."""
+        from proxal.store.sql.state import SessionTx
+
+        joined = getattr(self._current, "tx", None)
+        if joined is not None:
+            yield joined
+            return
+        with self.database().transaction(lock=write) as conn:
+            tx = self._current.tx = SessionTx(conn)
+            try:
+                yield tx
+            finally:
+                self._current.tx = None
+
+    def _read(self) -> contextlib.AbstractContextManager[SessionTx]:
+        return self._transaction(write=False)
+
+    def _write(self) -> contextlib.AbstractContextManager[SessionTx]:
+        return self._transaction(write=True)
 
     # ---------------------------------------------------------------- sessions
     def create_session(self, record: SessionRecord) -> SessionRecord:
         check_name("session", record.session)
-        with self._tables.lock:
-            existing = self._tables.read("sessions", where=eq(session=record.session))
-            if existing is not None and existing.num_rows:
-                raise AlreadyExistsError(
-                    f"session {record.session!r} already exists; pick another name"
-                )
-            stored = SessionRecord(
-                **{**asdict(record), "created_at": record.created_at or utcnow()}
-            )
-            row = {**asdict(stored), "config": json.dumps(stored.config)}
-            self._tables.append("sessions", pa.Table.from_pylist([row], schema=SESSIONS_SCHEMA))
-        return stored
+        with self._write() as tx:
+            return tx.create_session(record)
 
     def get_session(self, session: str) -> SessionRecord:
         check_name("session", session)
-        table = self._tables.read("sessions", where=eq(session=session))
-        if table is None or table.num_rows == 0:
-            raise NotFoundError(f"session {session!r} not found; create it first")
-        row = table.to_pylist()[0]
-        row["config"] = json.loads(row["config"] or "{}")
-        return SessionRecord(**row)
+        with self._read() as tx:
+            return tx.get_session(session)
 
     def update_session(self, session: str, embedding_version: str, config: dict[str, Any]) -> None:
         """Set a session's current embedding version and config in one commit (the
         orchestrator's engine switches a session to a refreshed version this way)."""
-        self.get_session(session)  # NotFoundError
-        with self._tables.lock:
-            ds = self._tables.dataset("sessions")
-            assert ds is not None  # get_session found the record
-            ds.update(
-                {
-                    "embedding_version": quote(embedding_version),
-                    "config": quote(json.dumps(config)),
-                },
-                where=eq(session=session),
-            )
+        with self.session_transaction(session) as tx:
+            tx.update_session(session, embedding_version, config)
 
     def list_sessions(self) -> list[SessionRecord]:
         """Every session, by creation time."""
-        table = self._tables.read("sessions")
-        rows = [] if table is None else table.to_pylist()
-        for row in rows:
-            row["config"] = json.loads(row["config"] or "{}")
-        return sorted((SessionRecord(**r) for r in rows), key=lambda r: r.created_at)
+        with self._read() as tx:
+            return tx.list_sessions()
 
     def delete_session(self, session: str) -> None:
-        """Delete a session's rounds, leases and label log, then its record (last, so an
-        interrupted delete leaves a session that a second delete finishes)."""
-        self.get_session(session)  # NotFoundError
-        with self._tables.lock:
-            for name in ("rounds", "leases", "labels", "sessions"):
-                self._tables.delete(name, eq(session=session))
+        """Delete a session with its label log, leases and rounds, in one transaction."""
+        with self.session_transaction(session) as tx:
+            tx.delete_session(session)
 
     # ---------------------------------------------------------------- labels
     def append_labels(
@@ -157,25 +140,18 @@ class SessionsMixin:
         self.append_label_events(session, pool, events)
 
     def append_label_events(self, session: str, pool: str, events: Sequence[LabelEvent]) -> None:
-        """Append one request's events as one commit: all of them are on disk, or none."""
+        """Append one request's events in one transaction: all of them, or none."""
         check_name("session", session)
         if not events:
             return
-        now = utcnow()
-        rows = [
-            {**asdict(e), "session": session, "pool": pool, "created_at": e.created_at or now}
-            for e in events
-        ]
-        self._tables.append("labels", pa.Table.from_pylist(rows, schema=LABELS_SCHEMA))
+        with self.session_transaction(session) as tx:
+            tx.append_label_events(session, pool, events)
 
     def read_label_events(self, session: str) -> list[LabelEvent]:
         """A session's label log in commit order."""
         check_name("session", session)
-        columns = [f.name for f in fields(LabelEvent)]
-        table = self._tables.read("labels", where=eq(session=session), columns=columns)
-        if table is None:
-            return []
-        return [LabelEvent(**row) for row in table.to_pylist()]
+        with self._read() as tx:
+            return tx.read_label_events(session)
 
     def read_label_log(self, session: str) -> LabelLog:
         return LabelLog.replay(self.read_label_events(session))
@@ -187,41 +163,32 @@ class SessionsMixin:
         return np.fromiter(labels.keys(), dtype=np.int64, count=len(labels)), list(labels.values())
 
     # ---------------------------------------------------------------- leases
-    def append_lease_events(self, session: str, events: Sequence[LeaseEvent]) -> None:
+    def append_lease_events(
+        self, session: str, events: Sequence[LeaseEvent], now: float | None = None
+    ) -> None:
+        """Grant or release leases; `now` (Unix seconds) tells which old leases expired."""
         check_name("session", session)
         if not events:
             return
-        now = utcnow()
-        rows = [
-            {**asdict(e), "session": session, "ids": list(e.ids), "created_at": e.created_at or now}
-            for e in events
-        ]
-        self._tables.append("leases", pa.Table.from_pylist(rows, schema=LEASES_SCHEMA))
+        with self.session_transaction(session) as tx:
+            tx.append_lease_events(session, events, time.time() if now is None else now)
 
     def read_lease_events(self, session: str) -> list[LeaseEvent]:
         check_name("session", session)
-        columns = [f.name for f in fields(LeaseEvent)]
-        table = self._tables.read("leases", where=eq(session=session), columns=columns)
-        if table is None:
-            return []
-        return [LeaseEvent(**{**row, "ids": tuple(row["ids"])}) for row in table.to_pylist()]
+        with self._read() as tx:
+            return tx.read_lease_events(session)
 
     # ---------------------------------------------------------------- rounds
     def record_round(self, record: RoundRecord) -> None:
-        row = asdict(record)
-        row["created_at"] = record.created_at or utcnow()
-        for key in ("proxy_spec", "scores_summary", "timings", "metrics"):
-            row[key] = json.dumps(row[key])
-        self._tables.append("rounds", pa.Table.from_pylist([row], schema=ROUNDS_SCHEMA))
+        with self.session_transaction(record.session) as tx:
+            tx.record_round(record)
 
     def read_rounds(self, session: str) -> list[RoundRecord]:
         check_name("session", session)
-        table = self._tables.read("rounds", where=eq(session=session))
-        if table is None:
-            return []
-        out = []
-        for row in sorted(table.to_pylist(), key=lambda r: r["round"]):
-            for key in ("proxy_spec", "scores_summary", "timings", "metrics"):
-                row[key] = json.loads(row[key] or "{}")
-            out.append(RoundRecord(**row))
-        return out
+        with self._read() as tx:
+            return tx.read_rounds(session)
+
+    def count_rounds(self, session: str) -> int:
+        check_name("session", session)
+        with self._read() as tx:
+            return tx.count_rounds(session)

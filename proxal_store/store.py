@@ -1,34 +1,37 @@
-"""The embedding store: the contract between proxal's services (with the protos).
+"""The store: the contract between proxal's services (with the protos).
 
-Layout (one LanceDB database at `uri`, a local directory or an object-storage URI; each
-table is a Lance dataset ``<uri>/<table>.lance``, written with pylance, which LanceDB opens):
+Two parts behind one facade (`Store`), so callers don't care where a table lives:
 
-==========================  ==========================================================
-table                       columns
-==========================  ==========================================================
-``pool__<pool>``            id int64, text string, label string (null: unlabeled), split
-``embeddings__<pool>``      id int64, vector fixed_size_list<float32>[dim]; one table
-                            version per embedding run, pinned by a tag ("v1", "v2", ...)
-``embedding_versions``      metadata per run (append-only; the last row per version wins)
-``labels``                  a session's label log: label / import / skip / undo events
-                            with request id and annotator (append-only)
-``leases``                  items reserved for an annotator: grant and release events
-``rounds``                  one row per AL round: strategy, version, selected ids, ...
-``sessions``                one row per AL session
-==========================  ==========================================================
+- **Pools and embeddings** in LanceDB (one database at `uri`, a local directory or an
+  object-storage URI; each table a Lance dataset ``<uri>/<table>.lance``):
 
-Modules: `records` (the record dataclasses), `tables` (Lance plumbing of a store root and
-the filter builder), `pools` (pools, embedding runs and versions), `sessions` (sessions,
-labels, leases, rounds); this module is the `Store` facade and re-exports their names.
+  ==========================  ========================================================
+  table                       columns
+  ==========================  ========================================================
+  ``pool__<pool>``            id int64, text string, label string (null: unlabeled), split
+  ``embeddings__<pool>``      id int64, vector fixed_size_list<float32>[dim]; one table
+                              version per embedding run, pinned by a tag ("v1", "v2", ...)
+  ``embedding_versions``      metadata per run (append-only; the last row per version wins)
+  ==========================  ========================================================
+
+- **Session state** in SQL (`proxal.store.sql`): sessions, the label log and its requests,
+  leases and rounds. A SQLite file ``<uri>/proxal.db`` by default; PostgreSQL (or another
+  SQLite file) when the store is opened with `db`. A session names its pool and version.
+
+Modules: `records` (the record dataclasses), `tables` (Lance plumbing and the filter
+builder), `pools` (pools, embedding runs and versions), `sessions` (session state), `sql`
+(schema, database, migrations, queries); this module is the `Store` facade.
 
 Atomicity: an embedding run writes its fragments first (invisible) and commits them as one
 table version at the end, then tags it, then records it as complete. Readers only open
 versions recorded complete, by tag, so a partial run is never visible. Pool ingestion is a
-single append commit. Label appends are committed before `append_labels` returns; the
-events of one request are one commit, so a request is either wholly in the log or not.
+single append commit. A session write is one SQL transaction, committed and fsynced before
+the call returns.
 """
 
 from __future__ import annotations
+
+import threading
 
 from proxal.store.pools import (
     FRAGMENTS_SCHEMA,
@@ -52,35 +55,17 @@ from proxal.store.records import (
     VersionInfo,
     utcnow,
 )
-from proxal.store.sessions import (
-    LABELS_SCHEMA,
-    LEASES_SCHEMA,
-    ROUNDS_SCHEMA,
-    SESSIONS_SCHEMA,
-    SessionsMixin,
-)
-from proxal.store.tables import (
-    COMPACT_EVERY,
-    LOG_TABLES,
-    Tables,
-    check_local_store,
-    local_store_path,
-)
+from proxal.store.sessions import SessionsMixin
+from proxal.store.tables import Tables, check_local_store, local_store_path
 
 __all__ = [
-    "COMPACT_EVERY",
     "COMPLETE",
     "DELETED",
     "FAILED",
     "FRAGMENTS_SCHEMA",
-    "LABELS_SCHEMA",
-    "LEASES_SCHEMA",
-    "LOG_TABLES",
     "POOL_SCHEMA",
     "READ_BATCH_ROWS",
-    "ROUNDS_SCHEMA",
     "RUNNING",
-    "SESSIONS_SCHEMA",
     "VERSIONS_SCHEMA",
     "CleanupResult",
     "EmbeddingWriter",
@@ -103,14 +88,20 @@ class Store(PoolsMixin, SessionsMixin):
     """
 
     def __init__(
-        self, uri: str, storage_options: dict[str, str] | None = None, *, create: bool = True
+        self,
+        uri: str,
+        storage_options: dict[str, str] | None = None,
+        *,
+        create: bool = True,
+        db: str = "",
     ):
         """Open the store at `uri`; a missing local directory is made only if `create`.
 
         Commands that only read or add to an existing store pass ``create=False``, so a
         mistyped path is NotFoundError instead of a new empty store. A path that is a file
         is InvalidArgumentError. Object-storage URIs are not checked (a prefix exists once
-        something is written under it).
+        something is written under it). `db` is the session database's URL ("" for
+        ``<uri>/proxal.db``; a store on object storage needs one); it is opened on first use.
         """
         self.uri = uri.rstrip("/") or uri
         self.storage_options = storage_options
@@ -118,3 +109,8 @@ class Store(PoolsMixin, SessionsMixin):
         self._tables = Tables(self.uri, storage_options)
         self._lock = self._tables.lock
         self._tagged = {}
+        self.db_url = db
+        self._store_dir = local_store_path(self.uri)
+        self._db = None
+        self._db_guard = threading.Lock()
+        self._current = threading.local()

@@ -7,17 +7,11 @@ pylance alone.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 from pathlib import Path
 
 import lance
 import pyarrow as pa
 from proxal.runtime.errors import InvalidArgumentError, NotFoundError
-
-# Append-only logs, written one small commit at a time: compacted every COMPACT_EVERY
-# appends (a read of 1,000 one-row fragments took 1.5 s, of the compacted table 14 ms).
-LOG_TABLES = frozenset({"labels", "leases", "rounds", "sessions", "embedding_versions"})
-COMPACT_EVERY = 50
 
 
 def quote(text: str) -> str:
@@ -41,7 +35,6 @@ def in_ints(column: str, values: list[int]) -> str:
 class Tables:
     """The Lance datasets under one store root: open, read with a filter, append.
 
-    Appends to the log tables are compacted every COMPACT_EVERY appends by this object.
     `lock` (reentrant) serialises writes; the store's read-modify-write steps hold it too.
     """
 
@@ -49,7 +42,6 @@ class Tables:
         self.uri = uri
         self.storage_options = storage_options
         self.lock = threading.RLock()
-        self._appends: dict[str, int] = {}  # appends to each log table by this object
 
     def uri_of(self, name: str) -> str:
         """The dataset URI of table `name`."""
@@ -80,17 +72,6 @@ class Tables:
                 mode=mode,
                 storage_options=self.storage_options,
             )
-            if name in LOG_TABLES:
-                self._appends[name] = self._appends.get(name, 0) + 1
-                if self._appends[name] % COMPACT_EVERY == 0:
-                    self.compact(name)
-
-    def compact(self, name: str) -> None:
-        """Merge a log table's small per-commit fragments, keeping row order, so reads stay
-        fast; files of versions older than an hour go (nothing reads those any more)."""
-        ds = lance.dataset(self.uri_of(name), storage_options=self.storage_options)
-        ds.optimize.compact_files()
-        ds.cleanup_old_versions(older_than=timedelta(hours=1))
 
     def delete(self, name: str, where: str) -> None:
         """Delete the rows of table `name` matching `where` (no-op if there is no table)."""

@@ -142,3 +142,29 @@ def banking_rows() -> list[dict[str, str]]:
     """600 real Banking77 training rows (every 16th row: many classes, all real text)."""
     rows = read_jsonl(BANKING77 / "train.jsonl")
     return rows[::16][:600]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A real PostgreSQL server for the test run (tests/postgres.py), stopped at the end."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """A fresh, empty PostgreSQL database on the test run's server -> its URL."""
+    return str(postgres_server.database())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A session database of each kind: a SQLite file under tmp_path, or PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sessions.db'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
+from proxal.orchestrator_service.cli import db as db_cli
 from proxal.orchestrator_service.cli import label as label_cli
 from proxal.runtime.errors import InvalidArgumentError, ProxalError
 
@@ -42,6 +43,7 @@ HELP = {
     "versions": "list and manage embedding versions",
     "report": "evaluate a run directory: tables, AUC, ΔAUC, sample saving ratio, timings",
     "compare": "compare two run directories side by side (B − A per strategy)",
+    "db": db_cli.HELP,
 }
 # gRPC status codes that user input causes (a wrong name, value, state or address): exit 2.
 USER_CODES = frozenset(
@@ -259,6 +261,7 @@ def _serve_parser(sub: Sub) -> None:
         "PROXAL_ORCHESTRATOR_SHARD_ABOVE)",
     )
     _serve_encoder_args(p)
+    db_cli.add_db_arg(p)
 
 
 def _shard_above(value: str) -> int:
@@ -642,7 +645,7 @@ def _open_store(args: argparse.Namespace) -> Store:
     from proxal.runtime.settings import store_options
     from proxal.store import Store
 
-    return Store(args.store, store_options(args), create=False)
+    return Store(args.store, store_options(args), create=False, db=args.db)
 
 
 def run_finetune_command(args: argparse.Namespace) -> int:
@@ -816,6 +819,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     selector = make_selector(args.proxy, args.shard_above)  # a malformed --proxy stops here
     store = _open_store(args)  # before anything binds: a mistyped --store stops here
+    store.database()  # and an unreachable database, or one on a newer schema
     serve(server_settings(args), Sessions(store, selector, asvp=_asvp_runtime(args)))
     return 0
 
@@ -837,6 +841,7 @@ def _asvp_runtime(args: argparse.Namespace) -> AsvpRuntime | None:
 
 
 _PARSERS: dict[str, Callable[[Sub], None]] = {
+    "db": db_cli.add_parser,
     "demo": _demo_parser,
     "simulate": _simulate_parser,
     "up": _up_parser,
@@ -850,6 +855,7 @@ _PARSERS: dict[str, Callable[[Sub], None]] = {
     "compare": _compare_parser,
 }
 _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
+    "db": db_cli.run,
     "demo": run_demo_command,
     "simulate": run_simulate_command,
     "up": run_up_command,

@@ -35,8 +35,7 @@ if TYPE_CHECKING:
         FeatureAligner,
     )
 
-LockOf = Callable[[str], threading.Lock]
-# Makes `version` the session's current one (caller holds the session's lock).
+# Makes `version` the session's current one (in a transaction holding the session's lock).
 Switch = Callable[[str, str, dict[str, Any]], None]
 
 
@@ -126,7 +125,6 @@ class FeatureChecks:
         store: Store,
         selector: Selector,
         runtime: AsvpRuntime | None,
-        lock_of: LockOf,
         switch: Switch,
         background: bool,
         workers: int,
@@ -134,7 +132,6 @@ class FeatureChecks:
         self.store = store
         self.selector = selector
         self.runtime = runtime
-        self.lock_of = lock_of
         self.switch = switch
         self.background = background
         self._sessions: dict[str, _SessionChecks] = {}
@@ -180,7 +177,7 @@ class FeatureChecks:
     def _run(
         self, record: SessionRecord, rnd: int, training: TrainingSet, state: _SessionChecks
     ) -> AlignmentDecision | None:
-        """One check; a refresh switches the session (under its lock unless inline)."""
+        """One check; a refresh switches the session (`switch` takes its lock)."""
         t0 = time.perf_counter()
         version = record.embedding_version
         decision = None
@@ -190,11 +187,7 @@ class FeatureChecks:
             decision = state.aligner.check(rnd, version, training.ids, training.labels)
             check = _from_decision(decision, time.perf_counter() - t0, time.time())
             if decision.version_after != version:
-                if self._pool is None:  # inline: the caller holds the lock
-                    self.switch(record.session, decision.version_after, check.as_dict())
-                else:
-                    with self.lock_of(record.session):
-                        self.switch(record.session, decision.version_after, check.as_dict())
+                self.switch(record.session, decision.version_after, check.as_dict())
         except Exception as exc:
             if self._pool is None:
                 raise

@@ -13,16 +13,18 @@ two operations:
   `sessions.live.Sessions`, which checks requests, ids and leases) or from an
   oracle that reads gold labels (`proxal.orchestrator_service.engine.simulation`).
 
-It is the one writer of session records, rounds and labels. ASVP checks
-(`engine.feature_checks`) run in a background thread pool for live sessions and
-switch the session to a refreshed version at the next round boundary; a simulation runs
-them inline, so its results stay deterministic. No gRPC and no protos in here: the
-selector (`proxal.orchestrator_service.engine.selectors.Selector`) and the encoder are passed in.
+It is the one writer of session records, rounds and labels. A round runs in one store
+transaction holding the session's lock (`Store.session_transaction`: its row FOR UPDATE on
+PostgreSQL, the writer lock on SQLite), so any number of orchestrators on one database
+hand out every item to one annotator at most. ASVP checks (`engine.feature_checks`) run in
+a background thread pool for live sessions and switch the session to a refreshed version
+at the next round boundary; a simulation runs them inline, so its results stay
+deterministic. No gRPC and no protos in here: the selector
+(`proxal.orchestrator_service.engine.selectors.Selector`) and the encoder are passed in.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -179,7 +181,8 @@ class _Runtime:
 
 
 class Engine:
-    """Next batch and accept labels for every session of one store (one process per store)."""
+    """Next batch and accept labels for every session of one store (several processes may
+    share the store's database: their writes to a session are serialised by its lock)."""
 
     def __init__(
         self,
@@ -193,19 +196,11 @@ class Engine:
         self.store = store
         self.selector = selector
         self.clock = clock
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
         self._split_ids: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
         self._runtime: dict[str, _Runtime] = {}
-        self.checks = FeatureChecks(
-            store, selector, asvp, self.lock, self._switch, background, check_workers
-        )
+        self.checks = FeatureChecks(store, selector, asvp, self._switch, background, check_workers)
 
     # ------------------------------------------------------------ sessions
-    def lock(self, session: str) -> threading.Lock:
-        """The lock that serialises a session's writes and rounds."""
-        with self._locks_guard:
-            return self._locks.setdefault(session, threading.Lock())
 
     def create(self, config: SessionConfig, version: str) -> SessionRecord:
         """Record a new session starting on `version`; FailedPreconditionError for ASVP on a
@@ -249,7 +244,7 @@ class Engine:
         self.store.append_labels(session, pool, ids, labels, source="oracle")
 
     def write_leases(self, session: str, events: Sequence[LeaseEvent]) -> None:
-        self.store.append_lease_events(session, events)
+        self.store.append_lease_events(session, events, now=self.clock())
 
     # ------------------------------------------------------------ next batch
     def next_batch(
@@ -263,10 +258,10 @@ class Engine:
         """The annotator's open lease if any, else the next k picks on the current version,
         leased to `annotator` (None: an oracle, no lease), recorded as a round. `evaluate`
         scores the round's proxy (a simulation); `select=False` only evaluates."""
-        with self.lock(session):
-            record = self.store.get_session(session)  # not deleted while this waited
+        with self.store.session_transaction(session):
+            record = self.store.get_session(session)
             log = self.store.read_label_log(session)
-            rounds = len(self.store.read_rounds(session))
+            rounds = self.store.count_rounds(session)
             now = self.clock()
             leases = (
                 active_leases(self.store.read_lease_events(session), log, now)
@@ -299,7 +294,7 @@ class Engine:
         evaluate: Evaluate | None,
         select: bool,
     ) -> Round:
-        """One round under the session's lock (see `next_batch`)."""
+        """One round in the session's transaction (see `next_batch`)."""
         t0 = time.perf_counter()
         training = self.training(record, log.labels)
         decision = None
@@ -433,13 +428,15 @@ class Engine:
         )
 
     def _switch(self, session: str, version: str, check: dict[str, Any]) -> None:
-        """Make `version` the session's current one (caller holds its lock): persisted, so
-        the switch and the lineage survive a restart; the next round selects on it."""
-        record = self.store.get_session(session)
-        config = dict(record_config(record))
-        config["lineage"] = [*lineage_of(record), version]
-        config["last_check"] = check
-        self.store.update_session(session, version, config)
+        """Make `version` the session's current one, in a transaction holding its lock
+        (joining the round's, inline): persisted, so the switch and the lineage survive a
+        restart; the next round selects on it."""
+        with self.store.session_transaction(session) as tx:
+            record = tx.get_session(session)
+            config = dict(record_config(record))
+            config["lineage"] = [*lineage_of(record), version]
+            config["last_check"] = check
+            tx.update_session(session, version, config)
 
     # ------------------------------------------------------------ helpers
     def training(self, record: SessionRecord, labels: dict[int, str]) -> TrainingSet:

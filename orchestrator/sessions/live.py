@@ -14,8 +14,9 @@ Guarantees (docs/sessions.md):
 - NextBatch leases items to one annotator; nobody else gets or may label them until the
   lease ends (its items decided, released, or expired).
 
-Writes to one session are serialised by a per-session lock, so this assumes one
-orchestrator process per store (many annotators, one writer).
+Each request that reads and then writes a session runs in one store transaction holding
+the session's lock (`Store.session_transaction`), so several orchestrator processes may
+serve one database: their writes to a session are serialised, never interleaved.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import threading
 import time
 import uuid
 from collections import Counter
@@ -264,7 +264,7 @@ class Sessions:
             record,
             session_classes(record),
             labels=len(self.store.read_label_log(session).labels),
-            rounds=len(self.store.read_rounds(session)),
+            rounds=self.store.count_rounds(session),
         )
 
     def list_sessions(self, pool: str = "") -> list[SessionStatus]:
@@ -285,7 +285,7 @@ class Sessions:
                     record,
                     classes,
                     labels=len(self.store.read_label_log(record.session).labels),
-                    rounds=len(self.store.read_rounds(record.session)),
+                    rounds=self.store.count_rounds(record.session),
                     problem=problem,
                 )
             )
@@ -294,9 +294,7 @@ class Sessions:
     def delete(self, session: str, force: bool = False) -> Deleted:
         """Delete a session with its label log, leases and rounds. A session with labels
         is refused (FailedPreconditionError) unless `force`."""
-        self.store.get_session(session)  # NotFoundError before taking a lock for the name
-        with self._lock(session):
-            self.store.get_session(session)  # and after a concurrent delete
+        with self.store.session_transaction(session):
             log = self.store.read_label_log(session)
             if log.labels and not force:
                 raise FailedPreconditionError(
@@ -310,7 +308,7 @@ class Sessions:
                 skipped=len(log.skipped),
                 label_events=log.events,
                 lease_events=len(self.store.read_lease_events(session)),
-                rounds=len(self.store.read_rounds(session)),
+                rounds=self.store.count_rounds(session),
             )
             self.engine.delete(session)
             for key in [k for k in self._accuracy if k[0] == session]:
@@ -329,7 +327,7 @@ class Sessions:
         decided = len(log.labels) + len(log.skipped)
         accuracy, note, covered = self._estimated_accuracy(record, log)
         counts = Counter(log.labels.values())
-        rounds = len(self.store.read_rounds(session))
+        rounds = self.store.count_rounds(session)
         return SessionStatus(
             record,
             classes,
@@ -373,8 +371,7 @@ class Sessions:
     def release(self, session: str, annotator: str = "") -> int:
         """End the annotator's open leases now; returns how many items went back."""
         annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
-        self.store.get_session(session)
-        with self._lock(session):
+        with self.store.session_transaction(session):
             log = self.store.read_label_log(session)
             leases = active_leases(self.store.read_lease_events(session), log, self.clock())
             own = [x for x in leases if x.annotator == annotator]
@@ -527,18 +524,15 @@ class Sessions:
         ]
 
     # ------------------------------------------------------------ helpers
-    def _lock(self, session: str) -> threading.Lock:
-        return self.engine.lock(session)
-
     @contextlib.contextmanager
     def _writing(
         self, session: str, request_id: str, digest: str
     ) -> Iterator[tuple[LabelLog, Request | None]]:
-        """Hold the session's write lock with its log, and the committed request with this
-        id if this is a retry (then the caller answers from it and writes nothing)."""
+        """A transaction holding the session's lock, with its log, and the committed request
+        with this id if this is a retry (then the caller answers from it and writes
+        nothing). The block's writes commit when it ends."""
         check_request_id(request_id)
-        with self._lock(session):
-            self.store.get_session(session)  # not deleted while this waited for the lock
+        with self.store.session_transaction(session):
             log = self.store.read_label_log(session)
             yield log, _replayed(log, request_id, digest)
 

@@ -199,7 +199,7 @@ def test_a_switch_is_persisted_with_its_lineage(stack: Stack) -> None:
     config = SessionConfig("switched", POOL, tuple(CLASSES), "margin", 4, 0)
     engine.create(config, "v1")
     check = {"action": "refresh", "reason": "it's quoted"}  # a quote in the SQL update
-    with engine.lock("switched"):
+    with stack.store.session_transaction("switched"):  # inline: joins the round's transaction
         engine._switch("switched", "v7", check)
     record = Store(stack.store.uri).get_session("switched")  # a fresh reader
     assert record.embedding_version == "v7" and lineage_of(record) == ["v1", "v7"]

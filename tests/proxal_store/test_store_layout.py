@@ -1,7 +1,10 @@
-"""The store writes with pylance alone, in LanceDB's layout: one `<store>/<table>.lance` each."""
+"""The store writes pools with pylance alone, in LanceDB's layout (one `<store>/<table>.lance`
+each), and session state to a SQLite file beside them."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -25,20 +28,22 @@ def test_the_store_does_not_load_lancedb() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_tables_are_lance_datasets_in_the_store_directory(tmp_path: Path) -> None:
+def test_pools_are_lance_datasets_and_sessions_a_sqlite_file(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "store"))
     store.add_pool_rows("p", "train", ["a", "b", "c"], ["x", None, "y"])
     for name in ("s1", "s2"):
         store.create_session(SessionRecord(name, "p", "v1", "margin", 2, 0))
         store.append_label_events(name, "p", [LabelEvent(LABEL, 0, "x")])
     store.delete_session("s2")
+    store.close()
 
-    tables = sorted(p.name for p in (tmp_path / "store").iterdir())
-    assert tables == ["labels.lance", "pool__p.lance", "sessions.lance"]
+    files = sorted(p.name for p in (tmp_path / "store").iterdir())
+    assert [f for f in files if f.endswith(".lance")] == ["pool__p.lance"]
+    assert "proxal.db" in files
     pool = lance.dataset(str(tmp_path / "store" / "pool__p.lance")).to_table()
     assert pool.column("text").to_pylist() == ["a", "b", "c"]
-    labels = lance.dataset(str(tmp_path / "store" / "labels.lance")).to_table()
-    assert labels.column("session").to_pylist() == ["s1"]  # s2's row deleted
-    sessions = lance.dataset(str(tmp_path / "store" / "sessions.lance"))
-    assert sessions.count_rows() == 1
-    assert len(sessions.versions()) == 3  # create, append, delete: one commit each
+    with contextlib.closing(sqlite3.connect(tmp_path / "store" / "proxal.db")) as db:
+        assert db.execute("SELECT session FROM sessions").fetchall() == [("s1",)]
+        assert db.execute("SELECT session, id, label FROM label_events").fetchall() == [
+            ("s1", 0, "x")  # s2's rows deleted with it
+        ]

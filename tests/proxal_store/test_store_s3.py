@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import lance
 import numpy as np
 import pytest
-from proxal.store import EncoderInfo, Store
+from proxal.runtime.errors import InvalidArgumentError
+from proxal.store import EncoderInfo, SessionRecord, Store
 from proxal.store.local_s3 import moto_s3
 
 BUCKET = "proxal-test"
@@ -36,7 +38,7 @@ def _embed(store: Store, x: np.ndarray) -> str:
         return writer.commit().version
 
 
-def test_store_round_trip_on_s3(s3: tuple[dict[str, str], Any]) -> None:
+def test_store_round_trip_on_s3(s3: tuple[dict[str, str], Any], tmp_path: Path) -> None:
     options, client = s3
     store = Store(f"s3://{BUCKET}/proxal", storage_options=options)
     assert not store.has_pool("p")
@@ -53,9 +55,14 @@ def test_store_round_trip_on_s3(s3: tuple[dict[str, str], Any]) -> None:
     wanted = np.array([119_999, 3, 50_000])
     np.testing.assert_array_equal(store.lookup("p", "v1", wanted), x1[wanted])
 
-    store.append_labels("s", "p", [5, 9], ["a", "b"])
-    store.append_labels("s", "p", [5], ["b"])
-    reopened = Store(f"s3://{BUCKET}/proxal", storage_options=options)
+    with pytest.raises(InvalidArgumentError, match="--db"):  # no SQLite file on S3
+        store.list_sessions()
+    db = f"sqlite:///{tmp_path / 'sessions.db'}"  # sessions in a database of their own
+    with_db = Store(f"s3://{BUCKET}/proxal", storage_options=options, db=db)
+    with_db.create_session(SessionRecord("s", "p", "v1", "margin", 2, 0))
+    with_db.append_labels("s", "p", [5, 9], ["a", "b"])
+    with_db.append_labels("s", "p", [5], ["b"])
+    reopened = Store(f"s3://{BUCKET}/proxal", storage_options=options, db=db)
     labelled, labels = reopened.read_labels("s")
     assert labelled.tolist() == [9, 5] and labels == ["b", "b"]
     assert reopened.read_labels("nobody")[0].size == 0

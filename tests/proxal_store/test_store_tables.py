@@ -1,8 +1,8 @@
 """The filter builder quotes its literals: a value with a quote round-trips through Lance.
 
 Pool, session and split names can never hold a quote (proxal.runtime.names.check_name allows
-a-z, 0-9, '_' and '-'), so the round trips below go through `Tables` directly, with the
-store's own schemas, and through `update_session`, whose config may hold quotes.
+a-z, 0-9, '_' and '-'), so the round trips below go through `Tables` directly, and through
+`update_session` (SQL, bound parameters), whose config may hold quotes.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 from proxal.runtime.errors import InvalidArgumentError
 from proxal.store import SessionRecord, Store
 from proxal.store.pools import POOL_SCHEMA
-from proxal.store.sessions import SESSIONS_SCHEMA
 from proxal.store.tables import Tables, eq, in_ints, quote
 
 ODD = "o'brien's ''pool'' -- x' OR '1'='1"
+NAMES = pa.schema([("session", pa.string()), ("pool", pa.string())])
 
 
 def test_eq_joins_columns_and_doubles_quotes() -> None:
@@ -29,17 +29,14 @@ def test_eq_joins_columns_and_doubles_quotes() -> None:
         eq()
 
 
-def test_a_session_with_a_quote_round_trips_through_the_tables(tmp_path: Path) -> None:
+def test_a_value_with_a_quote_round_trips_through_the_tables(tmp_path: Path) -> None:
     tables = Tables(str(tmp_path))
-    rows = [
-        {"session": name, "pool": "p", "config": "{}", "batch_size": 1, "seed": 0}
-        for name in (ODD, "other", "o")
-    ]
-    tables.append("sessions", pa.Table.from_pylist(rows, schema=SESSIONS_SCHEMA))
-    found = tables.read("sessions", where=eq(session=ODD), columns=["session"])
+    rows = [{"session": name, "pool": "p"} for name in (ODD, "other", "o")]
+    tables.append("names", pa.Table.from_pylist(rows, schema=NAMES))
+    found = tables.read("names", where=eq(session=ODD), columns=["session"])
     assert found is not None and found.column("session").to_pylist() == [ODD]
-    tables.delete("sessions", eq(session=ODD))
-    left = tables.read("sessions", columns=["session"])
+    tables.delete("names", eq(session=ODD))
+    left = tables.read("names", columns=["session"])
     assert left is not None and sorted(left.column("session").to_pylist()) == ["o", "other"]
 
 
