@@ -122,3 +122,19 @@ class CleanupResult:
 
     removed: list[str]
     kept: list[str]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A successor-training job as recorded in the session database: its request and last
+    progress event (JSON-ready dicts), the process running it and when it last reported."""
+
+    job_id: str
+    session: str
+    state: str
+    request: dict[str, Any]
+    last_event: dict[str, Any]
+    model_uri: str = ""
+    owner: str = ""
+    created_at: str = ""
+    updated_at: float = 0.0  # Unix seconds

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from proxal.runtime.errors import InvalidArgumentError
 from proxal.runtime.names import check_name
 from proxal.store.labels import LABEL, LabelEvent, LabelLog, LeaseEvent
-from proxal.store.records import RoundRecord, SessionRecord
+from proxal.store.records import JobRecord, RoundRecord, SessionRecord
 
 if TYPE_CHECKING:
     from proxal.store.sql.database import Database
@@ -192,3 +192,19 @@ class SessionsMixin:
         check_name("session", session)
         with self._read() as tx:
             return tx.count_rounds(session)
+
+    # ---------------------------------------------------------------- jobs
+    def save_job(self, record: JobRecord) -> None:
+        """Record a successor job's request and last event (insert or update)."""
+        with self._write() as tx:
+            tx.save_job(record)
+
+    def get_job(self, job_id: str) -> JobRecord:
+        """The job's record; NotFoundError for an unknown id."""
+        with self._read() as tx:
+            return tx.get_job(job_id)
+
+    def list_jobs(self, session: str = "") -> list[JobRecord]:
+        """Every recorded job (of `session` if given), by creation time."""
+        with self._read() as tx:
+            return tx.list_jobs(session)

@@ -31,6 +31,9 @@ from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 
 log = logging.getLogger(__name__)
+# Alembic logs each plugin it loads and each step at INFO; `open_database` logs one line per
+# upgrade instead. Set before `migrate` imports alembic.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 DB_FILE = "proxal.db"  # the default database, in the store directory
 BUSY_TIMEOUT_MS = 30_000  # how long a SQLite writer waits for the lock
@@ -158,6 +161,19 @@ def translate_errors(url: URL) -> Iterator[None]:
         raise translated from error
 
 
+TRANSIENT = (
+    "connect", "connection", "server closed", "terminating", "shutting down", "timeout",
+    "timed out", "locked", "busy", "disk i/o", "unable to open", "the database system is",
+)  # fmt: skip
+
+
+def _transient(text: str) -> bool:
+    """Whether an OperationalError's text says the database is unreachable or busy (a
+    retry may succeed), not that the statement is wrong (e.g. SQLite's "no such column")."""
+    lowered = text.lower()
+    return any(word in lowered for word in TRANSIENT)
+
+
 def database_error(error: exc.DBAPIError, url: URL) -> ProxalError | None:
     """The proxal error for a driver error (one line, without secrets); None for a bug."""
     text = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
@@ -166,7 +182,9 @@ def database_error(error: exc.DBAPIError, url: URL) -> ProxalError | None:
             f"the database at {shown(url)} refused the user name or password: check --db / "
             "PROXAL_DB"
         )
-    if isinstance(error, exc.OperationalError | exc.InterfaceError) or error.connection_invalidated:
+    if error.connection_invalidated or isinstance(error, exc.InterfaceError) or (
+        isinstance(error, exc.OperationalError) and _transient(text)
+    ):
         return UnavailableError(
             f"the database at {shown(url)} is unavailable ({text[:200]}); retry the request "
             "with the same request id (a retry is never applied twice)"

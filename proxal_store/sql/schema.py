@@ -137,8 +137,8 @@ rounds = Table(
     PrimaryKeyConstraint("session", "round"),
 )
 
-# Successor-training jobs: their last state, so any orchestrator (or a restarted one) can
-# answer for a job.
+# Successor-training jobs: the request and the last progress event, so any orchestrator
+# (or a restarted one) can answer for a job; `updated_at` tells a live job from an orphan.
 jobs = Table(
     "jobs",
     metadata,
@@ -146,9 +146,10 @@ jobs = Table(
     Column("session", String(128), nullable=False),
     Column("state", String(16), nullable=False),
     Column("request", Text, nullable=False),  # JSON
+    Column("last_event", Text, nullable=False),  # JSON
     Column("model_uri", Text, nullable=False),
-    Column("message", Text, nullable=False),
+    Column("owner", String(128), nullable=False),  # the orchestrator process running it
     Column("created_at", String(40), nullable=False),
-    Column("updated_at", String(40), nullable=False),
+    Column("updated_at", Double, nullable=False),  # Unix seconds
     Index("ix_jobs_session", "session"),
 )

@@ -14,10 +14,11 @@ from typing import Any
 
 from proxal.runtime.errors import AlreadyExistsError, NotFoundError
 from proxal.store.labels import GRANT, RELEASE, LabelEvent, LeaseEvent
-from proxal.store.records import RoundRecord, SessionRecord, utcnow
+from proxal.store.records import JobRecord, RoundRecord, SessionRecord, utcnow
 from proxal.store.sql import schema as t
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
 
+JOB_JSON = ("request", "last_event")
 ROUND_JSON = ("proxy_spec", "scores_summary", "timings", "metrics", "selected_ids")
 
 
@@ -227,3 +228,38 @@ class SessionTx:
     def count_rounds(self, session: str) -> int:
         c = t.rounds.c
         return int(self.conn.execute(select(func.count()).where(c.session == session)).scalar_one())
+
+    # ---------------------------------------------------------------- jobs
+    def save_job(self, record: JobRecord) -> None:
+        """Insert or update the job's row."""
+        row = asdict(record)
+        row["created_at"] = record.created_at or utcnow()
+        for key in JOB_JSON:
+            row[key] = json.dumps(row[key])
+        c = t.jobs.c
+        changed = self.conn.execute(
+            update(t.jobs)
+            .where(c.job_id == record.job_id)
+            .values(**{k: v for k, v in row.items() if k not in ("job_id", "created_at")})
+        )
+        if changed.rowcount == 0:
+            self.conn.execute(insert(t.jobs).values(**row))
+
+    def get_job(self, job_id: str) -> JobRecord:
+        row = self.conn.execute(select(t.jobs).where(t.jobs.c.job_id == job_id)).first()
+        if row is None:
+            raise NotFoundError(f"job {job_id!r} not found: pass an id TrainSuccessor returned")
+        return _job(row)
+
+    def list_jobs(self, session: str = "") -> list[JobRecord]:
+        query = select(t.jobs).order_by(t.jobs.c.created_at)
+        if session:
+            query = query.where(t.jobs.c.session == session)
+        return [_job(row) for row in self.conn.execute(query)]
+
+
+def _job(row: Any) -> JobRecord:
+    data = row._asdict()
+    for key in JOB_JSON:
+        data[key] = json.loads(data[key] or "{}")
+    return JobRecord(**data)

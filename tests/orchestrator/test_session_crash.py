@@ -1,6 +1,7 @@
 """Crash consistency of labeling sessions: the orchestrator is SIGKILLed while annotators work.
 
-A real `proxal serve` subprocess (and a real proxy subprocess) over a real LanceDB store.
+A real `proxal serve` subprocess (and a real proxy subprocess) over a real LanceDB store,
+with its session database on SQLite (a file in the store) or on a real PostgreSQL server.
 One client submits 200 labels, one SubmitLabels request each, through `SessionClient`
 (which retries an unanswered request with the same request id). At seeded random moments
 the orchestrator is SIGKILLed mid-work and restarted on the same port. Right after every
@@ -38,23 +39,32 @@ def _pool(store: Store) -> dict[int, str]:
     return dict(enumerate(add_session_pool(store, "crash", CLASSES, N_TRAIN, dim=DIM)))
 
 
+def _reader(store: Store) -> Store:
+    """A fresh reader of the same store and database (as another process would open it)."""
+    return Store(store.uri, db=store.db_url)
+
+
 def _assert_exactly_once(store: Store, session: str, acked: dict[int, str]) -> None:
     """Every acknowledged label is committed, once, and is the session's current label."""
-    events = Store(store.uri).read_label_events(session)
+    events = _reader(store).read_label_events(session)
     per_id = Counter(e.id for e in events if e.kind == "label")
     missing = [i for i in acked if per_id[i] == 0]
     doubled = [i for i, n in per_id.items() if n > 1]
     assert not missing, f"acknowledged labels lost: {missing[:10]}"
     assert not doubled, f"labels committed more than once: {doubled[:10]}"
-    current = dict(zip(*Store(store.uri).read_labels(session), strict=True))
+    current = dict(zip(*_reader(store).read_labels(session), strict=True))
     assert all(current[i] == lab for i, lab in acked.items())
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 @pytest.mark.parametrize(
     "seed", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(2, marks=pytest.mark.slow)]
 )
-def test_acknowledged_labels_survive_sigkill(tmp_path: Path, seed: int) -> None:
-    store = Store(str(tmp_path / "store"))
+def test_acknowledged_labels_survive_sigkill(
+    tmp_path: Path, seed: int, database: str, request: pytest.FixtureRequest
+) -> None:
+    db = request.getfixturevalue("postgres_url") if database == "postgresql" else ""
+    store = Store(str(tmp_path / "store"), db=db)
     truth = _pool(store)
     rng = random.Random(seed)
     kill_after = sorted(rng.sample(range(10, SUBMISSIONS - 10), 4))
@@ -65,7 +75,7 @@ def test_acknowledged_labels_survive_sigkill(tmp_path: Path, seed: int) -> None:
         orchestrator = ServiceProcess(
             "orchestrator",
             store.uri,
-            ["--proxy", proxy.address],
+            ["--proxy", proxy.address, *(["--db", db] if db else [])],
             log_path=log,
             command=("serve",),
             port=port,
@@ -113,5 +123,5 @@ def test_acknowledged_labels_survive_sigkill(tmp_path: Path, seed: int) -> None:
         assert not failure, failure
     assert kills == 4 and len(acked) == SUBMISSIONS
     _assert_exactly_once(store, "s", acked)
-    events = Store(store.uri).read_label_events("s")
+    events = _reader(store).read_label_events("s")
     assert len(events) == SUBMISSIONS  # nothing committed that was not acknowledged

@@ -24,10 +24,11 @@ def upgrade() -> None:
         sa.Column("session", sa.String(length=128), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("request", sa.Text(), nullable=False),
+        sa.Column("last_event", sa.Text(), nullable=False),
         sa.Column("model_uri", sa.Text(), nullable=False),
-        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("owner", sa.String(length=128), nullable=False),
         sa.Column("created_at", sa.String(length=40), nullable=False),
-        sa.Column("updated_at", sa.String(length=40), nullable=False),
+        sa.Column("updated_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("job_id"),
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
