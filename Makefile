@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test fuzz test-slow lint typecheck protos bench evidence evidence-plasm smoke clean
+.PHONY: demo test system-deps fuzz test-slow lint typecheck protos bench evidence evidence-plasm smoke clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,13 +21,22 @@ demo: $(VENV)/.installed
 
 # The default run fuzzes each RPC with 250 generated requests to stay near 10 minutes on 2
 # cores; `make fuzz` runs the full 1,000 per RPC (tests/fuzz, about 6 minutes on its own).
-test: $(VENV)/.installed
+test: $(VENV)/.installed system-deps
 	PROXAL_FUZZ_EXAMPLES=250 $(PY) -m pytest
+
+# The tests run a real PostgreSQL server (tests/postgres.py) and trace fsync with strace:
+# Debian's packages, installed when missing (root, or sudo).
+system-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || ! command -v strace >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql strace >/dev/null; \
+	fi
 
 fuzz: $(VENV)/.installed
 	PROXAL_FUZZ_EXAMPLES=1000 $(PY) -m pytest tests/fuzz -rP
 
-test-slow: $(VENV)/.installed
+test-slow: $(VENV)/.installed system-deps
 	$(PY) -m pytest -m slow
 
 lint: $(VENV)/.installed

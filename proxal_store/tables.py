@@ -7,11 +7,18 @@ pylance alone.
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import lance
 import pyarrow as pa
 from proxal.runtime.errors import InvalidArgumentError, NotFoundError
+
+# The one append-only log left in Lance (session state is in SQL): a record per embedding
+# run. Compacted every COMPACT_EVERY appends, since every read scans its fragments (one per
+# append: `get_version` took 450 ms over 1,000 of them, docs/hardening.md).
+VERSIONS_LOG = "embedding_versions"
+COMPACT_EVERY = 50
 
 
 def quote(text: str) -> str:
@@ -36,12 +43,14 @@ class Tables:
     """The Lance datasets under one store root: open, read with a filter, append.
 
     `lock` (reentrant) serialises writes; the store's read-modify-write steps hold it too.
+    Appends to VERSIONS_LOG are compacted every COMPACT_EVERY appends by this object.
     """
 
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None):
         self.uri = uri
         self.storage_options = storage_options
         self.lock = threading.RLock()
+        self._appends = 0  # to VERSIONS_LOG, by this object
 
     def uri_of(self, name: str) -> str:
         """The dataset URI of table `name`."""
@@ -72,6 +81,17 @@ class Tables:
                 mode=mode,
                 storage_options=self.storage_options,
             )
+            if name == VERSIONS_LOG:
+                self._appends += 1
+                if self._appends % COMPACT_EVERY == 0:
+                    self.compact(name)
+
+    def compact(self, name: str) -> None:
+        """Merge a table's small per-commit fragments, keeping row order, so reads stay
+        fast; files of versions older than an hour go (nothing reads those any more)."""
+        ds = lance.dataset(self.uri_of(name), storage_options=self.storage_options)
+        ds.optimize.compact_files()
+        ds.cleanup_old_versions(older_than=timedelta(hours=1))
 
     def delete(self, name: str, where: str) -> None:
         """Delete the rows of table `name` matching `where` (no-op if there is no table)."""

@@ -4,6 +4,7 @@ migrations, durability settings, bad URLs and lost connections. No mocks of eith
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -98,6 +99,39 @@ def test_sqlite_commits_are_fsynced(tmp_path: Path) -> None:
     store.close()
     with contextlib.closing(sqlite3.connect(tmp_path / "store" / "proxal.db")) as raw:
         assert raw.execute("SELECT id, label FROM label_events").fetchall() == [(1, "a")]
+
+
+ACK_SCRIPT = """
+import sys
+from proxal.store import SessionRecord, Store
+store = Store(sys.argv[1])
+store.create_session(SessionRecord("s", "p", "v1", "margin", 2, 0))
+for i in range(5):
+    store.append_labels("s", "p", [i], ["a"])
+    sys.stderr.write(f"ack {i}\\n")
+    sys.stderr.flush()
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_every_sqlite_acknowledgement_follows_an_fsync_of_the_wal(tmp_path: Path) -> None:
+    """The system calls themselves: between two acknowledgements, the WAL file is synced."""
+    script = tmp_path / "ack.py"
+    script.write_text(ACK_SCRIPT)
+    trace = tmp_path / "trace"
+    subprocess.run(
+        ["strace", "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,write", "-o", str(trace),
+         sys.executable, str(script), str(tmp_path / "store")],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    synced, acks = 0, 0
+    for line in trace.read_text().splitlines():
+        if "sync(" in line and "proxal.db-wal>" in line:
+            synced += 1
+        elif "write(2" in line and '"ack ' in line:
+            assert synced >= 1, f"acknowledgement {acks} without an fsync of the WAL before it"
+            synced, acks = 0, acks + 1
+    assert acks == 5
 
 
 def test_postgresql_commits_wait_for_the_wal_flush(postgres_url: str, tmp_path: Path) -> None:

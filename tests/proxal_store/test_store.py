@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lance
 import numpy as np
 import pytest
 from proxal.runtime.errors import (
@@ -190,3 +191,19 @@ def test_the_label_log_keeps_commit_order_across_sessions(tmp_path: Path) -> Non
     events = Store(store.uri).read_label_events("s1")  # a fresh reader
     assert [e.request_id for e in events] == [f"r{i}" for i in range(1, n, 2)]
     assert store.read_label_log("s1").labels == {(i * 37) % 101: f"c{i}" for i in range(1, n, 2)}
+
+
+def test_the_version_log_is_compacted_and_keeps_its_records(tmp_path: Path) -> None:
+    """`embedding_versions`, the one append-only log left in Lance, is compacted."""
+    from proxal.store.records import COMPLETE, VersionInfo
+    from proxal.store.tables import COMPACT_EVERY
+
+    store = Store(str(tmp_path / "s"))
+    store.add_pool_rows("p", "train", ["a"], [None])
+    n = 2 * COMPACT_EVERY + 7
+    for i in range(n):  # one commit per record, as embedding runs write them
+        info = VersionInfo("p", f"v{i + 1}", i, "m", "", "torch", "mean", 4, 8, COMPLETE, 1, 0, "")
+        store._record_version(info)
+    fragments = lance.dataset(str(tmp_path / "s" / "embedding_versions.lance")).get_fragments()
+    assert len(fragments) <= 8  # compacted twice, then 7 one-row appends
+    assert [v.version for v in store.list_versions("p")] == [f"v{i + 1}" for i in range(n)]
