@@ -17,7 +17,8 @@
 #     clients need buildx, installed with apt-get where the distribution packages it:
 #     docker-buildx-plugin or docker-buildx); otherwise the legacy builder
 #     (DOCKER_BUILDKIT=0), said in the log.
-#  4. The images proxal/{s3-moto,encoder,proxy,orchestrator}, then
+#  4. The images proxal/{s3-moto,encoder,proxy,orchestrator,postgres} (postgres: Debian's
+#     postgresql package on the base image, for the orchestrator's session state), then
 #     `compose -f compose.yaml -f compose.smoke.yaml up --wait` (host network, loopback ports
 #     47050-47063: compose.smoke.yaml).
 #  5. deploy/smoke_client.py inside the orchestrator container: ingest a small Banking77
@@ -52,7 +53,7 @@ PYTHON=${PYTHON:-python3}
 MIN_FREE_GB=${PROXAL_SMOKE_MIN_FREE_GB:-}
 PROJECT=proxal-smoke
 WHEEL_PORT=47040
-PORTS=(47050 47051 47053 47061 47062 47063)
+PORTS=(47050 47051 47053 47054 47061 47062 47063)
 ENCODER=127.0.0.1:47051
 ORCHESTRATOR=127.0.0.1:47053
 PROXIES=ipv4:127.0.0.1:47061,127.0.0.1:47062,127.0.0.1:47063
@@ -103,7 +104,7 @@ teardown() {
     if [[ $KEEP_IMAGES == 0 && -n $DOCKER ]] && "$DOCKER" info >/dev/null 2>&1; then
         log "removing the images and the build cache"
         "$DOCKER" image rm -f proxal/s3-moto:"$MOTO" proxal/encoder:0.1.0 proxal/proxy:0.1.0 \
-            proxal/orchestrator:0.1.0 >/dev/null 2>&1
+            proxal/orchestrator:0.1.0 proxal/postgres:15 >/dev/null 2>&1
         timeout 600 "$DOCKER" image prune -f >/dev/null 2>&1
         timeout 600 "$DOCKER" builder prune -af >/dev/null 2>&1
     fi
@@ -303,7 +304,7 @@ port_busy $WHEEL_PORT || die "the wheelhouse server did not start"
 INDEX=http://127.0.0.1:$WHEEL_PORT/simple
 
 # ---------------------------------------------------------------------- 4. images
-build() { # name tag
+build() { # name tag [context: the repository root by default]
     local t0
     t0=$(date +%s)
     log "docker build $2 (log: $LOGS/build-$1.log)"
@@ -312,7 +313,7 @@ build() { # name tag
     nice_io timeout 3600 "$DOCKER" build --network host "${progress[@]}" \
         -f "deploy/docker/Dockerfile.$1" \
         --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg TORCH_INDEX_URL="$INDEX" \
-        --build-arg PIP_INDEX_URL="$INDEX" -t "$2" . >"$LOGS/build-$1.log" 2>&1 ||
+        --build-arg PIP_INDEX_URL="$INDEX" -t "$2" "${3:-.}" >"$LOGS/build-$1.log" 2>&1 ||
         die "docker build $2 (see $LOGS/build-$1.log)"
     log "built $2 in $(($(date +%s) - t0)) s"
 }
@@ -321,6 +322,7 @@ build s3 "proxal/s3-moto:$MOTO"
 build encoder proxal/encoder:0.1.0
 build proxy proxal/proxy:0.1.0
 build orchestrator proxal/orchestrator:0.1.0
+build postgres proxal/postgres:15 deploy/docker # apt-get on the base; no wheels
 BUILD_S=$(($(date +%s) - T0))
 kill "$WHEEL_PID" 2>/dev/null
 WHEEL_PID=""
