@@ -2,7 +2,8 @@
 
 Requests become a `JobRequest` (0 or empty fields take the defaults; options out of range
 are INVALID_ARGUMENT from `SuccessorConfig`/`PlasmConfig`), domain events become JobEvent
-messages. `OrchestratorServicer` delegates its three methods here, with its `JobRunner`.
+messages. `OrchestratorServicer` delegates its three methods here, with its `JobRunner`
+(which also answers for the jobs other orchestrators recorded in the session database).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def watch_job(
     runner: JobRunner, request: pb.WatchJobRequest, context: grpc.ServicerContext
 ) -> Iterator[pb.JobEvent]:
     """Every event of the job from its start, then new ones until it ends (or the client
-    goes away)."""
+    goes away). A job of another orchestrator (or from before a restart) starts at its
+    recorded last event and follows its database record (`JobRunner.get`)."""
     job = runner.get(request.job_id)
     seen = 0
     while context.is_active():

@@ -8,8 +8,15 @@ successor with `finetune_session` into a temporary directory and copies it to
 ``metrics.json`` last: a model directory with metrics.json is complete, one without is a job
 that died, and `list_models` skips it. Every job records `JobEvent`s (queued, running with
 step/epoch/loss, succeeded or failed with its reason) that `Job.wait_events` hands to
-watchers. Jobs live in memory: an orchestrator restart forgets them (their stored models
-stay listed). No gRPC here: the servicer (orchestrator/rpc/jobs_servicer.py) adapts it.
+watchers.
+
+Every job is also recorded in the session database (`Store.save_job`): on submit, on each
+state change (the final one before watchers see it, retried) and every RECORD_EVERY_S while
+it is queued or running (the latest event: progress, and `updated_at` as a heartbeat). So
+`JobRunner.get` answers for a job of another orchestrator, or of one that restarted, as a
+`RecordedJob` that polls the database; a queued or running record not refreshed for
+ORPHAN_AFTER_S is reported failed (its orchestrator stopped). No gRPC here: the servicer
+(orchestrator/rpc/jobs_servicer.py) adapts it.
 """
 
 from __future__ import annotations
@@ -17,14 +24,16 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import queue
+import socket
 import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from proxal.orchestrator_service.successor.config import (
     AUTO,
@@ -41,6 +50,7 @@ from proxal.runtime.errors import (
     ResourceExhaustedError,
 )
 from proxal.runtime.names import check_name
+from proxal.store.records import JobRecord
 from proxal.store.store import local_store_path, utcnow
 
 if TYPE_CHECKING:
@@ -57,6 +67,15 @@ METRICS_FILE = "metrics.json"
 PROGRESS_EVERY_S = 0.25  # at most ~4 step events a second reach the watchers
 MAX_QUEUED = 16  # jobs waiting behind the running ones; more is RESOURCE_EXHAUSTED
 CANCELLED = "cancelled: the orchestrator is shutting down; submit the job again"
+RECORD_EVERY_S = 5.0  # a queued or running job's record is refreshed this often
+ORPHAN_AFTER_S = 60.0  # a queued/running record older than this: its orchestrator stopped
+POLL_S = 1.0  # how often a watcher of a recorded job reads its record
+FINAL_TRIES = 4  # attempts at writing a job's final state
+FINAL_RETRY_S = 0.5  # the first wait between them (doubling)
+ORPHANED = (
+    "its orchestrator stopped before the job finished (no progress for {age:.0f} s); "
+    "submit it again"
+)
 
 
 class JobCancelled(ProxalError):
@@ -111,6 +130,8 @@ class Job:
         self._started = 0.0
         self._last_step = -math.inf
         self.cancelled = threading.Event()
+        self.record_lock = threading.Lock()  # orders the writes of its database record
+        self.recorded_final = False  # its final state is in the database
 
     @property
     def last(self) -> JobEvent:
@@ -121,19 +142,28 @@ class Job:
     def done(self) -> bool:
         return self.last.state in (SUCCEEDED, FAILED)
 
-    def emit(self, **changes: Any) -> JobEvent:
-        """Record the last event with `changes` (and the time since the job started)."""
+    def next_event(self, **changes: Any) -> JobEvent:
+        """The last event with `changes` (and the time since the job started), unpublished."""
         with self._cond:
             if self.events:
                 event = replace(self.events[-1], **changes)
             else:
                 base = {"method": self.request.method, "device": self.device}
                 event = JobEvent(self.id, QUEUED, self.request.session, **{**base, **changes})
-            if self._started:
-                event = replace(event, elapsed_s=time.monotonic() - self._started)
+        if self._started:
+            event = replace(event, elapsed_s=time.monotonic() - self._started)
+        return event
+
+    def publish(self, event: JobEvent) -> JobEvent:
+        """Append `event` and wake the watchers."""
+        with self._cond:
             self.events.append(event)
             self._cond.notify_all()
         return event
+
+    def emit(self, **changes: Any) -> JobEvent:
+        """Publish the last event with `changes` (memory only: the runner records it)."""
+        return self.publish(self.next_event(**changes))
 
     def start(self) -> None:
         self._started = time.monotonic()
@@ -162,6 +192,115 @@ class Job:
         with self._cond:
             self._cond.wait_for(lambda: len(self.events) > since, timeout)
             return self.events[since:]
+
+
+class WatchedJob(Protocol):
+    """What a watcher needs of a job, in memory (`Job`) or recorded (`RecordedJob`)."""
+
+    id: str
+
+    @property
+    def last(self) -> JobEvent: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    def wait_events(self, since: int, timeout: float) -> list[JobEvent]: ...
+
+
+class RecordedJob:
+    """A job known from its database record only (another orchestrator's, or one from
+    before a restart): its recorded last event, then each change read every POLL_S."""
+
+    def __init__(self, store: Store, record: JobRecord) -> None:
+        self.id = record.job_id
+        self.store = store
+        self.events = [recorded_event(record)]
+        self._polled = time.monotonic()
+
+    @property
+    def last(self) -> JobEvent:
+        return self.events[-1]
+
+    @property
+    def done(self) -> bool:
+        return self.last.state in (SUCCEEDED, FAILED)
+
+    def wait_events(self, since: int, timeout: float) -> list[JobEvent]:
+        """The events after the first `since`, reading the record up to `timeout` s for one."""
+        deadline = time.monotonic() + timeout
+        while len(self.events) <= since and not self.done:
+            now = time.monotonic()
+            poll_at = self._polled + POLL_S
+            if poll_at > deadline:
+                time.sleep(max(0.0, deadline - now))
+                break
+            time.sleep(max(0.0, poll_at - now))
+            self.poll()
+        return self.events[since:]
+
+    def poll(self) -> None:
+        """Read the record; a changed last event (or an orphaned job) becomes a new event."""
+        self._polled = time.monotonic()
+        try:
+            record = self.store.get_job(self.id)
+        except Exception as exc:  # a database hiccup: the next poll tries again
+            log.warning("successor job %s: could not read its record: %s", self.id, exc)
+            return
+        event = recorded_event(record)
+        if json_ready(asdict(event)) != json_ready(asdict(self.last)):
+            self.events.append(event)
+
+
+def recorded_event(record: JobRecord, now: float | None = None) -> JobEvent:
+    """The record's last event; a queued or running one not refreshed for ORPHAN_AFTER_S
+    is failed: its orchestrator stopped before the job finished."""
+    known = {f.name for f in fields(JobEvent)}
+    data = {k: v for k, v in record.last_event.items() if k in known}
+    data.update(job_id=record.job_id, session=record.session, state=record.state)
+    data.setdefault("method", str(record.request.get("method", "")))
+    data.setdefault("device", "")
+    if record.model_uri:
+        data["model_uri"] = record.model_uri
+    if data.get("loss") is None:
+        data["loss"] = math.nan
+    event = JobEvent(**data)
+    age = (time.time() if now is None else now) - record.updated_at
+    if event.state in (QUEUED, RUNNING) and age > ORPHAN_AFTER_S:
+        event = replace(event, state=FAILED, message=ORPHANED.format(age=age))
+    return event
+
+
+def job_record(job: Job, event: JobEvent, owner: str) -> JobRecord:
+    """The database record of `job` with `event` as its last, refreshed now."""
+    return JobRecord(
+        job_id=job.id,
+        session=job.request.session,
+        state=event.state,
+        request=json_ready(asdict(job.request)),
+        last_event=json_ready(asdict(event)),
+        model_uri=event.model_uri,
+        owner=owner,
+        updated_at=time.time(),
+    )
+
+
+def json_ready(value: Any) -> Any:
+    """`value` as JSON can hold it: NaN and infinities are None, tuples lists, others str."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def runner_owner() -> str:
+    """An id of one runner: hostname:pid:random."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -193,6 +332,8 @@ class JobRunner:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._running = 0
+        self.owner = runner_owner()  # the `owner` of the jobs it records
+        self._beat: threading.Thread | None = None
 
     def submit(self, request: JobRequest) -> tuple[Job, int]:
         """Check `request`, snapshot the session's labels, queue the job → (job, jobs ahead).
@@ -218,20 +359,32 @@ class JobRunner:
                 thread = threading.Thread(target=self._work, name="successor-job", daemon=True)
                 self._threads.append(thread)
                 thread.start()
+            if self._beat is None:
+                self._beat = threading.Thread(
+                    target=self._heartbeat, name="successor-job-records", daemon=True
+                )
+                self._beat.start()
+        self._record(job)  # before the id is returned: any orchestrator can answer for it
         return job, ahead
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str) -> WatchedJob:
+        """The job of this runner, else the job as recorded in the session database (by
+        another orchestrator, or before a restart). NotFoundError when neither has it."""
         if not job_id:
             raise InvalidArgumentError("job_id is required: pass the id TrainSuccessor returned")
         job_id = job_id[:80]  # an id is 16 characters: a longer one is unknown
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is None:
+        if job is not None:
+            return job
+        try:
+            record = self.store.get_job(job_id)
+        except NotFoundError:
             raise NotFoundError(
-                f"job {job_id!r} is unknown to this orchestrator: jobs are kept in memory only "
-                "and are forgotten when it restarts; a job that finished is listed by ListModels"
-            )
-        return job
+                f"job {job_id!r} is unknown: no orchestrator of this session database recorded "
+                "it; pass an id TrainSuccessor returned (ListModels lists the stored models)"
+            ) from None
+        return RecordedJob(self.store, record)
 
     def model_uri(self, session: str, job_id: str) -> str:
         return f"{self.store.uri}/{MODELS_DIR}/{session}/{job_id}"
@@ -252,7 +405,7 @@ class JobRunner:
             if job is None:
                 return
             if job.cancelled.is_set():
-                job.emit(state=FAILED, message=CANCELLED)
+                self._transition(job, state=FAILED, message=CANCELLED)
                 continue
             with self._lock:
                 self._running += 1
@@ -268,17 +421,71 @@ class JobRunner:
         log.info(
             "successor job %s (session %r): training on %s", job.id, job.data.session, job.device
         )
-        job.emit(state=RUNNING, message=f"running on {job.device}")
+        self._transition(job, state=RUNNING, message=f"running on {job.device}")
         try:
             uri = self._train_and_store(job)
         except ProxalError as exc:
             log.warning("successor job %s failed: %s", job.id, exc)
-            job.emit(state=FAILED, message=str(exc))
+            self._transition(job, state=FAILED, message=str(exc))
         except Exception as exc:  # a bug or a broken environment: keep it in the log
             log.exception("successor job %s failed", job.id)
-            job.emit(state=FAILED, message=f"{type(exc).__name__}: {exc}")
+            self._transition(job, state=FAILED, message=f"{type(exc).__name__}: {exc}")
         else:
-            job.emit(state=SUCCEEDED, model_uri=uri, message=f"stored at {uri}")
+            self._transition(job, state=SUCCEEDED, model_uri=uri, message=f"stored at {uri}")
+
+    # ------------------------------------------------------------ the database record
+    def _transition(self, job: Job, **changes: Any) -> JobEvent:
+        """Record the job's next event (a state change), then publish it: a watcher that
+        sees a state finds it recorded. A final state's write is tried FINAL_TRIES times."""
+        with job.record_lock:
+            event = job.next_event(**changes)
+            final = event.state in (SUCCEEDED, FAILED)
+            saved = self._save(job, event, FINAL_TRIES if final else 1)
+            job.recorded_final = saved and final
+            return job.publish(event)
+
+    def _record(self, job: Job) -> None:
+        """Write the job's latest event (progress, and a fresh `updated_at`) unless its
+        final state is recorded already."""
+        with job.record_lock:
+            if not job.recorded_final:
+                event = job.last
+                job.recorded_final = self._save(job, event, 1) and job.done
+
+    def _save(self, job: Job, event: JobEvent, tries: int) -> bool:
+        """save_job, `tries` times at most; a failure is a warning, never the job's end."""
+        error: Exception | None = None
+        for attempt in range(tries):
+            try:
+                self.store.save_job(job_record(job, event, self.owner))
+                return True
+            except Exception as exc:  # the database is down or busy: the job goes on
+                error = exc
+            if attempt + 1 < tries:
+                time.sleep(FINAL_RETRY_S * 2**attempt)
+        log.warning(
+            "successor job %s: could not record its %s event in the session database "
+            "(%d tries): %s",
+            job.id,
+            event.state,
+            tries,
+            error,
+        )
+        return False
+
+    def _heartbeat(self) -> None:
+        """Every RECORD_EVERY_S, write the records of the jobs not finished (and retry a
+        final state that could not be written); ends once the runner closed and its jobs
+        are done."""
+        while True:
+            time.sleep(RECORD_EVERY_S)
+            with self._lock:
+                jobs = [job for job in self._jobs.values() if not job.recorded_final]
+                ending = self._closed and all(job.done for job in jobs)
+            for job in jobs:
+                self._record(job)
+            if ending:
+                return
 
     def _train_and_store(self, job: Job) -> str:
         from proxal.orchestrator_service.successor.finetune import finetune_session

@@ -1,13 +1,18 @@
 """Successor training as a job of a real OrchestratorService (port 0, a Lance store on
 tmp_path, real MiniLM-L6): TrainSuccessor, WatchJob, ListModels, the queue, the model
 store (local and S3 via moto), `proxal finetune` as a client, and the bad inputs (none of
-which touches a session's labels). Trainings are tiny: 1 epoch, max_length 16."""
+which touches a session's labels). Trainings are tiny: 1 epoch, max_length 16. Jobs are
+recorded in the store's session database (SQLite): another runner, or a restarted
+orchestrator, answers for them; a stale queued/running record is an orphan, failed."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +22,24 @@ import onnxruntime as ort
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator_service.cli.main import main
+from proxal.orchestrator_service.successor import jobs
 from proxal.orchestrator_service.successor.config import SuccessorConfig, TrainingStep
 from proxal.orchestrator_service.successor.finetune import session_labels
-from proxal.orchestrator_service.successor.jobs import Job, JobRequest, JobRunner, choose_method
+from proxal.orchestrator_service.successor.jobs import (
+    Job,
+    JobRequest,
+    JobRunner,
+    RecordedJob,
+    WatchedJob,
+    choose_method,
+)
 from proxal.runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
 )
-from proxal.store import EncoderInfo, RoundRecord, Store
+from proxal.store import EncoderInfo, JobRecord, RoundRecord, Store
 from proxal.store.local_s3 import moto_s3
 
 from tests.orchestrator.jobs_server import (
@@ -85,6 +98,9 @@ def test_jobs_queue_train_store_and_list(server: Server) -> None:
     assert len(steps) >= 2 and steps[-1].step == steps[-1].total_steps == 4  # 32 texts / 8
     assert all(np.isfinite(e.loss) and e.epochs == 1 for e in steps)
     assert events[-1].model_uri == first.model_uri
+    record = server.store.get_job(first.job_id)  # recorded before the watcher saw it
+    assert (record.state, record.model_uri) == ("succeeded", first.model_uri)
+    assert record.request["method"] == "bottleneck" and record.last_event["step"] == 4
     directory = Path(first.model_uri)
     assert directory.parent.parent == Path(server.store.uri) / "models"
     assert SUCCESSOR_FILES | {"model.onnx", "tokenizer.json"} <= {
@@ -170,7 +186,7 @@ def test_the_client_trains_watches_waits_and_lists_models(server: Server, tmp_pa
         )
         with pytest.raises(InvalidArgumentError, match="method must be one of"):
             client.train_successor("s1", "xgboost", **TINY)
-        with pytest.raises(NotFoundError, match="forgotten when it restarts"):
+        with pytest.raises(NotFoundError, match="no orchestrator of this session database"):
             list(client.watch_job("job-x"))
         with pytest.raises(NotFoundError):
             client.list_models("nope")
@@ -232,7 +248,8 @@ def test_a_deleted_session_is_not_found(server: Server) -> None:
 
 def test_unknown_jobs_and_a_restart(server: Server) -> None:
     code, details = _code(lambda: list(server.stub.WatchJob(pb.WatchJobRequest(job_id="job-x"))))
-    assert code == grpc.StatusCode.NOT_FOUND and "forgotten when it restarts" in details
+    assert code == grpc.StatusCode.NOT_FOUND and "job 'job-x' is unknown" in details
+    assert "ListModels" in details
     code, details = _code(lambda: list(server.stub.WatchJob(pb.WatchJobRequest())))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "job_id is required" in details
     code, _ = _code(lambda: server.stub.ListModels(pb.ListModelsRequest(session="nope")))
@@ -240,9 +257,14 @@ def test_unknown_jobs_and_a_restart(server: Server) -> None:
     stored = server.stub.ListModels(pb.ListModelsRequest()).models
     assert stored  # from the test above
     with orchestrator(Store(server.store.uri)) as restarted:  # a new orchestrator process
-        job = pb.WatchJobRequest(job_id=stored[0].job_id)
-        code, details = _code(lambda: list(restarted.stub.WatchJob(job)))
-        assert code == grpc.StatusCode.NOT_FOUND and "ListModels" in details
+        # a job it never ran: the database's final event, and the stream ends
+        [event] = watch(restarted.stub, stored[0].job_id)
+        assert (event.job_id, event.state, event.model_uri) == (
+            stored[0].job_id,
+            pb.JOB_STATE_SUCCEEDED,
+            stored[0].uri,
+        )
+        assert event.session == stored[0].session and event.message.startswith("stored at")
         assert restarted.stub.ListModels(pb.ListModelsRequest()).models == stored
 
 
@@ -286,7 +308,8 @@ def test_finetune_cli_is_a_client_of_the_job(
 
 def test_models_go_to_object_storage(tmp_path: Path) -> None:
     with moto_s3("proxal-jobs") as s3:
-        store = Store("s3://proxal-jobs/store", storage_options=s3.options)
+        db = f"sqlite:///{tmp_path / 'proxal.db'}"  # a store on object storage names its database
+        store = Store("s3://proxal-jobs/store", storage_options=s3.options, db=db)
         labelled_store(store)
         with orchestrator(store) as running:
             request = pb.TrainSuccessorRequest(session="s1", skip_onnx=True, **TINY)
@@ -333,3 +356,174 @@ def test_queue_limit_and_close_cancels(server: Server, monkeypatch: pytest.Monke
         assert job.last.state == "failed" and job.last.message.startswith("cancelled")
     with pytest.raises(FailedPreconditionError, match="shutting down"):
         runner.submit(JobRequest("s1"))
+
+
+# ---------------------------------------------------------------- jobs in the database
+
+
+def _until(job: WatchedJob, state: str) -> None:
+    """Wait (at most 60 s) for the job's last event to be in `state`."""
+    seen, deadline = 0, time.monotonic() + 60
+    while job.last.state != state:
+        assert time.monotonic() < deadline, f"{job.id} is {job.last.state}, not {state}"
+        seen += len(job.wait_events(seen, 1.0))
+
+
+def _gated_runner(store: Store, monkeypatch: pytest.MonkeyPatch) -> tuple[JobRunner, Any]:
+    """A runner whose jobs wait on the returned gate, take one step and store nothing."""
+    gate = threading.Event()
+    runner = JobRunner(store)
+
+    def train(job: Job) -> str:
+        gate.wait(60)
+        job.on_step(TrainingStep("ft", 1, 1, 4, 4, 0.5))
+        return runner.model_uri(job.data.session, job.id)
+
+    monkeypatch.setattr(runner, "_train_and_store", train)
+    return runner, gate
+
+
+def _orphan(store: Store, job_id: str, state: str, age: float) -> None:
+    """A record written by an orchestrator that last reported `age` s ago."""
+    event = {"job_id": job_id, "state": state, "session": "s1", "method": "full"}
+    event |= {"device": "cpu", "step": 3, "total_steps": 5, "loss": None, "message": "training"}
+    request = {"session": "s1", "method": "full"}
+    store.save_job(
+        JobRecord(
+            job_id, "s1", state, request, event, owner="gone:1:x", updated_at=time.time() - age
+        )
+    )
+
+
+def test_a_jobs_record_goes_queued_running_succeeded(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, gate = _gated_runner(server.store, monkeypatch)
+    first, _ = runner.submit(JobRequest("s1"))
+    _until(first, "running")  # a state is recorded before it is published
+    assert server.store.get_job(first.id).state == "running"
+    second, ahead = runner.submit(JobRequest("s2", method="lp_ft"))
+    queued = server.store.get_job(second.id)  # recorded before submit returned
+    assert ahead == 1 and (queued.state, queued.session) == ("queued", "s2")
+    assert queued.owner == runner.owner and queued.owner.count(":") == 2
+    assert queued.request["method"] == "lp_ft" and queued.request["config"]["epochs"] == 6
+    assert queued.last_event["message"] == "queued (1 job(s) ahead)"
+    assert queued.last_event["loss"] is None  # NaN is stored as null
+    assert queued.updated_at == pytest.approx(time.time(), abs=30)
+    gate.set()
+    for job in (first, second):
+        _until(job, "succeeded")
+        record = server.store.get_job(job.id)
+        assert (record.state, record.model_uri) == ("succeeded", job.last.model_uri)
+        assert record.model_uri == runner.model_uri(job.request.session, job.id)
+        assert record.last_event["step"] == 4 and record.last_event["loss"] == 0.5
+    assert [r.job_id for r in server.store.list_jobs("s2")][-1] == second.id
+    runner.close()
+
+
+def test_another_runner_answers_for_a_recorded_job(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner, gate = _gated_runner(server.store, monkeypatch)
+    gate.set()
+    job, _ = runner.submit(JobRequest("s1"))
+    _until(job, "succeeded")
+    other = JobRunner(Store(server.store.uri))  # another orchestrator on the same database
+    view = other.get(job.id)
+    assert isinstance(view, RecordedJob) and view.done
+    assert view.wait_events(0, 5.0) == [view.last] and view.wait_events(1, 5.0) == []
+    assert view.last == job.last  # every field, elapsed_s and the loss included
+    with pytest.raises(NotFoundError, match="job 'job-nope' is unknown"):
+        other.get("job-nope")
+    runner.close()
+    other.close()
+
+
+def test_a_stale_record_is_an_orphan_reported_failed(server: Server) -> None:
+    _orphan(server.store, "job-orphan-run", "running", jobs.ORPHAN_AFTER_S + 30)
+    _orphan(server.store, "job-orphan-que", "queued", jobs.ORPHAN_AFTER_S + 30)
+    _orphan(server.store, "job-live", "running", 1.0)
+    runner = JobRunner(Store(server.store.uri))
+    for job_id in ("job-orphan-run", "job-orphan-que"):
+        job = runner.get(job_id)
+        assert job.done and job.last.state == "failed" and job.last.step == 3
+        assert job.last.message.startswith(
+            "its orchestrator stopped before the job finished (no progress for 9"
+        )
+        assert job.last.message.endswith(" s); submit it again")
+    live = runner.get("job-live")
+    assert not live.done and live.last.state == "running"
+    # over gRPC: the orphan's one event, failed, and the stream ends
+    [event] = watch(server.stub, "job-orphan-run")
+    assert event.state == pb.JOB_STATE_FAILED and "submit it again" in event.message
+    assert (event.step, event.total_steps, event.device) == (3, 5, "cpu")
+
+
+def test_watching_a_recorded_job_follows_its_record_to_the_end(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WatchJob on an orchestrator that is not running the job: it polls the database."""
+    monkeypatch.setattr(jobs, "POLL_S", 0.05)
+    _orphan(server.store, "job-elsewhere", "running", 0.0)
+
+    def owner() -> None:  # the orchestrator running the job
+        time.sleep(0.3)
+        record = server.store.get_job("job-elsewhere")
+        step = {**record.last_event, "step": 4, "loss": 0.25}
+        server.store.save_job(replace(record, last_event=step, updated_at=time.time()))
+        time.sleep(0.3)
+        done = {**step, "state": "succeeded", "model_uri": "/m/s1/job-elsewhere"}
+        server.store.save_job(
+            replace(record, state="succeeded", last_event=done, model_uri="/m/s1/job-elsewhere")
+        )
+
+    writer = threading.Thread(target=owner)
+    writer.start()
+    events = watch(server.stub, "job-elsewhere")
+    writer.join()
+    assert (events[0].state, events[0].step) == (pb.JOB_STATE_RUNNING, 3)
+    assert events[-1].state == pb.JOB_STATE_SUCCEEDED
+    assert events[-1].model_uri == "/m/s1/job-elsewhere" and events[-1].step == 4
+    assert [e.step for e in events] == sorted(e.step for e in events)
+
+
+def test_records_are_refreshed_and_database_errors_do_not_kill_a_job(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(jobs, "RECORD_EVERY_S", 0.05)
+    monkeypatch.setattr(jobs, "FINAL_RETRY_S", 0.01)
+    store = Store(server.store.uri)
+    runner, gate = _gated_runner(store, monkeypatch)
+    job, _ = runner.submit(JobRequest("s1"))
+    _until(job, "running")
+    written = store.get_job(job.id).updated_at
+    deadline = time.monotonic() + 30
+    while store.get_job(job.id).updated_at == written:  # the heartbeat refreshes it
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    save = store.save_job
+    broken = threading.Event()
+    final_calls: list[str] = []
+
+    def flaky(record: JobRecord) -> None:
+        if record.state == "succeeded":
+            final_calls.append(record.state)
+            if len(final_calls) <= 2:
+                raise RuntimeError("database is locked")
+        if broken.is_set():
+            raise RuntimeError("database is locked")
+        save(record)
+
+    monkeypatch.setattr(store, "save_job", flaky)
+    broken.set()
+    with caplog.at_level(logging.WARNING, logger=jobs.__name__):
+        time.sleep(0.3)  # several refreshes fail: warnings, the job runs on
+        assert job.last.state == "running" and not job.done
+        assert "could not record its running event" in caplog.text
+        broken.clear()
+        gate.set()
+        _until(job, "succeeded")
+    assert final_calls == ["succeeded"] * 3  # the final write, tried until it went in
+    assert store.get_job(job.id).state == "succeeded"
+    runner.close()
