@@ -7,8 +7,6 @@ import argparse
 import os
 from typing import Any
 
-from proxal.runtime.settings import DEFAULT_STORE
-
 HELP = "the session database: status, upgrade, import-lance (from an older proxal's store)"
 
 
@@ -24,6 +22,8 @@ def add_db_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub: Any) -> None:
+    from proxal.runtime.settings import DEFAULT_STORE
+
     p = sub.add_parser("db", help=HELP, description=HELP)
     p.add_argument(
         "action",

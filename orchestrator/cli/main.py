@@ -818,9 +818,10 @@ def run_serve_command(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     selector = make_selector(args.proxy, args.shard_above)  # a malformed --proxy stops here
+    asvp = _asvp_runtime(args)
     store = _open_store(args)  # before anything binds: a mistyped --store stops here
     store.database()  # and an unreachable database, or one on a newer schema
-    serve(server_settings(args), Sessions(store, selector, asvp=_asvp_runtime(args)))
+    serve(server_settings(args), Sessions(store, selector, asvp=asvp))
     return 0
 
 

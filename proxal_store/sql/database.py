@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,21 @@ class Database:
         self.url = url
         self.sqlite = url.get_backend_name() == "sqlite"
         self.engine = _engine(url)
+        # SQLite's writers wait for its lock by sleeping and polling, unfairly: with 50
+        # annotators some waited past BUSY_TIMEOUT_MS (bench/sessions_db.py). One SQLite
+        # file has one orchestrator process, so its writers queue here first instead.
+        self._writers: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.sqlite else contextlib.nullcontext()
+        )
 
     @contextlib.contextmanager
     def transaction(self, lock: bool = False) -> Iterator[Connection]:
         """A transaction, committed when the block ends (rolled back on an error); `lock`
-        makes it a writer (BEGIN IMMEDIATE on SQLite). Database errors become ProxalErrors:
-        a lost connection or a busy database is UnavailableError, which clients retry."""
-        with translate_errors(self.url), self.engine.connect() as conn:
+        makes it a writer (on SQLite: queued in this process, then BEGIN IMMEDIATE).
+        Database errors become ProxalErrors: a lost connection or a busy database is
+        UnavailableError, which clients retry."""
+        queue = self._writers if lock else contextlib.nullcontext()
+        with queue, translate_errors(self.url), self.engine.connect() as conn:
             if lock:
                 conn = conn.execution_options(proxal_write=True)
             with conn.begin():
@@ -187,8 +196,10 @@ def database_error(error: exc.DBAPIError, url: URL) -> ProxalError | None:
             f"the database at {shown(url)} refused the user name or password: check --db / "
             "PROXAL_DB"
         )
-    if error.connection_invalidated or isinstance(error, exc.InterfaceError) or (
-        isinstance(error, exc.OperationalError) and _transient(text)
+    if (
+        error.connection_invalidated
+        or isinstance(error, exc.InterfaceError)
+        or (isinstance(error, exc.OperationalError) and _transient(text))
     ):
         return UnavailableError(
             f"the database at {shown(url)} is unavailable ({text[:200]}); retry the request "

@@ -294,7 +294,8 @@ def test_postgres_entrypoint_runs(tmp_path: Path) -> None:
     first start initialises PGDATA and the database, password logins work (the URL the
     orchestrator gets), a restart reuses the data without the password, and the REPLACE_ME
     placeholder is refused."""
-    psycopg = pytest.importorskip("psycopg")
+    import psycopg
+
     bindir = _postgres_bindir()
     # postgres refuses to run as root: as the package's postgres user, in a directory it owns
     root = Path(tempfile.mkdtemp(prefix="proxal-pg-entry-"))
@@ -527,8 +528,7 @@ def _serve_dests(monkeypatch: pytest.MonkeyPatch) -> set[str]:
 
 def test_serve_reads_proxal_db(monkeypatch: pytest.MonkeyPatch) -> None:
     """The deployment sets PROXAL_DB; `proxal serve` reads it as --db."""
-    if "DB" not in _serve_dests(monkeypatch):
-        pytest.xfail("proxal serve has no --db / PROXAL_DB yet (the SQL session state, issue 17)")
+    assert "DB" in _serve_dests(monkeypatch)
     url = "postgresql://proxal:pw@postgres:5432/proxal"
     env = {"PROXAL_ORCHESTRATOR_PROXY": "dns:///proxy:50052", "PROXAL_DB": url}
     assert _parse_service_env("orchestrator", env, monkeypatch)["db"] == url
@@ -539,7 +539,8 @@ def test_database_urls_are_accepted(
 ) -> None:
     """Every session-database URL the deployment gives the orchestrator is one the store
     accepts: PostgreSQL through psycopg 3, or SQLite as an absolute path."""
-    database = pytest.importorskip("proxal.store.sql.database")
+    from proxal.store.sql import database
+
     smoke = _compose(
         "-f",
         str(COMPOSE),
