@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "sessions_db.py"
+pytestmark = pytest.mark.bench  # as test_bench_load.py: `pytest -m bench` (~20 s)
 
 
 @pytest.fixture(scope="module")

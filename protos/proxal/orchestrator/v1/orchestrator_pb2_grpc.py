@@ -209,9 +209,9 @@ class OrchestratorServiceServicer:
 
     def WatchJob(self, request, context):
         """The job's progress from its start (queued, running with step/epoch/loss, then
-        succeeded or failed with the reason), streamed until it ends. Jobs live in the
-        orchestrator's memory: after a restart a job id is NOT_FOUND (finished models stay
-        listed by ListModels).
+        succeeded or failed with the reason), streamed until it ends. Jobs are recorded in the
+        session database: any orchestrator on it answers, after a restart too (the last
+        recorded event, then changes); a job whose orchestrator stopped is reported failed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
