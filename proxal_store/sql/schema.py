@@ -32,6 +32,14 @@ metadata = MetaData()
 # SQLite only gives an INTEGER PRIMARY KEY autoincrement; BigInteger elsewhere.
 Seq = BigInteger().with_variant(Integer(), "sqlite")
 
+
+def session_column() -> Column[str]:
+    """The `session` column of a session's rows: deleted with the session."""
+    return Column(
+        "session", String(128), ForeignKey("sessions.session", ondelete="CASCADE"), nullable=False
+    )
+
+
 sessions = Table(
     "sessions",
     metadata,
@@ -51,9 +59,7 @@ sessions = Table(
 requests = Table(
     "requests",
     metadata,
-    Column(
-        "session", String(128), ForeignKey("sessions.session", ondelete="CASCADE"), nullable=False
-    ),
+    session_column(),
     Column("request_id", String(128), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("request_hash", String(64), nullable=False),
@@ -67,9 +73,7 @@ label_events = Table(
     "label_events",
     metadata,
     Column("seq", Seq, primary_key=True, autoincrement=True),
-    Column(
-        "session", String(128), ForeignKey("sessions.session", ondelete="CASCADE"), nullable=False
-    ),
+    session_column(),
     Column("pool", String(128), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("id", BigInteger, nullable=False),
@@ -94,9 +98,7 @@ leases = Table(
     metadata,
     Column("seq", Seq, primary_key=True, autoincrement=True),
     Column("lease_id", String(64), nullable=False, unique=True),
-    Column(
-        "session", String(128), ForeignKey("sessions.session", ondelete="CASCADE"), nullable=False
-    ),
+    session_column(),
     Column("annotator", String(128), nullable=False),
     Column("ids", Text, nullable=False),  # JSON list, in the order handed out
     Column("expires_at", Double, nullable=False),
@@ -121,9 +123,7 @@ lease_items = Table(
 rounds = Table(
     "rounds",
     metadata,
-    Column(
-        "session", String(128), ForeignKey("sessions.session", ondelete="CASCADE"), nullable=False
-    ),
+    session_column(),
     Column("round", Integer, nullable=False),
     Column("strategy", String(64), nullable=False),
     Column("embedding_version", String(64), nullable=False),

@@ -199,7 +199,7 @@ def test_a_lost_connection_is_unavailable_and_the_retry_commits_once(tmp_path: P
 def test_a_session_transaction_needs_the_session(db_url: str, tmp_path: Path) -> None:
     store = _store(tmp_path, db_url)
     with pytest.raises(NotFoundError), store.session_transaction("missing"):
-        pass
+        raise AssertionError("entered the transaction of a session that does not exist")
     with pytest.raises(RuntimeError), store.session_transaction("s"):  # rolled back
         store.append_labels("s", "p", [1], ["a"])
         raise RuntimeError("boom")
