@@ -13,6 +13,8 @@ class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXPORT_FORMAT_JSONL: _ClassVar[ExportFormat]
     EXPORT_FORMAT_CSV: _ClassVar[ExportFormat]
     EXPORT_FORMAT_LABEL_STUDIO: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_PARQUET: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_HF_DATASET: _ClassVar[ExportFormat]
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -25,6 +27,8 @@ EXPORT_FORMAT_UNSPECIFIED: ExportFormat
 EXPORT_FORMAT_JSONL: ExportFormat
 EXPORT_FORMAT_CSV: ExportFormat
 EXPORT_FORMAT_LABEL_STUDIO: ExportFormat
+EXPORT_FORMAT_PARQUET: ExportFormat
+EXPORT_FORMAT_HF_DATASET: ExportFormat
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -32,7 +36,7 @@ JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "classes", "lease_seconds", "classifier", "classifier_c", "classifier_max_iter", "classifier_balanced", "ups", "asvp")
+    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "classes", "lease_seconds", "classifier", "classifier_c", "classifier_max_iter", "classifier_balanced", "ups", "asvp", "initial_batch", "class_balanced")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +52,8 @@ class CreateSessionRequest(_message.Message):
     CLASSIFIER_BALANCED_FIELD_NUMBER: _ClassVar[int]
     UPS_FIELD_NUMBER: _ClassVar[int]
     ASVP_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_BATCH_FIELD_NUMBER: _ClassVar[int]
+    CLASS_BALANCED_FIELD_NUMBER: _ClassVar[int]
     session: str
     pool: str
     embedding_version: str
@@ -63,10 +69,12 @@ class CreateSessionRequest(_message.Message):
     classifier_balanced: bool
     ups: UpsSettings
     asvp: AsvpSettings
-    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ..., classifier_c: _Optional[float] = ..., classifier_max_iter: _Optional[int] = ..., classifier_balanced: _Optional[bool] = ..., ups: _Optional[_Union[UpsSettings, _Mapping]] = ..., asvp: _Optional[_Union[AsvpSettings, _Mapping]] = ...) -> None: ...
+    initial_batch: str
+    class_balanced: bool
+    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ..., classifier_c: _Optional[float] = ..., classifier_max_iter: _Optional[int] = ..., classifier_balanced: _Optional[bool] = ..., ups: _Optional[_Union[UpsSettings, _Mapping]] = ..., asvp: _Optional[_Union[AsvpSettings, _Mapping]] = ..., initial_batch: _Optional[str] = ..., class_balanced: _Optional[bool] = ...) -> None: ...
 
 class Session(_message.Message):
-    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "labels", "rounds", "classes", "created_at", "lease_seconds", "classifier", "problem", "classifier_c", "classifier_max_iter", "classifier_balanced", "ups", "asvp", "lineage")
+    __slots__ = ("session", "pool", "embedding_version", "strategy", "batch_size", "seed", "split", "labels", "rounds", "classes", "created_at", "lease_seconds", "classifier", "problem", "classifier_c", "classifier_max_iter", "classifier_balanced", "ups", "asvp", "lineage", "initial_batch", "class_balanced")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +95,8 @@ class Session(_message.Message):
     UPS_FIELD_NUMBER: _ClassVar[int]
     ASVP_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_BATCH_FIELD_NUMBER: _ClassVar[int]
+    CLASS_BALANCED_FIELD_NUMBER: _ClassVar[int]
     session: str
     pool: str
     embedding_version: str
@@ -107,7 +117,9 @@ class Session(_message.Message):
     ups: UpsSettings
     asvp: AsvpSettings
     lineage: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., labels: _Optional[int] = ..., rounds: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., created_at: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ..., problem: _Optional[str] = ..., classifier_c: _Optional[float] = ..., classifier_max_iter: _Optional[int] = ..., classifier_balanced: _Optional[bool] = ..., ups: _Optional[_Union[UpsSettings, _Mapping]] = ..., asvp: _Optional[_Union[AsvpSettings, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ...) -> None: ...
+    initial_batch: str
+    class_balanced: bool
+    def __init__(self, session: _Optional[str] = ..., pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., strategy: _Optional[str] = ..., batch_size: _Optional[int] = ..., seed: _Optional[int] = ..., split: _Optional[str] = ..., labels: _Optional[int] = ..., rounds: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ..., created_at: _Optional[str] = ..., lease_seconds: _Optional[float] = ..., classifier: _Optional[str] = ..., problem: _Optional[str] = ..., classifier_c: _Optional[float] = ..., classifier_max_iter: _Optional[int] = ..., classifier_balanced: _Optional[bool] = ..., ups: _Optional[_Union[UpsSettings, _Mapping]] = ..., asvp: _Optional[_Union[AsvpSettings, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., initial_batch: _Optional[str] = ..., class_balanced: _Optional[bool] = ...) -> None: ...
 
 class ListSessionsRequest(_message.Message):
     __slots__ = ("pool",)
@@ -166,7 +178,7 @@ class ClassCount(_message.Message):
     def __init__(self, label: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class SessionStatus(_message.Message):
-    __slots__ = ("session", "labels", "skipped", "leased", "remaining", "rounds", "embedding_version", "latest_version", "estimated_accuracy", "accuracy_note", "class_counts", "annotators", "labeled_classes", "accuracy_classes", "asvp", "lineage")
+    __slots__ = ("session", "labels", "skipped", "leased", "remaining", "rounds", "embedding_version", "latest_version", "estimated_accuracy", "accuracy_note", "class_counts", "annotators", "labeled_classes", "accuracy_classes", "asvp", "lineage", "stopping")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +195,7 @@ class SessionStatus(_message.Message):
     ACCURACY_CLASSES_FIELD_NUMBER: _ClassVar[int]
     ASVP_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    STOPPING_FIELD_NUMBER: _ClassVar[int]
     session: Session
     labels: int
     skipped: int
@@ -199,7 +212,24 @@ class SessionStatus(_message.Message):
     accuracy_classes: int
     asvp: AsvpStatus
     lineage: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., labels: _Optional[int] = ..., skipped: _Optional[int] = ..., leased: _Optional[int] = ..., remaining: _Optional[int] = ..., rounds: _Optional[int] = ..., embedding_version: _Optional[str] = ..., latest_version: _Optional[str] = ..., estimated_accuracy: _Optional[float] = ..., accuracy_note: _Optional[str] = ..., class_counts: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., annotators: _Optional[int] = ..., labeled_classes: _Optional[int] = ..., accuracy_classes: _Optional[int] = ..., asvp: _Optional[_Union[AsvpStatus, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ...) -> None: ...
+    stopping: _containers.RepeatedCompositeFieldContainer[StoppingSignal]
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., labels: _Optional[int] = ..., skipped: _Optional[int] = ..., leased: _Optional[int] = ..., remaining: _Optional[int] = ..., rounds: _Optional[int] = ..., embedding_version: _Optional[str] = ..., latest_version: _Optional[str] = ..., estimated_accuracy: _Optional[float] = ..., accuracy_note: _Optional[str] = ..., class_counts: _Optional[_Iterable[_Union[ClassCount, _Mapping]]] = ..., annotators: _Optional[int] = ..., labeled_classes: _Optional[int] = ..., accuracy_classes: _Optional[int] = ..., asvp: _Optional[_Union[AsvpStatus, _Mapping]] = ..., lineage: _Optional[_Iterable[str]] = ..., stopping: _Optional[_Iterable[_Union[StoppingSignal, _Mapping]]] = ...) -> None: ...
+
+class StoppingSignal(_message.Message):
+    __slots__ = ("name", "rule", "value", "threshold", "stop", "note")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rule: str
+    value: float
+    threshold: float
+    stop: bool
+    note: str
+    def __init__(self, name: _Optional[str] = ..., rule: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., stop: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class NextBatchRequest(_message.Message):
     __slots__ = ("session", "k", "annotator")
@@ -212,12 +242,24 @@ class NextBatchRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ..., k: _Optional[int] = ..., annotator: _Optional[str] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("id", "text")
+    __slots__ = ("id", "text", "suggestion")
     ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTION_FIELD_NUMBER: _ClassVar[int]
     id: int
     text: str
-    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
+    suggestion: Suggestion
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., suggestion: _Optional[_Union[Suggestion, _Mapping]] = ...) -> None: ...
+
+class Suggestion(_message.Message):
+    __slots__ = ("label", "probability", "score")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    probability: float
+    score: float
+    def __init__(self, label: _Optional[str] = ..., probability: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class NextBatchResponse(_message.Message):
     __slots__ = ("items", "strategy", "fallback_reason", "round", "lease_id", "lease_expires_at", "resumed")
@@ -358,6 +400,66 @@ class ExportLabelsRequest(_message.Message):
     session: str
     format: ExportFormat
     def __init__(self, session: _Optional[str] = ..., format: _Optional[_Union[ExportFormat, str]] = ...) -> None: ...
+
+class PredictRequest(_message.Message):
+    __slots__ = ("session", "ids")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, session: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("id", "suggestion")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTION_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    suggestion: Suggestion
+    def __init__(self, id: _Optional[int] = ..., suggestion: _Optional[_Union[Suggestion, _Mapping]] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("predictions", "strategy", "round", "embedding_version", "labels", "model_version", "note")
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    strategy: str
+    round: int
+    embedding_version: str
+    labels: int
+    model_version: str
+    note: str
+    def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., strategy: _Optional[str] = ..., round: _Optional[int] = ..., embedding_version: _Optional[str] = ..., labels: _Optional[int] = ..., model_version: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class LookupItemsRequest(_message.Message):
+    __slots__ = ("session", "texts")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LookupItemsResponse(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RemoveLabelsRequest(_message.Message):
+    __slots__ = ("session", "ids", "request_id", "annotator")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATOR_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    request_id: str
+    annotator: str
+    def __init__(self, session: _Optional[str] = ..., ids: _Optional[_Iterable[int]] = ..., request_id: _Optional[str] = ..., annotator: _Optional[str] = ...) -> None: ...
 
 class ExportChunk(_message.Message):
     __slots__ = ("data",)

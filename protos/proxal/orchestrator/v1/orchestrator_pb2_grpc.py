@@ -109,6 +109,21 @@ class OrchestratorServiceStub:
                 request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.Predict = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/Predict',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PredictRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PredictResponse.FromString,
+                _registered_method=True)
+        self.LookupItems = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/LookupItems',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.LookupItemsRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.LookupItemsResponse.FromString,
+                _registered_method=True)
+        self.RemoveLabels = channel.unary_unary(
+                '/proxal.orchestrator.v1.OrchestratorService/RemoveLabels',
+                request_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RemoveLabelsRequest.SerializeToString,
+                response_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -224,6 +239,32 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Predict(self, request, context):
+        """The session's current proxy on the given items: predicted label, its probability and
+        the acquisition score under the session's strategy (a labelling tool's pre-annotations
+        and its queue order). Writes nothing. NOT_FOUND: unknown session; INVALID_ARGUMENT:
+        ids outside the session's split.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupItems(self, request, context):
+        """The pool ids of texts in the session's split, by exact text (a labelling tool's tasks
+        that carry no proxal id). Writes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveLabels(self, request, context):
+        """Takes the items' labels (or skips) away, whoever gave them: they go back to the pool.
+        Idempotent by request id like every write; not undoable (label them again instead).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -301,6 +342,21 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsRequest.FromString,
                     response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'Predict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Predict,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PredictRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PredictResponse.SerializeToString,
+            ),
+            'LookupItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupItems,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.LookupItemsRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.LookupItemsResponse.SerializeToString,
+            ),
+            'RemoveLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveLabels,
+                    request_deserializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RemoveLabelsRequest.FromString,
+                    response_serializer=proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -708,6 +764,87 @@ class OrchestratorService:
             '/proxal.orchestrator.v1.OrchestratorService/ListModels',
             proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsRequest.SerializeToString,
             proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Predict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/Predict',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PredictRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/LookupItems',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.LookupItemsRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.LookupItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.orchestrator.v1.OrchestratorService/RemoveLabels',
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RemoveLabelsRequest.SerializeToString,
+            proxal_dot_orchestrator_dot_v1_dot_orchestrator__pb2.SubmitLabelsResponse.FromString,
             options,
             channel_credentials,
             insecure,

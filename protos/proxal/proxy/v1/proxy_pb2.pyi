@@ -57,7 +57,7 @@ class Subsampling(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., temperature: _Optional[float] = ..., previous_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., previous_scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
-    __slots__ = ("pool", "embedding_version", "training", "classifier", "strategy", "k", "seed", "candidate_ids", "shard", "subsampling", "return_scores", "mc_samples")
+    __slots__ = ("pool", "embedding_version", "training", "classifier", "strategy", "k", "seed", "candidate_ids", "shard", "subsampling", "return_scores", "mc_samples", "initial", "class_balanced")
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,8 @@ class SelectRequest(_message.Message):
     SUBSAMPLING_FIELD_NUMBER: _ClassVar[int]
     RETURN_SCORES_FIELD_NUMBER: _ClassVar[int]
     MC_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_FIELD_NUMBER: _ClassVar[int]
+    CLASS_BALANCED_FIELD_NUMBER: _ClassVar[int]
     pool: str
     embedding_version: str
     training: TrainingSet
@@ -82,7 +84,9 @@ class SelectRequest(_message.Message):
     subsampling: Subsampling
     return_scores: bool
     mc_samples: int
-    def __init__(self, pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., training: _Optional[_Union[TrainingSet, _Mapping]] = ..., classifier: _Optional[_Union[ClassifierSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ..., candidate_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., shard: _Optional[_Union[Shard, _Mapping]] = ..., subsampling: _Optional[_Union[Subsampling, _Mapping]] = ..., return_scores: _Optional[bool] = ..., mc_samples: _Optional[int] = ...) -> None: ...
+    initial: str
+    class_balanced: bool
+    def __init__(self, pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., training: _Optional[_Union[TrainingSet, _Mapping]] = ..., classifier: _Optional[_Union[ClassifierSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ..., candidate_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., shard: _Optional[_Union[Shard, _Mapping]] = ..., subsampling: _Optional[_Union[Subsampling, _Mapping]] = ..., return_scores: _Optional[bool] = ..., mc_samples: _Optional[int] = ..., initial: _Optional[str] = ..., class_balanced: _Optional[bool] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("load_s", "fit_s", "score_s", "select_s")
@@ -97,7 +101,7 @@ class Timings(_message.Message):
     def __init__(self, load_s: _Optional[float] = ..., fit_s: _Optional[float] = ..., score_s: _Optional[float] = ..., select_s: _Optional[float] = ...) -> None: ...
 
 class SelectResponse(_message.Message):
-    __slots__ = ("ids", "scores", "strategy", "fallback_reason", "timings", "candidates", "scored_ids", "scored_scores")
+    __slots__ = ("ids", "scores", "strategy", "fallback_reason", "timings", "candidates", "scored_ids", "scored_scores", "predicted_labels", "predicted_probabilities")
     IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +110,8 @@ class SelectResponse(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     SCORED_IDS_FIELD_NUMBER: _ClassVar[int]
     SCORED_SCORES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_LABELS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     ids: _common_pb2.Int64Array
     scores: _common_pb2.Float32Array
     strategy: str
@@ -114,7 +120,9 @@ class SelectResponse(_message.Message):
     candidates: int
     scored_ids: _common_pb2.Int64Array
     scored_scores: _common_pb2.Float32Array
-    def __init__(self, ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., candidates: _Optional[int] = ..., scored_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scored_scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ...) -> None: ...
+    predicted_labels: _common_pb2.Int32Array
+    predicted_probabilities: _common_pb2.Float32Array
+    def __init__(self, ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., candidates: _Optional[int] = ..., scored_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scored_scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., predicted_labels: _Optional[_Union[_common_pb2.Int32Array, _Mapping]] = ..., predicted_probabilities: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("id", "label")
@@ -151,27 +159,31 @@ class SequentialResponse(_message.Message):
     def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., labels: _Optional[int] = ..., latency_s: _Optional[float] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("pool", "embedding_version", "training", "classifier", "seed", "ids")
+    __slots__ = ("pool", "embedding_version", "training", "classifier", "seed", "ids", "strategy")
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
     pool: str
     embedding_version: str
     training: TrainingSet
     classifier: ClassifierSpec
     seed: int
     ids: _common_pb2.Int64Array
-    def __init__(self, pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., training: _Optional[_Union[TrainingSet, _Mapping]] = ..., classifier: _Optional[_Union[ClassifierSpec, _Mapping]] = ..., seed: _Optional[int] = ..., ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ...) -> None: ...
+    strategy: str
+    def __init__(self, pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., training: _Optional[_Union[TrainingSet, _Mapping]] = ..., classifier: _Optional[_Union[ClassifierSpec, _Mapping]] = ..., seed: _Optional[int] = ..., ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., strategy: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("labels", "confidence", "timings")
+    __slots__ = ("labels", "confidence", "timings", "scores")
     LABELS_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
     labels: _common_pb2.Int32Array
     confidence: _common_pb2.Float32Array
     timings: Timings
-    def __init__(self, labels: _Optional[_Union[_common_pb2.Int32Array, _Mapping]] = ..., confidence: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    scores: _common_pb2.Float32Array
+    def __init__(self, labels: _Optional[_Union[_common_pb2.Int32Array, _Mapping]] = ..., confidence: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ...) -> None: ...
