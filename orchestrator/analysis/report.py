@@ -28,6 +28,12 @@ from proxal.orchestrator_service.analysis.evaluation import (
     summarise,
 )
 from proxal.orchestrator_service.analysis.runs import Run
+from proxal.orchestrator_service.analysis.stopping import (
+    StopPoint,
+    plot_stopping,
+    stop_points,
+    stopping_markdown,
+)
 from proxal.runtime.errors import InvalidArgumentError
 
 if TYPE_CHECKING:  # asvp imports torch; rendering a report should not
@@ -594,6 +600,12 @@ def write_report(
     if ev["successors"]:
         images["successors"] = "successors.png"
         plot_successors(ev["successors"], out / images["successors"])
+    stops = stop_points(run.rounds)
+    if stops:
+        images["stopping"] = "stopping.png"
+        plot_stopping(run.rounds, stops, out / images["stopping"])
+        section = (STOPPING_TITLE, _stopping_body(stops, images["stopping"]))
+        extra_sections = [section, *extra_sections]
     written += [out / name for name in images.values()]
 
     document = _write_document(
@@ -605,6 +617,24 @@ def write_report(
         extra_sections,
     )
     return [document, *written]
+
+
+STOPPING_TITLE = "When would each stopping rule have stopped?"
+
+
+def _stopping_body(points: Sequence[StopPoint], image: str) -> str:
+    """The stopping section: the plot and, per session and rule, the first round that says
+    stop, its test accuracy and what it left on the table against the session's best."""
+    return "\n\n".join(
+        [
+            f"![stopping rules]({image})",
+            "Each rule as in `proxal status` (docs/sessions.md); accuracy is the test accuracy "
+            "of the round's proxy. Rules a session did not compute are left out (the "
+            "accuracy-change rule cross-validates each round, so a simulation runs it for the "
+            "first seed of `stopping_cv` strategies only).",
+            stopping_markdown(points),
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ class RoundRow:
     Seconds: `embed_s` re-embedding the pool in this round (an ASVP refresh; the one-off
     embedding is `Run.embed_s`), `load_s` reading embeddings, `fit_s` fitting, `score_s`
     scoring and selecting, `finetune_s` fine-tuning (ASVP checks; the fine-tuned loop),
-    `round_s` the whole round.
+    `round_s` the whole round. `stopping` holds the stopping signals of the round's model
+    (`engine.stopping`).
     """
 
     strategy: str
@@ -61,6 +62,8 @@ class RoundRow:
     finetune_s: float = 0.0
     round_s: float = 0.0
     embedding_version: str = ""  # the version the round selected on (ASVP may switch it)
+    # The stopping signals at this round: name -> {"value" (None: not computable), "stop"}.
+    stopping: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # imported when a command runs: `proxal --help` loads no grpc
         Deleted,
         Session,
         Status,
+        StoppingSignal,
     )
     from proxal.orchestrator_service.sessions.label_files import FileLabel
     from proxal.runtime.errors import ProxalError
@@ -301,6 +303,7 @@ def _print_status(s: Status, as_json: bool) -> int:
         "accuracy_note": s.accuracy_note,
         "class_counts": s.class_counts,
         "asvp": _asvp_fields(s.asvp),
+        "stopping": [asdict(x) for x in s.stopping],
     }
     if as_json:
         print(json.dumps(fields, indent=1))
@@ -308,7 +311,8 @@ def _print_status(s: Status, as_json: bool) -> int:
     shown = {
         k: v
         for k, v in fields.items()
-        if k not in ("class_counts", "classes", "labeled_classes", "accuracy_classes", "asvp")
+        if k not in ("class_counts", "classes", "labeled_classes", "accuracy_classes")
+        and k not in ("asvp", "stopping")
     }
     if s.asvp.enabled:
         shown["asvp"] = _asvp_line(s.asvp)
@@ -323,7 +327,17 @@ def _print_status(s: Status, as_json: bool) -> int:
     counts = list(s.class_counts.items())
     top = ", ".join(f"{label} {count}" for label, count in counts[:10])
     print(f"{'class_counts':>18}: {top}{' ...' if len(counts) > 10 else ''}")
+    for x in s.stopping:
+        print(f"{x.name:>18}: {_stopping_line(x)}")
     return 0
+
+
+def _stopping_line(x: StoppingSignal) -> str:
+    """A stopping signal for people: verdict, value against threshold, the rule, the note."""
+    if x.value is None:
+        return f"not yet ({x.note}); rule: {x.rule}"
+    verdict = "STOP" if x.stop else "go on"
+    return f"{verdict}: {x.value:.4f} (threshold {x.threshold:g}; {x.rule}); {x.note}"
 
 
 def _asvp_fields(a: AsvpStatus) -> dict[str, object] | None:

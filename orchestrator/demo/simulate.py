@@ -596,14 +596,19 @@ def write_outputs(
 
 
 def print_curves(result: SimulationResult, budget: int) -> None:
-    """The learning curves up to the budget (and the ASVP checks, if any ran)."""
-    from proxal.orchestrator_service.analysis import evaluation, report
+    """The learning curves up to the budget (and the ASVP checks, if any ran), and where
+    each stopping rule would have stopped."""
+    from proxal.orchestrator_service.analysis import evaluation, report, stopping
 
     print()
     print(report.curve_table(budget_summary(evaluation.summarise(result.points), budget)))
     if result.alignment:
         print()
         print(report.alignment_table(result.alignment))
+    stops = stopping.stop_points(result.points)
+    if stops:
+        print("\nwhere each stopping rule would have stopped (mean over the seeds that stopped):")
+        print("\n".join(stopping.stopping_summary(stops)))
 
 
 def print_summary(outcome: SimulateOutcome, config: SimulateConfig) -> None:
@@ -615,6 +620,7 @@ def print_summary(outcome: SimulateOutcome, config: SimulateConfig) -> None:
         f"\nreport: {outcome.report}\nplot:   {out / 'learning_curve.png'}\n"
         f"json:   {out / 'report.json'}\n"
         f"run:    {outcome.run_dir} (`proxal report {outcome.run_dir}` rebuilds the report)\n"
+        f"stop:   {outcome.report_dir / 'stopping.png'} (where each stopping rule stops)\n"
         f"total time {outcome.doc['timings_s']['total_s']:.0f} s"
     )
 

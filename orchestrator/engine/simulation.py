@@ -8,6 +8,7 @@ through the selector; every label and round is written to the store by the engin
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,14 @@ from proxal.orchestrator_service.analysis.runs import RoundRow, Run, SessionInfo
 from proxal.orchestrator_service.engine.feature_checks import AsvpRuntime
 from proxal.orchestrator_service.engine.loop import Engine, Round, SessionConfig
 from proxal.orchestrator_service.engine.selectors import ClassifierSpec, Selector, TrainingSet
+from proxal.orchestrator_service.engine.stopping import (
+    StopHistory,
+    StoppingSignal,
+    as_record,
+    cross_validated_accuracy,
+    margins_from_scores,
+    stop_set,
+)
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.runtime.errors import InvalidArgumentError
 from proxal.store import Store
@@ -45,6 +54,9 @@ class LoopConfig:
     classifier_max_iter: int = 300
     ups: UpsSchedule | None = None  # subsample the pool for pointwise strategies
     asvp: AsvpConfig | None = None  # refresh the features from fine-tuned checkpoints
+    # Strategies whose first-seed session cross-validates its proxy every round for the
+    # accuracy-change stopping rule (CV_FOLDS fits a round; the other sessions leave it NaN).
+    stopping_cv: tuple[str, ...] = ("margin",)
 
     def validate(self, pool_size: int) -> None:
         if not self.strategies:
@@ -171,6 +183,7 @@ def run_simulation(
             oracle = Oracle(
                 engine, proxy, data, config, f"{run_name}-{strategy.replace('_', '-')}-s{seed}"
             )
+            oracle.cross_validate = strategy in config.stopping_cv and seed == config.seeds[0]
             oracle.run(strategy, seed, [int(i) for i in initial], result, on_round)
     result.wall_s = time.perf_counter() - start
     return result
@@ -191,6 +204,10 @@ class Oracle:
             kind="logreg", c=config.classifier_c, max_iter=config.classifier_max_iter
         )
         self.gold_of = dict(zip(data.train_ids.tolist(), data.train_gold.tolist(), strict=True))
+        self.cross_validate = False
+        self.stop_ids = np.zeros(0, np.int64)
+        self.history = StopHistory()
+        self.signals: list[StoppingSignal] = []
 
     def run(
         self,
@@ -203,6 +220,7 @@ class Oracle:
         """Create the session, label the initial set, then alternate evaluate -> select ->
         label for config.rounds rounds and a last evaluation-only round."""
         data, config = self.data, self.config
+        self.stop_ids = stop_set(data.train_ids, seed)
         self.engine.create(
             SessionConfig(
                 self.session,
@@ -227,7 +245,8 @@ class Oracle:
                 self.session, config.batch_size, None, self.evaluate, select=rnd < config.rounds
             )
             self.label(list(chosen.ids))
-            point = _point(strategy, seed, rnd, len(labeled), chosen, time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            point = _point(strategy, seed, rnd, len(labeled), chosen, elapsed, self.signals)
             result.points.append(point)
             if on_round is not None:
                 on_round(point)
@@ -245,18 +264,52 @@ class Oracle:
             self.engine.oracle_labels(self.session, self.data.pool, ids, labels)
 
     def evaluate(self, version: str, training: TrainingSet, seed: int) -> dict[str, float]:
-        """The round's proxy scored on the test split."""
-        data = self.data
-        predicted = self.proxy.predict(
-            data.pool, version, training, data.test_ids, seed=seed, classifier=self.spec
+        """The round's proxy scored on the test split, and the stopping signals at this
+        round (one Predict over the test split and the stop set; finite values recorded)."""
+        data, n = self.data, len(self.data.test_ids)
+        predicted = self.proxy.predictions(
+            data.pool,
+            version,
+            training,
+            np.concatenate([data.test_ids, self.stop_ids]),
+            seed=seed,
+            classifier=self.spec,
+            strategy="margin",
         )
-        return test_scores(data.test_gold, predicted, len(data.classes))
+        metrics = test_scores(data.test_gold, predicted.labels[:n], len(data.classes))
+        unlabelled = ~np.isin(self.stop_ids, training.ids)
+        self.history.add(
+            predicted.labels[n:],
+            cross_validated_accuracy(training, seed, self._predict(version, seed))
+            if self.cross_validate
+            else math.nan,
+            margins_from_scores(predicted.scores[n:][unlabelled]),
+        )
+        self.signals = self.history.signals()
+        metrics.update({s.name: s.value for s in self.signals if math.isfinite(s.value)})
+        return metrics
+
+    def _predict(
+        self, version: str, seed: int
+    ) -> Callable[[TrainingSet, npt.NDArray[np.int64]], npt.NDArray[np.int32]]:
+        def predict(training: TrainingSet, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
+            return self.proxy.predict(
+                self.data.pool, version, training, ids, seed=seed, classifier=self.spec
+            )
+
+        return predict
 
 
 def _point(
-    strategy: str, seed: int, rnd: int, labels: int, chosen: Round, elapsed: float
+    strategy: str,
+    seed: int,
+    rnd: int,
+    labels: int,
+    chosen: Round,
+    elapsed: float,
+    signals: list[StoppingSignal],
 ) -> RoundRow:
-    """A round of the learning curve, with its timings."""
+    """A round of the learning curve, with its timings and stopping signals."""
     timings = chosen.selection.timings if chosen.selection is not None else {}
     decision = chosen.decision
     return RoundRow(
@@ -274,4 +327,5 @@ def _point(
         finetune_s=decision.finetune_s + decision.logme_s if decision is not None else 0.0,
         round_s=elapsed,
         embedding_version=chosen.version,
+        stopping=as_record(signals),
     )

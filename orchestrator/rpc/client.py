@@ -255,10 +255,28 @@ class AsvpStatus:
 
 
 @dataclass(frozen=True)
+class StoppingSignal:
+    """One stopping rule: its value (None until computable, `note` says why), threshold and
+    whether it says the session can stop."""
+
+    name: str
+    rule: str
+    value: float | None
+    threshold: float
+    stop: bool
+    note: str
+
+    @classmethod
+    def from_proto(cls, x: pb.StoppingSignal) -> StoppingSignal:
+        return cls(x.name, x.rule, _finite(x.value), x.threshold, x.stop, x.note)
+
+
+@dataclass(frozen=True)
 class Status:
     """Where a session stands: counts, versions, the proxy's estimated accuracy (None until
     two classes have two labels each; see `accuracy_note`) over `accuracy_classes` classes,
-    labels per class (most first), the embedding lineage and ASVP's state."""
+    labels per class (most first), the embedding lineage, ASVP's state and the stopping
+    signals."""
 
     session: Session
     labels: int
@@ -276,6 +294,7 @@ class Status:
     accuracy_classes: int = 0
     asvp: AsvpStatus = field(default_factory=AsvpStatus)
     lineage: tuple[str, ...] = ()
+    stopping: tuple[StoppingSignal, ...] = ()
 
     @classmethod
     def from_proto(cls, s: pb.SessionStatus) -> Status:
@@ -296,6 +315,7 @@ class Status:
             s.accuracy_classes,
             AsvpStatus.from_proto(s.asvp),
             tuple(s.lineage),
+            tuple(StoppingSignal.from_proto(x) for x in s.stopping),
         )
 
 

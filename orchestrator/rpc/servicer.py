@@ -275,6 +275,17 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             accuracy_classes=s.accuracy_classes,
             asvp=_asvp_status(s.asvp),
             lineage=lineage_of(s.record),
+            stopping=[
+                pb.StoppingSignal(
+                    name=x.name,
+                    rule=x.rule,
+                    value=x.value,
+                    threshold=x.threshold,
+                    stop=x.stop,
+                    note=x.note,
+                )
+                for x in s.stopping
+            ],
         )
 
     def NextBatch(

@@ -44,7 +44,9 @@ from proxal.orchestrator_service.engine.loop import (
     record_config,
 )
 from proxal.orchestrator_service.engine.selectors import ClassifierSpec, Selector, TrainingSet
+from proxal.orchestrator_service.engine.stopping import StoppingSignal
 from proxal.orchestrator_service.engine.ups import UpsSchedule
+from proxal.orchestrator_service.sessions.stopping import LiveStopping
 from proxal.runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -109,6 +111,7 @@ class SessionStatus:
     accuracy_classes: int = 0
     problem: str = ""
     asvp: CheckStatus | None = None  # Status only
+    stopping: tuple[StoppingSignal, ...] = ()  # Status only: the three stopping signals
 
     @property
     def lease_seconds(self) -> float:
@@ -191,6 +194,7 @@ class Sessions:
         self.clock = clock
         self.engine = Engine(store, proxy, asvp, background=True, clock=clock)
         self._accuracy: dict[tuple[str, int], tuple[float, str, int]] = {}
+        self.stopping = LiveStopping(self.engine, proxy)
 
     def close(self) -> None:
         """Stop the background checks (a running one is abandoned)."""
@@ -313,11 +317,12 @@ class Sessions:
             self.engine.delete(session)
             for key in [k for k in self._accuracy if k[0] == session]:
                 del self._accuracy[key]
+            self.stopping.forget(session)
         return deleted
 
     def status(self, session: str) -> SessionStatus:
-        """Counts, leases, versions, class coverage, and the proxy's cross-validated
-        accuracy estimate (over the classes it covers only)."""
+        """Counts, leases, versions, class coverage, the proxy's cross-validated accuracy
+        estimate (over the classes it covers only) and the stopping signals."""
         record = self.store.get_session(session)
         classes = session_classes(record)
         log = self.store.read_label_log(session)
@@ -344,6 +349,7 @@ class Sessions:
             labeled_classes=len(set(counts) & set(classes)),
             accuracy_classes=covered,
             asvp=self.engine.checks.status(record, rounds, len(log.labels)),
+            stopping=tuple(self.stopping.signals(record, log)),
         )
 
     # ------------------------------------------------------------ batches and leases
