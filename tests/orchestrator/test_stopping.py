@@ -5,6 +5,7 @@ recording them per round with the report's plot."""
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from proxal.orchestrator_service.analysis.report import STOPPING_TITLE, write_report
 from proxal.orchestrator_service.analysis.runs import load_run, write_run
 from proxal.orchestrator_service.analysis.stopping import stop_points, stopping_summary
+from proxal.orchestrator_service.cli.main import main
 from proxal.orchestrator_service.engine import stopping
 from proxal.orchestrator_service.engine.selectors import TrainingSet
 from proxal.orchestrator_service.engine.simulation import LoopConfig, PoolData, run_simulation
@@ -164,7 +166,7 @@ class Stack:
     stub: pb_grpc.OrchestratorServiceStub
     store: Store
     proxy: ProxyClient
-    sessions: Sessions
+    address: str
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +184,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ["proxal.orchestrator.v1.OrchestratorService"],
         )
         with grpc.insecure_channel(running.address) as channel:
-            yield Stack(pb_grpc.OrchestratorServiceStub(channel), store, proxy, sessions)
+            stub = pb_grpc.OrchestratorServiceStub(channel)
+            yield Stack(stub, store, proxy, running.address)
         running.stop(0)
         sessions.close()
 
@@ -225,6 +228,21 @@ def test_status_over_grpc_returns_the_three_signals(stack: Stack) -> None:
     again = other.status("stop").stopping
     other.close()
     assert [s.value for s in again] == pytest.approx([s.value for s in status.stopping])
+
+
+def test_session_status_prints_the_signals(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack.stub.CreateSession(pb.CreateSessionRequest(session="cli-stop", pool=POOL))
+    assert main(["session", "status", "cli-stop", "--orchestrator", stack.address]) == 0
+    text = capsys.readouterr().out
+    assert "stabilizing_predictions: not yet (needs 4 rounds" in text
+    assert "uncertain_fraction: not yet (needs a fitted proxy" in text
+    args = ["session", "status", "cli-stop", "--json", "--orchestrator", stack.address]
+    assert main(args) == 0
+    shown = json.loads(capsys.readouterr().out)["stopping"]
+    assert [x["name"] for x in shown] == list(stopping.NAMES)
+    assert all(x["value"] is None and x["rule"] and x["threshold"] > 0 for x in shown)
 
 
 def test_the_simulator_records_the_signals_and_the_report_plots_them(
