@@ -5,6 +5,7 @@ recording them per round with the report's plot."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import uuid
@@ -70,7 +71,7 @@ def test_kappa_rises_to_one_as_models_stabilise() -> None:
     for n in (6, 12, 25, 50, 100, 400, 800, 820, 840, 860):
         model = LogisticRegression(max_iter=500).fit(x[1000 : 1000 + n], y[1000 : 1000 + n])
         predictions.append(model.predict(stop_x).astype(np.int32))
-    kappas = [stopping.kappa(a, b) for a, b in zip(predictions, predictions[1:], strict=False)]
+    kappas = [stopping.kappa(a, b) for a, b in itertools.pairwise(predictions)]
     assert np.mean(kappas[:3]) < np.mean(kappas[-3:])
     assert min(kappas[-3:]) > 0.97
     early = stopping.stabilizing_predictions(predictions[:4])
