@@ -13,10 +13,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from proxal.orchestrator_service.analysis.runs import RoundRow
-from proxal.orchestrator_service.engine.stopping import NAMES
+from proxal.orchestrator_service.engine.stopping import NAMES, RULES
 
 MARKERS = {"stabilizing_predictions": "o", "accuracy_change": "s", "uncertain_fraction": "^"}
 
@@ -115,42 +116,74 @@ def stopping_summary(points: Sequence[StopPoint]) -> list[str]:
 
 
 def plot_stopping(rounds: Sequence[RoundRow], points: Sequence[StopPoint], path: Path) -> None:
-    """One panel per strategy with stop points: each seed's test-accuracy curve and, on it,
-    where each rule first says stop; a PNG."""
+    """A PNG. Top row, one panel per strategy: each seed's test-accuracy curve and, on it,
+    where each rule first says stop. Bottom row, one panel per rule: its value over labels
+    (mean over the seeds that have one) per strategy, against its threshold."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     strategies = list(dict.fromkeys(p.strategy for p in points))
-    fig, axes = plt.subplots(
-        1, len(strategies), figsize=(5 * len(strategies), 4), squeeze=False, sharey=True
-    )
-    for ax, strategy in zip(axes[0], strategies, strict=True):
-        seeds = sorted({p.seed for p in points if p.strategy == strategy})
-        for seed in seeds:
-            rows = sorted(
-                (r for r in rounds if r.strategy == strategy and r.seed == seed),
-                key=lambda r: r.round,
-            )
-            ax.plot([r.labels for r in rows], [r.accuracy for r in rows], color="0.6", lw=1)
-        for n, rule in enumerate(NAMES):
-            hits = [p for p in points if p.strategy == strategy and p.rule == rule and p.stopped]
-            ax.scatter(
-                [p.labels for p in hits],
-                [p.accuracy for p in hits],
-                marker=MARKERS[rule],
-                s=60,
-                color=f"C{n}",
-                label=rule,
-                zorder=3,
-            )
-        ax.set_title(f"{strategy} ({len(seeds)} seed(s))")
-        ax.set_xlabel("labeled examples")
-        ax.grid(alpha=0.3)
+    cols = max(len(strategies), len(NAMES))
+    fig, axes = plt.subplots(2, cols, figsize=(4.5 * cols, 7.5), squeeze=False)
+    for ax, strategy in zip(axes[0], strategies, strict=False):
+        _stops_panel(ax, rounds, points, strategy)
+    for ax, rule in zip(axes[1], NAMES, strict=False):
+        _values_panel(ax, rounds, strategies, rule)
+    for ax in [*axes[0][len(strategies) :], *axes[1][len(NAMES) :]]:
+        ax.set_visible(False)
     axes[0][0].set_ylabel("test accuracy")
     axes[0][0].legend(fontsize=8, loc="lower right")
-    fig.suptitle("Where each stopping rule first says stop (grey: each seed's curve)")
+    fig.suptitle("Where each stopping rule first says stop (top) and its value (bottom)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _session(rounds: Sequence[RoundRow], strategy: str, seed: int) -> list[RoundRow]:
+    return sorted(
+        (r for r in rounds if r.strategy == strategy and r.seed == seed), key=lambda r: r.round
+    )
+
+
+def _stops_panel(
+    ax: Any, rounds: Sequence[RoundRow], points: Sequence[StopPoint], strategy: str
+) -> None:
+    seeds = sorted({p.seed for p in points if p.strategy == strategy})
+    for seed in seeds:
+        rows = _session(rounds, strategy, seed)
+        ax.plot([r.labels for r in rows], [r.accuracy for r in rows], color="0.6", lw=1)
+    for n, rule in enumerate(NAMES):
+        hits = [p for p in points if p.strategy == strategy and p.rule == rule and p.stopped]
+        ax.scatter(
+            [p.labels for p in hits],
+            [p.accuracy for p in hits],
+            marker=MARKERS[rule],
+            s=60,
+            color=f"C{n}",
+            label=rule,
+            zorder=3,
+        )
+    ax.set_title(f"{strategy} ({len(seeds)} seed(s); grey: each seed)")
+    ax.set_xlabel("labeled examples")
+    ax.grid(alpha=0.3)
+
+
+def _values_panel(
+    ax: Any, rounds: Sequence[RoundRow], strategies: Sequence[str], rule: str
+) -> None:
+    for k, strategy in enumerate(strategies):
+        values: dict[int, list[float]] = {}
+        for r in rounds:
+            value = (r.stopping.get(rule) or {}).get("value")
+            if r.strategy == strategy and value is not None:
+                values.setdefault(r.labels, []).append(float(value))
+        if values:
+            x = sorted(values)
+            ax.plot(x, [np.mean(values[i]) for i in x], marker=".", color=f"C{k}", label=strategy)
+    ax.axhline(RULES[rule][1], color="black", ls="--", lw=1, label="threshold")
+    ax.set_title(rule)
+    ax.set_xlabel("labeled examples")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -178,16 +179,24 @@ def uncertain_fraction(margins: npt.NDArray[np.float32] | None) -> StoppingSigna
 
 def cross_validated_accuracy(training: TrainingSet, seed: int, predict: Predict) -> float:
     """Stratified k-fold accuracy of the proxy on the labels of classes with at least two of
-    them (k = min(CV_FOLDS, the smallest such class)); NaN with fewer than two such classes."""
+    them; NaN with fewer than two such classes.
+
+    k is CV_FOLDS once any class has that many labels (classes with fewer sit out some test
+    folds), not min(CV_FOLDS, the smallest class) as Status's estimate: that k moves as
+    small classes fill up, and a move shifts the estimate by points the rule would read as
+    a change."""
     counts = np.bincount(training.labels, minlength=training.num_classes)
     keep = counts[training.labels] >= 2
     ids, labels = training.ids[keep], training.labels[keep]
     if len(np.unique(labels)) < 2:
         return math.nan
-    folds = min(CV_FOLDS, int(counts[counts >= 2].min()))
+    folds = min(CV_FOLDS, int(counts.max()))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed % 2**32)
     correct = 0
-    for train, test in splitter.split(ids, labels):
+    with warnings.catch_warnings():  # "the least populated class has only 2 members"
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(splitter.split(ids, labels))
+    for train, test in splits:
         fold = TrainingSet(ids[train], labels[train], training.num_classes)
         correct += int((predict(fold, ids[test]) == labels[test]).sum())
     return correct / len(ids)

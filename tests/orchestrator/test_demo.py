@@ -74,6 +74,10 @@ def test_small_demo_writes_report_and_plot(tmp_path: Path) -> None:
     assert "## AUC, ΔAUC vs random and sample saving ratio" in (
         out / "report" / "report.md"
     ).read_text(encoding="utf-8")
+    # every round records the stopping signals; the report plots where each rule stops
+    assert all(len(p["stopping"]) == 3 for p in report["points"])
+    assert (out / "report" / "stopping.png").read_bytes().startswith(b"\x89PNG")
+    assert "where each stopping rule would have stopped" in result.stdout
 
     # a second run over the same directory reuses the pool and its embedding version
     again = _run(

@@ -148,6 +148,11 @@ def test_cross_validated_accuracy_leaves_out_single_label_classes() -> None:
     assert stopping.cross_validated_accuracy(training, 0, predict) == 1.0
     assert len(asked) == stopping.CV_FOLDS
     assert sorted(np.concatenate(asked).tolist()) == list(range(10))
+    # k stays CV_FOLDS while a small class has 2 labels (no jump when it fills up)
+    asked.clear()
+    uneven = TrainingSet(np.arange(10, dtype=np.int64), np.array([0] * 8 + [1] * 2, np.int32), 2)
+    assert stopping.cross_validated_accuracy(uneven, 0, predict) == pytest.approx(0.7)
+    assert len(asked) == stopping.CV_FOLDS
     one = TrainingSet(np.arange(3, dtype=np.int64), np.array([0, 0, 1], np.int32), 2)
     assert math.isnan(stopping.cross_validated_accuracy(one, 0, predict))
 
