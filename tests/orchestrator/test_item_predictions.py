@@ -118,7 +118,5 @@ def test_remove_labels_is_idempotent_and_returns_items(stack: Stack) -> None:
     submit(stack, "rm", [(1, truth[1])])
     assert stack.stub.Status(pb.StatusRequest(session="rm")).labels == 6
     with pytest.raises(grpc.RpcError) as info:
-        stack.stub.RemoveLabels(
-            pb.RemoveLabelsRequest(session="rm", ids=[10**9], request_id=rid())
-        )
+        stack.stub.RemoveLabels(pb.RemoveLabelsRequest(session="rm", ids=[10**9], request_id=rid()))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
