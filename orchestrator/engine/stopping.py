@@ -236,6 +236,11 @@ class StopHistory:
         ]
 
 
+def unavailable(note: str) -> list[StoppingSignal]:
+    """The three signals, NaN with `note` (e.g. the proxy cannot fit), in NAMES order."""
+    return [_signal(name, math.nan, False, note) for name in NAMES]
+
+
 def as_record(signals: Sequence[StoppingSignal]) -> dict[str, dict[str, float | bool | None]]:
     """Signals as JSON-ready data for a round's row: name -> {value (None for NaN), stop}."""
     return {

@@ -19,13 +19,21 @@ from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from proxal.orchestrator_service.engine.feature_checks import CheckRecord, CheckStatus
 from proxal.orchestrator_service.engine.loop import asvp_of, lineage_of, ups_of
 from proxal.orchestrator_service.engine.selectors import ClassifierSpec
+from proxal.orchestrator_service.engine.stopping import StoppingSignal, unavailable
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.orchestrator_service.rpc import jobs_servicer
 from proxal.orchestrator_service.sessions.label_files import CSV, JSONL, LABEL_STUDIO, format_labels
 from proxal.orchestrator_service.sessions.live import Deleted, Sessions, SessionStatus, WriteResult
 from proxal.orchestrator_service.sessions.suggest import ItemPredictions, Suggestion
 from proxal.orchestrator_service.successor.jobs import JobRunner
-from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.errors import (
+    DeadlineExceededError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
 from proxal.runtime.server import ServerSettings, error_from_rpc, serve_forever, start_or_exit
 
 if TYPE_CHECKING:
@@ -38,6 +46,16 @@ _EXPORT_FORMATS = {
     pb.EXPORT_FORMAT_CSV: CSV,
     pb.EXPORT_FORMAT_LABEL_STUDIO: LABEL_STUDIO,
 }
+
+
+# What the proxy answers when it cannot fit a session's models now (Status still answers).
+PROXY_ERRORS = (
+    NotFoundError,
+    FailedPreconditionError,
+    UnavailableError,
+    DeadlineExceededError,
+    ResourceExhaustedError,
+)
 
 
 @contextlib.contextmanager
@@ -281,7 +299,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.SessionStatus:
         with _downstream():
-            s = self.sessions.status(request.session)
+            s = self.sessions.status(request.session, stopping=False)
         return pb.SessionStatus(
             session=_session(s),
             labels=s.labels,
@@ -308,9 +326,18 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                     stop=x.stop,
                     note=x.note,
                 )
-                for x in s.stopping
+                for x in self._stopping(request.session)
             ],
         )
+
+    def _stopping(self, session: str) -> list[StoppingSignal]:
+        """The stopping signals; NaN with the reason when the proxy cannot fit the session's
+        models now (e.g. its embedding version is gone): Status answers all the same."""
+        try:
+            with _downstream():
+                return self.sessions.stopping_signals(session)
+        except PROXY_ERRORS as exc:
+            return unavailable(f"the proxy cannot fit the session's models: {exc}")
 
     def NextBatch(
         self, request: pb.NextBatchRequest, context: grpc.ServicerContext

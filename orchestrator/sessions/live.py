@@ -323,9 +323,10 @@ class Sessions:
             self.stopping.forget(session)
         return deleted
 
-    def status(self, session: str) -> SessionStatus:
+    def status(self, session: str, stopping: bool = True) -> SessionStatus:
         """Counts, leases, versions, class coverage, the proxy's cross-validated accuracy
-        estimate (over the classes it covers only) and the stopping signals."""
+        estimate (over the classes it covers only) and, if `stopping`, the stopping
+        signals (`stopping_signals`)."""
         record = self.store.get_session(session)
         classes = session_classes(record)
         log = self.store.read_label_log(session)
@@ -352,7 +353,14 @@ class Sessions:
             labeled_classes=len(set(counts) & set(classes)),
             accuracy_classes=covered,
             asvp=self.engine.checks.status(record, rounds, len(log.labels)),
-            stopping=tuple(self.stopping.signals(record, log)),
+            stopping=tuple(self.stopping.signals(record, log)) if stopping else (),
+        )
+
+    def stopping_signals(self, session: str) -> list[StoppingSignal]:
+        """The session's three stopping signals (`sessions.stopping`); the proxy's errors
+        propagate."""
+        return self.stopping.signals(
+            self.store.get_session(session), self.store.read_label_log(session)
         )
 
     # ------------------------------------------------------------ batches and leases

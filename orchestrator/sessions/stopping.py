@@ -56,7 +56,8 @@ class LiveStopping:
             self._accuracy.pop(session, None)
 
     def signals(self, record: SessionRecord, log: LabelLog) -> list[StoppingSignal]:
-        """The signals at the session's newest checkpoint (the labels it has now)."""
+        """The signals at the session's newest checkpoint (the labels it has now); the
+        proxy's errors propagate."""
         counts = checkpoints(
             [r.labels_total for r in self.engine.store.read_rounds(record.session)],
             len(log.labels),

@@ -31,7 +31,7 @@ from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
 from proxal.orchestrator_service.sessions.live import Sessions
 from proxal.orchestrator_service.sessions.stopping import checkpoints
 from proxal.runtime.server import ServerSettings, start_server
-from proxal.store import Store
+from proxal.store import SessionRecord, Store
 from sklearn.linear_model import LogisticRegression
 
 from tests.conftest import add_session_pool
@@ -234,6 +234,17 @@ def test_status_over_grpc_returns_the_three_signals(stack: Stack) -> None:
     again = other.status("stop").stopping
     other.close()
     assert [s.value for s in again] == pytest.approx([s.value for s in status.stopping])
+
+
+def test_status_answers_when_the_proxy_cannot_fit(stack: Stack) -> None:
+    # a record pinned to an embedding version the proxy cannot find (e.g. deleted since)
+    stack.store.create_session(
+        SessionRecord("pinned", POOL, "v9", "margin", 10, 0, config={"classes": CLASSES})
+    )
+    stack.store.append_labels("pinned", POOL, [0, 1, 2], ["alpha", "beta", "gamma"])
+    signals = stack.stub.Status(pb.StatusRequest(session="pinned")).stopping
+    assert [s.name for s in signals] == list(stopping.NAMES)
+    assert all(math.isnan(s.value) and not s.stop and "v9" in s.note for s in signals)
 
 
 def test_session_status_prints_the_signals(
