@@ -2,8 +2,8 @@
 successor from a session's labels, optionally with PLASM pseudo-labels, as a job of `serve`),
 `report` (a run directory's evaluation as Markdown/HTML, JSON and plots), `compare` (two runs
 side by side), `asm` (acquisition sequence mismatch and dataset transfer between two runs),
-the encoder client commands `ingest`, `embed` and `versions`, and the labeling commands `session`,
-`labels` and `label` (orchestrator/cli/label.py)."""
+the encoder client commands `ingest`, `embed` and `versions`, the labeling commands `session`,
+`labels` and `label` (orchestrator/cli/label.py), and `ls-backend` (Label Studio's ML backend)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from proxal.orchestrator_service.cli import db as db_cli
 from proxal.orchestrator_service.cli import label as label_cli
+from proxal.orchestrator_service.cli import ls_backend as ls_cli
 from proxal.runtime.errors import InvalidArgumentError, ProxalError
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ HELP = {
     "report": "evaluate a run directory: tables, AUC, ΔAUC, sample saving ratio, timings",
     "compare": "compare two run directories side by side (B − A per strategy)",
     "db": db_cli.HELP,
+    "ls-backend": ls_cli.HELP,
 }
 # gRPC status codes that user input causes (a wrong name, value, state or address): exit 2.
 USER_CODES = frozenset(
@@ -854,6 +856,7 @@ _PARSERS: dict[str, Callable[[Sub], None]] = {
     "versions": _versions_parser,
     "report": _report_parser,
     "compare": _compare_parser,
+    "ls-backend": ls_cli.add_parser,
 }
 _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
     "db": db_cli.run,
@@ -865,6 +868,7 @@ _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
     "asm": run_asm_command,
     "report": run_report_command,
     "compare": run_compare_command,
+    "ls-backend": ls_cli.run,
 }
 
 
