@@ -23,6 +23,7 @@ from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.orchestrator_service.rpc import jobs_servicer
 from proxal.orchestrator_service.sessions.label_files import CSV, JSONL, LABEL_STUDIO, format_labels
 from proxal.orchestrator_service.sessions.live import Deleted, Sessions, SessionStatus, WriteResult
+from proxal.orchestrator_service.sessions.suggest import ItemPredictions, Suggestion
 from proxal.orchestrator_service.successor.jobs import JobRunner
 from proxal.runtime.errors import InvalidArgumentError
 from proxal.runtime.server import ServerSettings, error_from_rpc, serve_forever, start_or_exit
@@ -181,6 +182,29 @@ def _written(result: WriteResult) -> pb.SubmitLabelsResponse:
         total_labels=result.total_labels,
         replayed=result.replayed,
         already_labeled=result.already_labeled,
+        note=result.note,
+    )
+
+
+def _suggestion(suggestion: Suggestion) -> pb.Suggestion:
+    return pb.Suggestion(
+        label=suggestion.label, probability=suggestion.probability, score=suggestion.score
+    )
+
+
+def _predicted(result: ItemPredictions) -> pb.PredictResponse:
+    return pb.PredictResponse(
+        predictions=[
+            pb.Prediction(id=i, suggestion=_suggestion(x))
+            for i, x in zip(result.ids, result.suggestions, strict=True)
+        ]
+        if result.suggestions
+        else [pb.Prediction(id=i) for i in result.ids],
+        strategy=result.strategy,
+        round=result.round,
+        embedding_version=result.embedding_version,
+        labels=result.labels,
+        model_version=result.model_version,
         note=result.note,
     )
 
@@ -344,6 +368,29 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 request.annotator,
                 [x.annotator for x in request.labels],
             )
+        )
+
+    def RemoveLabels(
+        self, request: pb.RemoveLabelsRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitLabelsResponse:
+        return _written(
+            self.sessions.remove(
+                request.session, list(request.ids), request.request_id, request.annotator
+            )
+        )
+
+    def Predict(
+        self, request: pb.PredictRequest, context: grpc.ServicerContext
+    ) -> pb.PredictResponse:
+        with _downstream():
+            result = self.sessions.predict(request.session, list(request.ids))
+        return _predicted(result)
+
+    def LookupItems(
+        self, request: pb.LookupItemsRequest, context: grpc.ServicerContext
+    ) -> pb.LookupItemsResponse:
+        return pb.LookupItemsResponse(
+            ids=self.sessions.lookup(request.session, list(request.texts))
         )
 
     def ExportLabels(

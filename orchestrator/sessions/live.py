@@ -45,6 +45,7 @@ from proxal.orchestrator_service.engine.loop import (
 )
 from proxal.orchestrator_service.engine.selectors import ClassifierSpec, Selector, TrainingSet
 from proxal.orchestrator_service.engine.ups import UpsSchedule
+from proxal.orchestrator_service.sessions.suggest import ItemPredictions, predict_items
 from proxal.runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -64,6 +65,7 @@ from proxal.store.labels import (
     IMPORT,
     LABEL,
     RELEASE,
+    REMOVE,
     SKIP,
     UNDO,
     LabelEvent,
@@ -191,6 +193,7 @@ class Sessions:
         self.clock = clock
         self.engine = Engine(store, proxy, asvp, background=True, clock=clock)
         self._accuracy: dict[tuple[str, int], tuple[float, str, int]] = {}
+        self._text_ids: dict[tuple[str, str], dict[str, int]] = {}  # splits never change
 
     def close(self) -> None:
         """Stop the background checks (a running one is abandoned)."""
@@ -512,6 +515,59 @@ class Sessions:
             self.engine.write_labels(session, record.pool, events)
         total = len(log.labels) + sum(1 for e in events if e.id not in log.labels)
         return _imported(len(events), len(ids), total)
+
+    def remove(
+        self, session: str, ids: Sequence[int], request_id: str = "", annotator: str = ""
+    ) -> WriteResult:
+        """Take the items' labels or skips away, whoever gave them (they go back to the
+        pool); idempotent per request id. Items without either are left as they are."""
+        annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
+        record = self.store.get_session(session)
+        items = self._check_items(record, ids, MAX_BATCH, "ids")
+        digest = request_digest(REMOVE, annotator, sorted(items))
+        with self._writing(session, request_id, digest) as (log, replay):
+            if replay is not None:
+                return WriteResult(len(replay.events), len(log.labels), replayed=True)
+            events = [
+                LabelEvent(REMOVE, i, log.labels.get(i, ""), request_id, digest, annotator)
+                for i in items
+                if log.decided(i)
+            ]
+            if events:
+                self.engine.write_labels(session, record.pool, events)
+        total = len(log.labels) - sum(1 for e in events if e.id in log.labels)
+        left = len(items) - len(events)
+        note = f"{left} item(s) had no label or skip to remove" if left else ""
+        return WriteResult(len(events), total, note=note)
+
+    def predict(self, session: str, ids: Sequence[int]) -> ItemPredictions:
+        """The session's current proxy on `ids` of its split (writes nothing)."""
+        record = self.store.get_session(session)
+        _check_servable(record)
+        items = self._check_items(record, ids, MAX_BATCH, "ids")
+        log = self.store.read_label_log(session)
+        training = self._training(record, log.labels)
+        rounds = self.store.count_rounds(session)
+        return predict_items(self.proxy, record, session_classes(record), training, items, rounds)
+
+    def lookup(self, session: str, texts: Sequence[str]) -> list[int]:
+        """The id of each text in the session's split (the smallest id when a text occurs
+        more than once), -1 where none has that text exactly."""
+        if len(texts) > MAX_BATCH:
+            raise InvalidArgumentError(
+                f"{len(texts)} texts in one request; send at most {MAX_BATCH} per request"
+            )
+        record = self.store.get_session(session)
+        key = (record.pool, record.split)
+        if key not in self._text_ids:
+            rows = self.store.pool_rows(record.pool, split=record.split, columns=["id", "text"])
+            pairs = zip(rows.column("id").to_pylist(), rows.column("text").to_pylist(), strict=True)
+            index: dict[str, int] = {}
+            for i, text in sorted(pairs):
+                index.setdefault(text, int(i))
+            self._text_ids[key] = index
+        index = self._text_ids[key]
+        return [index.get(t, -1) for t in texts]
 
     def export_rows(self, session: str) -> list[dict[str, object]]:
         """The current labels as rows: id, text, label, annotator (in the order given)."""
