@@ -42,6 +42,15 @@ class SessionInfo:
     pool: str
     split: str
     classes: tuple[str, ...]
+    embedding_version: str = ""
+    rounds: int = 0
+    labels: int = 0
+
+    @property
+    def model_version(self) -> str:
+        """The name Predict gives the session's current proxy (orchestrator/sessions/
+        suggest.py `model_version`; a test keeps the two equal)."""
+        return f"{self.name}@r{self.rounds}/l{self.labels}/{self.embedding_version}"
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,7 @@ class LabelStudioBackend:
         body = _body(payload)
         config = parse_label_config(body.get("schema") or body.get("label_config"))
         info = self.session(project_id(body.get("project")), config, create=True)
-        return {"model_version": self.orchestrator.predict(info.name, []).model_version}
+        return {"model_version": info.model_version}
 
     def items(self, session: str, refs: Sequence[TaskRef]) -> list[int | None]:
         """Each task's pool id (by proxal id, else by exact text); None if not in the split."""
@@ -156,8 +165,8 @@ class LabelStudioBackend:
         ids = self.items(info.name, [task_ref(t, config) for t in tasks])
         known = [i for i in ids if i is not None]
         guesses: dict[int, Guess | None] = {}
-        version = ""
-        for start in range(0, max(len(known), 1), CHUNK):
+        version = info.model_version
+        for start in range(0, len(known), CHUNK):
             chunk = known[start : start + CHUNK]
             predicted = self.orchestrator.predict(info.name, chunk)
             guesses.update(zip(chunk, predicted.guesses, strict=True))
@@ -184,7 +193,7 @@ class LabelStudioBackend:
         info = self.session(project, config, create=False)
         if action == events.TRAINING:
             return {"status": "ok", "job_id": self.orchestrator.train(info.name)}
-        return self._annotate(project, info, config, events.annotations(body, config), action)
+        return self._annotate(project, info, config, events.annotated(body, config), action)
 
     def train(self, payload: object) -> dict[str, Any]:
         """POST /train (Label Studio's older call) {project, label_config}: queue a successor."""

@@ -49,7 +49,7 @@ def _choice(raw: dict[str, Any], config: ChoicesConfig) -> str:
     )
 
 
-def annotations(payload: dict[str, Any], config: ChoicesConfig) -> list[Annotation]:
+def annotated(payload: dict[str, Any], config: ChoicesConfig) -> list[Annotation]:
     """The annotations of a CREATED, UPDATED or bulk CREATED event, paired with their
     tasks (by the annotation's task id in a bulk event)."""
     raws, tasks = payload.get("annotation"), payload.get("task")

@@ -38,7 +38,9 @@ def _domain_errors(fn: Callable[P, T]) -> Callable[P, T]:
 
 
 def _info(s: pb.Session) -> SessionInfo:
-    return SessionInfo(s.session, s.pool, s.split, tuple(s.classes))
+    return SessionInfo(
+        s.session, s.pool, s.split, tuple(s.classes), s.embedding_version, s.rounds, s.labels
+    )
 
 
 def _written(r: pb.SubmitLabelsResponse) -> Written:
