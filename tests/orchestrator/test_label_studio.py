@@ -258,7 +258,7 @@ def test_setup_creates_the_session_and_predict_follows_proxals_order(
     assert by_ls == by_proxal
 
 
-def test_webhooks_write_once_relabel_and_remove(backend: Backend) -> None:
+def test_webhooks_write_once_relabel_and_remove(backend: Backend, tmp_path: Path) -> None:
     backend.setup()
     first = backend.annotate("ANNOTATION_CREATED", 11, 3, "beta", "2026-12-06T01:02:03.1Z")
     assert first.status_code == 200 and first.json()["written"] == 1
@@ -272,6 +272,8 @@ def test_webhooks_write_once_relabel_and_remove(backend: Backend) -> None:
     update = backend.annotate("ANNOTATION_UPDATED", 11, 3, "gamma", "2026-12-06T01:09:00Z")
     assert update.status_code == 200 and update.json()["written"] == 1
     assert backend.labels() == {3: "gamma"}
+    address = backend.orchestrator.rpc.address
+    backend = Backend(address, tmp_path / "state.sqlite3", backend.project["id"])  # a restart
     deleted = {
         "action": "ANNOTATIONS_DELETED",
         "annotations": [{"id": 11}],
@@ -282,6 +284,7 @@ def test_webhooks_write_once_relabel_and_remove(backend: Backend) -> None:
     assert backend.labels() == {}
     again = backend.http.post("/webhook", json=deleted)  # Label Studio retried it
     assert again.status_code == 200 and again.json()["replayed"] is True
+    backend.orchestrator.close()
 
 
 def test_bad_input_is_a_clear_error_and_changes_nothing(backend: Backend) -> None:
