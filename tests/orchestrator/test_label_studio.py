@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -343,3 +344,22 @@ def test_bad_flags_are_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -
     assert len(err.splitlines()) == 1 and "--basic-auth-pass" in err
     assert main(["ls-backend", "--pool", "Bad Name", "--port", "1"]) == 2
     assert "pool name" in capsys.readouterr().err
+
+
+def test_malformed_bodies_and_an_unreachable_orchestrator(backend: Backend, tmp_path: Path) -> None:
+    http = backend.http
+    reply = http.post("/setup", json=[1, 2])
+    assert reply.status_code == 400 and "JSON object" in reply.json()["error"]
+    reply = http.post("/setup", json={"schema": CONFIG})
+    assert reply.status_code == 400 and "project" in reply.json()["error"]
+    reply = http.post("/predict", json={"project": backend.uid, "label_config": CONFIG})
+    assert reply.status_code == 404  # a project never set up, before its (missing) tasks
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    gone = LsOrchestrator(closed, timeout=1.0, retry_seconds=0.5)
+    index = AnnotationIndex(tmp_path / "other.sqlite3")
+    app = create_app(LabelStudioBackend(gone, SessionSettings("tickets"), index), Auth(), closed)
+    reply = TestClient(app).post("/setup", json=setup_body(backend.uid))
+    assert reply.status_code == 503 and "orchestrator" in reply.json()["error"]
+    gone.close()
