@@ -333,8 +333,9 @@ def select(
     Mahalanobis with fewer than two labels) falls back to k-means when the query's initial
     is "kmeans", else to core-set for BADGE and to random otherwise, and says why. With
     `class_balanced`, a pointwise strategy (once the labels cover two classes) spreads its
-    picks over the proxy's predicted classes (`PointwiseStrategy.select_balanced`). With a shard, k is an upper bound: a shard with fewer
-    candidates returns all of them; without one, k above the candidates is an error.
+    picks over the proxy's predicted classes (`PointwiseStrategy.select_balanced`).
+    With a shard, k is an upper bound: a shard with fewer candidates returns all of them;
+    without one, k above the candidates is an error.
     Deterministic given the seed; scoring runs on `threads` threads.
     """
     deadline = deadline or Deadline()

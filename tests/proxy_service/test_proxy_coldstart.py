@@ -102,7 +102,7 @@ def test_balanced_top_k_takes_turns_by_class() -> None:
 
 @pytest.mark.parametrize("strategy", ["margin", "random"])
 def test_class_balanced_spreads_a_batch_over_predicted_classes(strategy: str) -> None:
-    labeled = np.concatenate([VERSION.ids[BLOB == b][:3] for b in range(BLOBS)])
+    labeled = np.concatenate([VERSION.ids[b == BLOB][:3] for b in range(BLOBS)])
     plain = run(24, labeled, strategy=strategy, seed=1)
     balanced = run(24, labeled, strategy=strategy, seed=1, class_balanced=True)
     assert balanced.strategy_used == strategy and len(set(balanced.ids.tolist())) == 24
