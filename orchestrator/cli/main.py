@@ -80,14 +80,32 @@ def _loop_args(p: argparse.ArgumentParser, successor_strategies: tuple[str, ...]
     ASVP, random's extra budget and the successors."""
     from proxal.orchestrator_service.engine.simulation import LoopConfig
     from proxal.orchestrator_service.successor.config import METHODS
+    from proxal.runtime.strategies import INITIAL_BATCHES
 
     loop = LoopConfig()
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--strategies", type=_csv(), default=loop.strategies)
     p.add_argument("--seeds", type=_csv(int), default=loop.seeds)
-    p.add_argument("--initial", type=int, default=loop.initial_size, help="random initial labels")
+    p.add_argument(
+        "--initial",
+        type=int,
+        default=loop.initial_size,
+        help="random initial labels (0: a cold start)",
+    )
     p.add_argument("--batch-size", type=int, default=loop.batch_size)
     p.add_argument("--rounds", type=int, default=loop.rounds)
+    p.add_argument(
+        "--initial-batch",
+        choices=INITIAL_BATCHES,
+        default=loop.initial_batch,
+        help="how batches are picked before two classes are labelled (with --initial 0: the "
+        "first batch); kmeans = k-means centres of the embeddings, the nearest item to each",
+    )
+    p.add_argument(
+        "--class-balanced",
+        action="store_true",
+        help="spread each batch over the proxy's predicted classes (round-robin)",
+    )
     p.add_argument(
         "--budget",
         type=int,
@@ -740,6 +758,8 @@ def _loop_config(args: argparse.Namespace) -> LoopConfig:
         rounds=rounds,
         ups=ups,
         asvp=asvp,
+        initial_batch=args.initial_batch,
+        class_balanced=args.class_balanced,
     )
 
 
