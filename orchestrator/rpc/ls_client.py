@@ -47,11 +47,27 @@ def _written(r: pb.SubmitLabelsResponse) -> Written:
     return Written(r.accepted, r.total_labels, r.replayed, r.already_labeled, r.note)
 
 
+class _Rpc(SessionClient):
+    """SessionClient plus the calls only the backend makes, with its own request ids."""
+
+    def predict(self, request: pb.PredictRequest) -> pb.PredictResponse:
+        return self._call(self.stub.Predict, request)
+
+    def lookup(self, request: pb.LookupItemsRequest) -> pb.LookupItemsResponse:
+        return self._call(self.stub.LookupItems, request)
+
+    def import_request(self, request: pb.ImportLabelsRequest) -> pb.SubmitLabelsResponse:
+        return self._call(self.stub.ImportLabels, request)
+
+    def remove(self, request: pb.RemoveLabelsRequest) -> pb.SubmitLabelsResponse:
+        return self._call(self.stub.RemoveLabels, request)
+
+
 class LsOrchestrator:
     """OrchestratorService at `address` for the Label Studio backend."""
 
     def __init__(self, address: str, timeout: float = 60.0, retry_seconds: float = 30.0):
-        self.rpc = SessionClient(address, "ls", timeout, retry_seconds)
+        self.rpc = _Rpc(address, "ls", timeout, retry_seconds)
 
     def connect(self, seconds: float) -> None:
         self.rpc.connect(seconds)
@@ -82,7 +98,7 @@ class LsOrchestrator:
 
     @_domain_errors
     def predict(self, session: str, ids: Sequence[int]) -> Predicted:
-        reply = self.rpc._call(self.rpc.stub.Predict, pb.PredictRequest(session=session, ids=ids))
+        reply = self.rpc.predict(pb.PredictRequest(session=session, ids=ids))
         guesses = [
             Guess(p.suggestion.label, p.suggestion.probability, p.suggestion.score)
             if p.HasField("suggestion")
@@ -94,7 +110,7 @@ class LsOrchestrator:
     @_domain_errors
     def lookup(self, session: str, texts: Sequence[str]) -> list[int]:
         request = pb.LookupItemsRequest(session=session, texts=texts)
-        return list(self.rpc._call(self.rpc.stub.LookupItems, request).ids)
+        return list(self.rpc.lookup(request).ids)
 
     @_domain_errors
     def import_labels(
@@ -107,7 +123,7 @@ class LsOrchestrator:
             overwrite=overwrite,
             annotator="ls",
         )
-        return _written(self.rpc._call(self.rpc.stub.ImportLabels, message))
+        return _written(self.rpc.import_request(message))
 
     @_domain_errors
     def remove_labels(
@@ -116,7 +132,7 @@ class LsOrchestrator:
         message = pb.RemoveLabelsRequest(
             session=session, ids=ids, request_id=request, annotator=annotator
         )
-        return _written(self.rpc._call(self.rpc.stub.RemoveLabels, message))
+        return _written(self.rpc.remove(message))
 
     @_domain_errors
     def train(self, session: str) -> str:
