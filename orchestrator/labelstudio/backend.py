@@ -163,7 +163,7 @@ class LabelStudioBackend:
         if not isinstance(tasks, list):
             raise InvalidArgumentError("'tasks' must be a list of tasks")
         ids = self.items(info.name, [task_ref(t, config) for t in tasks])
-        known = [i for i in ids if i is not None]
+        known = list(dict.fromkeys(i for i in ids if i is not None))  # tasks may share an item
         guesses: dict[int, Guess | None] = {}
         version = info.model_version
         for start in range(0, len(known), CHUNK):
@@ -228,7 +228,8 @@ class LabelStudioBackend:
         if not chosen:
             return {"status": "ok", "written": 0, "note": "skipped tasks are not labels"}
         items = [i for i in ids if i is not None]
-        labels = [(i, str(a.choice), a.annotator) for i, a in zip(items, chosen, strict=True)]
+        latest = {i: (i, str(a.choice), a.annotator) for i, a in zip(items, chosen, strict=True)}
+        labels = list(latest.values())  # one label per item: the event's last annotation
         kind = "upd" if action == events.UPDATED else "new"
         stamp = ";".join(f"{a.id}@{a.updated_at}" for a in chosen)
         request = request_id(kind, project, chosen[0].id, stamp)

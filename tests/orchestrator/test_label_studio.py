@@ -223,7 +223,7 @@ def test_setup_creates_the_session_and_predict_follows_proxals_order(
     version = backend.setup()["model_version"]
     assert version == f"{backend.session}@r0/l0/v1"
     assert backend.setup()["model_version"] == version  # found, not created twice
-    tasks = [task(i, by_text=i % 2 == 0) for i in range(20)]
+    tasks = [task(i, by_text=i % 2 == 0) for i in range(20)] + [task(3, by_text=True)]
     body = {
         "tasks": tasks,
         "project": backend.uid,
@@ -231,7 +231,7 @@ def test_setup_creates_the_session_and_predict_follows_proxals_order(
         "params": {"login": None, "password": None, "context": None},
     }
     cold = backend.http.post("/predict", json=body).json()["results"]
-    assert [r["result"] for r in cold] == [[]] * 20  # no proxy before two classes
+    assert [r["result"] for r in cold] == [[]] * 21  # no proxy before two classes
     assert {r["score"] for r in cold} == {0.5}
     for n, i in enumerate(range(30, 42)):
         reply = backend.annotate("ANNOTATION_CREATED", 500 + n, i, gold[i], f"t{n}")
@@ -239,7 +239,8 @@ def test_setup_creates_the_session_and_predict_follows_proxals_order(
     reply = backend.http.post("/predict", json=body)
     assert reply.status_code == 200, reply.text
     results = reply.json()["results"]
-    assert len(results) == 20
+    assert len(results) == 21 and results[20] == results[3]  # two tasks of one item
+    results = results[:20]
     direct = backend.orchestrator.predict(backend.session, list(range(20)))
     assert all(r["model_version"] == direct.model_version for r in results)
     assert direct.model_version == backend.setup()["model_version"]  # setup names it too
@@ -285,6 +286,16 @@ def test_webhooks_write_once_relabel_and_remove(backend: Backend, tmp_path: Path
     assert backend.labels() == {}
     again = backend.http.post("/webhook", json=deleted)  # Label Studio retried it
     assert again.status_code == 200 and again.json()["replayed"] is True
+    one, two = (event(backend.project, "", n, n, "alpha", "e") for n in (8, 9))
+    bulk = {
+        "action": "ANNOTATIONS_CREATED",
+        "annotation": [one["annotation"], two["annotation"]],
+        "task": [one["task"], two["task"]],
+        "project": backend.project,
+    }
+    reply = backend.http.post("/webhook", json=bulk)
+    assert reply.status_code == 200 and reply.json()["written"] == 2
+    assert backend.labels() == {8: "alpha", 9: "alpha"}
     backend.orchestrator.close()
 
 
