@@ -185,7 +185,7 @@ class LabelStudioBackend:
         if action not in events.ACTIONS:
             return {"status": "Unknown event", "action": action}
         project = project_id(body.get("project"))
-        if action in (events.DELETED, "ANNOTATION_DELETED"):
+        if action in (events.DELETED, events.ONE_DELETED):
             return self._delete(project, events.deleted(body))
         raw_project = body.get("project")
         raw_config = raw_project.get("label_config") if isinstance(raw_project, dict) else None
