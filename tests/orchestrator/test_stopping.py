@@ -296,3 +296,14 @@ def test_the_simulator_records_the_signals_and_the_report_plots_them(
     assert (tmp_path / "report" / "stopping.png").stat().st_size > 1000
     text = written[0].read_text()
     assert STOPPING_TITLE in text and "| margin | 0 | stabilizing_predictions |" in text
+
+
+def test_a_cold_start_records_the_unfitted_rounds(stack: Stack) -> None:
+    config = LoopConfig(strategies=("margin",), seeds=(1,), initial_size=0, batch_size=20, rounds=5)
+    data = PoolData.from_store(stack.store, POOL, "v1")
+    result = run_simulation(stack.store, stack.proxy, data, config, "sim-cold")
+    first, last = result.points[0], result.points[-1]
+    assert first.labels == 0 and all(v["value"] is None for v in first.stopping.values())
+    assert last.stopping["uncertain_fraction"]["value"] is not None
+    # the unfitted round 0 is not compared: kappa needs four fitted rounds after it
+    assert (last.stopping["stabilizing_predictions"]["value"] is None) == (last.round < 4)
