@@ -54,6 +54,7 @@ __all__ = [
     "Session",
     "Status",
     "Submitted",
+    "Suggestion",
     "Undone",
     "UndoneItem",
     "Ups",
@@ -66,11 +67,27 @@ def _finite(x: float) -> float | None:
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """The proxy's guess for an item: its class, that class's predicted probability and the
+    item's acquisition score (higher = more informative)."""
+
+    label: str
+    probability: float
+    score: float
+
+    @classmethod
+    def from_proto(cls, message: pb.Suggestion) -> Suggestion:
+        return cls(message.label, message.probability, message.score)
+
+
+@dataclass(frozen=True)
 class Item:
-    """One text to label: its pool id and its text."""
+    """One text to label: its pool id, its text and the proxy's suggestion (None while the
+    proxy cannot be fitted, or for items of a resumed lease)."""
 
     id: int
     text: str
+    suggestion: Suggestion | None = None
 
 
 @dataclass(frozen=True)
@@ -593,7 +610,14 @@ class Client:
     def next_batch(self, session: str, k: int = 0) -> list[Item]:
         """The next items to label (leased to this client's annotator); `k` 0: the session's
         batch size. Empty when nothing is left."""
-        return [Item(i.id, i.text) for i in self._rpc.next_batch(session, k).items]
+        return [
+            Item(
+                i.id,
+                i.text,
+                Suggestion.from_proto(i.suggestion) if i.HasField("suggestion") else None,
+            )
+            for i in self._rpc.next_batch(session, k).items
+        ]
 
     @_domain_errors
     def submit(

@@ -22,7 +22,13 @@ from proxal.orchestrator_service.engine.selectors import ClassifierSpec
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.orchestrator_service.rpc import jobs_servicer
 from proxal.orchestrator_service.sessions.label_files import CSV, JSONL, LABEL_STUDIO, format_labels
-from proxal.orchestrator_service.sessions.live import Deleted, Sessions, SessionStatus, WriteResult
+from proxal.orchestrator_service.sessions.live import (
+    Deleted,
+    Sessions,
+    SessionStatus,
+    Suggestion,
+    WriteResult,
+)
 from proxal.orchestrator_service.successor.jobs import JobRunner
 from proxal.runtime.errors import InvalidArgumentError
 from proxal.runtime.server import ServerSettings, error_from_rpc, serve_forever, start_or_exit
@@ -46,6 +52,15 @@ def _downstream(service: str = "proxy service") -> Iterator[None]:
         yield
     except grpc.RpcError as exc:
         raise error_from_rpc(exc, service) from exc
+
+
+def suggestion_proto(suggestion: Suggestion | None) -> pb.Suggestion | None:
+    """A suggestion as its message; None (the field stays unset) for none."""
+    if suggestion is None:
+        return None
+    return pb.Suggestion(
+        label=suggestion.label, probability=suggestion.probability, score=suggestion.score
+    )
 
 
 def _ups_settings(ups: UpsSchedule | None) -> pb.UpsSettings | None:
@@ -283,7 +298,10 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         with _downstream():
             batch = self.sessions.next_batch(request.session, request.k, request.annotator)
         return pb.NextBatchResponse(
-            items=[pb.Item(id=i, text=t) for i, t in batch.items],
+            items=[
+                pb.Item(id=i, text=t, suggestion=suggestion_proto(batch.suggestions.get(i)))
+                for i, t in batch.items
+            ],
             strategy=batch.strategy,
             fallback_reason=batch.fallback_reason,
             round=batch.round,

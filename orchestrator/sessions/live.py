@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,7 +43,12 @@ from proxal.orchestrator_service.engine.loop import (
     lease_seconds,
     record_config,
 )
-from proxal.orchestrator_service.engine.selectors import ClassifierSpec, Selector, TrainingSet
+from proxal.orchestrator_service.engine.selectors import (
+    ClassifierSpec,
+    Selection,
+    Selector,
+    TrainingSet,
+)
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.runtime.errors import (
     FailedPreconditionError,
@@ -136,7 +141,20 @@ class Deleted:
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """The proxy's guess for an item: a class of the session, its predicted probability and
+    the item's acquisition score (higher = more informative)."""
+
+    label: str
+    probability: float
+    score: float
+
+
+@dataclass(frozen=True)
 class Batch:
+    """Items (id, text) to label; `suggestions` by id, for the items the proxy predicted
+    (none on a cold start or for a resumed lease)."""
+
     items: list[tuple[int, str]]  # (id, text)
     strategy: str
     fallback_reason: str
@@ -144,6 +162,7 @@ class Batch:
     lease_id: str = ""
     lease_expires_at: float = 0.0
     resumed: bool = False
+    suggestions: dict[int, Suggestion] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -366,6 +385,7 @@ class Sessions:
             lease.lease_id if lease else "",
             lease.expires_at if lease else 0.0,
             resumed=chosen.resumed,
+            suggestions=suggestions(chosen.selection, session_classes(record)),
         )
 
     def release(self, session: str, annotator: str = "") -> int:
@@ -695,6 +715,23 @@ def _classes_problem(classes: object) -> str:
             f"{bad[0][:80]!r} ({len(bad[0])} characters)"
         )
     return ""
+
+
+def suggestions(selection: Selection | None, classes: Sequence[str]) -> dict[int, Suggestion]:
+    """The selection's predictions by picked id, as class names of `classes`; {} when it
+    has none (no selection, or no proxy fitted)."""
+    if selection is None or len(selection.predicted_labels) != len(selection.ids):
+        return {}
+    return {
+        int(i): Suggestion(classes[int(c)], float(p), float(s))
+        for i, c, p, s in zip(
+            selection.ids,
+            selection.predicted_labels,
+            selection.predicted_probabilities,
+            selection.scores,
+            strict=True,
+        )
+    }
 
 
 def _config(record: SessionRecord) -> dict[str, object]:
