@@ -18,7 +18,7 @@ import grpc
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
-from proxal.orchestrator_service.cli.label_tui import choose
+from proxal.orchestrator_service.cli.label_tui import Action, choose
 from proxal.orchestrator_service.cli.main import main
 from proxal.orchestrator_service.rpc.clients import ProxyClient
 from proxal.orchestrator_service.rpc.processes import ServiceProcess
@@ -169,6 +169,37 @@ def test_choose_reads_answers() -> None:
     assert choose("a", CLASSES) == (None, "3 classes match 'a': 1 alpha  2 beta  3 gamma")
     assert choose("", CLASSES) == (None, "")
     assert choose("0", CLASSES) == (None, "no class 0: pick 1-3")
+    # Enter alone takes the suggestion; anything typed still wins over it
+    assert choose("", CLASSES, "gamma") == (Action("label", "gamma"), "")
+    assert choose("\n", CLASSES, "gamma") == (Action("label", "gamma"), "")
+    assert choose("1", CLASSES, "gamma") == (Action("label", "alpha"), "")
+    assert choose("s", CLASSES, "gamma") == (Action("skip"), "")
+
+
+def test_enter_takes_the_suggestion(served: tuple[str, Store]) -> None:
+    """Once labels cover two classes the items show the proxy's suggestion; Enter takes it."""
+    address, store = served
+    _create(address, "hint", CLASSES, batch_size=2)
+    gold = store.pool_rows("cli").column("label").to_pylist()
+    with grpc.insecure_channel(address) as channel:
+        pb_grpc.OrchestratorServiceStub(channel).ImportLabels(
+            pb.ImportLabelsRequest(
+                session="hint",
+                labels=[pb.Label(id=i, label=gold[i]) for i in range(20)],
+                request_id="hint-import",
+            )
+        )
+    term = _label(address, "hint")
+    item = int(term.expect(r"\n#(\d+)\r?\n").group(1))
+    shown = term.expect(r"suggested: (\w+) \((0\.\d\d|1\.00)\) · Enter takes it")
+    assert shown.group(1) in CLASSES and float(shown.group(2)) > 0
+    term.type("\r")  # Enter, nothing else
+    term.expect(rf"#{item} → {shown.group(1)}")
+    term.type("q")
+    term.expect(r"Bye: 21 labels")
+    assert term.close() == 0
+    ids, labels = store.read_labels("hint")
+    assert dict(zip(ids.tolist(), labels, strict=True))[item] == shown.group(1)
 
 
 def test_session_and_labels_commands(
