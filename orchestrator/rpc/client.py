@@ -674,12 +674,13 @@ class Client:
 
     @_domain_errors
     def export_bytes(self, session: str, fmt: str = "jsonl") -> bytes:
-        """The labels as a file's bytes: `fmt` "jsonl", "csv" or "label-studio"."""
+        """The labels as a file's bytes: `fmt` "jsonl", "csv", "label-studio", "parquet" or
+        "hf" (a tar of data/train.jsonl and a README.md dataset card)."""
         return self._rpc.export(session, fmt)
 
     def export_file(self, session: str, path: str | Path, fmt: str = "") -> Path:
-        """Write the labels to `path`: JSONL, CSV or Label Studio JSON (from the suffix
-        .jsonl, .csv, .json, or `fmt`) → the path."""
+        """Write the labels to `path`: JSONL, CSV, Label Studio JSON or Parquet (from the
+        suffix .jsonl, .csv, .json, .parquet, or `fmt`; "hf" writes the tar) → the path."""
         from proxal.orchestrator_service.sessions.label_files import format_of
 
         path = Path(path)

@@ -21,7 +21,13 @@ from proxal.orchestrator_service.engine.loop import asvp_of, lineage_of, ups_of
 from proxal.orchestrator_service.engine.selectors import ClassifierSpec
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.orchestrator_service.rpc import jobs_servicer
-from proxal.orchestrator_service.sessions.label_files import CSV, JSONL, LABEL_STUDIO, format_labels
+from proxal.orchestrator_service.sessions.label_files import (
+    CSV,
+    HF,
+    JSONL,
+    LABEL_STUDIO,
+    PARQUET,
+)
 from proxal.orchestrator_service.sessions.live import (
     Deleted,
     Sessions,
@@ -42,6 +48,8 @@ _EXPORT_FORMATS = {
     pb.EXPORT_FORMAT_JSONL: JSONL,
     pb.EXPORT_FORMAT_CSV: CSV,
     pb.EXPORT_FORMAT_LABEL_STUDIO: LABEL_STUDIO,
+    pb.EXPORT_FORMAT_PARQUET: PARQUET,
+    pb.EXPORT_FORMAT_HF_DATASET: HF,
 }
 
 
@@ -372,7 +380,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             raise InvalidArgumentError(
                 f"unknown export format {request.format}; use one of {list(pb.ExportFormat.keys())}"
             )
-        data = format_labels(self.sessions.export_rows(request.session), fmt)
+        data = self.sessions.export_labels(request.session, fmt)
         for start in range(0, len(data), EXPORT_CHUNK_BYTES):
             yield pb.ExportChunk(data=data[start : start + EXPORT_CHUNK_BYTES])
 

@@ -50,6 +50,7 @@ from proxal.orchestrator_service.engine.selectors import (
     TrainingSet,
 )
 from proxal.orchestrator_service.engine.ups import UpsSchedule
+from proxal.orchestrator_service.sessions.label_files import HF, PARQUET, format_labels
 from proxal.runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -532,6 +533,12 @@ class Sessions:
             self.engine.write_labels(session, record.pool, events)
         total = len(log.labels) + sum(1 for e in events if e.id not in log.labels)
         return _imported(len(events), len(ids), total)
+
+    def export_labels(self, session: str, fmt: str) -> bytes:
+        """The current labels as a file in `fmt` (`label_files.EXPORT_FORMATS`)."""
+        needs = fmt in (PARQUET, HF)  # their files name the classes
+        classes = session_classes(self.store.get_session(session)) if needs else []
+        return format_labels(self.export_rows(session), fmt, classes)
 
     def export_rows(self, session: str) -> list[dict[str, object]]:
         """The current labels as rows: id, text, label, annotator (in the order given)."""

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pyarrow.parquet as pq
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -351,3 +352,40 @@ def test_a_dead_orchestrator_is_one_line_and_exit_2_within_the_connect_wait(
         f"proxal: cannot reach the orchestrator at 127.0.0.1:{port} (--orchestrator, env "
         "PROXAL_ORCHESTRATOR) within 0.5 s; is `proxal serve` running there?"
     ]
+
+
+def test_labels_export_to_parquet_and_a_hugging_face_dataset(
+    served: tuple[str, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, store = served
+    client = ["--orchestrator", address, "--annotator", "ops"]
+    assert main(["session", "create", "sets", "--pool", "cli", *client]) == 0
+    gold = store.pool_rows("cli").column("label").to_pylist()
+    src = tmp_path / "in.csv"
+    src.write_text("id,text,label\n" + "".join(f"{i},t,{gold[i]}\n" for i in range(12)))
+    assert main(["labels", "import", "sets", str(src), *client]) == 0
+    capsys.readouterr()
+    # -o x.parquet writes Parquet (from the suffix); it imports back as it is
+    out = tmp_path / "labels.parquet"
+    assert main(["labels", "export", "sets", "-o", str(out), *client]) == 0
+    assert f"wrote 12 labels of session sets to {out} (parquet)" in capsys.readouterr().out
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == list(range(12))
+    assert table.column("label").to_pylist() == gold[:12]
+    assert json.loads(table.schema.metadata[b"proxal.classes"]) == CLASSES
+    assert main(["labels", "import", "sets", str(out), "--overwrite", *client]) == 0
+    assert "imported 12 of 12 labels" in capsys.readouterr().out
+    # --format hf unpacks a dataset directory that `datasets.load_dataset` reads
+    dataset = tmp_path / "dataset"
+    assert main(["labels", "export", "sets", "--format", "hf", "-o", str(dataset), *client]) == 0
+    assert f"wrote 12 labels of session sets to {dataset} (hf)" in capsys.readouterr().out
+    assert sorted(p.name for p in dataset.rglob("*") if p.is_file()) == ["README.md", "train.jsonl"]
+    datasets = pytest.importorskip("datasets")
+    train = datasets.load_dataset(str(dataset), cache_dir=str(tmp_path / "cache"))["train"]
+    assert train.features["label"].names == CLASSES
+    assert train["label"] == [CLASSES.index(x) for x in gold[:12]]
+    # hf needs a directory: one line and exit 2, before asking the server
+    assert main(["labels", "export", "sets", "--format", "hf", *client]) == 2
+    assert "pass -o DIRECTORY" in capsys.readouterr().err
+    assert main(["labels", "export", "sets", "--format", "hf", "-o", str(out), *client]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err

@@ -27,9 +27,12 @@ from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
 from proxal.orchestrator_service.rpc.session_client import SessionClient
 from proxal.orchestrator_service.sessions.label_files import (
     CSV,
+    HF,
     JSONL,
     LABEL_STUDIO,
+    PARQUET,
     FileLabel,
+    hf_members,
     parse_labels,
 )
 from proxal.orchestrator_service.sessions.live import Sessions
@@ -309,9 +312,11 @@ def test_import_then_export_in_every_format(stack: Stack, monkeypatch: pytest.Mo
     assert (again.written, again.already_labeled, again.notes) == (1, 0, ())
     monkeypatch.setattr(servicer_module, "EXPORT_CHUNK_BYTES", 256)  # force many chunks
     expected = sorted((i, lab, "importer") for i, lab in pairs)
-    for fmt in (JSONL, CSV, LABEL_STUDIO):
+    for fmt in (JSONL, CSV, LABEL_STUDIO, PARQUET, HF):
         data = client.export("io", fmt)
         assert sorted(parse_labels(data, fmt)) == expected, fmt
+    card = hf_members(client.export("io", HF))["README.md"].decode()
+    assert "'0': alpha" in card and "'2': gamma" in card  # the session's classes, in order
     lines = client.export("io", JSONL).decode().splitlines()
     assert '"text": "train text' in lines[0] and '"annotator": "importer"' in lines[0]
     client.close()
