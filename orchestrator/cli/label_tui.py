@@ -2,12 +2,11 @@
 
 Shows the text, the numbered classes and the proxy's suggestion for the item, if it has
 one ("suggested: beta (0.83)"): Enter alone takes it. With at most 9 classes one key
-labels an item; with more, type the class number or part of its name and press Enter. `s`
-skips, `u`
-undoes your last label or skip (the item comes back to label again), `q` quits and hands
-your unlabelled items back to the pool. Every label is committed before the next item is
-shown; a dropped connection is retried with the same request id, so nothing is counted
-twice.
+labels an item; with more, type the class number or part of its name and press Enter.
+`s` skips, `u` undoes your last label or skip (the item comes back to label again), `q`
+quits and hands your unlabelled items back to the pool. Every label is committed before
+the next item is shown; a dropped connection is retried with the same request id, so
+nothing is counted twice.
 """
 
 from __future__ import annotations
