@@ -22,6 +22,9 @@ STRATEGIES = (
     "badge",
 )
 DEFAULT_STRATEGY = "margin"
+# Strategies that score each item from its own class probabilities (or at random): the
+# proxy's Predict can score single items under them.
+POINTWISE = ("random", "least_confidence", "margin", "entropy")
 CLASSIFIERS = ("logreg", "mlp", "lightgbm")
 DEFAULT_CLASSIFIER = "logreg"
 

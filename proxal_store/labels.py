@@ -18,7 +18,8 @@ LABEL = "label"  # a person's (or an oracle's) label
 IMPORT = "import"  # a label made elsewhere, imported
 SKIP = "skip"  # not shown again in this session
 UNDO = "undo"  # reverts the request named in `undoes`
-KINDS = (LABEL, IMPORT, SKIP, UNDO)
+REMOVE = "remove"  # takes the item's label or skip away (it goes back to the pool)
+KINDS = (LABEL, IMPORT, SKIP, UNDO, REMOVE)
 UNDOABLE = (LABEL, SKIP)
 
 
@@ -92,6 +93,10 @@ class LabelLog:
                 log.skipped.pop(event.id, None)
             elif event.kind == SKIP:
                 log.skipped[event.id] = None
+            elif event.kind == REMOVE:
+                log.labels.pop(event.id, None)
+                log.annotator_of.pop(event.id, None)
+                log.skipped.pop(event.id, None)
         return log
 
     def decided(self, item: int) -> bool:

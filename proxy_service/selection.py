@@ -21,13 +21,17 @@ from proxal.proxy_service.classifiers import ClassifierSpec, ProxyClassifier, bu
 from proxal.proxy_service.strategies import (
     CHUNK_ROWS,
     DEFAULT_MC_SAMPLES,
+    STRATEGIES,
     Pool,
+    ProbaStrategy,
+    RandomStrategy,
     Strategy,
     fallback_for,
     get_strategy,
 )
 from proxal.runtime.deadline import Deadline
 from proxal.runtime.errors import InvalidArgumentError, NotFoundError
+from proxal.runtime.ranking import id_uniform
 from proxal.runtime.subsampling import sort_by_id, ups_keep
 
 Loader = Callable[[], LoadedVersion]
@@ -209,11 +213,13 @@ class SelectionResult:
 
 @dataclass(frozen=True)
 class PredictionResult:
-    """Predicted classes (m,) int32 and their probabilities (m,) float32."""
+    """Predicted classes (m,) int32, their probabilities (m,) float32 and, when a strategy
+    was asked for, each id's acquisition score (m,) float32 (else empty)."""
 
     labels: npt.NDArray[np.int32]
     confidence: npt.NDArray[np.float32]
     timings: Timings
+    scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
 
 
 def fit(
@@ -399,13 +405,17 @@ def predict(
     seed: int,
     spec: ClassifierSpec,
     deadline: Deadline | None = None,
+    strategy: str = "",
 ) -> PredictionResult:
-    """Classes and confidences for `ids` (m,) from a proxy fitted on `training`.
+    """Classes and confidences for `ids` (m,) from a proxy fitted on `training`; with a
+    pointwise `strategy`, also each id's acquisition score as Select scores it.
 
-    Raises SingleClassError (FAILED_PRECONDITION) if the labels cover fewer than two classes.
+    Raises SingleClassError (FAILED_PRECONDITION) if the labels cover fewer than two classes,
+    InvalidArgumentError for a strategy that does not score ids one by one.
     """
     spec = spec.resolved()
     training.check()
+    scorer = _pointwise(strategy) if strategy else None
 
     start = time.perf_counter()
     version = load()
@@ -421,14 +431,32 @@ def predict(
 
     labels = np.empty(len(rows), dtype=np.int32)
     confidence = np.empty(len(rows), dtype=np.float32)
+    scores = np.empty(len(rows) if scorer else 0, dtype=np.float32)
     for lo in range(0, len(rows), CHUNK_ROWS):  # (chunk, classes) probabilities at a time
         proba = model.predict_proba(version.vectors[rows[lo : lo + CHUNK_ROWS]])
         chunk = proba.argmax(axis=1)
         labels[lo : lo + len(chunk)] = chunk
         confidence[lo : lo + len(chunk)] = proba[np.arange(len(chunk)), chunk]
+        if isinstance(scorer, ProbaStrategy):
+            scores[lo : lo + len(chunk)] = scorer.from_proba(proba)
+    if isinstance(scorer, RandomStrategy):
+        scores = id_uniform(ids, seed)
     scored = time.perf_counter()
     return PredictionResult(
         labels=labels,
         confidence=confidence,
         timings=Timings(load_s=loaded - start, fit_s=fitted - loaded, score_s=scored - fitted),
+        scores=scores,
+    )
+
+
+def _pointwise(name: str) -> ProbaStrategy | RandomStrategy:
+    """The strategy `name` if it scores each id from its probabilities alone (or is random);
+    InvalidArgumentError otherwise."""
+    strategy = get_strategy(name)
+    if isinstance(strategy, ProbaStrategy | RandomStrategy):
+        return strategy
+    usable = [n for n, s in STRATEGIES.items() if isinstance(s, ProbaStrategy | RandomStrategy)]
+    raise InvalidArgumentError(
+        f"Predict scores only pointwise strategies ({', '.join(usable)}), not {name!r}"
     )

@@ -170,11 +170,13 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             seed=request.seed,
             spec=_spec(request.classifier),
             deadline=Deadline.of(context),
+            strategy=request.strategy,
         )
         return proxy_pb2.PredictResponse(
             labels=common_pb2.Int32Array(data=pack_int32(result.labels)),
             confidence=common_pb2.Float32Array(data=pack_float32(result.confidence)),
             timings=_timings(result.timings),
+            scores=common_pb2.Float32Array(data=pack_float32(result.scores)),
         )
 
     def SelectSequential(

@@ -89,6 +89,17 @@ class Selection:
     )
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """A proxy's predictions for ids (n,): class indices (n,) int32, their probabilities
+    (n,) float32 and, when a strategy was asked for, acquisition scores (n,) float32 (higher
+    = more informative; else empty)."""
+
+    labels: npt.NDArray[np.int32]
+    probabilities: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+
+
 class Selector(Protocol):
     """Chooses and predicts with a proxy fitted on a training set (see module doc)."""
 
@@ -116,3 +127,14 @@ class Selector(Protocol):
         seed: int,
         classifier: ClassifierSpec | None = None,
     ) -> npt.NDArray[np.int32]: ...
+
+    def predictions(
+        self,
+        pool: str,
+        version: str,
+        training: TrainingSet,
+        ids: npt.NDArray[np.int64],
+        seed: int,
+        classifier: ClassifierSpec | None = None,
+        strategy: str = "",
+    ) -> Predictions: ...

@@ -20,6 +20,7 @@ from proxal.common.v1 import common_pb2
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from proxal.orchestrator_service.engine.selectors import (
     ClassifierSpec,
+    Predictions,
     Selection,
     Subsampling,
     TrainingSet,
@@ -217,6 +218,35 @@ def select_request(
     )
 
 
+def predict_request(
+    pool: str,
+    version: str,
+    training: TrainingSet,
+    ids: npt.NDArray[np.int64],
+    seed: int,
+    classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
+    strategy: str = "",
+) -> proxy_pb2.PredictRequest:
+    """A PredictRequest for ids (n,); `strategy` also asks for their acquisition scores."""
+    return proxy_pb2.PredictRequest(
+        pool=pool,
+        embedding_version=version,
+        training=training_proto(training),
+        classifier=classifier_proto(classifier),
+        seed=seed,
+        ids=common_pb2.Int64Array(data=pack_int64(ids)),
+        strategy=strategy,
+    )
+
+
+def predictions_from(response: proxy_pb2.PredictResponse) -> Predictions:
+    return Predictions(
+        labels=unpack_int32(response.labels.data),
+        probabilities=unpack_float32(response.confidence.data),
+        scores=unpack_float32(response.scores.data),
+    )
+
+
 class EncoderClient:
     def __init__(self, address: str, timeout: float = 3600.0):
         self.address = address
@@ -398,16 +428,21 @@ class ProxyClient:
         classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
     ) -> npt.NDArray[np.int32]:
         """The proxy's predicted class index for each id, (n,) int32."""
-        request = proxy_pb2.PredictRequest(
-            pool=pool,
-            embedding_version=version,
-            training=training_proto(training),
-            classifier=classifier_proto(classifier),
-            seed=seed,
-            ids=common_pb2.Int64Array(data=pack_int64(ids)),
-        )
-        response = self._stub.Predict(request, timeout=self.timeout)
-        return unpack_int32(response.labels.data)
+        return self.predictions(pool, version, training, ids, seed, classifier).labels
+
+    def predictions(
+        self,
+        pool: str,
+        version: str,
+        training: TrainingSet,
+        ids: npt.NDArray[np.int64],
+        seed: int,
+        classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
+        strategy: str = "",
+    ) -> Predictions:
+        """Classes, probabilities and (with a pointwise `strategy`) scores of ids (n,)."""
+        request = predict_request(pool, version, training, ids, seed, classifier, strategy)
+        return predictions_from(self._stub.Predict(request, timeout=self.timeout))
 
     def close(self) -> None:
         self._channel.close()

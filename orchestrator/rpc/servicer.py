@@ -28,13 +28,8 @@ from proxal.orchestrator_service.sessions.label_files import (
     LABEL_STUDIO,
     PARQUET,
 )
-from proxal.orchestrator_service.sessions.live import (
-    Deleted,
-    Sessions,
-    SessionStatus,
-    Suggestion,
-    WriteResult,
-)
+from proxal.orchestrator_service.sessions.live import Deleted, Sessions, SessionStatus, WriteResult
+from proxal.orchestrator_service.sessions.suggest import ItemPredictions, Suggestion
 from proxal.orchestrator_service.successor.jobs import JobRunner
 from proxal.runtime.errors import InvalidArgumentError
 from proxal.runtime.server import ServerSettings, error_from_rpc, serve_forever, start_or_exit
@@ -60,15 +55,6 @@ def _downstream(service: str = "proxy service") -> Iterator[None]:
         yield
     except grpc.RpcError as exc:
         raise error_from_rpc(exc, service) from exc
-
-
-def suggestion_proto(suggestion: Suggestion | None) -> pb.Suggestion | None:
-    """A suggestion as its message; None (the field stays unset) for none."""
-    if suggestion is None:
-        return None
-    return pb.Suggestion(
-        label=suggestion.label, probability=suggestion.probability, score=suggestion.score
-    )
 
 
 def _ups_settings(ups: UpsSchedule | None) -> pb.UpsSettings | None:
@@ -208,6 +194,29 @@ def _written(result: WriteResult) -> pb.SubmitLabelsResponse:
     )
 
 
+def _suggestion(suggestion: Suggestion) -> pb.Suggestion:
+    return pb.Suggestion(
+        label=suggestion.label, probability=suggestion.probability, score=suggestion.score
+    )
+
+
+def _predicted(result: ItemPredictions) -> pb.PredictResponse:
+    return pb.PredictResponse(
+        predictions=[
+            pb.Prediction(id=i, suggestion=_suggestion(x))
+            for i, x in zip(result.ids, result.suggestions, strict=True)
+        ]
+        if result.suggestions
+        else [pb.Prediction(id=i) for i in result.ids],
+        strategy=result.strategy,
+        round=result.round,
+        embedding_version=result.embedding_version,
+        labels=result.labels,
+        model_version=result.model_version,
+        note=result.note,
+    )
+
+
 def _deleted(result: Deleted) -> pb.DeleteSessionResponse:
     return pb.DeleteSessionResponse(
         session=result.session,
@@ -307,8 +316,9 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             batch = self.sessions.next_batch(request.session, request.k, request.annotator)
         return pb.NextBatchResponse(
             items=[
-                pb.Item(id=i, text=t, suggestion=suggestion_proto(batch.suggestions.get(i)))
+                pb.Item(id=i, text=t, suggestion=_suggestion(hint) if hint else None)
                 for i, t in batch.items
+                for hint in [batch.suggestions.get(i)]
             ],
             strategy=batch.strategy,
             fallback_reason=batch.fallback_reason,
@@ -370,6 +380,29 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 request.annotator,
                 [x.annotator for x in request.labels],
             )
+        )
+
+    def RemoveLabels(
+        self, request: pb.RemoveLabelsRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitLabelsResponse:
+        return _written(
+            self.sessions.remove(
+                request.session, list(request.ids), request.request_id, request.annotator
+            )
+        )
+
+    def Predict(
+        self, request: pb.PredictRequest, context: grpc.ServicerContext
+    ) -> pb.PredictResponse:
+        with _downstream():
+            result = self.sessions.predict(request.session, list(request.ids))
+        return _predicted(result)
+
+    def LookupItems(
+        self, request: pb.LookupItemsRequest, context: grpc.ServicerContext
+    ) -> pb.LookupItemsResponse:
+        return pb.LookupItemsResponse(
+            ids=self.sessions.lookup(request.session, list(request.texts))
         )
 
     def ExportLabels(

@@ -66,16 +66,17 @@ import numpy.typing as npt
 from proxal.common.v1 import common_pb2
 from proxal.orchestrator_service.engine.selectors import (
     ClassifierSpec,
+    Predictions,
     Selection,
     Subsampling,
     TrainingSet,
 )
 from proxal.orchestrator_service.rpc.clients import (
     check_address,
-    classifier_proto,
+    predict_request,
+    predictions_from,
     select_request,
     selection_from_proto,
-    training_proto,
 )
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from proxal.runtime.arrays import pack_int64, unpack_float32, unpack_int32, unpack_int64
@@ -595,17 +596,23 @@ class ShardedSelector:
         classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
     ) -> npt.NDArray[np.int32]:
         """`ProxyClient.predict` on one replica (round-robin, failed over): (n,) int32."""
+        return self.predictions(pool, version, training, ids, seed, classifier).labels
+
+    def predictions(
+        self,
+        pool: str,
+        version: str,
+        training: TrainingSet,
+        ids: npt.NDArray[np.int64],
+        seed: int,
+        classifier: ClassifierSpec | proxy_pb2.ClassifierSpec | None = None,
+        strategy: str = "",
+    ) -> Predictions:
+        """`ProxyClient.predictions` on one replica (round-robin, failed over)."""
         self.replicas.refresh(RESOLVE_EVERY_S)
-        request = proxy_pb2.PredictRequest(
-            pool=pool,
-            embedding_version=version,
-            training=training_proto(training),
-            classifier=classifier_proto(classifier),
-            seed=seed,
-            ids=common_pb2.Int64Array(data=pack_int64(ids)),
-        )
+        request = predict_request(pool, version, training, ids, seed, classifier, strategy)
         response, _, _ = self._call("Predict", request, next(self._turn), self.timeout)
-        return unpack_int32(response.labels.data)
+        return predictions_from(response)
 
     def select_shards(
         self,

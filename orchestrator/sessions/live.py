@@ -51,6 +51,11 @@ from proxal.orchestrator_service.engine.selectors import (
 )
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.orchestrator_service.sessions.label_files import HF, PARQUET, format_labels
+from proxal.orchestrator_service.sessions.suggest import (
+    ItemPredictions,
+    Suggestion,
+    predict_items,
+)
 from proxal.runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -70,6 +75,7 @@ from proxal.store.labels import (
     IMPORT,
     LABEL,
     RELEASE,
+    REMOVE,
     SKIP,
     UNDO,
     LabelEvent,
@@ -142,16 +148,6 @@ class Deleted:
 
 
 @dataclass(frozen=True)
-class Suggestion:
-    """The proxy's guess for an item: a class of the session, its predicted probability and
-    the item's acquisition score (higher = more informative)."""
-
-    label: str
-    probability: float
-    score: float
-
-
-@dataclass(frozen=True)
 class Batch:
     """Items (id, text) to label; `suggestions` by id, for the items the proxy predicted
     (none on a cold start or for a resumed lease)."""
@@ -211,6 +207,7 @@ class Sessions:
         self.clock = clock
         self.engine = Engine(store, proxy, asvp, background=True, clock=clock)
         self._accuracy: dict[tuple[str, int], tuple[float, str, int]] = {}
+        self._text_ids: dict[tuple[str, str], dict[str, int]] = {}  # splits never change
 
     def close(self) -> None:
         """Stop the background checks (a running one is abandoned)."""
@@ -539,6 +536,59 @@ class Sessions:
         needs = fmt in (PARQUET, HF)  # their files name the classes
         classes = session_classes(self.store.get_session(session)) if needs else []
         return format_labels(self.export_rows(session), fmt, classes)
+
+    def remove(
+        self, session: str, ids: Sequence[int], request_id: str = "", annotator: str = ""
+    ) -> WriteResult:
+        """Take the items' labels or skips away, whoever gave them (they go back to the
+        pool); idempotent per request id. Items without either are left as they are."""
+        annotator = check_annotator(annotator or DEFAULT_ANNOTATOR)
+        record = self.store.get_session(session)
+        items = self._check_items(record, ids, MAX_BATCH, "ids")
+        digest = request_digest(REMOVE, annotator, sorted(items))
+        with self._writing(session, request_id, digest) as (log, replay):
+            if replay is not None:
+                return WriteResult(len(replay.events), len(log.labels), replayed=True)
+            events = [
+                LabelEvent(REMOVE, i, log.labels.get(i, ""), request_id, digest, annotator)
+                for i in items
+                if log.decided(i)
+            ]
+            if events:
+                self.engine.write_labels(session, record.pool, events)
+        total = len(log.labels) - sum(1 for e in events if e.id in log.labels)
+        left = len(items) - len(events)
+        note = f"{left} item(s) had no label or skip to remove" if left else ""
+        return WriteResult(len(events), total, note=note)
+
+    def predict(self, session: str, ids: Sequence[int]) -> ItemPredictions:
+        """The session's current proxy on `ids` of its split (writes nothing)."""
+        record = self.store.get_session(session)
+        _check_servable(record)
+        items = self._check_items(record, ids, MAX_BATCH, "ids")
+        log = self.store.read_label_log(session)
+        training = self._training(record, log.labels)
+        rounds = self.store.count_rounds(session)
+        return predict_items(self.proxy, record, session_classes(record), training, items, rounds)
+
+    def lookup(self, session: str, texts: Sequence[str]) -> list[int]:
+        """The id of each text in the session's split (the smallest id when a text occurs
+        more than once), -1 where none has that text exactly."""
+        if len(texts) > MAX_BATCH:
+            raise InvalidArgumentError(
+                f"{len(texts)} texts in one request; send at most {MAX_BATCH} per request"
+            )
+        record = self.store.get_session(session)
+        key = (record.pool, record.split)
+        if key not in self._text_ids:
+            rows = self.store.pool_rows(record.pool, split=record.split, columns=["id", "text"])
+            pairs = zip(rows.column("id").to_pylist(), rows.column("text").to_pylist(), strict=True)
+            index: dict[str, int] = {}
+            for i, text in sorted(pairs):
+                index.setdefault(text, int(i))
+            self._text_ids[key] = index
+        index = self._text_ids[key]
+        return [index.get(t, -1) for t in texts]
 
     def export_rows(self, session: str) -> list[dict[str, object]]:
         """The current labels as rows: id, text, label, annotator (in the order given)."""

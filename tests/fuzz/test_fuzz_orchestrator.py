@@ -209,6 +209,21 @@ VALID: dict[str, Strategy] = {
     "ListModels": st.builds(
         lambda s: pb.ListModelsRequest(session=s), st.sampled_from(["", "fz", "fz-jobs"])
     ),
+    "Predict": st.builds(
+        lambda ids: pb.PredictRequest(session="fz", ids=ids),
+        st.lists(st.sampled_from(IDS[:N_TRAIN]), min_size=1, max_size=5),
+    ),
+    "LookupItems": st.builds(
+        lambda texts: pb.LookupItemsRequest(session="fz", texts=texts),
+        st.lists(st.sampled_from(["train text 1", "test text 1", "nope", ""]), max_size=4),
+    ),
+    "RemoveLabels": st.builds(
+        lambda items, who: pb.RemoveLabelsRequest(
+            session="fz", ids=[i for i, _ in items], request_id=uuid.uuid4().hex, annotator=who
+        ),
+        pairs,
+        st.sampled_from(ANNOTATORS),
+    ),
 }
 OVERRIDES: dict[str, dict[str, Strategy]] = {
     "CreateSession": {
@@ -258,6 +273,14 @@ OVERRIDES: dict[str, dict[str, Strategy]] = {
     },
     "WatchJob": {"job_id": choices(["job-000000000000"], hostile_text())},
     "ListModels": {"session": SESSION},
+    "Predict": {"session": SESSION, "ids": ints(INT64, IDS)},
+    "LookupItems": {"session": SESSION, "texts": choices(["train text 1"], hostile_text())},
+    "RemoveLabels": {
+        "session": SESSION,
+        "ids": ints(INT64, IDS),
+        "request_id": request_ids(),
+        "annotator": ANNOTATOR,
+    },
 }
 
 

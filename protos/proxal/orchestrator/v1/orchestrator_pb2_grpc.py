@@ -242,8 +242,8 @@ class OrchestratorServiceServicer:
     def Predict(self, request, context):
         """The session's current proxy on the given items: predicted label, its probability and
         the acquisition score under the session's strategy (a labelling tool's pre-annotations
-        and its queue order). Writes nothing. NOT_FOUND: unknown session; INVALID_ARGUMENT:
-        ids outside the session's split.
+        and its queue order). Writes nothing. NOT_FOUND: unknown session or ids outside the
+        session's split; INVALID_ARGUMENT: no ids, or more than 1000.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
