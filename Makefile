@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test system-deps fuzz test-slow lint typecheck protos bench evidence evidence-plasm smoke clean
+.PHONY: demo test system-deps fuzz test-slow lint typecheck protos bench evidence evidence-plasm smoke clean e2e-label-studio
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,20 @@ test-slow: $(VENV)/.installed system-deps
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# End to end with a real Label Studio (tests/e2e/test_label_studio.py): Label Studio from
+# PyPI in its own virtual environment (its pins clash with ours), offline on SQLite on
+# loopback. The first run installs it (a few minutes) and migrates a fresh database.
+LS_VENV      ?= .venv-label-studio
+LABEL_STUDIO ?= label-studio==1.23.2
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet "$(LABEL_STUDIO)"
+	touch $@
+
+e2e-label-studio: $(VENV)/.installed $(LS_VENV)/.installed
+	LABEL_STUDIO_BIN=$(CURDIR)/$(LS_VENV)/bin/label-studio $(PY) -m pytest -m e2e -rP tests/e2e/test_label_studio.py
 
 # mypy cannot follow the package-dir mapping (pyproject.toml), so it checks a tree of links
 # laid out as installed: build/typecheck/proxal/runtime -> proxal_runtime/, and so on.

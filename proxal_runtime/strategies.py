@@ -27,6 +27,9 @@ DEFAULT_STRATEGY = "margin"
 POINTWISE = ("random", "least_confidence", "margin", "entropy")
 CLASSIFIERS = ("logreg", "mlp", "lightgbm")
 DEFAULT_CLASSIFIER = "logreg"
+# How the first batches are chosen while the proxy cannot be fitted (SelectRequest.initial).
+INITIAL_BATCHES = ("random", "kmeans")
+DEFAULT_INITIAL_BATCH = "random"
 
 
 def check_strategy(name: str) -> str:
@@ -45,5 +48,16 @@ def check_classifier(name: str) -> str:
     if name not in CLASSIFIERS:
         raise InvalidArgumentError(
             f"unknown classifier {name[:80]!r}; valid classifiers: {', '.join(CLASSIFIERS)}"
+        )
+    return name
+
+
+def check_initial_batch(name: str) -> str:
+    """`name`, or "random" for ""; InvalidArgumentError listing the valid names."""
+    name = name or DEFAULT_INITIAL_BATCH
+    if name not in INITIAL_BATCHES:
+        raise InvalidArgumentError(
+            f"unknown initial batch {name[:80]!r}; valid initial batches: "
+            f"{', '.join(INITIAL_BATCHES)}"
         )
     return name

@@ -21,7 +21,10 @@ from proxal.proxy_service.classifiers import ClassifierSpec, ProxyClassifier, bu
 from proxal.proxy_service.strategies import (
     CHUNK_ROWS,
     DEFAULT_MC_SAMPLES,
+    KMEANS_INITIAL,
+    KMEANS_SAMPLE,
     STRATEGIES,
+    PointwiseStrategy,
     Pool,
     ProbaStrategy,
     RandomStrategy,
@@ -32,6 +35,7 @@ from proxal.proxy_service.strategies import (
 from proxal.runtime.deadline import Deadline
 from proxal.runtime.errors import InvalidArgumentError, NotFoundError
 from proxal.runtime.ranking import id_uniform
+from proxal.runtime.strategies import check_initial_batch
 from proxal.runtime.subsampling import sort_by_id, ups_keep
 
 Loader = Callable[[], LoadedVersion]
@@ -175,6 +179,8 @@ class Query:
     subsampling: Subsampling | None = None
     return_scores: bool = False
     mc_samples: int = 0
+    initial: str = ""  # "random" ("") | "kmeans": how to pick while the proxy cannot fit
+    class_balanced: bool = False  # round-robin over predicted classes (pointwise strategies)
 
 
 @dataclass(frozen=True)
@@ -280,6 +286,7 @@ def check_query(query: Query, check_k: bool = True) -> tuple[Strategy, Classifie
     spec = query.spec.resolved()
     mc_samples = query.mc_samples or DEFAULT_MC_SAMPLES
     strategy.check(spec.kind, mc_samples)
+    check_initial_batch(query.initial)
     query.training.check()
     if query.shard is not None:
         query.shard.check()
@@ -305,6 +312,26 @@ def _query_rows(
     return rows, query.k
 
 
+def _resolve(chosen: Strategy, query: Query, candidates: int) -> tuple[Strategy, str, bool]:
+    """(the strategy that runs, why it replaced the chosen one or "", class-balanced?)."""
+    labels = query.training.labels
+    reason = chosen.unusable_reason(labels)
+    if reason:
+        chosen = fallback_for(chosen, query.initial)
+        reason += f"; selected with {chosen.name} instead"
+        if chosen is KMEANS_INITIAL and candidates > max(KMEANS_SAMPLE, query.k):
+            reason += (
+                f" (clustered a seeded sample of {max(KMEANS_SAMPLE, query.k)} of the "
+                f"{candidates} candidates)"
+            )
+    balanced = (
+        query.class_balanced
+        and isinstance(chosen, PointwiseStrategy)
+        and len(np.unique(labels)) >= 2
+    )
+    return chosen, reason, balanced
+
+
 def select(
     load: Loader,
     models: ModelCache,
@@ -315,9 +342,12 @@ def select(
     """Select the k most informative unlabeled candidates of the version `load` returns.
 
     A strategy that cannot run yet (a model strategy without labels of two classes,
-    Mahalanobis with fewer than two labels) falls back to core-set for BADGE and to random
-    otherwise, and says why. With a shard, k is an upper bound: a shard with fewer
-    candidates returns all of them; without one, k above the candidates is an error.
+    Mahalanobis with fewer than two labels) falls back to k-means when the query's initial
+    is "kmeans", else to core-set for BADGE and to random otherwise, and says why. With
+    `class_balanced`, a pointwise strategy (once the labels cover two classes) spreads its
+    picks over the proxy's predicted classes (`PointwiseStrategy.select_balanced`).
+    With a shard, k is an upper bound: a shard with fewer candidates returns all of them;
+    without one, k above the candidates is an error.
     Deterministic given the seed; scoring runs on `threads` threads.
     """
     deadline = deadline or Deadline()
@@ -331,11 +361,9 @@ def select(
     deadline.check("loading the version")
     loaded = time.perf_counter()
 
-    fallback_reason = chosen.unusable_reason(training.labels)
-    if fallback_reason:
-        chosen = fallback_for(chosen)
-        fallback_reason += f"; selected with {chosen.name} instead"
-    # Fitted for the picks' suggestions too, whenever the labels cover two classes.
+    chosen, fallback_reason, balanced = _resolve(chosen, query, len(rows))
+    # Fitted whenever the labels cover two classes: class balance needs the predicted
+    # classes, and the picks carry the proxy's class and probability (their suggestions).
     needs_fit = k > 0 and len(np.unique(training.labels)) >= 2
     model = fit(version, models, training, train_rows, spec, query.seed) if needs_fit else None
     deadline.check("fitting the proxy")
@@ -357,7 +385,11 @@ def select(
     )
     empty_ids, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
     if k:
-        picked = chosen.select(pool, k)
+        picked = (
+            chosen.select_balanced(pool, k)
+            if balanced and isinstance(chosen, PointwiseStrategy)
+            else chosen.select(pool, k)
+        )
         top, top_scores, all_scores = picked.positions, picked.scores, picked.all_scores
         select_s = picked.select_s
     else:

@@ -82,6 +82,7 @@ class SequentialSession:
         self.strategy, self.spec, self.mc_samples = check_query(query, check_k=False)
         self.version = version
         self.seed = query.seed
+        self.initial = query.initial  # the fallback's choice; class_balanced needs k > 1
         self.num_classes = query.training.num_classes
         self.threads = threads
         self.warm_start = warm_start
@@ -192,7 +193,7 @@ class SequentialSession:
         chosen = self.strategy
         fallback_reason = chosen.unusable_reason(self._labels)
         if fallback_reason:
-            chosen = fallback_for(chosen)
+            chosen = fallback_for(chosen, self.initial)
             fallback_reason += f"; selected with {chosen.name} instead"
         model, warm = self._fit(chosen)
         deadline.check("fitting the proxy")

@@ -84,6 +84,8 @@ def query_from_proto(request: proxy_pb2.SelectRequest) -> selection.Query:
         subsampling=_subsampling(request),
         return_scores=request.return_scores,
         mc_samples=request.mc_samples,
+        initial=request.initial,
+        class_balanced=request.class_balanced,
     )
 
 

@@ -17,6 +17,7 @@ stays bounded by a chunk and a pass over a 1M x 384 pool reads the matrix once.
 from __future__ import annotations
 
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,9 @@ from proxal.runtime.deadline import Deadline
 from proxal.runtime.errors import InvalidArgumentError
 from proxal.runtime.ranking import id_uniform, top_k
 from proxal.runtime.strategies import DEFAULT_STRATEGY  # margin: the contract's default
+from sklearn.cluster import KMeans
 from sklearn.covariance import LedoitWolf
+from sklearn.exceptions import ConvergenceWarning
 
 Matrix = npt.NDArray[np.float32]
 Scores = npt.NDArray[np.float32]
@@ -46,6 +49,8 @@ MAX_SETTLE_ROWS = 20_000  # ~15 us a row: at most ~0.3 s of one-row scoring per 
 DEFAULT_MC_SAMPLES = 20
 MAX_MC_SAMPLES = 1000
 PICKS_PER_DEADLINE_CHECK = 16  # greedy strategies check the deadline this often
+KMEANS_SAMPLE = 20_000  # k-means initial batches cluster at most this many candidates
+KMEANS_MAX_ITER = 100
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,43 @@ class PointwiseStrategy(Strategy):
         top = top_k(scores, pool.ids, k, pool.seed)
         select_s = time.perf_counter() - start
         return Picked(positions=top, scores=scores[top], all_scores=scores, select_s=select_s)
+
+    def select_balanced(self, pool: Pool, k: int) -> Picked:
+        """The k picks spread over the model's predicted classes (`balanced_top_k`).
+
+        Needs ``pool.model`` (fitted even for strategies that score without one). The
+        scores are not settled one row at a time: near-ties may differ between chunkings.
+        """
+        model = pool.model
+        assert model is not None, "class-balanced selection runs only with a fitted model"
+        scores = self.scores(pool)
+        classes = pool.map_rows(lambda x: model.predict_proba(x).argmax(axis=1).astype(np.float32))
+        start = time.perf_counter()
+        top = balanced_top_k(scores, classes.astype(np.int64), pool.ids, k, pool.seed)
+        select_s = time.perf_counter() - start
+        return Picked(positions=top, scores=scores[top], all_scores=scores, select_s=select_s)
+
+
+def balanced_top_k(
+    scores: Scores, classes: npt.NDArray[np.int64], ids: npt.NDArray[np.int64], k: int, seed: int
+) -> npt.NDArray[np.intp]:
+    """Positions of k of the candidates (m,), round-robin over their classes (m,).
+
+    Each class's candidates are ranked by `top_k` (score, then seeded id hash); the classes
+    take turns in the order of their best candidate, each giving its best remaining one; a
+    class out of candidates gives its turn away. 1 <= k <= m.
+    """
+    ranked: list[npt.NDArray[np.intp]] = []
+    for c in np.unique(classes):
+        members = np.flatnonzero(classes == c)
+        ranked.append(members[top_k(scores[members], ids[members], min(k, len(members)), seed)])
+    leaders = np.array([r[0] for r in ranked], dtype=np.intp)
+    class_rank = np.empty(len(ranked), dtype=np.intp)
+    class_rank[top_k(scores[leaders], ids[leaders], len(leaders), seed)] = np.arange(len(ranked))
+    positions = np.concatenate(ranked)
+    turn = np.concatenate([np.arange(len(r)) for r in ranked])
+    rank = np.concatenate([np.full(len(r), class_rank[i]) for i, r in enumerate(ranked)])
+    return positions[np.lexsort((rank, turn))[:k]]
 
 
 class ProbaStrategy(PointwiseStrategy):
@@ -464,6 +506,66 @@ class Badge(Strategy):
         return Picked(positions=picks, scores=scores)
 
 
+class KMeansInitial(Strategy):
+    """A diverse first batch: k-means centres of the candidates, the nearest real one to each.
+
+    Used while the proxy cannot be fitted (``SelectRequest.initial = "kmeans"``). k-means
+    (scikit-learn, k-means++ seeded by the request seed, one init) runs on the candidates'
+    embeddings, or on a seeded sample of KMEANS_SAMPLE of them (by id hash) when there are
+    more. With labels already (all of one class), min(labels, k) extra centres are fitted
+    and those nearest a labeled example dropped, so the batch moves away from what is
+    labeled. Each centre, largest cluster first, takes its nearest candidate not taken yet
+    (k distinct candidates); a pick's score is its cluster's share of the clustered rows.
+    """
+
+    name: ClassVar[str] = "kmeans"
+    needs_model: ClassVar[bool] = False
+    decomposable: ClassVar[bool] = False
+
+    def select(self, pool: Pool, k: int) -> Picked:
+        sample = np.arange(len(pool.rows))
+        if len(sample) > max(KMEANS_SAMPLE, k):
+            hashed = id_uniform(pool.ids, pool.seed)
+            sample = np.sort(top_k(hashed, pool.ids, max(KMEANS_SAMPLE, k), pool.seed))
+        x = pool.vectors[pool.rows[sample]]  # (s, d)
+        labeled = pool.vectors[pool.train_rows]  # (n, d)
+        extra = min(len(labeled), k, len(sample) - k)
+        with warnings.catch_warnings():  # fewer distinct rows than centres: still k picks
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            kmeans = KMeans(
+                n_clusters=k + extra,
+                init="k-means++",
+                n_init=1,
+                max_iter=KMEANS_MAX_ITER,
+                random_state=pool.seed % 2**32,
+            ).fit(x)
+        centres = kmeans.cluster_centers_.astype(np.float32)  # (k + extra, d)
+        sizes = np.bincount(kmeans.labels_, minlength=len(centres)).astype(np.float32)
+        if extra:
+            away = _squared_distances(centres, labeled).min(axis=1)
+            keep = np.sort(np.argsort(-away, kind="stable")[:k])
+            centres, sizes = centres[keep], sizes[keep]
+        order = np.argsort(-sizes, kind="stable")
+        distances = _squared_distances(x, centres[order])  # (s, k)
+        taken = np.zeros(len(sample), dtype=bool)
+        picks = np.empty(k, dtype=np.intp)
+        for step in range(k):
+            pool.check_deadline(step, k)
+            column = np.where(taken, np.inf, distances[:, step])
+            best = int(np.argmin(column))
+            picks[step], taken[best] = best, True
+        scores = (sizes[order] / len(sample)).astype(np.float32)
+        return Picked(positions=sample[picks], scores=scores)
+
+
+def _squared_distances(a: Matrix, b: Matrix) -> Matrix:
+    """Squared Euclidean distances between the rows of a (p, d) and b (q, d): (p, q)."""
+    sq = _row_norms(a)[:, None] - 2 * a @ b.T + _row_norms(b)[None, :]
+    return np.maximum(sq, 0.0)
+
+
+KMEANS_INITIAL = KMeansInitial()
+
 STRATEGIES: dict[str, Strategy] = {
     s.name: s
     for s in (
@@ -489,6 +591,9 @@ def get_strategy(name: str) -> Strategy:
         ) from None
 
 
-def fallback_for(strategy: Strategy) -> Strategy:
-    """What runs when `strategy` cannot yet: core-set for BADGE (diversity), else random."""
+def fallback_for(strategy: Strategy, initial: str = "") -> Strategy:
+    """What runs when `strategy` cannot yet: k-means if `initial` is "kmeans", else core-set
+    for BADGE (diversity), else random."""
+    if initial == KMeansInitial.name:
+        return KMEANS_INITIAL
     return STRATEGIES[CoreSet.name if isinstance(strategy, Badge) else RandomStrategy.name]

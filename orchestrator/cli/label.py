@@ -21,6 +21,7 @@ from proxal.orchestrator_service.sessions.label_files import (
     hf_members,
     parse_labels,
 )
+from proxal.runtime.strategies import INITIAL_BATCHES
 
 if TYPE_CHECKING:  # imported when a command runs: `proxal --help` loads no grpc
     from proxal.orchestrator_service.rpc.client import (
@@ -136,6 +137,18 @@ def _method_args(create: argparse.ArgumentParser) -> None:
     create.add_argument("--max-iter", type=int, default=0, help="proxy iterations/epochs")
     create.add_argument("--balanced", action="store_true", help="class-balanced proxy weights")
     create.add_argument(
+        "--initial-batch",
+        choices=INITIAL_BATCHES,
+        default="random",
+        help="how to pick before two classes are labelled: random, or kmeans (k-means "
+        "centres of the embeddings, the nearest item to each: a diverse first batch)",
+    )
+    create.add_argument(
+        "--class-balanced",
+        action="store_true",
+        help="spread each batch over the proxy's predicted classes (round-robin)",
+    )
+    create.add_argument(
         "--ups", action="store_true", help="subsample the pool between full rounds (UPS)"
     )
     create.add_argument("--ups-gamma", type=float, default=0.0, help="UPS keep fraction (0, 1]")
@@ -182,6 +195,8 @@ def _create(client: Client, args: argparse.Namespace) -> Session:
         balanced=args.balanced,
         ups=Ups(gamma=args.ups_gamma, temperature=args.ups_temperature) if args.ups else None,
         asvp=asvp,
+        initial_batch=args.initial_batch,
+        class_balanced=args.class_balanced,
     )
 
 
@@ -258,6 +273,8 @@ def _session_command(client: Client, args: argparse.Namespace) -> int:
             for name, settings in (("ups", created.ups), ("asvp", created.asvp))
             if settings is not None
         )
+        extras += f", {created.initial_batch} initial batch" * (created.initial_batch != "random")
+        extras += ", class-balanced batches" * created.class_balanced
         print(
             f"created {created.name} on {created.pool}/{created.embedding_version}: "
             f"{len(created.classes)} classes, strategy {created.strategy}, "

@@ -2,8 +2,8 @@
 successor from a session's labels, optionally with PLASM pseudo-labels, as a job of `serve`),
 `report` (a run directory's evaluation as Markdown/HTML, JSON and plots), `compare` (two runs
 side by side), `asm` (acquisition sequence mismatch and dataset transfer between two runs),
-the encoder client commands `ingest`, `embed` and `versions`, and the labeling commands `session`,
-`labels` and `label` (orchestrator/cli/label.py)."""
+the encoder client commands `ingest`, `embed` and `versions`, the labeling commands `session`,
+`labels` and `label` (orchestrator/cli/label.py), and `ls-backend` (Label Studio's ML backend)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from proxal.orchestrator_service.cli import db as db_cli
 from proxal.orchestrator_service.cli import label as label_cli
+from proxal.orchestrator_service.cli import ls_backend as ls_cli
 from proxal.runtime.errors import InvalidArgumentError, ProxalError
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ HELP = {
     "report": "evaluate a run directory: tables, AUC, ΔAUC, sample saving ratio, timings",
     "compare": "compare two run directories side by side (B − A per strategy)",
     "db": db_cli.HELP,
+    "ls-backend": ls_cli.HELP,
 }
 # gRPC status codes that user input causes (a wrong name, value, state or address): exit 2.
 USER_CODES = frozenset(
@@ -78,14 +80,32 @@ def _loop_args(p: argparse.ArgumentParser, successor_strategies: tuple[str, ...]
     ASVP, random's extra budget and the successors."""
     from proxal.orchestrator_service.engine.simulation import LoopConfig
     from proxal.orchestrator_service.successor.config import METHODS
+    from proxal.runtime.strategies import INITIAL_BATCHES
 
     loop = LoopConfig()
     p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     p.add_argument("--strategies", type=_csv(), default=loop.strategies)
     p.add_argument("--seeds", type=_csv(int), default=loop.seeds)
-    p.add_argument("--initial", type=int, default=loop.initial_size, help="random initial labels")
+    p.add_argument(
+        "--initial",
+        type=int,
+        default=loop.initial_size,
+        help="random initial labels (0: a cold start)",
+    )
     p.add_argument("--batch-size", type=int, default=loop.batch_size)
     p.add_argument("--rounds", type=int, default=loop.rounds)
+    p.add_argument(
+        "--initial-batch",
+        choices=INITIAL_BATCHES,
+        default=loop.initial_batch,
+        help="how batches are picked before two classes are labelled (with --initial 0: the "
+        "first batch); kmeans = k-means centres of the embeddings, the nearest item to each",
+    )
+    p.add_argument(
+        "--class-balanced",
+        action="store_true",
+        help="spread each batch over the proxy's predicted classes (round-robin)",
+    )
     p.add_argument(
         "--budget",
         type=int,
@@ -738,6 +758,8 @@ def _loop_config(args: argparse.Namespace) -> LoopConfig:
         rounds=rounds,
         ups=ups,
         asvp=asvp,
+        initial_batch=args.initial_batch,
+        class_balanced=args.class_balanced,
     )
 
 
@@ -854,6 +876,7 @@ _PARSERS: dict[str, Callable[[Sub], None]] = {
     "versions": _versions_parser,
     "report": _report_parser,
     "compare": _compare_parser,
+    "ls-backend": ls_cli.add_parser,
 }
 _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
     "db": db_cli.run,
@@ -865,6 +888,7 @@ _RUN: dict[str, Callable[[argparse.Namespace], int]] = {
     "asm": run_asm_command,
     "report": run_report_command,
     "compare": run_compare_command,
+    "ls-backend": ls_cli.run,
 }
 
 

@@ -46,7 +46,7 @@ from proxal.orchestrator_service.engine.selectors import (
 )
 from proxal.orchestrator_service.engine.ups import ScoreTable, UpsSchedule
 from proxal.runtime.errors import FailedPreconditionError
-from proxal.runtime.strategies import DEFAULT_CLASSIFIER
+from proxal.runtime.strategies import DEFAULT_CLASSIFIER, DEFAULT_INITIAL_BATCH
 from proxal.store import RoundRecord, SessionRecord, Store
 from proxal.store.labels import GRANT, LabelEvent, LabelLog, Lease, LeaseEvent, active_leases
 
@@ -81,6 +81,8 @@ class SessionConfig:
     ups: UpsSchedule | None = None
     asvp: AsvpConfig | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. a simulation's loop config
+    initial_batch: str = DEFAULT_INITIAL_BATCH  # "random" | "kmeans" while no proxy fits
+    class_balanced: bool = False  # spread each batch over the predicted classes
 
     def to_record(self, version: str) -> SessionRecord:
         """The session's record, starting on `version` (its lineage's first entry)."""
@@ -93,6 +95,8 @@ class SessionConfig:
             "ups": None if self.ups is None else asdict(self.ups),
             "asvp": None if self.asvp is None else asvp_dict(self.asvp),
             "lineage": [version],
+            "initial_batch": self.initial_batch,
+            "class_balanced": self.class_balanced,
         }
         return SessionRecord(
             session=self.session,
@@ -144,6 +148,16 @@ def ups_of(record: SessionRecord) -> UpsSchedule | None:
 def asvp_of(record: SessionRecord) -> AsvpConfig | None:
     data = record_config(record).get("asvp")
     return asvp_from_dict(data) if isinstance(data, dict) else None
+
+
+def initial_batch_of(record: SessionRecord) -> str:
+    """How the session picks while no proxy can be fitted (older records: "random")."""
+    return str(record_config(record).get("initial_batch") or DEFAULT_INITIAL_BATCH)
+
+
+def class_balanced_of(record: SessionRecord) -> bool:
+    """Whether the session spreads each batch over the predicted classes."""
+    return bool(record_config(record).get("class_balanced", False))
 
 
 def lineage_of(record: SessionRecord) -> list[str]:
@@ -354,6 +368,8 @@ class Engine:
             classifier=classifier_of(record),
             subsampling=state.scores.subsampling(ups) if subsample and ups else None,
             return_scores=ups is not None,
+            initial=initial_batch_of(record),
+            class_balanced=class_balanced_of(record),
         )
         if ups is not None:
             state.scores.update(selection.scored_ids, selection.scored_scores)

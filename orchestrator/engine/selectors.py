@@ -116,6 +116,8 @@ class Selector(Protocol):
         subsampling: Subsampling | None = None,
         return_scores: bool = False,
         mc_samples: int = 0,
+        initial: str = "",
+        class_balanced: bool = False,
     ) -> Selection: ...
 
     def predict(

@@ -23,6 +23,7 @@ from proxal.orchestrator_service.engine.loop import Engine, Round, SessionConfig
 from proxal.orchestrator_service.engine.selectors import ClassifierSpec, Selector, TrainingSet
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.strategies import DEFAULT_INITIAL_BATCH, check_initial_batch
 from proxal.store import Store
 
 if TYPE_CHECKING:  # ASVP fine-tunes with torch: imported only when a loop uses it
@@ -45,12 +46,17 @@ class LoopConfig:
     classifier_max_iter: int = 300
     ups: UpsSchedule | None = None  # subsample the pool for pointwise strategies
     asvp: AsvpConfig | None = None  # refresh the features from fine-tuned checkpoints
+    initial_batch: str = DEFAULT_INITIAL_BATCH  # "kmeans": diverse batches until 2 classes
+    class_balanced: bool = False  # spread each batch over the predicted classes
 
     def validate(self, pool_size: int) -> None:
         if not self.strategies:
             raise InvalidArgumentError("name at least one strategy")
-        if self.initial_size < 1 or self.batch_size < 1 or self.rounds < 0:
-            raise InvalidArgumentError("initial_size and batch_size must be >= 1 and rounds >= 0")
+        if self.initial_size < 0 or self.batch_size < 1 or self.rounds < 0:
+            raise InvalidArgumentError(
+                "initial_size must be >= 0 (0: a cold start), batch_size >= 1 and rounds >= 0"
+            )
+        check_initial_batch(self.initial_batch)
         if self.ups is not None:
             self.ups.validate()
         if self.asvp is not None:
@@ -216,6 +222,8 @@ class Oracle:
                 ups=config.ups,
                 asvp=config.asvp,
                 extra={"simulated": True, **asdict(config)},
+                initial_batch=config.initial_batch,
+                class_balanced=config.class_balanced,
             ),
             data.version,
         )
@@ -245,8 +253,15 @@ class Oracle:
             self.engine.oracle_labels(self.session, self.data.pool, ids, labels)
 
     def evaluate(self, version: str, training: TrainingSet, seed: int) -> dict[str, float]:
-        """The round's proxy scored on the test split."""
+        """The round's proxy scored on the test split. Before two classes are labelled no
+        proxy can be fitted: the score is that of always answering the one class seen (of
+        answering none, scoring 0, before any label)."""
         data = self.data
+        seen = np.unique(training.labels)
+        if len(seen) < 2:
+            guess = int(seen[0]) if len(seen) else -1
+            constant = np.full(len(data.test_ids), guess)
+            return test_scores(data.test_gold, constant, len(data.classes))
         predicted = self.proxy.predict(
             data.pool, version, training, data.test_ids, seed=seed, classifier=self.spec
         )

@@ -189,6 +189,8 @@ class Session:
     ups: Ups | None = None
     asvp: Asvp | None = None
     lineage: tuple[str, ...] = ()
+    initial_batch: str = "random"
+    class_balanced: bool = False
 
     @classmethod
     def from_proto(cls, s: pb.Session) -> Session:
@@ -213,6 +215,8 @@ class Session:
             Ups.from_proto(s.ups) if s.HasField("ups") else None,
             Asvp.from_proto(s.asvp) if s.HasField("asvp") else None,
             tuple(s.lineage),
+            s.initial_batch or "random",
+            s.class_balanced,
         )
 
 
@@ -560,12 +564,16 @@ class Client:
         balanced: bool = False,
         ups: Ups | None = None,
         asvp: Asvp | None = None,
+        initial_batch: str = "",
+        class_balanced: bool = False,
     ) -> Session:
         """A new session labelling `split` of `pool`; `classes` default to the split's gold
         labels (a split without them needs `classes`). The proxy `classifier` takes `c`
         (> 0), `max_iter` and `balanced` (0: its defaults); `ups` subsamples the pool
         between full rounds; `asvp` checks features in the background (needs `proxal serve
-        --encoder`, else FailedPreconditionError). Empty strings: the server's defaults."""
+        --encoder`, else FailedPreconditionError); `initial_batch` ("random" | "kmeans")
+        picks while no proxy can be fitted; `class_balanced` spreads each batch over the
+        predicted classes. Empty strings: the server's defaults."""
         request = pb.CreateSessionRequest(
             session=name,
             pool=pool,
@@ -580,6 +588,8 @@ class Client:
             classifier_c=c,
             classifier_max_iter=max_iter,
             classifier_balanced=balanced,
+            initial_batch=initial_batch,
+            class_balanced=class_balanced,
         )
         if ups is not None:
             request.ups.CopyFrom(ups.to_proto())

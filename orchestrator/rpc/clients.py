@@ -199,6 +199,8 @@ def select_request(
     subsampling: Subsampling | proxy_pb2.Subsampling | None = None,
     return_scores: bool = False,
     mc_samples: int = 0,
+    initial: str = "",
+    class_balanced: bool = False,
 ) -> proxy_pb2.SelectRequest:
     """A SelectRequest; candidate_ids (c,) None or empty means every unlabeled id."""
     return proxy_pb2.SelectRequest(
@@ -215,6 +217,8 @@ def select_request(
         subsampling=subsampling_proto(subsampling),
         return_scores=return_scores,
         mc_samples=mc_samples,
+        initial=initial,
+        class_balanced=class_balanced,
     )
 
 
@@ -401,8 +405,11 @@ class ProxyClient:
         subsampling: Subsampling | proxy_pb2.Subsampling | None = None,
         return_scores: bool = False,
         mc_samples: int = 0,
+        initial: str = "",
+        class_balanced: bool = False,
     ) -> Selection:
-        """The proxy's top k; `subsampling` (UPS) and `return_scores` as in proxy.proto."""
+        """The proxy's top k; `subsampling` (UPS), `return_scores`, `initial` and
+        `class_balanced` as in proxy.proto."""
         request = select_request(
             pool,
             version,
@@ -415,6 +422,8 @@ class ProxyClient:
             subsampling=subsampling,
             return_scores=return_scores,
             mc_samples=mc_samples,
+            initial=initial,
+            class_balanced=class_balanced,
         )
         return selection_from_proto(self._stub.Select(request, timeout=self.timeout))
 

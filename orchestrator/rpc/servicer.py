@@ -17,7 +17,13 @@ import grpc
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
 from proxal.orchestrator_service.engine.feature_checks import CheckRecord, CheckStatus
-from proxal.orchestrator_service.engine.loop import asvp_of, lineage_of, ups_of
+from proxal.orchestrator_service.engine.loop import (
+    asvp_of,
+    class_balanced_of,
+    initial_batch_of,
+    lineage_of,
+    ups_of,
+)
 from proxal.orchestrator_service.engine.selectors import ClassifierSpec
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.orchestrator_service.rpc import jobs_servicer
@@ -181,6 +187,8 @@ def _session(state: SessionStatus) -> pb.Session:
         ups=_ups_settings(ups_of(r)) if not state.problem else None,
         asvp=_asvp_settings(asvp_of(r)) if not state.problem else None,
         lineage=lineage_of(r),
+        initial_batch=initial_batch_of(r),
+        class_balanced=class_balanced_of(r),
     )
 
 
@@ -267,6 +275,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 spec,
                 ups=ups_schedule(request.ups) if request.HasField("ups") else None,
                 asvp=asvp_config(request.asvp) if request.HasField("asvp") else None,
+                initial_batch=request.initial_batch,
+                class_balanced=request.class_balanced,
             )
         )
 

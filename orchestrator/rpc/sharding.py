@@ -43,6 +43,18 @@ that cannot run yet falls back, e.g. BADGE without two classes runs core-set):
   shards are cut from the candidates by the number of replicas in the set, not by which
   answer, so a replica that dies does not change the picks (a DNS set that shrinks does).
   With a single shard stage 1 already is the answer and stage 2 is skipped.
+* The k-means initial batch (``initial="kmeans"``, strategy used "kmeans") runs in the
+  same two stages: each shard clusters its own candidates (a sample of 20k of them if it
+  has more) and returns the nearest candidate to each of its k centres; stage 2 clusters
+  the union of those (at most k x shards candidates) into k and returns the nearest to
+  each. Each shard's picks cover its part's topics, so the union covers the pool's; the
+  final k are a k-means of that union, not of the whole pool.
+* ``class_balanced`` requests also run in two stages, whatever the strategy: each shard
+  returns its own class-balanced k and stage 2 balances their union. A shard's share of
+  a class is at least that class's share in the whole pool's answer (a shard has no more
+  classes with candidates to share its k turns with), so the union holds the whole pool's
+  answer and stage 2 picks it, up to near-ties in the chunked scores. (Before two classes
+  are labeled nothing is balanced and stage 2 re-ranks the union as one replica would.)
 
 As with an unsharded Select, asking for more than the candidates there are is an error
 (`InvalidArgumentError`), and labeled ids are never selected.
@@ -89,7 +101,7 @@ log = logging.getLogger(__name__)
 
 # Strategies whose picks depend on one another, so they cannot be merged from per-shard
 # top k (see the strategy list in protos/proxal/proxy/v1/proxy.proto, SelectRequest.strategy).
-NON_DECOMPOSABLE = frozenset({"coreset", "badge"})
+NON_DECOMPOSABLE = frozenset({"coreset", "badge", "kmeans"})
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -541,6 +553,8 @@ class ShardedSelector:
         subsampling: Subsampling | proxy_pb2.Subsampling | None = None,
         return_scores: bool = False,
         mc_samples: int = 0,
+        initial: str = "",
+        class_balanced: bool = False,
     ) -> Selection:
         """`ProxyClient.select`: one replica up to `shard_above` candidate ids, else one
         shard of them per replica, merged (module doc); the same picks either way."""
@@ -561,6 +575,8 @@ class ShardedSelector:
                 mc_samples=mc_samples,
                 subsampling=subsampling,
                 return_scores=return_scores,
+                initial=initial,
+                class_balanced=class_balanced,
             )
             log.debug(
                 "Select of %d candidates in %d shards: %d attempts on %s",
@@ -582,6 +598,8 @@ class ShardedSelector:
             subsampling=subsampling,
             return_scores=return_scores,
             mc_samples=mc_samples,
+            initial=initial,
+            class_balanced=class_balanced,
         )
         response, _, _ = self._call("Select", request, next(self._turn), self.timeout)
         return selection_from_proto(response)
@@ -630,6 +648,8 @@ class ShardedSelector:
         on_shard: Callable[[ShardReport], None] | None = None,
         subsampling: Subsampling | proxy_pb2.Subsampling | None = None,
         return_scores: bool = False,
+        initial: str = "",
+        class_balanced: bool = False,
     ) -> ShardedSelection:
         """The k best unlabeled candidates in the union of `shards`, merged (module doc).
 
@@ -652,6 +672,8 @@ class ShardedSelector:
             subsampling=subsampling,
             return_scores=return_scores,
             mc_samples=mc_samples,
+            initial=initial,
+            class_balanced=class_balanced,
         )
         results = self._fan_out(base, shards, timeout, on_shard)
         return self._merge(base, results, timeout, started)
@@ -704,7 +726,7 @@ class ShardedSelector:
         shard_scores = [unpack_float32(r.scores.data) for r in responses]
         stage1_ids = np.unique(np.concatenate(shard_ids))
         k, stage2 = base.k, None
-        if used.pop() not in NON_DECOMPOSABLE:
+        if used.pop() not in NON_DECOMPOSABLE and not base.class_balanced:
             ids, scores = merge_top_k(shard_ids, shard_scores, k, base.seed)
             final = responses[0]
         elif len(stage1_ids) < k:  # every shard returned all it had: too few candidates

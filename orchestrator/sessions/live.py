@@ -67,6 +67,7 @@ from proxal.runtime.strategies import (
     DEFAULT_CLASSIFIER,
     DEFAULT_STRATEGY,
     STRATEGIES,
+    check_initial_batch,
     check_strategy,
 )
 from proxal.store import SessionRecord, Store
@@ -228,14 +229,19 @@ class Sessions:
         classifier: str | ClassifierSpec = DEFAULT_CLASSIFIER,
         ups: UpsSchedule | None = None,
         asvp: AsvpConfig | None = None,
+        initial_batch: str = "",
+        class_balanced: bool = False,
     ) -> SessionStatus:
         """A new session; its classes are `classes`, else the gold labels of `split`.
 
         `ups` and `asvp` turn on pool subsampling and ASVP feature checks (validated;
-        ASVP needs a fine-tunable encoder version and an orchestrator with an encoder)."""
+        ASVP needs a fine-tunable encoder version and an orchestrator with an encoder).
+        `initial_batch` ("random" or "" | "kmeans") picks the batches while no proxy can be
+        fitted; `class_balanced` spreads each batch over the predicted classes."""
         check_name("session", session)
         check_name("split", split)
         strategy = check_strategy(strategy)
+        initial_batch = check_initial_batch(initial_batch)
         spec = (
             ClassifierSpec(kind=classifier) if isinstance(classifier, str) else classifier
         ).validate()
@@ -270,6 +276,8 @@ class Sessions:
             lease_seconds,
             ups,
             asvp,
+            initial_batch=initial_batch,
+            class_balanced=class_balanced,
         )
         record = self.engine.create(config, version)
         return SessionStatus(record, class_list, labels=0, rounds=0)

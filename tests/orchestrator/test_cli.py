@@ -168,7 +168,7 @@ try:
     main(["--help"])
 except SystemExit:
     pass
-heavy = ("lance", "torch", "sklearn", "grpc", "numpy", "pyarrow")
+heavy = ("lance", "torch", "sklearn", "grpc", "numpy", "pyarrow", "starlette", "uvicorn")
 print(sorted(m for m in heavy if m in sys.modules))
 import proxal.orchestrator_service.cli.label_tui  # what label/session/labels run
 import proxal.orchestrator_service.rpc.session_client

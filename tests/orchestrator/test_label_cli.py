@@ -281,6 +281,14 @@ def test_session_create_takes_the_classifier_ups_and_asvp_settings(
     assert "FAILED_PRECONDITION" in err and "--encoder" in err
     names = {s.session for s in store.list_sessions()}
     assert "tuned" in names and not names & {"bad", "nope"}
+    cold = ["session", "create", "cold", "--pool", "cli", "--initial-batch", "kmeans"]
+    assert main([*cold, "--class-balanced", *client]) == 0
+    assert "kmeans initial batch, class-balanced batches" in capsys.readouterr().out
+    config = store.get_session("cold").config
+    assert config["initial_batch"] == "kmeans" and config["class_balanced"] is True
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one usage line, exit 2
+        main(["session", "create", "x", "--pool", "cli", "--initial-batch", "dbscan", *client])
+    assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
 def test_session_list_delete_import_and_coverage_commands(

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ORCH = ROOT / "orchestrator"
 PKG = "proxal.orchestrator_service"
 PROTOS = ("grpc", "proxal.orchestrator.v1", "proxal.proxy.v1", "proxal.encoder.v1")
-DOMAIN = ("engine", "sessions", "successor", "analysis")
+DOMAIN = ("engine", "sessions", "successor", "analysis", "labelstudio")
 TRAINING = ("torch", "transformers", "peft")
 
 

@@ -450,6 +450,11 @@ def test_writes_to_an_unknown_session_are_not_found(stack: Stack) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             f"unknown classifier 'svm'; valid classifiers: {', '.join(CLASSIFIERS)}",
         ),
+        (
+            pb.CreateSessionRequest(session="x", pool="blobs", initial_batch="dbscan"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown initial batch 'dbscan'; valid initial batches: random, kmeans",
+        ),
     ],
 )
 def test_create_session_bad_input(
@@ -470,6 +475,22 @@ def test_create_defaults_to_margin_and_logreg(stack: Stack) -> None:
         pb.CreateSessionRequest(session="mlp", pool="blobs", strategy="entropy", classifier="mlp")
     )
     assert (mlp.strategy, mlp.classifier) == ("entropy", "mlp")
+
+
+def test_create_stores_and_echoes_initial_batch_and_class_balance(stack: Stack) -> None:
+    created = stack.stub.CreateSession(
+        pb.CreateSessionRequest(
+            session="cold", pool="blobs", batch_size=6, initial_batch="kmeans", class_balanced=True
+        )
+    )
+    assert (created.initial_batch, created.class_balanced) == ("kmeans", True)
+    got = stack.stub.GetSession(pb.GetSessionRequest(session="cold"))
+    assert (got.initial_batch, got.class_balanced) == ("kmeans", True)
+    assert stack.store.get_session("cold").config["initial_batch"] == "kmeans"
+    batch = stack.stub.NextBatch(pb.NextBatchRequest(session="cold", annotator="ann"))
+    assert batch.strategy == "kmeans" and len({item.id for item in batch.items}) == 6
+    plain = stack.stub.CreateSession(pb.CreateSessionRequest(session="warm", pool="blobs"))
+    assert (plain.initial_batch, plain.class_balanced) == ("random", False)
 
 
 def test_proxy_errors_keep_their_status(stack: Stack) -> None:

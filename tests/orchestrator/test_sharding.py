@@ -311,6 +311,28 @@ def test_fallback_decides_the_merge(
     np.testing.assert_array_equal(margin.ids, plain.ids)
 
 
+def test_kmeans_initial_and_class_balanced_pass_through_shards(
+    world: tuple[Store, str, TrainingSet],
+    selector: ShardedSelector,
+    single: proxy_pb2_grpc.ProxyServiceStub,
+) -> None:
+    """k-means runs in two stages; class-balanced picks match one replica's."""
+    _, version, training = world
+    none = TrainingSet(np.zeros(0, np.int64), np.zeros(0, np.int32), CLASSES)
+    shards = split_range(0, N, 3)
+    kmeans = selector.select_shards(POOL, version, none, "margin", 12, 4, shards, initial="kmeans")
+    assert kmeans.strategy == "kmeans" and kmeans.two_stage and len(kmeans.stage1_ids) == 36
+    assert len(set(kmeans.ids.tolist())) == 12
+    assert set(kmeans.ids.tolist()) <= set(kmeans.stage1_ids.tolist())
+    balanced = selector.select_shards(
+        POOL, version, training, "margin", 20, 4, shards, class_balanced=True
+    )
+    assert balanced.strategy == "margin" and balanced.two_stage
+    request = select_request(POOL, version, training, "margin", 20, 4, class_balanced=True)
+    one = single.Select(request, timeout=180.0)
+    assert set(balanced.ids.tolist()) == set(unpack_int64(one.ids.data).tolist())
+
+
 def test_client_errors_are_not_retried(
     world: tuple[Store, str, TrainingSet], selector: ShardedSelector
 ) -> None:

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,29 @@ def test_split_loops_pick_what_one_loop_picks(proxy_and_store: tuple[ProxyClient
     for strategy, seed in one.final_labels:
         ids, _ = one.final_labels[strategy, seed]
         assert np.array_equal(split.final_labels[strategy, seed][0][: len(ids)], ids)
+
+
+def test_a_cold_start_simulation_takes_the_initial_batch_and_class_balance(
+    proxy_and_store: tuple[ProxyClient, Store],
+) -> None:
+    proxy, store = proxy_and_store
+    data = PoolData.from_store(store, "blobs", "v1")
+    loop = LoopConfig(
+        strategies=("margin",),
+        seeds=(0,),
+        initial_size=0,
+        batch_size=8,
+        rounds=2,
+        initial_batch="kmeans",
+        class_balanced=True,
+    )
+    result = run_simulation(store, proxy, data, loop, "cold")
+    first = result.points[0]
+    assert first.labels == 0 and first.accuracy == 0.0  # no label, no proxy: scores 0
+    gold = dict(zip(data.train_ids.tolist(), data.train_gold.tolist(), strict=True))
+    assert len({gold[i] for i in first.selected_ids}) >= 3  # k-means: 3+ of the 4 blobs
+    assert result.points[1].accuracy > 0.5
+    config = store.get_session(result.sessions[0].session).config
+    assert config["initial_batch"] == "kmeans" and config["class_balanced"] is True
+    with pytest.raises(InvalidArgumentError, match="valid initial batches"):
+        run_simulation(store, proxy, data, replace(loop, initial_batch="dbscan"), "bad")

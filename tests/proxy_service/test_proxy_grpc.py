@@ -211,6 +211,14 @@ def test_single_class_labels_fall_back_to_random(proxy: Proxy, data: Blobs) -> N
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
+def test_kmeans_initial_over_grpc(proxy: Proxy, data: Blobs) -> None:
+    one_class = training(data, 10, labels=np.full(10, 2))
+    request = select_request(data, training=one_class, initial="kmeans", class_balanced=True)
+    response = proxy.stub.Select(request)
+    assert response.strategy == "kmeans" and "instead" in response.fallback_reason
+    assert len(set(unpack_int64(response.ids.data).tolist())) == 20
+
+
 BAD_SELECTS: list[tuple[str, dict[str, Any], grpc.StatusCode, str]] = [
     ("unknown pool", {"pool": "nope"}, grpc.StatusCode.NOT_FOUND, "not found"),
     ("bad pool name", {"pool": "Bad/Pool"}, grpc.StatusCode.INVALID_ARGUMENT, "pool name"),
@@ -220,6 +228,7 @@ BAD_SELECTS: list[tuple[str, dict[str, Any], grpc.StatusCode, str]] = [
     ("k negative", {"k": -1}, grpc.StatusCode.INVALID_ARGUMENT, "k must be"),
     ("k too big", {"k": 5000}, grpc.StatusCode.INVALID_ARGUMENT, f"only {N - LABELED} candidates"),
     ("strategy", {"strategy": "bayes"}, grpc.StatusCode.INVALID_ARGUMENT, "valid strategies"),
+    ("initial", {"initial": "dbscan"}, grpc.StatusCode.INVALID_ARGUMENT, "valid initial"),
     ("k over the limit", {"k": 10_001}, grpc.StatusCode.RESOURCE_EXHAUSTED, "--max-k"),
     ("mc_samples", {"mc_samples": -1}, grpc.StatusCode.INVALID_ARGUMENT, "mc_samples must be"),
     ("long string", {"strategy": "x" * 513}, grpc.StatusCode.INVALID_ARGUMENT, "at most 512"),

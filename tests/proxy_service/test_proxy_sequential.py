@@ -165,6 +165,13 @@ def test_cold_start_falls_back_until_two_classes(blobs: Blobs, version: LoadedVe
     assert step is not None and step.warm_started
 
 
+def test_cold_start_with_kmeans_initial(blobs: Blobs, version: LoadedVersion) -> None:
+    session, first = SequentialSession.start(lambda: version, query(blobs, n=0, initial="kmeans"))
+    assert first.strategy_used == "kmeans" and "kmeans instead" in first.fallback_reason
+    step = session.label(first.id, truth(blobs, first.id))
+    assert step is not None and step.strategy_used == "kmeans" and step.id != first.id
+
+
 def test_label_errors_and_the_end_of_the_candidates(blobs: Blobs, version: LoadedVersion) -> None:
     candidates = np.array([1500, 1501, 1502], dtype=np.int64)
     session, first = SequentialSession.start(
