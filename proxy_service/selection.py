@@ -198,7 +198,9 @@ class SelectionResult:
     """Up to k selected ids (k,) best first with their scores (k,) float32.
 
     ``scored_ids``/``scored_scores`` (m,) hold every score computed when asked for and the
-    strategy is pointwise; empty otherwise.
+    strategy is pointwise; empty otherwise. ``predicted_labels`` (k,) int32 and
+    ``predicted_probabilities`` (k,) float32 are the fitted proxy's class of each pick and
+    its probability; empty when no proxy could be fitted (labels of fewer than two classes).
     """
 
     ids: npt.NDArray[np.int64]
@@ -209,6 +211,10 @@ class SelectionResult:
     n_candidates: int
     scored_ids: npt.NDArray[np.int64]
     scored_scores: npt.NDArray[np.float32]
+    predicted_labels: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    predicted_probabilities: npt.NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros(0, np.float32)
+    )
 
 
 @dataclass(frozen=True)
@@ -356,7 +362,9 @@ def select(
     loaded = time.perf_counter()
 
     chosen, fallback_reason, balanced = _resolve(chosen, query, len(rows))
-    needs_fit = (chosen.needs_model or balanced) and k > 0
+    # Fitted whenever the labels cover two classes: class balance needs the predicted
+    # classes, and the picks carry the proxy's class and probability (their suggestions).
+    needs_fit = k > 0 and len(np.unique(training.labels)) >= 2
     model = fit(version, models, training, train_rows, spec, query.seed) if needs_fit else None
     deadline.check("fitting the proxy")
     fitted = time.perf_counter()
@@ -387,6 +395,7 @@ def select(
     else:
         top, top_scores, all_scores, select_s = np.zeros(0, np.intp), empty_scores, None, 0.0
     deadline.check("scoring and selecting")
+    labels, probabilities = suggest(model, version.vectors[rows[top]])
     scored = time.perf_counter()
     keep_scores = query.return_scores and all_scores is not None
     return SelectionResult(
@@ -403,7 +412,21 @@ def select(
         n_candidates=len(rows),
         scored_ids=ids if keep_scores else empty_ids,
         scored_scores=all_scores if keep_scores and all_scores is not None else empty_scores,
+        predicted_labels=labels,
+        predicted_probabilities=probabilities,
     )
+
+
+def suggest(
+    model: ProxyClassifier | None, vectors: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """The model's class (k,) int32 of each row of vectors (k, d) and its probability (k,)
+    float32; both empty without a model."""
+    if model is None or not len(vectors):
+        return np.zeros(0, np.int32), np.zeros(0, np.float32)
+    proba = model.predict_proba(vectors)  # (k, C)
+    labels = proba.argmax(axis=1)
+    return labels.astype(np.int32), proba[np.arange(len(labels)), labels].astype(np.float32)
 
 
 def predict(

@@ -152,6 +152,10 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             candidates=result.n_candidates,
             scored_ids=common_pb2.Int64Array(data=pack_int64(result.scored_ids)),
             scored_scores=common_pb2.Float32Array(data=pack_float32(result.scored_scores)),
+            predicted_labels=common_pb2.Int32Array(data=pack_int32(result.predicted_labels)),
+            predicted_probabilities=common_pb2.Float32Array(
+                data=pack_float32(result.predicted_probabilities)
+            ),
         )
 
     def Predict(

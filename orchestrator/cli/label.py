@@ -14,7 +14,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxal.orchestrator_service.sessions.label_files import FORMATS, format_of, parse_labels
+from proxal.orchestrator_service.sessions.label_files import (
+    EXPORT_FORMATS,
+    FORMATS,
+    HF,
+    format_of,
+    hf_members,
+    parse_labels,
+)
 from proxal.runtime.strategies import INITIAL_BATCHES
 
 if TYPE_CHECKING:  # imported when a command runs: `proxal --help` loads no grpc
@@ -93,17 +100,28 @@ def add_parsers(sub: Sub) -> None:
 
     labels = sub.add_parser("labels", help="import or export a session's labels")
     ops = labels.add_subparsers(dest="op", required=True)
-    imp = ops.add_parser("import", help="add labels from a JSONL, CSV or Label Studio file")
+    imp = ops.add_parser(
+        "import", help="add labels from a JSONL, CSV, Label Studio or Parquet file"
+    )
     imp.add_argument("session")
     imp.add_argument("file", type=Path)
     imp.add_argument("--format", choices=FORMATS, default="", help="default: from the suffix")
     imp.add_argument("--overwrite", action="store_true", help="replace existing labels")
-    exp = ops.add_parser("export", help="write a session's labels as JSONL, CSV or Label Studio")
+    exp = ops.add_parser(
+        "export",
+        help="write a session's labels as JSONL, CSV, Label Studio, Parquet or a Hugging Face "
+        "dataset directory",
+    )
     exp.add_argument("session")
     exp.add_argument(
-        "--format", choices=FORMATS, default="", help="default: from the -o suffix, else jsonl"
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="",
+        help="default: from the -o suffix, else jsonl; hf: a `datasets.load_dataset` directory",
     )
-    exp.add_argument("-o", "--output", type=Path, default=None, help="default: stdout")
+    exp.add_argument(
+        "-o", "--output", type=Path, default=None, help="default: stdout; a directory for hf"
+    )
     for p in (imp, exp):
         _client_args(p)
 
@@ -230,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "labels" and args.op == "export"
         else ""
     )
+    if export_format == HF:
+        check_dataset_dir(args.output)
     try:
         with open_client(args.orchestrator, args.annotator) as client:
             if args.command == "label":
@@ -281,9 +301,23 @@ def _import(client: Client, args: argparse.Namespace, labels: list[FileLabel]) -
     return 0
 
 
+def check_dataset_dir(output: Path | None) -> None:
+    """InvalidArgumentError unless `output` can be a dataset directory (new or a directory)."""
+    from proxal.runtime.errors import InvalidArgumentError
+
+    if output is None:
+        raise InvalidArgumentError("--format hf writes a directory: pass -o DIRECTORY")
+    if output.exists() and not output.is_dir():
+        raise InvalidArgumentError(f"-o {output}: exists and is not a directory")
+
+
 def _export(client: Client, args: argparse.Namespace, fmt: str) -> int:
     data = client.export_bytes(args.session, fmt)
-    if args.output is None:
+    if fmt == HF:  # unpack data/train.jsonl and README.md into the directory
+        for name, content in hf_members(data).items():
+            (args.output / name).parent.mkdir(parents=True, exist_ok=True)
+            (args.output / name).write_bytes(content)
+    elif args.output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
     else:

@@ -1,11 +1,12 @@
 """`proxal label SESSION`: label a session's items in a terminal.
 
-Shows the text and the numbered classes. With at most 9 classes one key labels an item;
-with more, type the class number or part of its name and press Enter. `s` skips, `u`
-undoes your last label or skip (the item comes back to label again), `q` quits and hands
-your unlabelled items back to the pool. Every label is committed before the next item is
-shown; a dropped connection is retried with the same request id, so nothing is counted
-twice.
+Shows the text, the numbered classes and the proxy's suggestion for the item, if it has
+one ("suggested: beta (0.83)"): Enter alone takes it. With at most 9 classes one key
+labels an item; with more, type the class number or part of its name and press Enter.
+`s` skips, `u` undoes your last label or skip (the item comes back to label again), `q`
+quits and hands your unlabelled items back to the pool. Every label is committed before
+the next item is shown; a dropped connection is retried with the same request id, so
+nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
-from proxal.orchestrator_service.rpc.client import Client, rpc_status
+from proxal.orchestrator_service.rpc.client import Client, Suggestion, rpc_status
 from proxal.runtime.errors import FailedPreconditionError, ProxalError
 
 KEY_MODE_MAX_CLASSES = 9
@@ -32,6 +33,7 @@ HELP = "s skip · u undo · q quit"
 class Pending:
     id: int
     text: str
+    suggestion: Suggestion | None = None
 
 
 @dataclass(frozen=True)
@@ -40,9 +42,14 @@ class Action:
     label: str = ""
 
 
-def choose(answer: str, classes: list[str]) -> tuple[Action | None, str]:
-    """What a typed answer means: an action, or None and a message (line mode)."""
+def choose(
+    answer: str, classes: list[str], suggested: str | None = None
+) -> tuple[Action | None, str]:
+    """What a typed answer means: an action, or None and a message. An empty answer (Enter)
+    takes the `suggested` class, if there is one."""
     answer = answer.strip()
+    if not answer and suggested is not None:
+        return Action("label", suggested), ""
     if answer in ("s", "u", "q"):
         return Action({"s": "skip", "u": "undo", "q": "quit"}[answer]), ""
     if answer.isdigit():
@@ -98,7 +105,7 @@ class LabelApp:
 
     def _fetch(self) -> bool:
         batch = self.client.next_batch(self.session)
-        self.queue = [Pending(x.id, x.text) for x in batch]
+        self.queue = [Pending(x.id, x.text, x.suggestion) for x in batch]
         status = self.client.status(self.session)
         self.labels, self.accuracy = status.labels, status.estimated_accuracy
         self.accuracy_classes = status.accuracy_classes
@@ -136,7 +143,8 @@ class LabelApp:
     def _ask(self, item: Pending) -> Action:
         while True:
             self._render(item)
-            action, self.message = choose(next(self.keys), self.classes)
+            suggested = item.suggestion.label if item.suggestion else None
+            action, self.message = choose(next(self.keys), self.classes, suggested)
             if action is not None:
                 return action
 
@@ -157,6 +165,7 @@ class LabelApp:
             *(textwrap.wrap(item.text, width) or [""]),
             "─" * width,
             *_columns([f"{n} {c}" for n, c in enumerate(self.classes, 1)], width),
+            *_suggested(item.suggestion),
             HELP + (" · press a number" if self.key_mode else " · number or name, Enter"),
         ]
         self._say("\n".join(lines))
@@ -167,6 +176,13 @@ class LabelApp:
     def _say(self, text: str) -> None:
         self.out.write(text + "\n")
         self.out.flush()
+
+
+def _suggested(suggestion: Suggestion | None) -> list[str]:
+    """The line that shows the proxy's suggestion, or none."""
+    if suggestion is None:
+        return []
+    return [f"suggested: {suggestion.label} ({suggestion.probability:.2f}) · Enter takes it"]
 
 
 def _columns(cells: list[str], width: int) -> list[str]:

@@ -68,7 +68,11 @@ class TrainingSet:
 
 @dataclass(frozen=True)
 class Selection:
-    """A proxy's answer: ids (k,) best first and their scores (k,)."""
+    """A proxy's answer: ids (k,) best first and their scores (k,).
+
+    ``predicted_labels`` (k,) int32 class indices and ``predicted_probabilities`` (k,) are
+    the fitted proxy's guess for each pick; empty when nothing was fitted (a cold start).
+    """
 
     ids: npt.NDArray[np.int64]
     scores: npt.NDArray[np.float32]
@@ -79,6 +83,10 @@ class Selection:
     # Every score computed (n,), when return_scores was asked for; else empty.
     scored_ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     scored_scores: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32))
+    predicted_labels: npt.NDArray[np.int32] = field(default_factory=lambda: np.zeros(0, np.int32))
+    predicted_probabilities: npt.NDArray[np.float32] = field(
+        default_factory=lambda: np.zeros(0, np.float32)
+    )
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ __all__ = [
     "Session",
     "Status",
     "Submitted",
+    "Suggestion",
     "Undone",
     "UndoneItem",
     "Ups",
@@ -66,11 +67,27 @@ def _finite(x: float) -> float | None:
 
 
 @dataclass(frozen=True)
+class Suggestion:
+    """The proxy's guess for an item: its class, that class's predicted probability and the
+    item's acquisition score (higher = more informative)."""
+
+    label: str
+    probability: float
+    score: float
+
+    @classmethod
+    def from_proto(cls, message: pb.Suggestion) -> Suggestion:
+        return cls(message.label, message.probability, message.score)
+
+
+@dataclass(frozen=True)
 class Item:
-    """One text to label: its pool id and its text."""
+    """One text to label: its pool id, its text and the proxy's suggestion (None while the
+    proxy cannot be fitted, or for items of a resumed lease)."""
 
     id: int
     text: str
+    suggestion: Suggestion | None = None
 
 
 @dataclass(frozen=True)
@@ -623,7 +640,14 @@ class Client:
     def next_batch(self, session: str, k: int = 0) -> list[Item]:
         """The next items to label (leased to this client's annotator); `k` 0: the session's
         batch size. Empty when nothing is left."""
-        return [Item(i.id, i.text) for i in self._rpc.next_batch(session, k).items]
+        return [
+            Item(
+                i.id,
+                i.text,
+                Suggestion.from_proto(i.suggestion) if i.HasField("suggestion") else None,
+            )
+            for i in self._rpc.next_batch(session, k).items
+        ]
 
     @_domain_errors
     def submit(
@@ -680,12 +704,13 @@ class Client:
 
     @_domain_errors
     def export_bytes(self, session: str, fmt: str = "jsonl") -> bytes:
-        """The labels as a file's bytes: `fmt` "jsonl", "csv" or "label-studio"."""
+        """The labels as a file's bytes: `fmt` "jsonl", "csv", "label-studio", "parquet" or
+        "hf" (a tar of data/train.jsonl and a README.md dataset card)."""
         return self._rpc.export(session, fmt)
 
     def export_file(self, session: str, path: str | Path, fmt: str = "") -> Path:
-        """Write the labels to `path`: JSONL, CSV or Label Studio JSON (from the suffix
-        .jsonl, .csv, .json, or `fmt`) → the path."""
+        """Write the labels to `path`: JSONL, CSV, Label Studio JSON or Parquet (from the
+        suffix .jsonl, .csv, .json, .parquet, or `fmt`; "hf" writes the tar) → the path."""
         from proxal.orchestrator_service.sessions.label_files import format_of
 
         path = Path(path)

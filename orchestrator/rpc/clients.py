@@ -149,6 +149,8 @@ def selection_from_proto(response: proxy_pb2.SelectResponse) -> Selection:
         candidates=response.candidates,
         scored_ids=unpack_int64(response.scored_ids.data),
         scored_scores=unpack_float32(response.scored_scores.data),
+        predicted_labels=unpack_int32(response.predicted_labels.data),
+        predicted_probabilities=unpack_float32(response.predicted_probabilities.data),
     )
 
 

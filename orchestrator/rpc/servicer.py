@@ -28,7 +28,13 @@ from proxal.orchestrator_service.engine.selectors import ClassifierSpec
 from proxal.orchestrator_service.engine.stopping import StoppingSignal, unavailable
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.orchestrator_service.rpc import jobs_servicer
-from proxal.orchestrator_service.sessions.label_files import CSV, JSONL, LABEL_STUDIO, format_labels
+from proxal.orchestrator_service.sessions.label_files import (
+    CSV,
+    HF,
+    JSONL,
+    LABEL_STUDIO,
+    PARQUET,
+)
 from proxal.orchestrator_service.sessions.live import Deleted, Sessions, SessionStatus, WriteResult
 from proxal.orchestrator_service.sessions.suggest import ItemPredictions, Suggestion
 from proxal.orchestrator_service.successor.jobs import JobRunner
@@ -51,6 +57,8 @@ _EXPORT_FORMATS = {
     pb.EXPORT_FORMAT_JSONL: JSONL,
     pb.EXPORT_FORMAT_CSV: CSV,
     pb.EXPORT_FORMAT_LABEL_STUDIO: LABEL_STUDIO,
+    pb.EXPORT_FORMAT_PARQUET: PARQUET,
+    pb.EXPORT_FORMAT_HF_DATASET: HF,
 }
 
 
@@ -355,7 +363,11 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
         with _downstream():
             batch = self.sessions.next_batch(request.session, request.k, request.annotator)
         return pb.NextBatchResponse(
-            items=[pb.Item(id=i, text=t) for i, t in batch.items],
+            items=[
+                pb.Item(id=i, text=t, suggestion=_suggestion(hint) if hint else None)
+                for i, t in batch.items
+                for hint in [batch.suggestions.get(i)]
+            ],
             strategy=batch.strategy,
             fallback_reason=batch.fallback_reason,
             round=batch.round,
@@ -449,7 +461,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             raise InvalidArgumentError(
                 f"unknown export format {request.format}; use one of {list(pb.ExportFormat.keys())}"
             )
-        data = format_labels(self.sessions.export_rows(request.session), fmt)
+        data = self.sessions.export_labels(request.session, fmt)
         for start in range(0, len(data), EXPORT_CHUNK_BYTES):
             yield pb.ExportChunk(data=data[start : start + EXPORT_CHUNK_BYTES])
 

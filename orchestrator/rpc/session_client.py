@@ -29,6 +29,8 @@ EXPORT_FORMATS = {
     "jsonl": pb.EXPORT_FORMAT_JSONL,
     "csv": pb.EXPORT_FORMAT_CSV,
     "label-studio": pb.EXPORT_FORMAT_LABEL_STUDIO,
+    "parquet": pb.EXPORT_FORMAT_PARQUET,
+    "hf": pb.EXPORT_FORMAT_HF_DATASET,
 }
 
 

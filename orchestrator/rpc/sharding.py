@@ -91,7 +91,7 @@ from proxal.orchestrator_service.rpc.clients import (
     selection_from_proto,
 )
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
-from proxal.runtime.arrays import pack_int64, unpack_float32, unpack_int64
+from proxal.runtime.arrays import pack_int64, unpack_float32, unpack_int32, unpack_int64
 from proxal.runtime.errors import InvalidArgumentError, UnavailableError
 from proxal.runtime.ranking import top_k
 from proxal.runtime.security import ClientSecurity
@@ -343,6 +343,8 @@ class ShardedSelection:
     ``two_stage``: stage 1 picked ``stage1_ids`` (u,) on the shards and ``stage2`` chose
     the answer among them. ``candidates`` sums the shards' candidate counts.
     ``scored_ids``/``scored_scores`` (m,) concatenate the shards' ``return_scores`` answers.
+    ``predicted_labels``/``predicted_probabilities`` (k,) are the proxy's guess for each of
+    ``ids`` (empty when it fitted nothing).
     """
 
     ids: npt.NDArray[np.int64]
@@ -357,6 +359,12 @@ class ShardedSelection:
     wall_s: float
     scored_ids: npt.NDArray[np.int64]
     scored_scores: npt.NDArray[np.float32]
+    predicted_labels: npt.NDArray[np.int32] = dataclasses.field(
+        default_factory=lambda: np.zeros(0, np.int32)
+    )
+    predicted_probabilities: npt.NDArray[np.float32] = dataclasses.field(
+        default_factory=lambda: np.zeros(0, np.float32)
+    )
 
     @property
     def attempts(self) -> int:
@@ -385,7 +393,31 @@ class ShardedSelection:
             candidates=self.candidates,
             scored_ids=self.scored_ids,
             scored_scores=self.scored_scores,
+            predicted_labels=self.predicted_labels,
+            predicted_probabilities=self.predicted_probabilities,
         )
+
+
+def predictions_of(
+    responses: Sequence[proxy_pb2.SelectResponse], ids: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """The predicted class (k,) and probability (k,) of each of `ids` (k,), taken from the
+    responses that picked them; both empty if any response carries none (nothing fitted).
+
+    Every replica fits the same proxy (same labels, spec and seed), so an id's prediction
+    does not depend on which shard picked it.
+    """
+    empty = np.zeros(0, np.int32), np.zeros(0, np.float32)
+    if not len(ids) or any(not r.predicted_labels.data for r in responses if r.ids.data):
+        return empty
+    picked = np.concatenate([unpack_int64(r.ids.data) for r in responses])
+    labels = np.concatenate([unpack_int32(r.predicted_labels.data) for r in responses])
+    proba = np.concatenate([unpack_float32(r.predicted_probabilities.data) for r in responses])
+    if not len(picked) == len(labels) == len(proba):
+        raise RuntimeError("a shard's predictions do not line up with its picks")
+    order = np.argsort(picked, kind="stable")
+    at = order[np.searchsorted(picked, ids, sorter=order)]
+    return labels[at], proba[at]
 
 
 def _timings(t: proxy_pb2.Timings) -> dict[str, float]:
@@ -708,6 +740,7 @@ class ShardedSelector:
             request.return_scores = False
             final, stage2 = self._report(-1, request, timeout, next(self._turn))
             ids, scores = unpack_int64(final.ids.data), unpack_float32(final.scores.data)
+        labels, probabilities = predictions_of(responses if stage2 is None else [final], ids)
         return ShardedSelection(
             ids=ids,
             scores=scores,
@@ -721,6 +754,8 @@ class ShardedSelector:
             wall_s=time.perf_counter() - started,
             scored_ids=np.concatenate([unpack_int64(r.scored_ids.data) for r in responses]),
             scored_scores=np.concatenate([unpack_float32(r.scored_scores.data) for r in responses]),
+            predicted_labels=labels,
+            predicted_probabilities=probabilities,
         )
 
     def close(self) -> None:

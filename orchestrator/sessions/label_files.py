@@ -1,6 +1,13 @@
-"""Label files in and out of a session: JSONL, CSV and Label Studio task JSON.
+"""Label files in and out of a session: JSONL, CSV, Label Studio task JSON, Parquet, and a
+Hugging Face `datasets` layout.
 
-Export rows are dicts with id, text, label and annotator. Import reads `FileLabel`s: id,
+Export rows are dicts with id, text, label and annotator. Parquet is one file with those
+four columns (id int64, the rest strings; the session's classes in the schema metadata,
+key ``proxal.classes``). The Hugging Face layout (`HF`) is a tar archive of
+``data/train.jsonl`` (the JSONL rows) and ``README.md``, a dataset card whose YAML header
+declares the features, ``label`` a ``ClassLabel`` of the session's classes in their
+order: ``datasets.load_dataset(dir)`` on the unpacked directory reads the labels as class
+indices with their names. Import reads `FileLabel`s: id,
 label and who made it (the "annotator" field or column; in Label Studio tasks the
 annotation's ``meta.annotator``, else its ``completed_by``), so a re-import keeps who
 labelled what; the text in a file is ignored (the pool has it). Label Studio tasks carry
@@ -15,16 +22,20 @@ import csv
 import io
 import json
 import re
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from proxal.runtime.errors import InvalidArgumentError
+from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError
 
-JSONL, CSV, LABEL_STUDIO = "jsonl", "csv", "label-studio"
-FORMATS = (JSONL, CSV, LABEL_STUDIO)
-_BY_SUFFIX = {".jsonl": JSONL, ".csv": CSV, ".json": LABEL_STUDIO}
+JSONL, CSV, LABEL_STUDIO, PARQUET, HF = "jsonl", "csv", "label-studio", "parquet", "hf"
+FORMATS = (JSONL, CSV, LABEL_STUDIO, PARQUET)  # files a session imports from
+EXPORT_FORMATS = (*FORMATS, HF)
+_BY_SUFFIX = {".jsonl": JSONL, ".csv": CSV, ".json": LABEL_STUDIO, ".parquet": PARQUET}
 _COLUMNS = ("id", "text", "label", "annotator")
+HF_DATA = "data/train.jsonl"
+HF_CARD = "README.md"
 _NOT_ANNOTATOR_CHARS = re.compile(r"[^A-Za-z0-9._@-]")
 
 
@@ -37,20 +48,26 @@ class FileLabel(NamedTuple):
 
 
 def format_of(path: Path, given: str = "") -> str:
-    """The file format: `given` if set, else from the suffix (.jsonl, .csv, .json)."""
+    """The file format: `given` if set, else from the suffix (.jsonl, .csv, .json,
+    .parquet)."""
     fmt = given or _BY_SUFFIX.get(path.suffix.lower(), "")
-    if fmt not in FORMATS:
+    if fmt not in EXPORT_FORMATS:
         raise InvalidArgumentError(
-            f"cannot tell the format of {path.name!r}: name it .jsonl, .csv or .json (Label "
-            f"Studio), or pass a format: {', '.join(FORMATS)}"
+            f"cannot tell the format of {path.name!r}: name it .jsonl, .csv, .json (Label "
+            f"Studio) or .parquet, or pass a format: {', '.join(EXPORT_FORMATS)}"
         )
     return fmt
 
 
-def format_labels(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
-    """Rows (id, text, label, annotator) as a file in `fmt`."""
+def format_labels(rows: Sequence[dict[str, Any]], fmt: str, classes: Sequence[str] = ()) -> bytes:
+    """Rows (id, text, label, annotator) as a file in `fmt`; `classes` are the session's,
+    in order (Parquet metadata, the Hugging Face card's ClassLabel names)."""
     if fmt == JSONL:
         return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+    if fmt == PARQUET:
+        return _parquet(rows, classes)
+    if fmt == HF:
+        return _hf_archive(rows, classes)
     if fmt == CSV:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=_COLUMNS, lineterminator="\n")
@@ -78,11 +95,105 @@ def format_labels(rows: Sequence[dict[str, Any]], fmt: str) -> bytes:
             for r in rows
         ]
         return json.dumps(tasks, ensure_ascii=False, indent=1).encode()
-    raise InvalidArgumentError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    raise InvalidArgumentError(
+        f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}"
+    )
+
+
+def _parquet(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> bytes:
+    """The rows as one Parquet file (zstd), the classes in its schema metadata."""
+    import pyarrow as pa  # here: `proxal --help` imports this module and loads no pyarrow
+    import pyarrow.parquet as pq
+
+    types = {"id": pa.int64(), "text": pa.string(), "label": pa.string(), "annotator": pa.string()}
+    schema = pa.schema(list(types.items()))
+    columns = {name: [r[name] for r in rows] for name in _COLUMNS}
+    metadata = {b"proxal.classes": json.dumps(list(classes), ensure_ascii=False).encode()}
+    table = pa.table(columns, schema=schema.with_metadata(metadata))
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd")
+    return out.getvalue()
+
+
+def hf_card(classes: Sequence[str], rows: int) -> str:
+    """A dataset card: YAML features (label a ClassLabel of `classes`) and a short text."""
+    import yaml  # PyYAML: only this format needs it
+
+    header = {
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": "train", "path": HF_DATA}]}
+        ],
+        "dataset_info": {
+            "features": [
+                {"name": "id", "dtype": "int64"},
+                {"name": "text", "dtype": "string"},
+                {
+                    "name": "label",
+                    "dtype": {"class_label": {"names": {str(i): c for i, c in enumerate(classes)}}},
+                },
+                {"name": "annotator", "dtype": "string"},
+            ]
+        },
+    }
+    front = yaml.safe_dump(header, allow_unicode=True, sort_keys=False)
+    return (
+        f"---\n{front}---\n\n# Labels exported by proxal\n\n{rows} labelled texts in "
+        f"`{HF_DATA}`: `id` (the pool id), `text`, `label` (one of {len(classes)} classes) "
+        'and `annotator`.\nLoad them with `datasets.load_dataset("<this directory>")`.\n'
+    )
+
+
+def _hf_archive(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> bytes:
+    """A tar archive of data/train.jsonl and README.md (see the module doc)."""
+    if not classes:
+        raise InvalidArgumentError("a Hugging Face export needs the session's classes")
+    outside = sorted({str(r["label"]) for r in rows} - set(classes))
+    if outside:
+        raise FailedPreconditionError(
+            f"labels outside the session's classes, e.g. {outside[0][:80]!r}: a ClassLabel "
+            "cannot hold them; export as jsonl or parquet instead"
+        )
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in (
+            (HF_DATA, format_labels(rows, JSONL)),
+            (HF_CARD, hf_card(classes, len(rows)).encode()),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def hf_members(data: bytes) -> dict[str, bytes]:
+    """The files of a Hugging Face export archive by name (data/train.jsonl, README.md);
+    InvalidArgumentError for anything else (not a tar, a link, another path)."""
+    files: dict[str, bytes] = {}
+    names: list[str] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar.getmembers():
+                names.append(member.name)
+                handle = tar.extractfile(member) if member.isfile() else None
+                if member.name in (HF_DATA, HF_CARD) and handle is not None:
+                    files[member.name] = handle.read()
+    except tarfile.TarError as exc:
+        raise InvalidArgumentError(f"not a tar archive: {exc}") from None
+    if sorted(names) != sorted(files) or sorted(files) != sorted((HF_DATA, HF_CARD)):
+        raise InvalidArgumentError(
+            f"not a proxal Hugging Face export: it must hold exactly the files {HF_DATA} and "
+            f"{HF_CARD}"
+        )
+    return files
 
 
 def parse_labels(data: bytes, fmt: str) -> list[FileLabel]:
-    """The labels in a file's bytes; errors name the line or task at fault."""
+    """The labels in a file's bytes; errors name the line, row or task at fault."""
+    if fmt == PARQUET:
+        return _parquet_labels(data)
+    if fmt == HF:
+        return parse_labels(hf_members(data)[HF_DATA], JSONL)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -107,6 +218,23 @@ def parse_labels(data: bytes, fmt: str) -> list[FileLabel]:
             raise InvalidArgumentError("a Label Studio export is a JSON list of tasks")
         return [pair for n, task in enumerate(tasks) if (pair := _task_pair(task, n))]
     raise InvalidArgumentError(f"unknown label file format {fmt!r}; use one of {FORMATS}")
+
+
+def _parquet_labels(data: bytes) -> list[FileLabel]:
+    """The (id, label, annotator) rows of a Parquet file with 'id' and 'label' columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidArgumentError(f"not a readable Parquet file: {exc}") from None
+    if not {"id", "label"} <= set(table.column_names):
+        raise InvalidArgumentError(
+            f"a Parquet label file needs 'id' and 'label' columns, got {table.column_names}"
+        )
+    columns = [c for c in ("id", "label", "annotator") if c in table.column_names]
+    return [_pair(row, f"row {n}") for n, row in enumerate(table.select(columns).to_pylist(), 1)]
 
 
 def _json(text: str, where: str) -> Any:

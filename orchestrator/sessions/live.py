@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,11 +43,21 @@ from proxal.orchestrator_service.engine.loop import (
     lease_seconds,
     record_config,
 )
-from proxal.orchestrator_service.engine.selectors import ClassifierSpec, Selector, TrainingSet
+from proxal.orchestrator_service.engine.selectors import (
+    ClassifierSpec,
+    Selection,
+    Selector,
+    TrainingSet,
+)
 from proxal.orchestrator_service.engine.stopping import StoppingSignal
 from proxal.orchestrator_service.engine.ups import UpsSchedule
+from proxal.orchestrator_service.sessions.label_files import HF, PARQUET, format_labels
 from proxal.orchestrator_service.sessions.stopping import LiveStopping
-from proxal.orchestrator_service.sessions.suggest import ItemPredictions, predict_items
+from proxal.orchestrator_service.sessions.suggest import (
+    ItemPredictions,
+    Suggestion,
+    predict_items,
+)
 from proxal.runtime.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -143,6 +153,9 @@ class Deleted:
 
 @dataclass(frozen=True)
 class Batch:
+    """Items (id, text) to label; `suggestions` by id, for the items the proxy predicted
+    (none on a cold start or for a resumed lease)."""
+
     items: list[tuple[int, str]]  # (id, text)
     strategy: str
     fallback_reason: str
@@ -150,6 +163,7 @@ class Batch:
     lease_id: str = ""
     lease_expires_at: float = 0.0
     resumed: bool = False
+    suggestions: dict[int, Suggestion] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -391,6 +405,7 @@ class Sessions:
             lease.lease_id if lease else "",
             lease.expires_at if lease else 0.0,
             resumed=chosen.resumed,
+            suggestions=suggestions(chosen.selection, session_classes(record)),
         )
 
     def release(self, session: str, annotator: str = "") -> int:
@@ -537,6 +552,12 @@ class Sessions:
             self.engine.write_labels(session, record.pool, events)
         total = len(log.labels) + sum(1 for e in events if e.id not in log.labels)
         return _imported(len(events), len(ids), total)
+
+    def export_labels(self, session: str, fmt: str) -> bytes:
+        """The current labels as a file in `fmt` (`label_files.EXPORT_FORMATS`)."""
+        needs = fmt in (PARQUET, HF)  # their files name the classes
+        classes = session_classes(self.store.get_session(session)) if needs else []
+        return format_labels(self.export_rows(session), fmt, classes)
 
     def remove(
         self, session: str, ids: Sequence[int], request_id: str = "", annotator: str = ""
@@ -773,6 +794,23 @@ def _classes_problem(classes: object) -> str:
             f"{bad[0][:80]!r} ({len(bad[0])} characters)"
         )
     return ""
+
+
+def suggestions(selection: Selection | None, classes: Sequence[str]) -> dict[int, Suggestion]:
+    """The selection's predictions by picked id, as class names of `classes`; {} when it
+    has none (no selection, or no proxy fitted)."""
+    if selection is None or len(selection.predicted_labels) != len(selection.ids):
+        return {}
+    return {
+        int(i): Suggestion(classes[int(c)], float(p), float(s))
+        for i, c, p, s in zip(
+            selection.ids,
+            selection.predicted_labels,
+            selection.predicted_probabilities,
+            selection.scores,
+            strict=True,
+        )
+    }
 
 
 def _config(record: SessionRecord) -> dict[str, object]:

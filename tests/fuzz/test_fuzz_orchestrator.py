@@ -263,7 +263,7 @@ OVERRIDES: dict[str, dict[str, Strategy]] = {
         "request_id": request_ids(),
         "annotator": ANNOTATOR,
     },
-    "ExportLabels": {"session": SESSION, "format": ints(INT32, [0, 1, 2, 3])},
+    "ExportLabels": {"session": SESSION, "format": ints(INT32, [0, 1, 2, 3, 4, 5])},
     "TrainSuccessor": {
         "session": excluding(names(["fz-jobs", "nosuch"]), ["fz"]),
         "method": choices(["full", "auto", "lora"], hostile_text()),

@@ -15,10 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import pyarrow.parquet as pq
 import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
-from proxal.orchestrator_service.cli.label_tui import choose
+from proxal.orchestrator_service.cli.label_tui import Action, choose
 from proxal.orchestrator_service.cli.main import main
 from proxal.orchestrator_service.rpc.clients import ProxyClient
 from proxal.orchestrator_service.rpc.processes import ServiceProcess
@@ -169,6 +170,37 @@ def test_choose_reads_answers() -> None:
     assert choose("a", CLASSES) == (None, "3 classes match 'a': 1 alpha  2 beta  3 gamma")
     assert choose("", CLASSES) == (None, "")
     assert choose("0", CLASSES) == (None, "no class 0: pick 1-3")
+    # Enter alone takes the suggestion; anything typed still wins over it
+    assert choose("", CLASSES, "gamma") == (Action("label", "gamma"), "")
+    assert choose("\n", CLASSES, "gamma") == (Action("label", "gamma"), "")
+    assert choose("1", CLASSES, "gamma") == (Action("label", "alpha"), "")
+    assert choose("s", CLASSES, "gamma") == (Action("skip"), "")
+
+
+def test_enter_takes_the_suggestion(served: tuple[str, Store]) -> None:
+    """Once labels cover two classes the items show the proxy's suggestion; Enter takes it."""
+    address, store = served
+    _create(address, "hint", CLASSES, batch_size=2)
+    gold = store.pool_rows("cli").column("label").to_pylist()
+    with grpc.insecure_channel(address) as channel:
+        pb_grpc.OrchestratorServiceStub(channel).ImportLabels(
+            pb.ImportLabelsRequest(
+                session="hint",
+                labels=[pb.Label(id=i, label=gold[i]) for i in range(20)],
+                request_id="hint-import",
+            )
+        )
+    term = _label(address, "hint")
+    item = int(term.expect(r"\n#(\d+)\r?\n").group(1))
+    shown = term.expect(r"suggested: (\w+) \((0\.\d\d|1\.00)\) · Enter takes it")
+    assert shown.group(1) in CLASSES and float(shown.group(2)) > 0
+    term.type("\r")  # Enter, nothing else
+    term.expect(rf"#{item} → {shown.group(1)}")
+    term.type("q")
+    term.expect(r"Bye: 21 labels")
+    assert term.close() == 0
+    ids, labels = store.read_labels("hint")
+    assert dict(zip(ids.tolist(), labels, strict=True))[item] == shown.group(1)
 
 
 def test_session_and_labels_commands(
@@ -328,3 +360,40 @@ def test_a_dead_orchestrator_is_one_line_and_exit_2_within_the_connect_wait(
         f"proxal: cannot reach the orchestrator at 127.0.0.1:{port} (--orchestrator, env "
         "PROXAL_ORCHESTRATOR) within 0.5 s; is `proxal serve` running there?"
     ]
+
+
+def test_labels_export_to_parquet_and_a_hugging_face_dataset(
+    served: tuple[str, Store], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, store = served
+    client = ["--orchestrator", address, "--annotator", "ops"]
+    assert main(["session", "create", "sets", "--pool", "cli", *client]) == 0
+    gold = store.pool_rows("cli").column("label").to_pylist()
+    src = tmp_path / "in.csv"
+    src.write_text("id,text,label\n" + "".join(f"{i},t,{gold[i]}\n" for i in range(12)))
+    assert main(["labels", "import", "sets", str(src), *client]) == 0
+    capsys.readouterr()
+    # -o x.parquet writes Parquet (from the suffix); it imports back as it is
+    out = tmp_path / "labels.parquet"
+    assert main(["labels", "export", "sets", "-o", str(out), *client]) == 0
+    assert f"wrote 12 labels of session sets to {out} (parquet)" in capsys.readouterr().out
+    table = pq.read_table(out)
+    assert table.column("id").to_pylist() == list(range(12))
+    assert table.column("label").to_pylist() == gold[:12]
+    assert json.loads(table.schema.metadata[b"proxal.classes"]) == CLASSES
+    assert main(["labels", "import", "sets", str(out), "--overwrite", *client]) == 0
+    assert "imported 12 of 12 labels" in capsys.readouterr().out
+    # --format hf unpacks a dataset directory that `datasets.load_dataset` reads
+    dataset = tmp_path / "dataset"
+    assert main(["labels", "export", "sets", "--format", "hf", "-o", str(dataset), *client]) == 0
+    assert f"wrote 12 labels of session sets to {dataset} (hf)" in capsys.readouterr().out
+    assert sorted(p.name for p in dataset.rglob("*") if p.is_file()) == ["README.md", "train.jsonl"]
+    datasets = pytest.importorskip("datasets")
+    train = datasets.load_dataset(str(dataset), cache_dir=str(tmp_path / "cache"))["train"]
+    assert train.features["label"].names == CLASSES
+    assert train["label"] == [CLASSES.index(x) for x in gold[:12]]
+    # hf needs a directory: one line and exit 2, before asking the server
+    assert main(["labels", "export", "sets", "--format", "hf", *client]) == 2
+    assert "pass -o DIRECTORY" in capsys.readouterr().err
+    assert main(["labels", "export", "sets", "--format", "hf", "-o", str(out), *client]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err

@@ -27,9 +27,12 @@ from proxal.orchestrator_service.rpc.servicer import OrchestratorServicer
 from proxal.orchestrator_service.rpc.session_client import SessionClient
 from proxal.orchestrator_service.sessions.label_files import (
     CSV,
+    HF,
     JSONL,
     LABEL_STUDIO,
+    PARQUET,
     FileLabel,
+    hf_members,
     parse_labels,
 )
 from proxal.orchestrator_service.sessions.live import Sessions
@@ -309,9 +312,11 @@ def test_import_then_export_in_every_format(stack: Stack, monkeypatch: pytest.Mo
     assert (again.written, again.already_labeled, again.notes) == (1, 0, ())
     monkeypatch.setattr(servicer_module, "EXPORT_CHUNK_BYTES", 256)  # force many chunks
     expected = sorted((i, lab, "importer") for i, lab in pairs)
-    for fmt in (JSONL, CSV, LABEL_STUDIO):
+    for fmt in (JSONL, CSV, LABEL_STUDIO, PARQUET, HF):
         data = client.export("io", fmt)
         assert sorted(parse_labels(data, fmt)) == expected, fmt
+    card = hf_members(client.export("io", HF))["README.md"].decode()
+    assert "'0': alpha" in card and "'2': gamma" in card  # the session's classes, in order
     lines = client.export("io", JSONL).decode().splitlines()
     assert '"text": "train text' in lines[0] and '"annotator": "importer"' in lines[0]
     client.close()
@@ -661,3 +666,39 @@ def test_sessions_survive_a_new_orchestrator(stack: Stack) -> None:
     assert state.labels == 1 and state.rounds == 1 and state.record.batch_size == 4
     resumed = fresh.next_batch("durable", annotator="ann")
     assert resumed.resumed and [i for i, _ in resumed.items] == [x.id for x in batch.items[1:]]
+
+
+def test_batch_items_carry_the_proxy_suggestion(stack: Stack) -> None:
+    """Cold start: no suggestion; once labels cover two classes every item has one, with a
+    session class, a probability in (0, 1] and the Select score; a resumed lease has none."""
+    stack.stub.CreateSession(
+        pb.CreateSessionRequest(session="hints", pool="blobs", strategy="margin", batch_size=6)
+    )
+    cold = stack.stub.NextBatch(pb.NextBatchRequest(session="hints", annotator="ann"))
+    assert len(cold.items) == 6 and not any(x.HasField("suggestion") for x in cold.items)
+    truth = gold(stack.store)
+    submit(stack, "hints", [(x.id, truth[x.id]) for x in cold.items])
+    labelled = {x.id for x in cold.items}
+    more = [i for i in range(N_TRAIN) if i not in labelled and truth[i] not in {"alpha"}][:2]
+    more += [i for i in range(N_TRAIN) if i not in labelled and truth[i] == "alpha"][:2]
+    assert stack.stub.ImportLabels(
+        pb.ImportLabelsRequest(
+            session="hints", labels=[pb.Label(id=i, label=truth[i]) for i in more], request_id=rid()
+        )
+    ).accepted
+    batch = stack.stub.NextBatch(pb.NextBatchRequest(session="hints", annotator="ann"))
+    assert batch.strategy == "margin" and len(batch.items) == 6
+    hints = [x.suggestion for x in batch.items]
+    assert all(x.HasField("suggestion") for x in batch.items)
+    assert {h.label for h in hints} <= set(CLASSES)
+    assert all(0 < h.probability <= 1 for h in hints)
+    round_ = stack.store.read_rounds("hints")[-1]
+    scores = [h.score for h in hints]
+    assert scores == sorted(scores, reverse=True)  # best first, as the proxy ranked them
+    assert max(scores) == pytest.approx(round_.scores_summary["max"], rel=1e-6)
+    assert min(scores) == pytest.approx(round_.scores_summary["min"], rel=1e-6)
+    # most suggestions on these well-separated blobs are right
+    assert sum(h.label == truth[x.id] for h, x in zip(hints, batch.items, strict=True)) >= 4
+    again = stack.stub.NextBatch(pb.NextBatchRequest(session="hints", annotator="ann"))
+    assert again.resumed and [x.id for x in again.items] == [x.id for x in batch.items]
+    assert not any(x.HasField("suggestion") for x in again.items)

@@ -30,6 +30,7 @@ from proxal.orchestrator_service.rpc.processes import ServiceProcess, start_all,
 from proxal.orchestrator_service.rpc.sharding import (
     IdRange,
     ReplicaSet,
+    ShardedSelection,
     ShardedSelector,
     ShardReport,
     make_selector,
@@ -39,7 +40,13 @@ from proxal.orchestrator_service.rpc.sharding import (
     split_range,
 )
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
-from proxal.runtime.arrays import pack_float32, pack_int64, unpack_float32, unpack_int64
+from proxal.runtime.arrays import (
+    pack_float32,
+    pack_int64,
+    unpack_float32,
+    unpack_int32,
+    unpack_int64,
+)
 from proxal.runtime.errors import InvalidArgumentError, UnavailableError
 from proxal.runtime.ranking import top_k
 from proxal.runtime.server import grpc_channel_options
@@ -195,6 +202,17 @@ DECOMPOSABLE = [
 ]
 
 
+def assert_same_predictions(
+    got: ShardedSelection | Selection, want: proxy_pb2.SelectResponse
+) -> None:
+    """The merged picks carry the predictions one replica gives them (same fitted proxy)."""
+    assert len(got.predicted_labels) == len(got.ids)
+    np.testing.assert_array_equal(got.predicted_labels, unpack_int32(want.predicted_labels.data))
+    np.testing.assert_allclose(
+        got.predicted_probabilities, unpack_float32(want.predicted_probabilities.data), atol=1e-6
+    )
+
+
 @pytest.mark.parametrize(("strategy", "classifier"), DECOMPOSABLE, ids=[s for s, _ in DECOMPOSABLE])
 def test_decomposable_range_shards_equal_one_replica(
     world: tuple[Store, str, TrainingSet],
@@ -214,6 +232,7 @@ def test_decomposable_range_shards_equal_one_replica(
     assert result.strategy == strategy and not result.two_stage
     np.testing.assert_array_equal(result.ids, unpack_int64(expected.ids.data))
     assert_same_scores(result.scores, unpack_float32(expected.scores.data))
+    assert_same_predictions(result, expected)
     assert len(result.shards) == 7 and result.candidates == N - LABELED
     assert all(r.returned == k and r.attempts == 1 for r in result.shards)
 
@@ -266,6 +285,8 @@ def test_non_decomposable_runs_two_stages(
     assert first.stage2 is not None and first.stage2.candidates == len(first.stage1_ids)
     assert len(first.stage1_ids) == 5 * k  # every shard picked k
     assert len(first.ids) == k and len(set(first.ids.tolist())) == k
+    assert len(first.predicted_labels) == k  # stage 2's predictions for its picks
+    assert set(first.predicted_labels.tolist()) <= set(range(CLASSES))
     assert set(first.ids.tolist()) <= set(first.stage1_ids.tolist())
     assert not set(first.ids.tolist()) & set(training.ids.tolist())
     np.testing.assert_array_equal(first.ids, second.ids)
@@ -285,6 +306,7 @@ def test_fallback_decides_the_merge(
     # margin falls back to random, which merges exactly.
     margin = selector.select_shards(POOL, version, one_class, "margin", 10, 1, split_range(0, N, 3))
     assert margin.strategy == "random" and not margin.two_stage
+    assert len(margin.predicted_labels) == 0  # nothing fitted on one class: no predictions
     plain = selector.select_shards(POOL, version, one_class, "random", 10, 1, [IdRange(0, N)])
     np.testing.assert_array_equal(margin.ids, plain.ids)
 
@@ -390,6 +412,9 @@ def _subset() -> np.ndarray:
 def _same_selection(got: Selection, want: Selection) -> None:
     np.testing.assert_array_equal(got.ids, want.ids)
     np.testing.assert_array_equal(got.scores, want.scores)
+    np.testing.assert_array_equal(got.predicted_labels, want.predicted_labels)
+    np.testing.assert_allclose(got.predicted_probabilities, want.predicted_probabilities, atol=1e-6)
+    assert len(got.predicted_labels) == len(got.ids)
     assert (got.strategy, got.fallback_reason, got.candidates) == (
         want.strategy,
         want.fallback_reason,

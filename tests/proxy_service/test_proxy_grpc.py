@@ -169,7 +169,9 @@ def test_select_is_deterministic_under_concurrency(proxy: Proxy, data: Blobs) ->
 
 def test_predict_is_accurate_and_reuses_the_select_model(proxy: Proxy, data: Blobs) -> None:
     train = training(data, 200)
-    proxy.stub.Select(select_request(data, training=train, seed=5, strategy="least_confidence"))
+    picked = proxy.stub.Select(
+        select_request(data, training=train, seed=5, strategy="least_confidence")
+    )
     models = len(proxy.cache.models.keys())
     ids = np.arange(200, N)
     response = proxy.stub.Predict(
@@ -187,6 +189,12 @@ def test_predict_is_accurate_and_reuses_the_select_model(proxy: Proxy, data: Blo
     assert len(labels) == len(confidence) == len(ids)
     assert (labels == data.labels[ids]).mean() > 0.9
     assert ((confidence >= 1 / CLASSES) & (confidence <= 1)).all()
+    # the picks carry the same model's class and probability, in the order of the ids
+    rows = unpack_int64(picked.ids.data) - 200
+    np.testing.assert_array_equal(unpack_int32(picked.predicted_labels.data), labels[rows])
+    np.testing.assert_allclose(
+        unpack_float32(picked.predicted_probabilities.data), confidence[rows], atol=1e-6
+    )
 
 
 def test_single_class_labels_fall_back_to_random(proxy: Proxy, data: Blobs) -> None:
@@ -195,6 +203,7 @@ def test_single_class_labels_fall_back_to_random(proxy: Proxy, data: Blobs) -> N
     assert response.strategy == "random"
     assert "entropy" in response.fallback_reason and "class 2" in response.fallback_reason
     assert len(unpack_int64(response.ids.data)) == 20
+    assert not response.predicted_labels.data and not response.predicted_probabilities.data
     with pytest.raises(grpc.RpcError) as info:
         proxy.stub.Predict(
             proxy_pb2.PredictRequest(pool=POOL, embedding_version=data.version, training=one_class)

@@ -375,3 +375,25 @@ def test_badge_cold_start_falls_back_to_coreset() -> None:
     result = select(lambda: VERSION, ModelCache(2), query(strategy="badge", training=empty))
     assert result.strategy_used == "coreset"
     assert "no labels yet" in result.fallback_reason and "with coreset" in result.fallback_reason
+
+
+@pytest.mark.parametrize("strategy", ["random", "margin", "coreset", "badge"])
+def test_picks_carry_the_proxy_prediction(strategy: str) -> None:
+    """Every strategy's picks come with the fitted proxy's class and probability, the same
+    as predict() gives for those ids (random and core-set fit a proxy for them too)."""
+    models = ModelCache(4)
+    result = run(strategy, k=12, seed=5, models=models)
+    assert result.predicted_labels.dtype == np.int32 and len(result.predicted_labels) == 12
+    assert result.predicted_probabilities.dtype == np.float32
+    assert ((result.predicted_probabilities > 0) & (result.predicted_probabilities <= 1)).all()
+    want = predict(lambda: VERSION, models, training(), result.ids, 5, ClassifierSpec())
+    np.testing.assert_array_equal(result.predicted_labels, want.labels)
+    np.testing.assert_allclose(result.predicted_probabilities, want.confidence, atol=1e-6)
+
+
+@pytest.mark.parametrize("labels", [[], [2, 2, 2]])
+def test_no_prediction_without_labels_of_two_classes(labels: list[int]) -> None:
+    train = training(VERSION.ids[: len(labels)], np.array(labels))
+    result = run("margin", k=8, train=train)
+    assert len(result.ids) == 8
+    assert len(result.predicted_labels) == 0 and len(result.predicted_probabilities) == 0
