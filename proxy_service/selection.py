@@ -384,16 +384,7 @@ def select(
         deadline=deadline,
     )
     empty_ids, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
-    if k:
-        picked = (
-            chosen.select_balanced(pool, k)
-            if balanced and isinstance(chosen, PointwiseStrategy)
-            else chosen.select(pool, k)
-        )
-        top, top_scores, all_scores = picked.positions, picked.scores, picked.all_scores
-        select_s = picked.select_s
-    else:
-        top, top_scores, all_scores, select_s = np.zeros(0, np.intp), empty_scores, None, 0.0
+    top, top_scores, all_scores, select_s = _pick(chosen, pool, k, balanced)
     deadline.check("scoring and selecting")
     labels, probabilities = suggest(model, version.vectors[rows[top]])
     scored = time.perf_counter()
@@ -415,6 +406,21 @@ def select(
         predicted_labels=labels,
         predicted_probabilities=probabilities,
     )
+
+
+def _pick(
+    chosen: Strategy, pool: Pool, k: int, balanced: bool
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32], npt.NDArray[np.float32] | None, float]:
+    """The strategy's k picks -> (positions (k,), their scores (k,), every score (m,) or
+    None, selection seconds); nothing for k = 0."""
+    if not k:
+        return np.zeros(0, np.intp), np.zeros(0, np.float32), None, 0.0
+    picked = (
+        chosen.select_balanced(pool, k)
+        if balanced and isinstance(chosen, PointwiseStrategy)
+        else chosen.select(pool, k)
+    )
+    return picked.positions, picked.scores, picked.all_scores, picked.select_s
 
 
 def suggest(

@@ -79,7 +79,6 @@ def _loop_args(p: argparse.ArgumentParser, successor_strategies: tuple[str, ...]
     """The loop's flags, shared by `demo` and `simulate`: strategies x seeds, budget, UPS,
     ASVP, random's extra budget and the successors."""
     from proxal.orchestrator_service.engine.simulation import LoopConfig
-    from proxal.orchestrator_service.successor.config import METHODS
     from proxal.runtime.strategies import INITIAL_BATCHES
 
     loop = LoopConfig()
@@ -119,6 +118,12 @@ def _loop_args(p: argparse.ArgumentParser, successor_strategies: tuple[str, ...]
         help="random sampling runs to this x the budget, so each strategy's sample saving "
         "ratio is measured (default 2; 1 = the same budget)",
     )
+    _ups_asvp_args(p)
+    _successor_args(p, successor_strategies)
+
+
+def _ups_asvp_args(p: argparse.ArgumentParser) -> None:
+    """The loop's UPS and ASVP flags."""
     p.add_argument(
         "--ups-gamma",
         type=float,
@@ -148,6 +153,12 @@ def _loop_args(p: argparse.ArgumentParser, successor_strategies: tuple[str, ...]
     )
     p.add_argument("--asvp-threshold", type=float, default=0.03, help="ASVP: LogME gap to refresh")
     p.add_argument("--asvp-no-ped", action="store_true", help="ASVP: plain LogME, without PED")
+
+
+def _successor_args(p: argparse.ArgumentParser, successor_strategies: tuple[str, ...]) -> None:
+    """The loop's successor flags and the quick-run row limits."""
+    from proxal.orchestrator_service.successor.config import METHODS
+
     p.add_argument(
         "--successor-method",
         choices=METHODS,

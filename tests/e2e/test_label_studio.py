@@ -152,12 +152,9 @@ def _until(check: Callable[[], bool], seconds: float = 30.0) -> bool:
     return check()
 
 
-def test_label_studio_labels_into_a_proxal_session(
-    label_studio: httpx.Client, proxal: tuple[str, str, list[str]]
-) -> None:
-    address, url, gold = proxal
-    ls = label_studio
-    started = time.monotonic()
+def _create_project(ls: httpx.Client) -> tuple[int, dict[int, int]]:
+    """A project with uncertainty sampling and N_TASKS tasks, half carrying proxal_id ->
+    (project id, Label Studio task id -> pool id)."""
     project = _ok(
         ls.post(
             "/api/projects",
@@ -169,16 +166,20 @@ def test_label_studio_labels_into_a_proxal_session(
         )
     )
     pid = int(project["id"])
-    session = f"ls-{pid}"
     tasks = [
         {"text": f"train text {i}", **({"proxal_id": i} if i % 2 else {})} for i in range(N_TASKS)
     ]
     _ok(ls.post(f"/api/projects/{pid}/import", json=tasks))
-    ids = {  # Label Studio task id -> pool id
+    ids = {
         int(t["id"]): int(t["data"]["text"].rsplit(" ", 1)[1])
         for t in _ok(ls.get("/api/tasks", params={"project": pid, "page_size": 100}))["tasks"]
     }
     assert len(ids) == N_TASKS
+    return pid, ids
+
+
+def _connect(ls: httpx.Client, url: str, pid: int) -> None:
+    """Connect the backend with Basic auth and give its webhook the same credentials."""
     connection = {
         "url": url,
         "project": pid,
@@ -196,6 +197,48 @@ def test_label_studio_labels_into_a_proxal_session(
     ]
     assert len(hooks) == 1, hooks  # Label Studio subscribed the backend to every action
     _ok(ls.patch(f"/api/webhooks/{hooks[0]['id']}", json={"headers": {"Authorization": basic}}))
+
+
+def _check_next_follows_proxal(
+    ls: httpx.Client,
+    orchestrator: LsOrchestrator,
+    pid: int,
+    open_tasks: list[int],
+    ids: dict[int, int],
+) -> None:
+    """Predictions for every task; Label Studio's next task is proxal's most informative."""
+    session = f"ls-{pid}"
+    _ok(
+        ls.post(
+            "/api/dm/actions",
+            params={"id": "retrieve_tasks_predictions", "project": pid},
+            json={"selectedItems": {"all": True, "excluded": []}},
+        )
+    )
+    predictions = _ok(ls.get("/api/predictions", params={"project": pid}))
+    assert len(predictions) >= len(open_tasks), predictions[:2]
+    version = predictions[-1]["model_version"]
+    assert version.startswith(f"{session}@r0/l9/")
+    # Label Studio 1.23 sets the project's model version to the connection's title
+    # ("proxal"), and uncertainty sampling only reads predictions of that version: point it
+    # at proxal's current one, as docs/label_studio.md tells users to.
+    assert _ok(ls.get(f"/api/projects/{pid}"))["model_version"] == "proxal"
+    _ok(ls.patch(f"/api/projects/{pid}", json={"model_version": version}))
+    direct = orchestrator.predict(session, [ids[t] for t in open_tasks])
+    best = max(range(len(open_tasks)), key=lambda k: direct.guesses[k].score)  # type: ignore[union-attr]
+    nxt = _ok(ls.get(f"/api/projects/{pid}/next"))
+    assert nxt["id"] == open_tasks[best], (nxt["id"], open_tasks[best])
+
+
+def test_label_studio_labels_into_a_proxal_session(
+    label_studio: httpx.Client, proxal: tuple[str, str, list[str]]
+) -> None:
+    address, url, gold = proxal
+    ls = label_studio
+    started = time.monotonic()
+    pid, ids = _create_project(ls)
+    session = f"ls-{pid}"
+    _connect(ls, url, pid)
     orchestrator = LsOrchestrator(address)
     assert orchestrator.find_session(session) is not None  # /setup created it
 
@@ -207,28 +250,7 @@ def test_label_studio_labels_into_a_proxal_session(
     labels = _labels(orchestrator, session)
     assert {i: lab for i, (lab, _) in labels.items()} == {ids[t]: gold[ids[t]] for t in by_task[:9]}
     assert {who for _, who in labels.values()} == {"ls.1"}
-
-    _ok(
-        ls.post(
-            "/api/dm/actions",
-            params={"id": "retrieve_tasks_predictions", "project": pid},
-            json={"selectedItems": {"all": True, "excluded": []}},
-        )
-    )
-    predictions = _ok(ls.get("/api/predictions", params={"project": pid}))
-    assert len(predictions) >= N_TASKS - 9, predictions[:2]
-    version = predictions[-1]["model_version"]
-    assert version.startswith(f"{session}@r0/l9/")
-    # Label Studio 1.23 sets the project's model version to the connection's title
-    # ("proxal"), and uncertainty sampling only reads predictions of that version: point it
-    # at proxal's current one, as docs/label_studio.md tells users to.
-    assert _ok(ls.get(f"/api/projects/{pid}"))["model_version"] == "proxal"
-    _ok(ls.patch(f"/api/projects/{pid}", json={"model_version": version}))
-    open_tasks = by_task[9:]
-    direct = orchestrator.predict(session, [ids[t] for t in open_tasks])
-    best = max(range(len(open_tasks)), key=lambda k: direct.guesses[k].score)  # type: ignore[union-attr]
-    nxt = _ok(ls.get(f"/api/projects/{pid}/next"))
-    assert nxt["id"] == open_tasks[best], (nxt["id"], open_tasks[best])
+    _check_next_follows_proxal(ls, orchestrator, pid, by_task[9:], ids)
 
     first = by_task[0]
     other = next(c for c in CLASSES if c != gold[ids[first]])
