@@ -189,6 +189,7 @@ class ServerSettings:
     security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS and tokens
     metrics_port: int | None = None  # /metrics over HTTP on this port (0: ephemeral); None: off
     metrics_host: str | None = None  # the address metrics bind; None: `host`
+    readiness_recheck_s: float = 10.0  # seconds between readiness checks once ready
 
     def grpc_options(self) -> list[tuple[str, int]]:
         # grpcio sets SO_REUSEPORT by default: a second server on a busy port would then
@@ -326,7 +327,9 @@ def start_server(
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    ready = Readiness(health_servicer, service_names, readiness, registry)
+    ready = Readiness(
+        health_servicer, service_names, readiness, registry, settings.readiness_recheck_s
+    )
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
