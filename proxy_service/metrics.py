@@ -4,9 +4,10 @@
 - ``proxal_proxy_versions_loaded_bytes``: their ids and vectors, in bytes;
 - ``proxal_proxy_models_cached``: fitted proxy models held in memory;
 - ``proxal_proxy_stage_seconds{method, stage}``: a histogram of the seconds a Select or
-  Predict spent in each stage it ran: ``load`` (a version not cached yet), ``fit`` (a model
-  not cached yet), ``score`` and ``select``; a stage that took no time (a cache hit) is not
-  observed. These are the timings the responses already carry.
+  Predict spent in each stage: ``load`` (getting the version: from the store, or the cache),
+  ``fit`` (a model not cached yet), ``score`` and ``select``; a stage that took no time
+  (a fit skipped for a cached model) is not observed. These are the timings the responses
+  already carry.
 
 The cache gauges are read when Prometheus scrapes, so they are never stale.
 """
