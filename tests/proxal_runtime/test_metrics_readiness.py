@@ -105,6 +105,8 @@ def test_readiness_transitions(served: tuple[RunningServer, Service, Gate, grpc.
     address = f"127.0.0.1:{running.port}"
     assert healthcheck.check(address) == (False, "NOT_SERVING")
     assert healthcheck.check(address, SERVICE) == (False, "NOT_SERVING")
+    assert healthcheck.check(address, live=True) == (True, "NOT_SERVING")  # alive, not ready
+    assert healthcheck.main([address, "--live"]) == 0 and healthcheck.main([address]) == 1
     gate.open.set()
     wait_for(channel, SERVING)
     assert status(channel, SERVICE) == SERVING
