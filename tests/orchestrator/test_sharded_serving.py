@@ -48,11 +48,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     stop_all(replicas)
 
 
-def serve(store: Store, proxy: str, log: Path) -> ServiceProcess:
+def serve(store: Store, proxy: str, log: Path, until_ready: bool = True) -> ServiceProcess:
     """`proxal serve --proxy PROXY --shard-above 1000` (use as a context manager: it starts
     and stops it); debug log to `log`."""
     flags = ["--proxy", proxy, "--shard-above", str(SHARD_ABOVE), "--log-level", "DEBUG"]
-    return ServiceProcess("orchestrator", store.uri, flags, log, command=("serve",))
+    return ServiceProcess(
+        "orchestrator", store.uri, flags, log, command=("serve",), until_ready=until_ready
+    )
 
 
 def label_round(client: SessionClient, session: str, truth: dict[int, str]) -> list[int]:
@@ -136,7 +138,9 @@ def test_every_replica_down_is_unavailable_naming_each(world: World, tmp_path: P
     store, _, _ = world
     dead = "127.0.0.1:1,127.0.0.1:2"
     with (
-        serve(store, dead, tmp_path / "serve.log") as orchestrator,
+        serve(
+            store, dead, tmp_path / "serve.log", until_ready=False
+        ) as orchestrator,  # never ready
         SessionClient(orchestrator.address, "ann", retry_seconds=0) as client,
     ):
         client.create(pb.CreateSessionRequest(session="dead", **SESSION))
