@@ -21,6 +21,7 @@ import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator_service.rpc.processes import ServiceProcess, start_all, stop_all
 from proxal.orchestrator_service.rpc.session_client import SessionClient
+from proxal.runtime.healthcheck import check
 from proxal.store import Store
 
 from tests.conftest import add_session_pool
@@ -143,6 +144,8 @@ def test_every_replica_down_is_unavailable_naming_each(world: World, tmp_path: P
         ) as orchestrator,  # never ready
         SessionClient(orchestrator.address, "ann", retry_seconds=0) as client,
     ):
+        # no proxy replica answers: health says NOT_SERVING, calls are still answered
+        assert check(orchestrator.address) == (False, "NOT_SERVING")
         client.create(pb.CreateSessionRequest(session="dead", **SESSION))
         with pytest.raises(grpc.RpcError) as info:
             client.next_batch("dead")
