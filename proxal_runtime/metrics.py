@@ -117,6 +117,17 @@ class MetricsInterceptor(grpc.ServerInterceptor):
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}  # labels -> (started, seconds)
+
+    def _series(self, labels: tuple[str, ...]) -> tuple[Any, Any]:
+        """The (started counter, latency histogram) children of `labels`, looked up once."""
+        series = self._children.get(labels)
+        if series is None:
+            series = self._children[labels] = (
+                self.started.labels(*labels),
+                self.seconds.labels(*labels),
+            )
+        return series
 
     def intercept_service(
         self,
@@ -127,14 +138,15 @@ class MetricsInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         labels = (_rpc_type(handler), *_split(handler_call_details.method))
+        started, seconds = self._series(labels)
 
         def finish(start: float, context: grpc.ServicerContext, failed: bool) -> None:
             self.handled.labels(*labels, _code(context, failed)).inc()
-            self.seconds.labels(*labels).observe(time.perf_counter() - start)
+            seconds.observe(time.perf_counter() - start)
 
         def unary(behavior: Callable[..., Any]) -> Callable[..., Any]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
-                self.started.labels(*labels).inc()
+                started.inc()
                 start = time.perf_counter()
                 try:
                     response = behavior(request, context)
@@ -148,7 +160,7 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
         def streaming(behavior: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
             def wrapped(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                self.started.labels(*labels).inc()
+                started.inc()
                 start = time.perf_counter()
                 try:
                     yield from behavior(request, context)
