@@ -74,10 +74,13 @@ class Readiness:
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop checking (the status stays as it is; shutdown sets NOT_SERVING itself)."""
+        """Stop checking after the check in flight, if any (the status stays as it is;
+        shutdown sets NOT_SERVING itself). `join` waits for that check."""
         self._stop.set()
+
+    def join(self, timeout: float = 5.0) -> None:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+            self._thread.join(timeout)
 
     @property
     def ready(self) -> bool:

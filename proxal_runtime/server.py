@@ -233,6 +233,7 @@ class RunningServer:
         self.health.enter_graceful_shutdown()
         self.readiness.stop()
         self.server.stop(grace).wait()
+        self.readiness.join()  # a check in flight (a slow store) does not delay the drain
         if self._metrics_http is not None:
             self._metrics_http.stop()
 
