@@ -11,7 +11,7 @@ labels follow the usual gRPC exporters (go-grpc-prometheus), so stock dashboards
 
 ``grpc_type`` is unary, client_stream, server_stream or bidi_stream. Each server has its
 own `CollectorRegistry` (tests run several in one process); services register their own
-metrics on it (`proxal.encoder_service.metrics`, ...). `start_metrics_http` serves the
+metrics on it (`proxal.encoder_service.metrics`, ...). `MetricsHttp` serves the
 registry at ``/metrics`` on its own port, plaintext and without authentication.
 """
 
@@ -35,25 +35,9 @@ from prometheus_client import (
 from proxal.runtime.errors import AddressUnavailableError
 
 LATENCY_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    1800.0,
-)  # seconds: a cached Select takes milliseconds, embedding a large pool many minutes
-METRICS_PATH = "/metrics"
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 1800.0,
+)  # fmt: skip  # seconds: a cached Select takes milliseconds, a large embedding run minutes
 _BIND_PROBLEMS = {
     errno.EADDRINUSE: "the address is already in use; pass another --metrics-port",
     errno.EADDRNOTAVAIL: "the host is not an address of this machine; pass another --metrics-host",
