@@ -12,6 +12,7 @@ import grpc
 import pytest
 from proxal.runtime import healthcheck
 from proxal.runtime.errors import AddressUnavailableError, InvalidArgumentError, UnavailableError
+from proxal.runtime.security import ServerSecurity
 from proxal.runtime.server import RunningServer, ServerSettings, start_server
 from proxal.runtime.settings import add_common_args, server_settings
 
@@ -172,3 +173,25 @@ def test_metrics_port_flag_and_env() -> None:
     with pytest.raises(SystemExit) as exited:
         parse(["--metrics-port", "http"], {})
     assert exited.value.code == 2
+
+
+def test_refused_calls_are_counted_with_their_code() -> None:
+    """The metrics interceptor runs first: a call the token check refuses is counted."""
+    token = "a-token-long-enough-0123456789"
+    settings = ServerSettings(port=0, metrics_port=0, security=ServerSecurity(tokens=(token,)))
+    running = start_server(settings, Service().register, [SERVICE])
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            echo = channel.unary_unary(f"/{SERVICE}/Echo")
+            with pytest.raises(grpc.RpcError) as refused:
+                echo(b"hi")
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert echo(b"hi", metadata=[("authorization", f"Bearer {token}")]) == b"hi"
+        assert running.metrics_port
+        samples = scrape(running.metrics_port)
+        unary = {"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": "Echo"}
+        handled = "grpc_server_handled_total"
+        assert value(samples, handled, **unary, grpc_code="UNAUTHENTICATED") == 1
+        assert value(samples, handled, **unary, grpc_code="OK") == 1
+    finally:
+        running.stop(0)
