@@ -27,6 +27,7 @@ from proxal.encoder_service.encoders import (
     build_encoder,
 )
 from proxal.encoder_service.ingest import UploadFormat, ingest_upload
+from proxal.encoder_service.metrics import EncoderMetrics
 from proxal.encoder_service.pipeline import Progress, check_batch_size, embed_pool, encoder_info
 from proxal.encoder_service.settings import EncoderSettings
 from proxal.runtime.errors import InvalidArgumentError, ResourceExhaustedError
@@ -112,11 +113,25 @@ def _read_upload(chunks: Iterator[encoder_pb2.IngestPoolChunk], max_bytes: int) 
 
 class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     def __init__(
-        self, store: Store, settings: EncoderSettings, encoders: EncoderCache | None = None
+        self,
+        store: Store,
+        settings: EncoderSettings,
+        encoders: EncoderCache | None = None,
+        metrics: EncoderMetrics | None = None,
     ):
         self._store = store
         self._settings = settings
         self._encoders = encoders or EncoderCache(settings.onnx_cache)
+        self._metrics = metrics or EncoderMetrics()
+        self._default_loaded = False
+
+    def check_ready(self) -> None:
+        """Readiness: the store answers and the default model (the `--backend`, 128 tokens,
+        fp32) is loaded; raises otherwise. The model loads once, on the first check."""
+        self._store.check_reachable()
+        if not self._default_loaded:
+            self._encoders.get(DEFAULT_MODEL, self._settings.backend, DEFAULT_MAX_LENGTH, FP32)
+            self._default_loaded = True
 
     def IngestPool(
         self, request_iterator: Iterator[encoder_pb2.IngestPoolChunk], context: grpc.ServicerContext
@@ -199,10 +214,12 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         updates: queue.Queue[Progress | VersionInfo | BaseException] = queue.Queue()
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
+        tracked = self._metrics.run(pool)
 
         def report(progress: Progress) -> None:
             if cancelled.is_set():
                 raise _Cancelled
+            tracked.progress(progress.rows_done, progress.rows_total)
             updates.put(progress)
 
         def run() -> None:
@@ -220,6 +237,8 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                 )
             except BaseException as exc:
                 updates.put(exc)
+            finally:
+                tracked.done()
 
         threading.Thread(target=run, name=f"embed-{pool}").start()
         rate = 0.0

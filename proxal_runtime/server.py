@@ -1,4 +1,5 @@
-"""gRPC server bootstrap shared by the services: error mapping, health, reflection, security.
+"""gRPC server bootstrap shared by the services: error mapping, health, readiness,
+reflection, security and metrics.
 
 `STATUS_BY_ERROR` is the one table that turns proxal's domain errors into status codes.
 Servicers stay thin: they raise `ProxalError`s (or let domain code raise them) and the
@@ -20,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from proxal.runtime import errors
+from proxal.runtime.metrics import MetricsHttp, MetricsInterceptor, new_registry
+from proxal.runtime.readiness import Readiness, ReadinessCheck
 from proxal.runtime.security import ServerSecurity
 
 log = logging.getLogger(__name__)
@@ -183,6 +187,9 @@ class ServerSettings:
     max_message_bytes: int = 64 * 1024 * 1024
     port_file: Path | None = None
     security: ServerSecurity = field(default_factory=ServerSecurity)  # TLS and tokens
+    metrics_port: int | None = None  # /metrics over HTTP on this port (0: ephemeral); None: off
+    metrics_host: str | None = None  # the address metrics bind; None: `host`
+    readiness_recheck_s: float = 10.0  # seconds between readiness checks once ready
 
     def grpc_options(self) -> list[tuple[str, int]]:
         # grpcio sets SO_REUSEPORT by default: a second server on a busy port would then
@@ -199,17 +206,36 @@ def grpc_channel_options(max_message_bytes: int = 64 * 1024 * 1024) -> list[tupl
 
 
 class RunningServer:
-    """A started gRPC server with health and reflection; `port` is the bound port."""
+    """A started gRPC server with health, readiness, reflection and metrics; `port` is the
+    bound port, `metrics_port` the bound metrics port (None when metrics are not served)."""
 
-    def __init__(self, server: grpc.Server, port: int, health_servicer: health.HealthServicer):
+    def __init__(
+        self,
+        server: grpc.Server,
+        port: int,
+        health_servicer: health.HealthServicer,
+        readiness: Readiness,
+        registry: CollectorRegistry,
+        metrics_http: MetricsHttp | None = None,
+    ):
         self.server = server
         self.port = port
         self.health = health_servicer
+        self.readiness = readiness
+        self.registry = registry
         self.address = f"127.0.0.1:{port}"
+        self._metrics_http = metrics_http
+        self.metrics_port = None if metrics_http is None else metrics_http.port
 
     def stop(self, grace: float | None = 2.0) -> None:
+        """NOT_SERVING for every service first, then drain calls for up to `grace` seconds
+        (metrics are served until the drain ends)."""
         self.health.enter_graceful_shutdown()
+        self.readiness.stop()
         self.server.stop(grace).wait()
+        self.readiness.join()  # a check in flight (a slow store) does not delay the drain
+        if self._metrics_http is not None:
+            self._metrics_http.stop()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
@@ -275,42 +301,71 @@ def start_server(
     settings: ServerSettings,
     register: Callable[[grpc.Server], None],
     service_names: Sequence[str],
+    readiness: ReadinessCheck | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> RunningServer:
     """Build, register, start. `service_names` are full names for health and reflection.
 
-    Raises `security.SecurityConfigError` before serving when the TLS files do not work,
-    and `errors.AddressUnavailableError` when the address cannot be bound (a busy port).
+    Health is NOT_SERVING until `readiness` (run on a background thread, retried, then
+    re-run periodically: `proxal.runtime.readiness`) passes; without one, SERVING at once.
+    Metrics go to `registry` (a new one by default, with the service's own metrics when the
+    caller registered them there) and are served over HTTP when `settings.metrics_port`
+    is set. Raises `security.SecurityConfigError` before serving when the TLS files do not
+    work, and `errors.AddressUnavailableError` when an address cannot be bound.
     """
     security = settings.security
     credentials = security.credentials()
+    registry = new_registry() if registry is None else registry
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=settings.max_workers),
-        interceptors=[*security.interceptors(), ErrorMappingInterceptor()],
+        interceptors=[
+            MetricsInterceptor(registry),
+            *security.interceptors(),
+            ErrorMappingInterceptor(),
+        ],
         options=settings.grpc_options(),
     )
     register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in [*service_names, ""]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    ready = Readiness(
+        health_servicer, service_names, readiness, registry, settings.readiness_recheck_s
+    )
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     port = _add_port(server, settings, credentials)
+    try:
+        metrics_http = _start_metrics(settings, registry)
+    except errors.AddressUnavailableError:
+        server.stop(None)
+        raise
     server.start()
+    ready.start()
     if settings.port_file is not None:
         tmp = settings.port_file.with_suffix(".tmp")
         tmp.write_text(f"{port}\n")
         os.replace(tmp, settings.port_file)  # readers never see a half-written file
     log.info(
-        "serving %s on %s:%d (%s)",
+        "serving %s on %s:%d (%s)%s",
         ", ".join(service_names),
         settings.host,
         port,
         security.describe(),
+        ""
+        if metrics_http is None
+        else f"; metrics on http://{metrics_http.host}:{metrics_http.port}/metrics",
     )
     security.warn_if_exposed(settings.host)
-    return RunningServer(server, port, health_servicer)
+    return RunningServer(server, port, health_servicer, ready, registry, metrics_http)
+
+
+def _start_metrics(settings: ServerSettings, registry: CollectorRegistry) -> MetricsHttp | None:
+    """The metrics HTTP server the settings ask for (None when metrics are off)."""
+    if settings.metrics_port is None:
+        return None
+    host = settings.host if settings.metrics_host is None else settings.metrics_host
+    return MetricsHttp(host.strip("[]"), settings.metrics_port, registry)
 
 
 def start_or_exit(
@@ -318,11 +373,13 @@ def start_or_exit(
     register: Callable[[grpc.Server], None],
     service_names: Sequence[str],
     program: str = "proxal",
+    readiness: ReadinessCheck | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> RunningServer:
     """`start_server` for a command's main: a busy or foreign address exits with status 1
     and one line on stderr naming it, prefixed with the `program` that refused."""
     try:
-        return start_server(settings, register, service_names)
+        return start_server(settings, register, service_names, readiness, registry)
     except errors.AddressUnavailableError as exc:
         raise SystemExit(f"{program}: {exc}") from None
 

@@ -59,6 +59,19 @@ def add_common_args(
         "--max-message-mb", type=int, default=int(env_default(prefix, "max_message_mb", "64", env))
     )
     parser.add_argument("--log-level", default=env_default(prefix, "log_level", "INFO", env))
+    parser.add_argument(
+        "--metrics-port",
+        type=_metrics_port,
+        default=env.get(f"{prefix}_METRICS_PORT", ""),
+        help="serve Prometheus metrics over HTTP at /metrics on this port (0: a free one, "
+        f"logged); unset: no metrics (env {prefix}_METRICS_PORT; docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=env.get(f"{prefix}_METRICS_HOST") or None,
+        help=f"address the metrics port binds (default: --host; env {prefix}_METRICS_HOST); "
+        "metrics need no token, so keep them off public addresses",
+    )
     tls = parser.add_argument_group("TLS and authentication (docs/security.md)")
     tls.add_argument(
         "--tls-cert",
@@ -88,6 +101,19 @@ def add_common_args(
         "tokens)",
     )
     parser.set_defaults(auth_token=env_default(prefix, "auth_token", "", env))
+
+
+def _metrics_port(value: str) -> int | None:
+    """--metrics-port: "" (off) or a port number 0..65535."""
+    if not value.strip():
+        return None
+    try:
+        port = int(value)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0..65535, got {value!r}")
+    return port
 
 
 def store_options(args: argparse.Namespace) -> dict[str, str] | None:
@@ -121,6 +147,8 @@ def server_settings(args: argparse.Namespace) -> ServerSettings:
         max_message_bytes=args.max_message_mb * 1024 * 1024,
         port_file=args.port_file,
         security=security,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
 
 

@@ -116,6 +116,12 @@ class SessionsMixin:
         with self._read() as tx:
             return tx.list_sessions()
 
+    def count_sessions_and_leases(self, now: float | None = None) -> tuple[int, int]:
+        """(sessions, open leases: granted, not released, not expired at `now`, default
+        the current time), counted in the database, for the orchestrator's metrics."""
+        with self._read() as tx:
+            return tx.count_sessions_and_leases(time.time() if now is None else now)
+
     def delete_session(self, session: str) -> None:
         """Delete a session with its label log, leases and rounds, in one transaction."""
         with self.session_transaction(session) as tx:

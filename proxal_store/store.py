@@ -116,3 +116,10 @@ class Store(PoolsMixin, SessionsMixin):
         self._db = None
         self._db_guard = threading.Lock()
         self._current = threading.local()
+
+    def check_reachable(self, database: bool = False) -> None:
+        """Raise UnavailableError unless the store answers now (`Tables.probe`) and, with
+        `database`, the session database answers a query too. Readiness checks call it."""
+        self._tables.probe()
+        if database:
+            self.database().ping()

@@ -6,13 +6,14 @@ pylance alone.
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import timedelta
 from pathlib import Path
 
 import lance
 import pyarrow as pa
-from proxal.runtime.errors import InvalidArgumentError, NotFoundError
+from proxal.runtime.errors import InvalidArgumentError, NotFoundError, UnavailableError
 
 # The one append-only log left in Lance (session state is in SQL): a record per embedding
 # run. Compacted every COMPACT_EVERY appends, since every read scans its fragments (one per
@@ -62,6 +63,26 @@ class Tables:
             return lance.dataset(self.uri_of(name), storage_options=self.storage_options)
         except (ValueError, FileNotFoundError, OSError):
             return None
+
+    def probe(self) -> None:
+        """Raise UnavailableError unless the storage answers: a local root must be a
+        directory that lists; on object storage, the versions table must open or be
+        reported missing (a refused or timed-out request is not an answer)."""
+        root = local_store_path(self.uri)
+        if root is not None:
+            try:
+                with os.scandir(root):
+                    return
+            except OSError as exc:
+                raise UnavailableError(
+                    f"the store directory {self.uri!r} cannot be read: {exc.strerror or exc}"
+                ) from None
+        try:
+            lance.dataset(self.uri_of(VERSIONS_LOG), storage_options=self.storage_options)
+        except (ValueError, OSError) as exc:
+            if "was not found" not in str(exc):
+                first = str(exc).splitlines()[0][:300]
+                raise UnavailableError(f"the store {self.uri!r} does not answer: {first}") from None
 
     def read(
         self, name: str, where: str | None = None, columns: list[str] | None = None

@@ -7,13 +7,33 @@ from collections.abc import Sequence
 
 from proxal.proxy.v1 import proxy_pb2_grpc
 from proxal.proxy_service.cache import VersionCache
+from proxal.proxy_service.metrics import ProxyMetrics
 from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
-from proxal.proxy_service.settings import build_parser, from_args
+from proxal.proxy_service.settings import ProxySettings, build_parser, from_args
 from proxal.runtime.errors import ProxalError
-from proxal.runtime.server import serve_forever, start_or_exit
+from proxal.runtime.metrics import new_registry
+from proxal.runtime.server import RunningServer, serve_forever, start_or_exit
 from proxal.runtime.settings import parse
 from proxal.store import Store
 from threadpoolctl import threadpool_limits
+
+
+def start(settings: ProxySettings, store: Store) -> RunningServer:
+    """Serve ProxyService over `store`, with its metrics; health turns SERVING once the
+    store answers (`ProxyServicer.check_ready`)."""
+    cache = VersionCache(store, settings.cache_versions, settings.cache_models)
+    registry = new_registry()
+    servicer = ProxyServicer(
+        cache, settings.score_threads, limits=settings.limits, metrics=ProxyMetrics(cache, registry)
+    )
+    return start_or_exit(
+        settings.server,
+        lambda server: proxy_pb2_grpc.add_ProxyServiceServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+        "proxal-proxy",
+        readiness=servicer.check_ready,
+        registry=registry,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,19 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = Store(settings.store, settings.store_options, create=False)
     except ProxalError as exc:
         raise SystemExit(f"proxal-proxy: {exc}") from None
-    cache = VersionCache(
-        store,
-        settings.cache_versions,
-        settings.cache_models,
-    )
-    servicer = ProxyServicer(cache, settings.score_threads, limits=settings.limits)
-    running = start_or_exit(
-        settings.server,
-        lambda server: proxy_pb2_grpc.add_ProxyServiceServicer_to_server(servicer, server),
-        [SERVICE_NAME],
-        "proxal-proxy",
-    )
-    serve_forever(running)
+    serve_forever(start(settings, store))
     return 0
 
 

@@ -82,6 +82,11 @@ class OnceLRU(Generic[K, V]):
         with self._lock:
             return list(self._values)
 
+    def values(self) -> list[V]:
+        """Cached values, least recently used first."""
+        with self._lock:
+            return list(self._values.values())
+
 
 @dataclass(frozen=True, eq=False)
 class LoadedVersion:
@@ -98,6 +103,11 @@ class LoadedVersion:
     @property
     def version(self) -> str:
         return self.name.tag
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory: ids and vectors."""
+        return int(self.ids.nbytes + self.vectors.nbytes)
 
     def rows(self, ids: npt.NDArray[np.int64], field: str) -> npt.NDArray[np.intp]:
         """Row indices (n,) of `ids` (n,); raises NotFoundError naming a few unknown ids."""

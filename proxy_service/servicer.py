@@ -12,6 +12,7 @@ from proxal.proxy_service import selection, sequential
 from proxal.proxy_service.cache import VersionCache
 from proxal.proxy_service.classifiers import ClassifierSpec
 from proxal.proxy_service.limits import RequestLimits
+from proxal.proxy_service.metrics import ProxyMetrics
 from proxal.runtime.arrays import (
     pack_float32,
     pack_int32,
@@ -107,12 +108,18 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         score_threads: int = 1,
         sequential_warm_start: bool = True,
         limits: RequestLimits | None = None,
+        metrics: ProxyMetrics | None = None,
     ):
         self.cache = cache
+        self.metrics = metrics or ProxyMetrics(cache)
         self.score_threads = score_threads
         # SelectSequential refits warm after each label; False makes every refit cold.
         self.sequential_warm_start = sequential_warm_start
         self.limits = limits or RequestLimits()
+
+    def check_ready(self) -> None:
+        """Readiness: raises UnavailableError unless the store answers."""
+        self.cache.store.check_reachable()
 
     def _check_training(self, training: proxy_pb2.TrainingSet) -> None:
         self.limits.check_classes(training.num_classes)
@@ -143,6 +150,7 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             deadline=Deadline.of(context),
             threads=self.score_threads,
         )
+        self.metrics.record("Select", result.timings)
         return proxy_pb2.SelectResponse(
             ids=common_pb2.Int64Array(data=pack_int64(result.ids)),
             scores=common_pb2.Float32Array(data=pack_float32(result.scores)),
@@ -174,6 +182,7 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             deadline=Deadline.of(context),
             strategy=request.strategy,
         )
+        self.metrics.record("Predict", result.timings)
         return proxy_pb2.PredictResponse(
             labels=common_pb2.Int32Array(data=pack_int32(result.labels)),
             confidence=common_pb2.Float32Array(data=pack_float32(result.confidence)),

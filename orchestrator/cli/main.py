@@ -854,7 +854,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
     asvp = _asvp_runtime(args)
     store = _open_store(args)  # before anything binds: a mistyped --store stops here
     store.database()  # and an unreachable database, or one on a newer schema
-    serve(server_settings(args), Sessions(store, selector, asvp=asvp))
+    serve(server_settings(args), Sessions(store, selector, asvp=asvp), selector.replicas)
     return 0
 
 

@@ -43,13 +43,15 @@ class ServiceProcess:
         port: int = 0,
         detach: bool = False,
         name: str = "",
+        until_ready: bool = True,
     ):
         """`command` goes right after the module (``("serve",)`` for the orchestrator);
         `port` 0 takes an ephemeral port. `detach`: the child runs in its own session (a
         terminal's Ctrl-C reaches only us, and we stop it) and is sent SIGTERM by the kernel
         if the thread that spawned it dies (call `spawn` from the main thread). `name` is
         how errors call it (default: the module). `module` is a key of SERVICES or a
-        module name."""
+        module name. `until_ready` False: starting ends once the server answers health,
+        SERVING or not (an orchestrator whose proxies are all down never turns ready)."""
         self.name = name or module
         self.detach = detach
         self.module = SERVICES.get(module, module)
@@ -59,6 +61,7 @@ class ServiceProcess:
         self.extra_args = extra_args or []
         self.log_path = log_path
         self.start_timeout = start_timeout
+        self.until_ready = until_ready
         self.address = ""
         self.process: subprocess.Popen[bytes] | None = None
         self._port_file = Path()
@@ -116,7 +119,11 @@ class ServiceProcess:
                     )
                 time.sleep(0.05)
             self.address = f"127.0.0.1:{int(self._port_file.read_text())}"
-            wait_serving(self.address, timeout=max(1.0, self._deadline - time.monotonic()))
+            wait_serving(
+                self.address,
+                timeout=max(1.0, self._deadline - time.monotonic()),
+                live=not self.until_ready,
+            )
         except BaseException:  # never leave a half-started service behind
             self.stop()
             raise
@@ -193,12 +200,13 @@ def stop_all(processes: list[ServiceProcess]) -> None:
         list(pool.map(ServiceProcess.stop, processes))
 
 
-def wait_serving(address: str, timeout: float = 30.0) -> None:
+def wait_serving(address: str, timeout: float = 30.0, live: bool = False) -> None:
     """Block until the server at `address` reports SERVING on its health service (over TLS
-    when the client environment says so, as `proxal.runtime.healthcheck` does)."""
+    when the client environment says so, as `proxal.runtime.healthcheck` does); with
+    `live`, until it answers at all."""
     deadline = time.monotonic() + timeout
     while True:
-        serving, status = check(address, timeout=2.0)
+        serving, status = check(address, timeout=2.0, live=live)
         if serving:
             return
         if time.monotonic() > deadline:

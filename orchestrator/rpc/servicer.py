@@ -28,6 +28,9 @@ from proxal.orchestrator_service.engine.selectors import ClassifierSpec
 from proxal.orchestrator_service.engine.stopping import StoppingSignal, unavailable
 from proxal.orchestrator_service.engine.ups import UpsSchedule
 from proxal.orchestrator_service.rpc import jobs_servicer
+from proxal.orchestrator_service.rpc.metrics import IMPORT, LABEL, SKIP, OrchestratorMetrics
+from proxal.orchestrator_service.rpc.readiness import orchestrator_check
+from proxal.orchestrator_service.rpc.sharding import ReplicaSet
 from proxal.orchestrator_service.sessions.label_files import (
     CSV,
     HF,
@@ -46,7 +49,14 @@ from proxal.runtime.errors import (
     ResourceExhaustedError,
     UnavailableError,
 )
-from proxal.runtime.server import ServerSettings, error_from_rpc, serve_forever, start_or_exit
+from proxal.runtime.metrics import new_registry
+from proxal.runtime.server import (
+    RunningServer,
+    ServerSettings,
+    error_from_rpc,
+    serve_forever,
+    start_or_exit,
+)
 
 if TYPE_CHECKING:
     from proxal.orchestrator_service.engine.asvp import AsvpConfig
@@ -258,10 +268,20 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     """OrchestratorService over `sessions`; successor jobs run on `jobs` (default: a
     JobRunner over the sessions' store, made on first use). `close()` stops both."""
 
-    def __init__(self, sessions: Sessions, jobs: JobRunner | None = None):
+    def __init__(
+        self,
+        sessions: Sessions,
+        jobs: JobRunner | None = None,
+        metrics: OrchestratorMetrics | None = None,
+    ):
         self.sessions = sessions
+        self.metrics = metrics or OrchestratorMetrics()
         self._job_runner = jobs
         self._jobs_lock = threading.Lock()
+
+    def _acknowledged(self, kind: str, result: WriteResult) -> pb.SubmitLabelsResponse:
+        self.metrics.acknowledged_labels(kind, result.accepted, result.replayed)
+        return _written(result)
 
     def close(self) -> None:
         """Drop queued ASVP checks and successor jobs; running ones stop at their next step."""
@@ -379,23 +399,25 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     def SubmitLabels(
         self, request: pb.SubmitLabelsRequest, context: grpc.ServicerContext
     ) -> pb.SubmitLabelsResponse:
-        return _written(
+        return self._acknowledged(
+            LABEL,
             self.sessions.submit(
                 request.session,
                 [(x.id, x.label) for x in request.labels],
                 request.request_id,
                 request.annotator,
                 request.relabel,
-            )
+            ),
         )
 
     def Skip(
         self, request: pb.SkipRequest, context: grpc.ServicerContext
     ) -> pb.SubmitLabelsResponse:
-        return _written(
+        return self._acknowledged(
+            SKIP,
             self.sessions.skip(
                 request.session, list(request.ids), request.request_id, request.annotator
-            )
+            ),
         )
 
     def Undo(self, request: pb.UndoRequest, context: grpc.ServicerContext) -> pb.UndoResponse:
@@ -419,7 +441,8 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
     def ImportLabels(
         self, request: pb.ImportLabelsRequest, context: grpc.ServicerContext
     ) -> pb.SubmitLabelsResponse:
-        return _written(
+        return self._acknowledged(
+            IMPORT,
             self.sessions.import_labels(
                 request.session,
                 [(x.id, x.label) for x in request.labels],
@@ -427,7 +450,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                 request.overwrite,
                 request.annotator,
                 [x.annotator for x in request.labels],
-            )
+            ),
         )
 
     def RemoveLabels(
@@ -489,17 +512,30 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
             return self._job_runner
 
 
-def serve(settings: ServerSettings, sessions: Sessions) -> None:
-    """Serve OrchestratorService over `sessions` until SIGTERM/SIGINT (exits with a message
-    when the port cannot be bound), then close the servicer: queued ASVP checks and
-    successor jobs are dropped, running ones are abandoned at their next step."""
-    servicer = OrchestratorServicer(sessions)
+def start(
+    settings: ServerSettings, sessions: Sessions, replicas: ReplicaSet
+) -> tuple[RunningServer, OrchestratorServicer]:
+    """Serve OrchestratorService over `sessions`, with its metrics; health turns SERVING
+    once the store, its database and a proxy replica of `replicas` answer. Exits with a
+    message when an address cannot be bound."""
+    registry = new_registry()
+    servicer = OrchestratorServicer(sessions, metrics=OrchestratorMetrics(registry, sessions.store))
     name = pb.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
     running = start_or_exit(
         settings,
         lambda s: pb_grpc.add_OrchestratorServiceServicer_to_server(servicer, s),
         [name],
+        readiness=orchestrator_check(sessions.store, replicas),
+        registry=registry,
     )
+    return running, servicer
+
+
+def serve(settings: ServerSettings, sessions: Sessions, replicas: ReplicaSet) -> None:
+    """Serve OrchestratorService (`start`) until SIGTERM/SIGINT, then close the servicer:
+    queued ASVP checks and successor jobs are dropped, running ones are abandoned at their
+    next step."""
+    running, servicer = start(settings, sessions, replicas)
     try:
         serve_forever(running)
     finally:

@@ -113,6 +113,11 @@ class Database:
         with self.transaction() as conn:
             return current_revision(conn)
 
+    def ping(self) -> None:
+        """Run ``SELECT 1``: UnavailableError (translated) when the database does not answer."""
+        with self.transaction() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -65,6 +65,13 @@ class SessionTx:
         rows = self.conn.execute(select(t.sessions).order_by(t.sessions.c.created_at))
         return [self._session(row, "") for row in rows]
 
+    def count_sessions_and_leases(self, now: float) -> tuple[int, int]:
+        """(sessions, leases granted and neither released nor expired at `now`)."""
+        sessions = self.conn.execute(select(func.count()).select_from(t.sessions)).scalar_one()
+        live = and_(t.leases.c.released_at.is_(None), t.leases.c.expires_at > now)
+        leases = self.conn.execute(select(func.count()).select_from(t.leases).where(live))
+        return int(sessions), int(leases.scalar_one())
+
     def delete_session(self, session: str) -> None:
         """The session and everything of it (children first: no reliance on cascades)."""
         for table in (t.lease_items, t.leases, t.label_events, t.requests, t.rounds, t.sessions):

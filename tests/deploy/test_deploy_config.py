@@ -467,7 +467,12 @@ def test_compose_services_configured_by_environment(
         assert settings["proxy"] == f"dns:///proxy:{proxy_port}"
         assert settings.get("db", env["PROXAL_DB"]) == _compose_postgres(compose_model)[1]
     published = [p["target"] for p in compose_model["services"][name].get("ports", [])]
-    assert all(port == settings["port"] for port in published)
+    assert all(port in (settings["port"], settings["metrics_port"]) for port in published)
+    # metrics on their own port, where the Prometheus labels say
+    labels = compose_model["services"][name]["labels"]
+    assert settings["metrics_port"] not in (None, settings["port"])
+    assert labels["prometheus.io/scrape"] == "true" and labels["prometheus.io/path"] == "/metrics"
+    assert int(labels["prometheus.io/port"]) == settings["metrics_port"]
 
 
 # ------------------------------------------------------- how each service reads its env
@@ -654,6 +659,8 @@ def test_deployments_are_probed_hardened_and_sized(rendered: dict[str, Path], ov
                     assert command[:4] == check, f"{where} {probe}"
                     assert container[probe].get("timeoutSeconds", 1) >= 5, f"{where} {probe}"
             assert container["readinessProbe"]["exec"]["command"][4:] == [services[component]]
+            # liveness: any answer (a server waiting for its store is alive, not ready)
+            assert container["livenessProbe"]["exec"]["command"][4:] == ["--live"]
             security = container["securityContext"]
             assert security["allowPrivilegeEscalation"] is False, where
             assert security["readOnlyRootFilesystem"] is True, where
@@ -783,6 +790,21 @@ def test_manifests_configure_services_by_environment(
         server_settings(argparse.Namespace(**settings))
     assert settings["host"] == "0.0.0.0"
     assert settings["port"] == container["ports"][0]["containerPort"]
+    # metrics: a named container port, the pod's Prometheus annotations, the Service's port
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert settings["metrics_port"] == ports["metrics"] != ports["grpc"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+    service = next(
+        o
+        for o in objects
+        if o["kind"] == "Service" and o["metadata"]["name"] == f"proxal-{component}"
+    )
+    assert {"name": "metrics", "port": ports["metrics"]}.items() <= next(
+        p for p in service["spec"]["ports"] if p["name"] == "metrics"
+    ).items()
     assert settings["store"].startswith("s3://")
     assert {"aws_access_key_id", "aws_secret_access_key"} <= set(settings["store_options"])
     image_env = _dockerfile_env(PROXAL_DOCKERFILES[component])

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from proxal.encoder_service.servicer import SERVICE_NAME
 from proxal.encoder_service.settings import parse_settings
+
+from tests.ops import wait_for
 
 
 def test_settings_defaults_environment_and_flags(tmp_path: Path) -> None:
@@ -72,6 +74,7 @@ def test_python_m_encoder_service_serves_health_and_stops_on_sigterm(tmp_path: P
         sys.executable, "-m", "proxal.encoder_service", "--port", "0",
         "--port-file", str(port_file),
         "--store", str(tmp_path / "store"), "--onnx-cache", str(tmp_path / "onnx"),
+        "--metrics-port", "0",
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LANCE_LOG": "error"}
     process = subprocess.Popen(
@@ -84,13 +87,13 @@ def test_python_m_encoder_service_serves_health_and_stops_on_sigterm(tmp_path: P
             assert time.monotonic() < deadline, "the server did not write its port file"
             time.sleep(0.05)
         with grpc.insecure_channel(f"127.0.0.1:{int(port_file.read_text())}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            response = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
-            assert response.status == health_pb2.HealthCheckResponse.SERVING
+            # NOT_SERVING until the store answers and the default model is loaded
+            wait_for(channel, health_pb2.HealthCheckResponse.SERVING, SERVICE_NAME)
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0, output
         assert "serving proxal.encoder.v1.EncoderService" in output
+        assert "metrics on http://127.0.0.1:" in output and "ready: " in output
     finally:
         if process.poll() is None:
             process.kill()

@@ -21,6 +21,7 @@ import pytest
 from proxal.orchestrator.v1 import orchestrator_pb2 as pb
 from proxal.orchestrator_service.rpc.processes import ServiceProcess, start_all, stop_all
 from proxal.orchestrator_service.rpc.session_client import SessionClient
+from proxal.runtime.healthcheck import check
 from proxal.store import Store
 
 from tests.conftest import add_session_pool
@@ -48,11 +49,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     stop_all(replicas)
 
 
-def serve(store: Store, proxy: str, log: Path) -> ServiceProcess:
+def serve(store: Store, proxy: str, log: Path, until_ready: bool = True) -> ServiceProcess:
     """`proxal serve --proxy PROXY --shard-above 1000` (use as a context manager: it starts
     and stops it); debug log to `log`."""
     flags = ["--proxy", proxy, "--shard-above", str(SHARD_ABOVE), "--log-level", "DEBUG"]
-    return ServiceProcess("orchestrator", store.uri, flags, log, command=("serve",))
+    return ServiceProcess(
+        "orchestrator", store.uri, flags, log, command=("serve",), until_ready=until_ready
+    )
 
 
 def label_round(client: SessionClient, session: str, truth: dict[int, str]) -> list[int]:
@@ -136,9 +139,13 @@ def test_every_replica_down_is_unavailable_naming_each(world: World, tmp_path: P
     store, _, _ = world
     dead = "127.0.0.1:1,127.0.0.1:2"
     with (
-        serve(store, dead, tmp_path / "serve.log") as orchestrator,
+        serve(
+            store, dead, tmp_path / "serve.log", until_ready=False
+        ) as orchestrator,  # never ready
         SessionClient(orchestrator.address, "ann", retry_seconds=0) as client,
     ):
+        # no proxy replica answers: health says NOT_SERVING, calls are still answered
+        assert check(orchestrator.address) == (False, "NOT_SERVING")
         client.create(pb.CreateSessionRequest(session="dead", **SESSION))
         with pytest.raises(grpc.RpcError) as info:
             client.next_batch("dead")
