@@ -9,6 +9,7 @@ one, relabel and delete, and check every annotation reached the session exactly 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
@@ -47,11 +48,9 @@ def _free_port() -> int:
 def _wait(what: str, ready: Callable[[], bool], seconds: float, log: Path | None = None) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # not listening yet
             if ready():
                 return
-        except httpx.HTTPError:
-            pass
         time.sleep(1.0)
     tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
     raise AssertionError(f"{what} not ready in {seconds:.0f} s\n{tail}")
