@@ -106,7 +106,7 @@ class LabelApp:
     def _fetch(self) -> bool:
         batch = self.client.next_batch(self.session)
         self.queue = [Pending(x.id, x.text, x.suggestion) for x in batch]
-        status = self.client.status(self.session)
+        status = self.client.status(self.session, stopping=False)  # the next batch waits
         self.labels, self.accuracy = status.labels, status.estimated_accuracy
         self.accuracy_classes = status.accuracy_classes
         return bool(self.queue)

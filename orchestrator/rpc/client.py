@@ -626,8 +626,9 @@ class Client:
         return [Session.from_proto(s) for s in self._rpc.list_sessions(pool)]
 
     @_domain_errors
-    def status(self, session: str) -> Status:
-        return Status.from_proto(self._rpc.status(session))
+    def status(self, session: str, stopping: bool = True) -> Status:
+        """The session's status; `stopping` False leaves the stopping signals out (faster)."""
+        return Status.from_proto(self._rpc.status(session, stopping))
 
     @_domain_errors
     def delete_session(self, name: str, force: bool = False) -> Deleted:

@@ -364,7 +364,7 @@ class OrchestratorServicer(pb_grpc.OrchestratorServiceServicer):
                     stop=x.stop,
                     note=x.note,
                 )
-                for x in self._stopping(request.session)
+                for x in ([] if request.skip_stopping else self._stopping(request.session))
             ],
         )
 

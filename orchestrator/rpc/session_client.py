@@ -92,8 +92,10 @@ class SessionClient:
     def session(self, session: str) -> pb.Session:
         return self._call(self.stub.GetSession, pb.GetSessionRequest(session=session))
 
-    def status(self, session: str) -> pb.SessionStatus:
-        return self._call(self.stub.Status, pb.StatusRequest(session=session))
+    def status(self, session: str, stopping: bool = True) -> pb.SessionStatus:
+        """The session's status; `stopping` False leaves the stopping signals out (faster)."""
+        request = pb.StatusRequest(session=session, skip_stopping=not stopping)
+        return self._call(self.stub.Status, request)
 
     def list_sessions(self, pool: str = "") -> list[pb.Session]:
         reply = self._call(self.stub.ListSessions, pb.ListSessionsRequest(pool=pool))

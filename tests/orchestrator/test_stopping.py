@@ -234,6 +234,9 @@ def test_status_over_grpc_returns_the_three_signals(stack: Stack) -> None:
     again = other.status("stop").stopping
     other.close()
     assert [s.value for s in again] == pytest.approx([s.value for s in status.stopping])
+    # a labelling client polling after every batch can leave them out
+    quick = stack.stub.Status(pb.StatusRequest(session="stop", skip_stopping=True))
+    assert not quick.stopping and quick.labels == status.labels == 50
 
 
 def test_status_answers_when_the_proxy_cannot_fit(stack: Stack) -> None:

@@ -164,10 +164,12 @@ class GetSessionRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
-    __slots__ = ("session",)
+    __slots__ = ("session", "skip_stopping")
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    SKIP_STOPPING_FIELD_NUMBER: _ClassVar[int]
     session: str
-    def __init__(self, session: _Optional[str] = ...) -> None: ...
+    skip_stopping: bool
+    def __init__(self, session: _Optional[str] = ..., skip_stopping: _Optional[bool] = ...) -> None: ...
 
 class ClassCount(_message.Message):
     __slots__ = ("label", "count")
