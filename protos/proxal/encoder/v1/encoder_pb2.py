@@ -25,49 +25,49 @@ _sym_db = _symbol_database.Default()
 from proxal.common.v1 import common_pb2 as proxal_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproxal/encoder/v1/encoder.proto\x12\x11proxal.encoder.v1\x1a\x1dproxal/common/v1/common.proto\"X\n\nPoolHeader\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12-\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1d.proxal.encoder.v1.FileFormat\"N\n\x0fIngestPoolChunk\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.proxal.encoder.v1.PoolHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"|\n\x12IngestPoolResponse\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x12\n\nrows_added\x18\x03 \x01(\x03\x12\x12\n\ntotal_rows\x18\x04 \x01(\x03\x12\x10\n\x08\x66irst_id\x18\x05 \x01(\x03\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\t\"{\n\x10\x45mbedPoolRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x12\n\nmax_length\x18\x05 \x01(\x05\x12\x11\n\tprecision\x18\x06 \x01(\t\"\xab\x01\n\x0eRefreshRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x12\n\nmax_length\x18\x05 \x01(\x05\x12\x11\n\tprecision\x18\x06 \x01(\t\x12\x13\n\x0blabel_count\x18\x07 \x01(\x03\x12\x16\n\x0elabel_set_hash\x18\x08 \x01(\t\"/\n\x0eVersionRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"6\n\x15\x44\x65leteVersionResponse\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"j\n\x16\x43ompareVersionsRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x11\n\tversion_a\x18\x02 \x01(\t\x12\x11\n\tversion_b\x18\x03 \x01(\t\x12\x0e\n\x06sample\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\x85\x01\n\x17\x43ompareVersionsResponse\x12\x0e\n\x06rows_a\x18\x01 \x01(\x03\x12\x0e\n\x06rows_b\x18\x02 \x01(\x03\x12\x12\n\ncommon_ids\x18\x03 \x01(\x03\x12\x0f\n\x07sampled\x18\x04 \x01(\x03\x12\x13\n\x0bmean_cosine\x18\x05 \x01(\x01\x12\x10\n\x08same_dim\x18\x06 \x01(\x08\";\n\x16\x43leanupVersionsRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x13\n\x0bkeep_latest\x18\x02 \x01(\x05\"8\n\x17\x43leanupVersionsResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x0c\n\x04kept\x18\x02 \x03(\t\"\x99\x01\n\rEmbedProgress\x12\x11\n\trows_done\x18\x01 \x01(\x03\x12\x12\n\nrows_total\x18\x02 \x01(\x03\x12\x17\n\x0frows_per_second\x18\x03 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x04 \x01(\x01\x12\x33\n\x07version\x18\x05 \x01(\x0b\x32\".proxal.common.v1.EmbeddingVersion\"?\n\x13ListVersionsRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x1a\n\x12include_incomplete\x18\x02 \x01(\x08\"L\n\x14ListVersionsResponse\x12\x34\n\x08versions\x18\x01 \x03(\x0b\x32\".proxal.common.v1.EmbeddingVersion\"\x1e\n\x0eGetPoolRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\")\n\nSplitCount\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\"f\n\x08PoolInfo\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12-\n\x06splits\x18\x03 \x03(\x0b\x32\x1d.proxal.encoder.v1.SplitCount\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t*U\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46ILE_FORMAT_JSONL\x10\x01\x12\x13\n\x0f\x46ILE_FORMAT_CSV\x10\x02\x32\x80\x08\n\x0e\x45ncoderService\x12Y\n\nIngestPool\x12\".proxal.encoder.v1.IngestPoolChunk\x1a%.proxal.encoder.v1.IngestPoolResponse(\x01\x12T\n\tEmbedPool\x12#.proxal.encoder.v1.EmbedPoolRequest\x1a .proxal.encoder.v1.EmbedProgress0\x01\x12^\n\x15RefreshFromCheckpoint\x12!.proxal.encoder.v1.RefreshRequest\x1a .proxal.encoder.v1.EmbedProgress0\x01\x12_\n\x0cListVersions\x12&.proxal.encoder.v1.ListVersionsRequest\x1a\'.proxal.encoder.v1.ListVersionsResponse\x12S\n\nGetVersion\x12!.proxal.encoder.v1.VersionRequest\x1a\".proxal.common.v1.EmbeddingVersion\x12S\n\nPinVersion\x12!.proxal.encoder.v1.VersionRequest\x1a\".proxal.common.v1.EmbeddingVersion\x12U\n\x0cUnpinVersion\x12!.proxal.encoder.v1.VersionRequest\x1a\".proxal.common.v1.EmbeddingVersion\x12\\\n\rDeleteVersion\x12!.proxal.encoder.v1.VersionRequest\x1a(.proxal.encoder.v1.DeleteVersionResponse\x12h\n\x0f\x43ompareVersions\x12).proxal.encoder.v1.CompareVersionsRequest\x1a*.proxal.encoder.v1.CompareVersionsResponse\x12h\n\x0f\x43leanupVersions\x12).proxal.encoder.v1.CleanupVersionsRequest\x1a*.proxal.encoder.v1.CleanupVersionsResponse\x12I\n\x07GetPool\x12!.proxal.encoder.v1.GetPoolRequest\x1a\x1b.proxal.encoder.v1.PoolInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproxal/encoder/v1/encoder.proto\x12\x11proxal.encoder.v1\x1a\x1dproxal/common/v1/common.proto\"X\n\nPoolHeader\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12-\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x1d.proxal.encoder.v1.FileFormat\"N\n\x0fIngestPoolChunk\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1d.proxal.encoder.v1.PoolHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"|\n\x12IngestPoolResponse\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x12\n\nrows_added\x18\x03 \x01(\x03\x12\x12\n\ntotal_rows\x18\x04 \x01(\x03\x12\x10\n\x08\x66irst_id\x18\x05 \x01(\x03\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\t\"\x8c\x01\n\x10\x45mbedPoolRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x12\n\nmax_length\x18\x05 \x01(\x05\x12\x11\n\tprecision\x18\x06 \x01(\t\x12\x0f\n\x07workers\x18\x07 \x01(\x05\"\xab\x01\n\x0eRefreshRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x12\n\ncheckpoint\x18\x02 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x12\n\nmax_length\x18\x05 \x01(\x05\x12\x11\n\tprecision\x18\x06 \x01(\t\x12\x13\n\x0blabel_count\x18\x07 \x01(\x03\x12\x16\n\x0elabel_set_hash\x18\x08 \x01(\t\"/\n\x0eVersionRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"6\n\x15\x44\x65leteVersionResponse\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"j\n\x16\x43ompareVersionsRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x11\n\tversion_a\x18\x02 \x01(\t\x12\x11\n\tversion_b\x18\x03 \x01(\t\x12\x0e\n\x06sample\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"\x85\x01\n\x17\x43ompareVersionsResponse\x12\x0e\n\x06rows_a\x18\x01 \x01(\x03\x12\x0e\n\x06rows_b\x18\x02 \x01(\x03\x12\x12\n\ncommon_ids\x18\x03 \x01(\x03\x12\x0f\n\x07sampled\x18\x04 \x01(\x03\x12\x13\n\x0bmean_cosine\x18\x05 \x01(\x01\x12\x10\n\x08same_dim\x18\x06 \x01(\x08\";\n\x16\x43leanupVersionsRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x13\n\x0bkeep_latest\x18\x02 \x01(\x05\"8\n\x17\x43leanupVersionsResponse\x12\x0f\n\x07removed\x18\x01 \x03(\t\x12\x0c\n\x04kept\x18\x02 \x03(\t\"\x99\x01\n\rEmbedProgress\x12\x11\n\trows_done\x18\x01 \x01(\x03\x12\x12\n\nrows_total\x18\x02 \x01(\x03\x12\x17\n\x0frows_per_second\x18\x03 \x01(\x01\x12\x13\n\x0b\x65ta_seconds\x18\x04 \x01(\x01\x12\x33\n\x07version\x18\x05 \x01(\x0b\x32\".proxal.common.v1.EmbeddingVersion\"?\n\x13ListVersionsRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x1a\n\x12include_incomplete\x18\x02 \x01(\x08\"L\n\x14ListVersionsResponse\x12\x34\n\x08versions\x18\x01 \x03(\x0b\x32\".proxal.common.v1.EmbeddingVersion\"\x1e\n\x0eGetPoolRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\")\n\nSplitCount\x12\r\n\x05split\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\"f\n\x08PoolInfo\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12-\n\x06splits\x18\x03 \x03(\x0b\x32\x1d.proxal.encoder.v1.SplitCount\x12\x0f\n\x07\x63lasses\x18\x04 \x03(\t*U\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46ILE_FORMAT_JSONL\x10\x01\x12\x13\n\x0f\x46ILE_FORMAT_CSV\x10\x02\x32\x80\x08\n\x0e\x45ncoderService\x12Y\n\nIngestPool\x12\".proxal.encoder.v1.IngestPoolChunk\x1a%.proxal.encoder.v1.IngestPoolResponse(\x01\x12T\n\tEmbedPool\x12#.proxal.encoder.v1.EmbedPoolRequest\x1a .proxal.encoder.v1.EmbedProgress0\x01\x12^\n\x15RefreshFromCheckpoint\x12!.proxal.encoder.v1.RefreshRequest\x1a .proxal.encoder.v1.EmbedProgress0\x01\x12_\n\x0cListVersions\x12&.proxal.encoder.v1.ListVersionsRequest\x1a\'.proxal.encoder.v1.ListVersionsResponse\x12S\n\nGetVersion\x12!.proxal.encoder.v1.VersionRequest\x1a\".proxal.common.v1.EmbeddingVersion\x12S\n\nPinVersion\x12!.proxal.encoder.v1.VersionRequest\x1a\".proxal.common.v1.EmbeddingVersion\x12U\n\x0cUnpinVersion\x12!.proxal.encoder.v1.VersionRequest\x1a\".proxal.common.v1.EmbeddingVersion\x12\\\n\rDeleteVersion\x12!.proxal.encoder.v1.VersionRequest\x1a(.proxal.encoder.v1.DeleteVersionResponse\x12h\n\x0f\x43ompareVersions\x12).proxal.encoder.v1.CompareVersionsRequest\x1a*.proxal.encoder.v1.CompareVersionsResponse\x12h\n\x0f\x43leanupVersions\x12).proxal.encoder.v1.CleanupVersionsRequest\x1a*.proxal.encoder.v1.CleanupVersionsResponse\x12I\n\x07GetPool\x12!.proxal.encoder.v1.GetPoolRequest\x1a\x1b.proxal.encoder.v1.PoolInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proxal.encoder.v1.encoder_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FILEFORMAT']._serialized_start=1626
-  _globals['_FILEFORMAT']._serialized_end=1711
+  _globals['_FILEFORMAT']._serialized_start=1644
+  _globals['_FILEFORMAT']._serialized_end=1729
   _globals['_POOLHEADER']._serialized_start=85
   _globals['_POOLHEADER']._serialized_end=173
   _globals['_INGESTPOOLCHUNK']._serialized_start=175
   _globals['_INGESTPOOLCHUNK']._serialized_end=253
   _globals['_INGESTPOOLRESPONSE']._serialized_start=255
   _globals['_INGESTPOOLRESPONSE']._serialized_end=379
-  _globals['_EMBEDPOOLREQUEST']._serialized_start=381
-  _globals['_EMBEDPOOLREQUEST']._serialized_end=504
-  _globals['_REFRESHREQUEST']._serialized_start=507
-  _globals['_REFRESHREQUEST']._serialized_end=678
-  _globals['_VERSIONREQUEST']._serialized_start=680
-  _globals['_VERSIONREQUEST']._serialized_end=727
-  _globals['_DELETEVERSIONRESPONSE']._serialized_start=729
-  _globals['_DELETEVERSIONRESPONSE']._serialized_end=783
-  _globals['_COMPAREVERSIONSREQUEST']._serialized_start=785
-  _globals['_COMPAREVERSIONSREQUEST']._serialized_end=891
-  _globals['_COMPAREVERSIONSRESPONSE']._serialized_start=894
-  _globals['_COMPAREVERSIONSRESPONSE']._serialized_end=1027
-  _globals['_CLEANUPVERSIONSREQUEST']._serialized_start=1029
-  _globals['_CLEANUPVERSIONSREQUEST']._serialized_end=1088
-  _globals['_CLEANUPVERSIONSRESPONSE']._serialized_start=1090
-  _globals['_CLEANUPVERSIONSRESPONSE']._serialized_end=1146
-  _globals['_EMBEDPROGRESS']._serialized_start=1149
-  _globals['_EMBEDPROGRESS']._serialized_end=1302
-  _globals['_LISTVERSIONSREQUEST']._serialized_start=1304
-  _globals['_LISTVERSIONSREQUEST']._serialized_end=1367
-  _globals['_LISTVERSIONSRESPONSE']._serialized_start=1369
-  _globals['_LISTVERSIONSRESPONSE']._serialized_end=1445
-  _globals['_GETPOOLREQUEST']._serialized_start=1447
-  _globals['_GETPOOLREQUEST']._serialized_end=1477
-  _globals['_SPLITCOUNT']._serialized_start=1479
-  _globals['_SPLITCOUNT']._serialized_end=1520
-  _globals['_POOLINFO']._serialized_start=1522
-  _globals['_POOLINFO']._serialized_end=1624
-  _globals['_ENCODERSERVICE']._serialized_start=1714
-  _globals['_ENCODERSERVICE']._serialized_end=2738
+  _globals['_EMBEDPOOLREQUEST']._serialized_start=382
+  _globals['_EMBEDPOOLREQUEST']._serialized_end=522
+  _globals['_REFRESHREQUEST']._serialized_start=525
+  _globals['_REFRESHREQUEST']._serialized_end=696
+  _globals['_VERSIONREQUEST']._serialized_start=698
+  _globals['_VERSIONREQUEST']._serialized_end=745
+  _globals['_DELETEVERSIONRESPONSE']._serialized_start=747
+  _globals['_DELETEVERSIONRESPONSE']._serialized_end=801
+  _globals['_COMPAREVERSIONSREQUEST']._serialized_start=803
+  _globals['_COMPAREVERSIONSREQUEST']._serialized_end=909
+  _globals['_COMPAREVERSIONSRESPONSE']._serialized_start=912
+  _globals['_COMPAREVERSIONSRESPONSE']._serialized_end=1045
+  _globals['_CLEANUPVERSIONSREQUEST']._serialized_start=1047
+  _globals['_CLEANUPVERSIONSREQUEST']._serialized_end=1106
+  _globals['_CLEANUPVERSIONSRESPONSE']._serialized_start=1108
+  _globals['_CLEANUPVERSIONSRESPONSE']._serialized_end=1164
+  _globals['_EMBEDPROGRESS']._serialized_start=1167
+  _globals['_EMBEDPROGRESS']._serialized_end=1320
+  _globals['_LISTVERSIONSREQUEST']._serialized_start=1322
+  _globals['_LISTVERSIONSREQUEST']._serialized_end=1385
+  _globals['_LISTVERSIONSRESPONSE']._serialized_start=1387
+  _globals['_LISTVERSIONSRESPONSE']._serialized_end=1463
+  _globals['_GETPOOLREQUEST']._serialized_start=1465
+  _globals['_GETPOOLREQUEST']._serialized_end=1495
+  _globals['_SPLITCOUNT']._serialized_start=1497
+  _globals['_SPLITCOUNT']._serialized_end=1538
+  _globals['_POOLINFO']._serialized_start=1540
+  _globals['_POOLINFO']._serialized_end=1642
+  _globals['_ENCODERSERVICE']._serialized_start=1732
+  _globals['_ENCODERSERVICE']._serialized_end=2756
 # @@protoc_insertion_point(module_scope)

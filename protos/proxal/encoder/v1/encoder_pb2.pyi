@@ -52,20 +52,22 @@ class IngestPoolResponse(_message.Message):
     def __init__(self, pool: _Optional[str] = ..., split: _Optional[str] = ..., rows_added: _Optional[int] = ..., total_rows: _Optional[int] = ..., first_id: _Optional[int] = ..., classes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EmbedPoolRequest(_message.Message):
-    __slots__ = ("pool", "model", "backend", "batch_size", "max_length", "precision")
+    __slots__ = ("pool", "model", "backend", "batch_size", "max_length", "precision", "workers")
     POOL_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     pool: str
     model: str
     backend: str
     batch_size: int
     max_length: int
     precision: str
-    def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., backend: _Optional[str] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+    workers: int
+    def __init__(self, pool: _Optional[str] = ..., model: _Optional[str] = ..., backend: _Optional[str] = ..., batch_size: _Optional[int] = ..., max_length: _Optional[int] = ..., precision: _Optional[str] = ..., workers: _Optional[int] = ...) -> None: ...
 
 class RefreshRequest(_message.Message):
     __slots__ = ("pool", "checkpoint", "backend", "batch_size", "max_length", "precision", "label_count", "label_set_hash")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proxal.common.v1 import common_pb2 as proxal_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproxal/proxy/v1/proxy.proto\x12\x0fproxal.proxy.v1\x1a\x1dproxal/common/v1/common.proto\"M\n\x0e\x43lassifierSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\t\n\x01\x63\x18\x02 \x01(\x01\x12\x10\n\x08max_iter\x18\x03 \x01(\x05\x12\x10\n\x08\x62\x61lanced\x18\x04 \x01(\x08\"{\n\x0bTrainingSet\x12)\n\x03ids\x18\x01 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12,\n\x06labels\x18\x02 \x01(\x0b\x32\x1c.proxal.common.v1.Int32Array\x12\x13\n\x0bnum_classes\x18\x03 \x01(\x05\"%\n\x07IdRange\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\"g\n\x05Shard\x12)\n\x05range\x18\x01 \x01(\x0b\x32\x18.proxal.proxy.v1.IdRangeH\x00\x12+\n\x03ids\x18\x02 \x01(\x0b\x32\x1c.proxal.common.v1.Int64ArrayH\x00\x42\x06\n\x04kind\"\x9e\x01\n\x0bSubsampling\x12\r\n\x05gamma\x18\x01 \x01(\x01\x12\x13\n\x0btemperature\x18\x02 \x01(\x01\x12\x32\n\x0cprevious_ids\x18\x03 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12\x37\n\x0fprevious_scores\x18\x04 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\"\xab\x03\n\rSelectRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x02 \x01(\t\x12.\n\x08training\x18\x03 \x01(\x0b\x32\x1c.proxal.proxy.v1.TrainingSet\x12\x33\n\nclassifier\x18\x04 \x01(\x0b\x32\x1f.proxal.proxy.v1.ClassifierSpec\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\t\n\x01k\x18\x06 \x01(\x05\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x33\n\rcandidate_ids\x18\x08 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12%\n\x05shard\x18\t \x01(\x0b\x32\x16.proxal.proxy.v1.Shard\x12\x31\n\x0bsubsampling\x18\n \x01(\x0b\x32\x1c.proxal.proxy.v1.Subsampling\x12\x15\n\rreturn_scores\x18\x0b \x01(\x08\x12\x12\n\nmc_samples\x18\x0c \x01(\x05\x12\x0f\n\x07initial\x18\r \x01(\t\x12\x16\n\x0e\x63lass_balanced\x18\x0e \x01(\x08\"K\n\x07Timings\x12\x0e\n\x06load_s\x18\x01 \x01(\x01\x12\r\n\x05\x66it_s\x18\x02 \x01(\x01\x12\x0f\n\x07score_s\x18\x03 \x01(\x01\x12\x10\n\x08select_s\x18\x04 \x01(\x01\"\xb7\x03\n\x0eSelectResponse\x12)\n\x03ids\x18\x01 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12.\n\x06scores\x18\x02 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x04 \x01(\t\x12)\n\x07timings\x18\x05 \x01(\x0b\x32\x18.proxal.proxy.v1.Timings\x12\x12\n\ncandidates\x18\x06 \x01(\x03\x12\x30\n\nscored_ids\x18\x07 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12\x35\n\rscored_scores\x18\x08 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\x12\x36\n\x10predicted_labels\x18\t \x01(\x0b\x32\x1c.proxal.common.v1.Int32Array\x12?\n\x17predicted_probabilities\x18\n \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\"\"\n\x05Label\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\x05\"u\n\x11SequentialRequest\x12/\n\x05start\x18\x01 \x01(\x0b\x32\x1e.proxal.proxy.v1.SelectRequestH\x00\x12\'\n\x05label\x18\x02 \x01(\x0b\x32\x16.proxal.proxy.v1.LabelH\x00\x42\x06\n\x04step\"\xa8\x01\n\x12SequentialResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x04 \x01(\t\x12)\n\x07timings\x18\x05 \x01(\x0b\x32\x18.proxal.proxy.v1.Timings\x12\x0e\n\x06labels\x18\x06 \x01(\x03\x12\x11\n\tlatency_s\x18\x07 \x01(\x01\"\xe9\x01\n\x0ePredictRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x02 \x01(\t\x12.\n\x08training\x18\x03 \x01(\x0b\x32\x1c.proxal.proxy.v1.TrainingSet\x12\x33\n\nclassifier\x18\x04 \x01(\x0b\x32\x1f.proxal.proxy.v1.ClassifierSpec\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12)\n\x03ids\x18\x06 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12\x10\n\x08strategy\x18\x07 \x01(\t\"\xce\x01\n\x0fPredictResponse\x12,\n\x06labels\x18\x01 \x01(\x0b\x32\x1c.proxal.common.v1.Int32Array\x12\x32\n\nconfidence\x18\x02 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\x12)\n\x07timings\x18\x03 \x01(\x0b\x32\x18.proxal.proxy.v1.Timings\x12.\n\x06scores\x18\x04 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array2\x88\x02\n\x0cProxyService\x12I\n\x06Select\x12\x1e.proxal.proxy.v1.SelectRequest\x1a\x1f.proxal.proxy.v1.SelectResponse\x12L\n\x07Predict\x12\x1f.proxal.proxy.v1.PredictRequest\x1a .proxal.proxy.v1.PredictResponse\x12_\n\x10SelectSequential\x12\".proxal.proxy.v1.SequentialRequest\x1a#.proxal.proxy.v1.SequentialResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproxal/proxy/v1/proxy.proto\x12\x0fproxal.proxy.v1\x1a\x1dproxal/common/v1/common.proto\"M\n\x0e\x43lassifierSpec\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\t\n\x01\x63\x18\x02 \x01(\x01\x12\x10\n\x08max_iter\x18\x03 \x01(\x05\x12\x10\n\x08\x62\x61lanced\x18\x04 \x01(\x08\"{\n\x0bTrainingSet\x12)\n\x03ids\x18\x01 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12,\n\x06labels\x18\x02 \x01(\x0b\x32\x1c.proxal.common.v1.Int32Array\x12\x13\n\x0bnum_classes\x18\x03 \x01(\x05\"%\n\x07IdRange\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x03\")\n\tShardPart\x12\r\n\x05index\x18\x01 \x01(\x05\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\x93\x01\n\x05Shard\x12)\n\x05range\x18\x01 \x01(\x0b\x32\x18.proxal.proxy.v1.IdRangeH\x00\x12+\n\x03ids\x18\x02 \x01(\x0b\x32\x1c.proxal.common.v1.Int64ArrayH\x00\x12*\n\x04part\x18\x03 \x01(\x0b\x32\x1a.proxal.proxy.v1.ShardPartH\x00\x42\x06\n\x04kind\"\x9e\x01\n\x0bSubsampling\x12\r\n\x05gamma\x18\x01 \x01(\x01\x12\x13\n\x0btemperature\x18\x02 \x01(\x01\x12\x32\n\x0cprevious_ids\x18\x03 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12\x37\n\x0fprevious_scores\x18\x04 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\"\xcd\x03\n\rSelectRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x02 \x01(\t\x12.\n\x08training\x18\x03 \x01(\x0b\x32\x1c.proxal.proxy.v1.TrainingSet\x12\x33\n\nclassifier\x18\x04 \x01(\x0b\x32\x1f.proxal.proxy.v1.ClassifierSpec\x12\x10\n\x08strategy\x18\x05 \x01(\t\x12\t\n\x01k\x18\x06 \x01(\x05\x12\x0c\n\x04seed\x18\x07 \x01(\x04\x12\x33\n\rcandidate_ids\x18\x08 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12%\n\x05shard\x18\t \x01(\x0b\x32\x16.proxal.proxy.v1.Shard\x12\x31\n\x0bsubsampling\x18\n \x01(\x0b\x32\x1c.proxal.proxy.v1.Subsampling\x12\x15\n\rreturn_scores\x18\x0b \x01(\x08\x12\x12\n\nmc_samples\x18\x0c \x01(\x05\x12\x0f\n\x07initial\x18\r \x01(\t\x12\x16\n\x0e\x63lass_balanced\x18\x0e \x01(\x08\x12\x11\n\tprecision\x18\x0f \x01(\t\x12\r\n\x05\x61\x64opt\x18\x10 \x01(\x08\"K\n\x07Timings\x12\x0e\n\x06load_s\x18\x01 \x01(\x01\x12\r\n\x05\x66it_s\x18\x02 \x01(\x01\x12\x0f\n\x07score_s\x18\x03 \x01(\x01\x12\x10\n\x08select_s\x18\x04 \x01(\x01\"\xdc\x03\n\x0eSelectResponse\x12)\n\x03ids\x18\x01 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12.\n\x06scores\x18\x02 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x04 \x01(\t\x12)\n\x07timings\x18\x05 \x01(\x0b\x32\x18.proxal.proxy.v1.Timings\x12\x12\n\ncandidates\x18\x06 \x01(\x03\x12\x30\n\nscored_ids\x18\x07 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12\x35\n\rscored_scores\x18\x08 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\x12\x36\n\x10predicted_labels\x18\t \x01(\x0b\x32\x1c.proxal.common.v1.Int32Array\x12?\n\x17predicted_probabilities\x18\n \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\x12\x11\n\tprecision\x18\x0b \x01(\t\x12\x10\n\x08rescored\x18\x0c \x01(\x03\"\"\n\x05Label\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05label\x18\x02 \x01(\x05\"u\n\x11SequentialRequest\x12/\n\x05start\x18\x01 \x01(\x0b\x32\x1e.proxal.proxy.v1.SelectRequestH\x00\x12\'\n\x05label\x18\x02 \x01(\x0b\x32\x16.proxal.proxy.v1.LabelH\x00\x42\x06\n\x04step\"\xa8\x01\n\x12SequentialResponse\x12\n\n\x02id\x18\x01 \x01(\x03\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08strategy\x18\x03 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x04 \x01(\t\x12)\n\x07timings\x18\x05 \x01(\x0b\x32\x18.proxal.proxy.v1.Timings\x12\x0e\n\x06labels\x18\x06 \x01(\x03\x12\x11\n\tlatency_s\x18\x07 \x01(\x01\"\xe9\x01\n\x0ePredictRequest\x12\x0c\n\x04pool\x18\x01 \x01(\t\x12\x19\n\x11\x65mbedding_version\x18\x02 \x01(\t\x12.\n\x08training\x18\x03 \x01(\x0b\x32\x1c.proxal.proxy.v1.TrainingSet\x12\x33\n\nclassifier\x18\x04 \x01(\x0b\x32\x1f.proxal.proxy.v1.ClassifierSpec\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12)\n\x03ids\x18\x06 \x01(\x0b\x32\x1c.proxal.common.v1.Int64Array\x12\x10\n\x08strategy\x18\x07 \x01(\t\"\xce\x01\n\x0fPredictResponse\x12,\n\x06labels\x18\x01 \x01(\x0b\x32\x1c.proxal.common.v1.Int32Array\x12\x32\n\nconfidence\x18\x02 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\x12)\n\x07timings\x18\x03 \x01(\x0b\x32\x18.proxal.proxy.v1.Timings\x12.\n\x06scores\x18\x04 \x01(\x0b\x32\x1e.proxal.common.v1.Float32Array\"\x11\n\x0f\x44\x65scribeRequest\"j\n\x10\x44\x65scribeResponse\x12)\n\x05shard\x18\x01 \x01(\x0b\x32\x1a.proxal.proxy.v1.ShardPart\x12\x11\n\tprecision\x18\x02 \x01(\t\x12\x18\n\x10\x66loat16_min_rows\x18\x03 \x01(\x03\x32\xd9\x02\n\x0cProxyService\x12I\n\x06Select\x12\x1e.proxal.proxy.v1.SelectRequest\x1a\x1f.proxal.proxy.v1.SelectResponse\x12L\n\x07Predict\x12\x1f.proxal.proxy.v1.PredictRequest\x1a .proxal.proxy.v1.PredictResponse\x12_\n\x10SelectSequential\x12\".proxal.proxy.v1.SequentialRequest\x1a#.proxal.proxy.v1.SequentialResponse(\x01\x30\x01\x12O\n\x08\x44\x65scribe\x12 .proxal.proxy.v1.DescribeRequest\x1a!.proxal.proxy.v1.DescribeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,26 +38,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRAININGSET']._serialized_end=281
   _globals['_IDRANGE']._serialized_start=283
   _globals['_IDRANGE']._serialized_end=320
-  _globals['_SHARD']._serialized_start=322
-  _globals['_SHARD']._serialized_end=425
-  _globals['_SUBSAMPLING']._serialized_start=428
-  _globals['_SUBSAMPLING']._serialized_end=586
-  _globals['_SELECTREQUEST']._serialized_start=589
-  _globals['_SELECTREQUEST']._serialized_end=1016
-  _globals['_TIMINGS']._serialized_start=1018
-  _globals['_TIMINGS']._serialized_end=1093
-  _globals['_SELECTRESPONSE']._serialized_start=1096
-  _globals['_SELECTRESPONSE']._serialized_end=1535
-  _globals['_LABEL']._serialized_start=1537
-  _globals['_LABEL']._serialized_end=1571
-  _globals['_SEQUENTIALREQUEST']._serialized_start=1573
-  _globals['_SEQUENTIALREQUEST']._serialized_end=1690
-  _globals['_SEQUENTIALRESPONSE']._serialized_start=1693
-  _globals['_SEQUENTIALRESPONSE']._serialized_end=1861
-  _globals['_PREDICTREQUEST']._serialized_start=1864
-  _globals['_PREDICTREQUEST']._serialized_end=2097
-  _globals['_PREDICTRESPONSE']._serialized_start=2100
-  _globals['_PREDICTRESPONSE']._serialized_end=2306
-  _globals['_PROXYSERVICE']._serialized_start=2309
-  _globals['_PROXYSERVICE']._serialized_end=2573
+  _globals['_SHARDPART']._serialized_start=322
+  _globals['_SHARDPART']._serialized_end=363
+  _globals['_SHARD']._serialized_start=366
+  _globals['_SHARD']._serialized_end=513
+  _globals['_SUBSAMPLING']._serialized_start=516
+  _globals['_SUBSAMPLING']._serialized_end=674
+  _globals['_SELECTREQUEST']._serialized_start=677
+  _globals['_SELECTREQUEST']._serialized_end=1138
+  _globals['_TIMINGS']._serialized_start=1140
+  _globals['_TIMINGS']._serialized_end=1215
+  _globals['_SELECTRESPONSE']._serialized_start=1218
+  _globals['_SELECTRESPONSE']._serialized_end=1694
+  _globals['_LABEL']._serialized_start=1696
+  _globals['_LABEL']._serialized_end=1730
+  _globals['_SEQUENTIALREQUEST']._serialized_start=1732
+  _globals['_SEQUENTIALREQUEST']._serialized_end=1849
+  _globals['_SEQUENTIALRESPONSE']._serialized_start=1852
+  _globals['_SEQUENTIALRESPONSE']._serialized_end=2020
+  _globals['_PREDICTREQUEST']._serialized_start=2023
+  _globals['_PREDICTREQUEST']._serialized_end=2256
+  _globals['_PREDICTRESPONSE']._serialized_start=2259
+  _globals['_PREDICTRESPONSE']._serialized_end=2465
+  _globals['_DESCRIBEREQUEST']._serialized_start=2467
+  _globals['_DESCRIBEREQUEST']._serialized_end=2484
+  _globals['_DESCRIBERESPONSE']._serialized_start=2486
+  _globals['_DESCRIBERESPONSE']._serialized_end=2592
+  _globals['_PROXYSERVICE']._serialized_start=2595
+  _globals['_PROXYSERVICE']._serialized_end=2940
 # @@protoc_insertion_point(module_scope)

@@ -36,13 +36,23 @@ class IdRange(_message.Message):
     end: int
     def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
 
+class ShardPart(_message.Message):
+    __slots__ = ("index", "count")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    count: int
+    def __init__(self, index: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
 class Shard(_message.Message):
-    __slots__ = ("range", "ids")
+    __slots__ = ("range", "ids", "part")
     RANGE_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
     range: IdRange
     ids: _common_pb2.Int64Array
-    def __init__(self, range: _Optional[_Union[IdRange, _Mapping]] = ..., ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ...) -> None: ...
+    part: ShardPart
+    def __init__(self, range: _Optional[_Union[IdRange, _Mapping]] = ..., ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., part: _Optional[_Union[ShardPart, _Mapping]] = ...) -> None: ...
 
 class Subsampling(_message.Message):
     __slots__ = ("gamma", "temperature", "previous_ids", "previous_scores")
@@ -57,7 +67,7 @@ class Subsampling(_message.Message):
     def __init__(self, gamma: _Optional[float] = ..., temperature: _Optional[float] = ..., previous_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., previous_scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ...) -> None: ...
 
 class SelectRequest(_message.Message):
-    __slots__ = ("pool", "embedding_version", "training", "classifier", "strategy", "k", "seed", "candidate_ids", "shard", "subsampling", "return_scores", "mc_samples", "initial", "class_balanced")
+    __slots__ = ("pool", "embedding_version", "training", "classifier", "strategy", "k", "seed", "candidate_ids", "shard", "subsampling", "return_scores", "mc_samples", "initial", "class_balanced", "precision", "adopt")
     POOL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_VERSION_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +82,8 @@ class SelectRequest(_message.Message):
     MC_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     INITIAL_FIELD_NUMBER: _ClassVar[int]
     CLASS_BALANCED_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    ADOPT_FIELD_NUMBER: _ClassVar[int]
     pool: str
     embedding_version: str
     training: TrainingSet
@@ -86,7 +98,9 @@ class SelectRequest(_message.Message):
     mc_samples: int
     initial: str
     class_balanced: bool
-    def __init__(self, pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., training: _Optional[_Union[TrainingSet, _Mapping]] = ..., classifier: _Optional[_Union[ClassifierSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ..., candidate_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., shard: _Optional[_Union[Shard, _Mapping]] = ..., subsampling: _Optional[_Union[Subsampling, _Mapping]] = ..., return_scores: _Optional[bool] = ..., mc_samples: _Optional[int] = ..., initial: _Optional[str] = ..., class_balanced: _Optional[bool] = ...) -> None: ...
+    precision: str
+    adopt: bool
+    def __init__(self, pool: _Optional[str] = ..., embedding_version: _Optional[str] = ..., training: _Optional[_Union[TrainingSet, _Mapping]] = ..., classifier: _Optional[_Union[ClassifierSpec, _Mapping]] = ..., strategy: _Optional[str] = ..., k: _Optional[int] = ..., seed: _Optional[int] = ..., candidate_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., shard: _Optional[_Union[Shard, _Mapping]] = ..., subsampling: _Optional[_Union[Subsampling, _Mapping]] = ..., return_scores: _Optional[bool] = ..., mc_samples: _Optional[int] = ..., initial: _Optional[str] = ..., class_balanced: _Optional[bool] = ..., precision: _Optional[str] = ..., adopt: _Optional[bool] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("load_s", "fit_s", "score_s", "select_s")
@@ -101,7 +115,7 @@ class Timings(_message.Message):
     def __init__(self, load_s: _Optional[float] = ..., fit_s: _Optional[float] = ..., score_s: _Optional[float] = ..., select_s: _Optional[float] = ...) -> None: ...
 
 class SelectResponse(_message.Message):
-    __slots__ = ("ids", "scores", "strategy", "fallback_reason", "timings", "candidates", "scored_ids", "scored_scores", "predicted_labels", "predicted_probabilities")
+    __slots__ = ("ids", "scores", "strategy", "fallback_reason", "timings", "candidates", "scored_ids", "scored_scores", "predicted_labels", "predicted_probabilities", "precision", "rescored")
     IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +126,8 @@ class SelectResponse(_message.Message):
     SCORED_SCORES_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_LABELS_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RESCORED_FIELD_NUMBER: _ClassVar[int]
     ids: _common_pb2.Int64Array
     scores: _common_pb2.Float32Array
     strategy: str
@@ -122,7 +138,9 @@ class SelectResponse(_message.Message):
     scored_scores: _common_pb2.Float32Array
     predicted_labels: _common_pb2.Int32Array
     predicted_probabilities: _common_pb2.Float32Array
-    def __init__(self, ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., candidates: _Optional[int] = ..., scored_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scored_scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., predicted_labels: _Optional[_Union[_common_pb2.Int32Array, _Mapping]] = ..., predicted_probabilities: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ...) -> None: ...
+    precision: str
+    rescored: int
+    def __init__(self, ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., strategy: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., candidates: _Optional[int] = ..., scored_ids: _Optional[_Union[_common_pb2.Int64Array, _Mapping]] = ..., scored_scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., predicted_labels: _Optional[_Union[_common_pb2.Int32Array, _Mapping]] = ..., predicted_probabilities: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., precision: _Optional[str] = ..., rescored: _Optional[int] = ...) -> None: ...
 
 class Label(_message.Message):
     __slots__ = ("id", "label")
@@ -187,3 +205,17 @@ class PredictResponse(_message.Message):
     timings: Timings
     scores: _common_pb2.Float32Array
     def __init__(self, labels: _Optional[_Union[_common_pb2.Int32Array, _Mapping]] = ..., confidence: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Float32Array, _Mapping]] = ...) -> None: ...
+
+class DescribeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DescribeResponse(_message.Message):
+    __slots__ = ("shard", "precision", "float16_min_rows")
+    SHARD_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    FLOAT16_MIN_ROWS_FIELD_NUMBER: _ClassVar[int]
+    shard: ShardPart
+    precision: str
+    float16_min_rows: int
+    def __init__(self, shard: _Optional[_Union[ShardPart, _Mapping]] = ..., precision: _Optional[str] = ..., float16_min_rows: _Optional[int] = ...) -> None: ...

@@ -49,6 +49,11 @@ class ProxyServiceStub:
                 request_serializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialRequest.SerializeToString,
                 response_deserializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialResponse.FromString,
                 _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/proxal.proxy.v1.ProxyService/Describe',
+                request_serializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.DescribeRequest.SerializeToString,
+                response_deserializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.DescribeResponse.FromString,
+                _registered_method=True)
 
 
 class ProxyServiceServicer:
@@ -75,6 +80,14 @@ class ProxyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Describe(self, request, context):
+        """What this replica is: the shard it owns (if any) and how it holds scoring matrices.
+        The orchestrator's sharded selector builds its shard map from these answers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProxyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_ProxyServiceServicer_to_server(servicer, server):
                     servicer.SelectSequential,
                     request_deserializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialRequest.FromString,
                     response_serializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialResponse.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.DescribeRequest.FromString,
+                    response_serializer=proxal_dot_proxy_dot_v1_dot_proxy__pb2.DescribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +193,33 @@ class ProxyService:
             '/proxal.proxy.v1.ProxyService/SelectSequential',
             proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialRequest.SerializeToString,
             proxal_dot_proxy_dot_v1_dot_proxy__pb2.SequentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/proxal.proxy.v1.ProxyService/Describe',
+            proxal_dot_proxy_dot_v1_dot_proxy__pb2.DescribeRequest.SerializeToString,
+            proxal_dot_proxy_dot_v1_dot_proxy__pb2.DescribeResponse.FromString,
             options,
             channel_credentials,
             insecure,
