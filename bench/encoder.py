@@ -131,11 +131,20 @@ def worker(variant: Variant, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def selected(only: str) -> list[Variant]:
+    """The variants `--only` names (all when empty), torch fp32 always among them."""
+    names = {BASELINE, *filter(None, only.split(","))} if only else None
+    variants = [v for v in VARIANTS if names is None or v.name in names]
+    if names is not None and len(variants) != len(names):
+        raise ValueError(f"--only names unknown variants; choose from {[v.name for v in VARIANTS]}")
+    return variants
+
+
 def prepare(args: argparse.Namespace) -> None:
-    """Build every ONNX export and int8 graph the variants need (not timed)."""
+    """Build every ONNX export and int8 graph the selected variants need (not timed)."""
     from proxal.encoder_service.encoders import MODELS, onnx_model_path
 
-    for variant in VARIANTS:
+    for variant in selected(args.only):
         if variant.backend == "onnx":
             onnx_model_path(MODELS[variant.model], args.onnx_cache, variant.precision)
 
@@ -145,12 +154,13 @@ def vectors_path(directory: Path, name: str) -> Path:
 
 
 def run_child(args: argparse.Namespace, role: str, cuda: bool) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    path = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     if not cuda:
         env["CUDA_VISIBLE_DEVICES"] = ""
     command = [sys.executable, __file__, "--role", role, "--texts", str(args.texts)]
     command += ["--batch-size", str(args.batch_size), "--onnx-cache", str(args.onnx_cache)]
-    command += ["--vectors-dir", str(args.vectors_dir)]
+    command += ["--vectors-dir", str(args.vectors_dir), "--only", args.only]
     if args.texts_file is not None:
         command += ["--texts-file", str(args.texts_file)]
     done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
@@ -266,10 +276,10 @@ def main() -> None:
             print(json.dumps(worker(variant, args)))
         return
 
-    names = {BASELINE, *filter(None, args.only.split(","))} if args.only else None
-    variants = [v for v in VARIANTS if names is None or v.name in names]
-    if names is not None and len(variants) != len(names):
-        parser.error(f"--only names unknown variants; choose from {[v.name for v in VARIANTS]}")
+    try:
+        variants = selected(args.only)
+    except ValueError as exc:
+        parser.error(str(exc))
     with tempfile.TemporaryDirectory(prefix="proxal-bench-onnx-") as tmp:
         args.onnx_cache = args.onnx_cache or Path(tmp)
         args.vectors_dir = Path(tmp)
