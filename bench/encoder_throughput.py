@@ -46,7 +46,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from proxal.encoder_service.encoders import build_encoder, resolve_precision
 
     source, texts = load_texts(args.texts_file, args.texts)
-    precision = resolve_precision(args.backend, args.precision)
+    precision = resolve_precision(args.backend, args.precision, args.model)
     with tempfile.TemporaryDirectory(prefix="proxal-throughput-onnx-") as cache:
         encoder = build_encoder(
             args.model, args.backend, args.max_length, Path(cache), precision.precision

@@ -20,10 +20,11 @@
 # python3 is itself a venv (/opt/torch/.venv), and a venv made from it with
 # --system-site-packages would see the base interpreter's packages, not its torch.
 set -uo pipefail
-cd "$(dirname "$0")/.." || exit 2
+SCRIPT=$(realpath "$0")
+cd "$(dirname "$SCRIPT")/.." || exit 2
 TOTAL_S=${TOTAL_S:-500}
 if [ -z "${GPU_CHECK_INNER:-}" ]; then
-  GPU_CHECK_INNER=1 exec timeout --kill-after=15 "$TOTAL_S" bash "$0" "$@"
+  GPU_CHECK_INNER=1 exec timeout --kill-after=15 "$TOTAL_S" bash "$SCRIPT" "$@"
 fi
 
 DRY_RUN=0
@@ -48,7 +49,7 @@ SITE=${SITE:-/tmp/proxal-gpu-site}
 export PYTHONPATH="$SITE" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ "$DRY_RUN" = 1 ]; then
   export CUDA_VISIBLE_DEVICES=""
-  BENCH_TEXTS=64 EMBED_TEXTS=2000 EMBED_PRECISION=fp32 EMBED_BATCH=256
+  BENCH_TEXTS=64 EMBED_TEXTS=1000 EMBED_PRECISION=fp32 EMBED_BATCH=256
 else
   BENCH_TEXTS=1000 EMBED_TEXTS=100000 EMBED_PRECISION=fp16 EMBED_BATCH=1024
 fi
@@ -75,15 +76,18 @@ WHEEL_FILES=("$WHEELS"/*.whl)
 here and carry $WHEELS"
 PIP=("$PY" -m pip install -q --no-index --no-deps --no-cache-dir --target "$SITE")
 rm -rf "$SITE"
-if step "1a install the carried wheels" 60 "${PIP[@]}" --no-compile "${WHEEL_FILES[@]}" &&
-  step "1b install proxal" 90 "${PIP[@]}" --no-build-isolation . &&
-  step "1c weights and imports" 90 "$PY" bench/gpu_setup.py; then
-  step "2 GPU encoder tests" 100 "$PY" -m pytest -q -p no:cacheprovider tests/gpu \
+# shellcheck disable=SC2016  # 1b: the inner bash expands its own "$@" and "$0"
+if step "1a install the carried wheels" 45 "${PIP[@]}" --no-compile "${WHEEL_FILES[@]}" &&
+  step "1b install proxal (build log: pip_build.log)" 75 bash -c \
+    '"$@" >"$0" 2>&1 || { tail -30 "$0"; exit 1; }' "$RESULTS/pip_build.log" \
+    "${PIP[@]}" --no-build-isolation . &&
+  step "1c weights and imports" 75 "$PY" bench/gpu_setup.py; then
+  step "2 GPU encoder tests" 90 "$PY" -m pytest -q -p no:cacheprovider tests/gpu \
     --junitxml="$RESULTS/gpu_tests.xml"
-  step "3 bench/encoder.py (CUDA rows)" 150 "$PY" bench/encoder.py --texts "$BENCH_TEXTS" \
+  step "3 bench/encoder.py (CUDA rows)" 120 "$PY" bench/encoder.py --texts "$BENCH_TEXTS" \
     --repeats 1 --texts-file "$WHEELS/texts.jsonl" --out "$RESULTS/encoder_gpu.json" \
     --only "torch fp32 (cuda),torch fp16 (cuda),torch bf16 (cuda),onnx fp32 (cuda)"
-  step "4 embed $EMBED_TEXTS texts, MiniLM-L6 $EMBED_PRECISION" 120 \
+  step "4 embed $EMBED_TEXTS texts, MiniLM-L6 $EMBED_PRECISION" 90 \
     "$PY" bench/encoder_throughput.py --texts "$EMBED_TEXTS" --max-length 64 \
     --precision "$EMBED_PRECISION" --batch-size "$EMBED_BATCH" \
     --texts-file "$WHEELS/texts.jsonl" --out "$RESULTS/encoder_throughput.json"

@@ -236,23 +236,33 @@ class ResolvedPrecision:
     reason: str
 
 
-def resolve_precision(backend: str, requested: str, cuda: bool | None = None) -> ResolvedPrecision:
-    """`requested`, or for "" / "auto" the machine's default on `backend`.
+def resolve_precision(
+    backend: str, requested: str, model: str = DEFAULT_MODEL, cuda: bool | None = None
+) -> ResolvedPrecision:
+    """`requested`, or for "" / "auto" the machine's default for `model` on `backend`.
 
     torch: fp16 on a CUDA GPU; bf16 on a CPU with AMX or AVX-512 BF16; fp32 otherwise.
-    onnx: fp32 on a CUDA GPU; int8 on CPU. Each keeps a mean cosine of at least 0.99 against
-    fp32 on real texts (docs/encoder_precision.md has the measurements).
+    onnx: fp32 on ONNX Runtime's CUDA provider; on CPU int8, except for a pre-exported
+    model (MiniLM-L3), whose int8 graph agrees less than 0.99. Each default keeps a mean
+    cosine of at least 0.99 against fp32 on real texts (docs/encoder_precision.md).
+    `cuda` overrides the detection of a GPU (tests).
     """
     if requested not in ("", AUTO):
         return ResolvedPrecision(requested, "requested")
-    cuda = torch.cuda.is_available() if cuda is None else cuda
     cpu = host_cpu()
-    if cuda:
-        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "gpu"
-        precision = FP16 if backend == TORCH else FP32
-        return ResolvedPrecision(precision, f"auto: cuda ({name})")
     if backend == ONNX:
+        on_cuda = "CUDAExecutionProvider" in ort.get_available_providers() if cuda is None else cuda
+        spec = MODELS.get(model)
+        if on_cuda:
+            return ResolvedPrecision(FP32, "auto: onnx on cuda")
+        if spec is not None and spec.pooled_onnx:
+            return ResolvedPrecision(
+                FP32, f"auto: cpu {cpu.vector_isa}, {model} int8 agrees < 0.99"
+            )
         return ResolvedPrecision(INT8, f"auto: cpu {cpu.vector_isa}, onnx int8")
+    if torch.cuda.is_available() if cuda is None else cuda:
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "gpu"
+        return ResolvedPrecision(FP16, f"auto: cuda ({name})")
     if cpu.bf16_flags:
         return ResolvedPrecision(BF16, f"auto: cpu {cpu.bf16_flags[0]}")
     return ResolvedPrecision(FP32, f"auto: cpu {cpu.vector_isa}, no native bf16")

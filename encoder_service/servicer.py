@@ -133,15 +133,17 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         the default precision) is loaded; raises otherwise. It loads once, on the first check."""
         self._store.check_reachable()
         if not self._default_loaded:
-            precision = self._precision("", "")
+            precision = self._precision("", "", DEFAULT_MODEL)
             self._encoders.get(DEFAULT_MODEL, self._settings.backend, DEFAULT_MAX_LENGTH, precision)
             self._default_loaded = True
 
-    def _precision(self, backend: str, requested: str) -> str:
+    def _precision(self, backend: str, requested: str, model: str) -> str:
         """The precision a run uses: `requested`, else the `--precision` setting, where
         "auto" is the machine's default (logged with why; the version records the choice)."""
         resolved = resolve_precision(
-            backend or self._settings.backend, requested or self._settings.precision
+            backend or self._settings.backend,
+            requested or self._settings.precision,
+            model or DEFAULT_MODEL,
         )
         if resolved.reason != "requested":
             log.info("precision %s (%s)", resolved.precision, resolved.reason)
@@ -178,7 +180,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             request.model or DEFAULT_MODEL,
             request.backend or self._settings.backend,
             request.max_length or DEFAULT_MAX_LENGTH,
-            self._precision(request.backend, request.precision),
+            self._precision(request.backend, request.precision, request.model),
         )
         yield from self._stream_run(request.pool, encoder, batch_size, context)
 
@@ -201,7 +203,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                 request.backend or self._settings.backend,
                 request.max_length or DEFAULT_MAX_LENGTH,
                 self._settings.onnx_cache,
-                self._precision(request.backend, request.precision),
+                self._precision(request.backend, request.precision, DEFAULT_MODEL),
                 model_path=checkpoint.model_dir,
             )
         info = replace(

@@ -17,12 +17,14 @@ from proxal.encoder_service.encoders import (
     FP16,
     FP32,
     INT8,
+    MINILM_L3,
     MINILM_L6,
     MODELS,
     ONNX,
     TORCH,
     CpuInfo,
     EncoderCache,
+    ResolvedPrecision,
     TorchEncoder,
     check_precision,
     parse_cpuinfo,
@@ -91,7 +93,7 @@ def test_cpuinfo_is_parsed_from_the_first_processor() -> None:
         (EPYC, ONNX, False, INT8, "auto: cpu avx2, onnx int8"),
         (SAPPHIRE_RAPIDS, ONNX, False, INT8, "auto: cpu avx512, onnx int8"),
         (EPYC, TORCH, True, FP16, "auto: cuda"),
-        (SAPPHIRE_RAPIDS, ONNX, True, FP32, "auto: cuda"),
+        (SAPPHIRE_RAPIDS, ONNX, True, FP32, "auto: onnx on cuda"),
     ],
 )
 def test_the_default_precision_follows_the_machine(
@@ -99,11 +101,18 @@ def test_the_default_precision_follows_the_machine(
 ) -> None:
     use_cpu(info)
     for requested in ("", "auto"):
-        resolved = resolve_precision(backend, requested, cuda=cuda)
+        resolved = resolve_precision(backend, requested, cuda=cuda)  # MiniLM-L6
         assert resolved.precision == expected and resolved.reason.startswith(reason)
     if not cuda:
         check_precision(MODELS[MINILM_L6], backend, expected)  # the default is valid there
     assert resolve_precision(backend, FP32, cuda=cuda).precision == FP32
+
+
+def test_minilm_l3_defaults_to_fp32_on_cpu(use_cpu: UseCpu) -> None:
+    use_cpu(EPYC)
+    resolved = resolve_precision(ONNX, "", MINILM_L3, cuda=False)
+    assert resolved == ResolvedPrecision(FP32, "auto: cpu avx2, minilm-l3 int8 agrees < 0.99")
+    assert resolve_precision(ONNX, "", MINILM_L6, cuda=False).precision == INT8
 
 
 @CPU_ONLY

@@ -16,6 +16,7 @@ from proxal.encoder_service.encoders import (
     BF16,
     FP16,
     FP32,
+    INT8,
     MINILM_L6,
     ONNX,
     TORCH,
@@ -61,7 +62,8 @@ def test_cuda_half_precisions_agree_with_fp32(
 def test_the_default_on_a_gpu_is_fp16() -> None:
     resolved = resolve_precision(TORCH, "")
     assert resolved.precision == FP16 and resolved.reason.startswith("auto: cuda (")
-    assert resolve_precision(ONNX, "").precision == FP32
+    on_ort_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    assert resolve_precision(ONNX, "").precision == (FP32 if on_ort_cuda else INT8)
 
 
 @pytest.mark.skipif(
