@@ -3,6 +3,7 @@ them) and its agreement with fp32 on real Banking77 texts."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import grpc
@@ -174,13 +175,16 @@ def test_embed_pool_refuses_bf16_here_and_serves_on(
 
 
 def test_the_default_run_records_the_resolved_precision(
-    encoder_server: EncoderServer, cpu_pool: str
+    encoder_server: EncoderServer, cpu_pool: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="proxal.encoder_service.servicer")
     for backend in (TORCH, ONNX):
         request = encoder_pb2.EmbedPoolRequest(pool=cpu_pool, backend=backend)
         *_, last = encoder_server.stub.EmbedPool(request, timeout=120)
-        assert last.version.precision == resolve_precision(backend, "").precision
+        resolved = resolve_precision(backend, "")
+        assert last.version.precision == resolved.precision
         assert last.version.backend == backend
+        assert f"precision {resolved.precision} ({resolved.reason})" in caplog.text
 
 
 def test_the_precision_setting_defaults_to_auto_and_is_checked(
