@@ -7,6 +7,7 @@ them to status codes.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import tempfile
 import threading
@@ -21,10 +22,10 @@ from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from proxal.encoder_service.checkpoints import resolve_checkpoint
 from proxal.encoder_service.encoders import (
     DEFAULT_MODEL,
-    FP32,
     Encoder,
     EncoderCache,
     build_encoder,
+    resolve_precision,
 )
 from proxal.encoder_service.ingest import UploadFormat, ingest_upload
 from proxal.encoder_service.metrics import EncoderMetrics
@@ -34,6 +35,8 @@ from proxal.runtime.errors import InvalidArgumentError, ResourceExhaustedError
 from proxal.runtime.limits import check_strings
 from proxal.runtime.names import check_name
 from proxal.store import EncoderInfo, Store, VersionInfo
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
 DEFAULT_SPLIT = "train"
@@ -127,11 +130,24 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
     def check_ready(self) -> None:
         """Readiness: the store answers and the default model (the `--backend`, 128 tokens,
-        fp32) is loaded; raises otherwise. The model loads once, on the first check."""
+        the default precision) is loaded; raises otherwise. It loads once, on the first check."""
         self._store.check_reachable()
         if not self._default_loaded:
-            self._encoders.get(DEFAULT_MODEL, self._settings.backend, DEFAULT_MAX_LENGTH, FP32)
+            precision = self._precision("", "", DEFAULT_MODEL)
+            self._encoders.get(DEFAULT_MODEL, self._settings.backend, DEFAULT_MAX_LENGTH, precision)
             self._default_loaded = True
+
+    def _precision(self, backend: str, requested: str, model: str) -> str:
+        """The precision a run uses: `requested`, else the `--precision` setting, where
+        "auto" is the machine's default (logged with why; the version records the choice)."""
+        resolved = resolve_precision(
+            backend or self._settings.backend,
+            requested or self._settings.precision,
+            model or DEFAULT_MODEL,
+        )
+        if resolved.reason != "requested":
+            log.info("precision %s (%s)", resolved.precision, resolved.reason)
+        return resolved.precision
 
     def IngestPool(
         self, request_iterator: Iterator[encoder_pb2.IngestPoolChunk], context: grpc.ServicerContext
@@ -164,7 +180,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
             request.model or DEFAULT_MODEL,
             request.backend or self._settings.backend,
             request.max_length or DEFAULT_MAX_LENGTH,
-            request.precision or FP32,
+            self._precision(request.backend, request.precision, request.model),
         )
         yield from self._stream_run(request.pool, encoder, batch_size, context)
 
@@ -187,7 +203,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                 request.backend or self._settings.backend,
                 request.max_length or DEFAULT_MAX_LENGTH,
                 self._settings.onnx_cache,
-                request.precision or FP32,
+                self._precision(request.backend, request.precision, DEFAULT_MODEL),
                 model_path=checkpoint.model_dir,
             )
         info = replace(

@@ -11,8 +11,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from proxal.encoder_service.encoders import BACKENDS, TORCH
+from proxal.encoder_service.encoders import (
+    AUTO,
+    BACKENDS,
+    DEFAULT_MODEL,
+    MODELS,
+    PRECISIONS,
+    TORCH,
+    check_precision,
+)
 from proxal.encoder_service.ingest import DEFAULT_MAX_TEXT_CHARS
+from proxal.runtime.errors import InvalidArgumentError
 from proxal.runtime.server import ServerSettings
 from proxal.runtime.settings import (
     DEFAULT_STORE,
@@ -35,6 +44,7 @@ class EncoderSettings:
     store: str = DEFAULT_STORE
     store_options: dict[str, str] | None = None  # Lance object-storage options
     backend: str = TORCH  # used when an EmbedPool request names none
+    precision: str = AUTO  # used when a request names none; auto: the machine's default
     onnx_cache: Path = field(default_factory=lambda: Path(DEFAULT_ONNX_CACHE).expanduser())
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 1024 * 1024
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS  # longest text IngestPool accepts
@@ -55,6 +65,13 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         default=env_default(PREFIX, "backend", TORCH, env),
         help=f"encoder backend when a request names none: {' | '.join(BACKENDS)} "
         "(env PROXAL_ENCODER_BACKEND)",
+    )
+    parser.add_argument(
+        "--precision",
+        default=env_default(PREFIX, "precision", AUTO, env),
+        help=f"precision when a request names none: {AUTO} (the machine's default: fp16 on "
+        "a CUDA GPU, bf16 on a CPU with AMX or AVX-512 BF16, else fp32; int8 for onnx on "
+        f"CPU) | {' | '.join(PRECISIONS)} (env PROXAL_ENCODER_PRECISION)",
     )
     parser.add_argument(
         "--onnx-cache",
@@ -97,6 +114,11 @@ def parse_settings(
     args = parse(parser, argv)
     if args.backend not in BACKENDS:
         parser.error(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
+    if args.precision != AUTO:
+        try:
+            check_precision(MODELS[DEFAULT_MODEL], args.backend, args.precision)
+        except InvalidArgumentError as exc:
+            parser.error(f"--precision {args.precision}: {exc}")
     if args.max_upload_mb < 1:
         parser.error(f"--max-upload-mb must be at least 1, got {args.max_upload_mb}")
     if args.max_text_chars < 1:
@@ -111,6 +133,7 @@ def parse_settings(
         store=args.store,
         store_options=store_options(args),
         backend=args.backend,
+        precision=args.precision,
         onnx_cache=Path(args.onnx_cache).expanduser(),
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
         max_text_chars=args.max_text_chars,
