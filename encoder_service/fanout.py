@@ -66,7 +66,8 @@ from proxal.runtime.errors import (
     UnavailableError,
 )
 from proxal.runtime.settings import DEFAULT_STORE, configure_logging, env_default
-from proxal.store import RUNNING, Store, VersionInfo
+from proxal.store import Store, VersionInfo
+from proxal.store.records import RUNNING
 
 log = logging.getLogger(__name__)
 

@@ -273,8 +273,8 @@ def _live_claims(rows: pa.Table, now: str) -> list[RangeClaim]:
 def _append(tables: Tables, name: str, rows: pa.Table) -> int:
     """Append `rows` to table `name` (made on first use); returns the committing version.
 
-    Safe from many processes at once (fan-out workers): lance retries a conflicting
-    append commit, and an "append" to a missing table creates it.
+    Safe from many processes at once (fan-out workers) once the table exists: lance
+    retries a conflicting append commit (`begin_embedding` makes the tables).
     """
     with tables.lock:
         ds = lance.write_dataset(
@@ -414,6 +414,13 @@ class PoolsMixin:
                 n += 1
             writer = EmbeddingWriter(self, pool, f"v{n}", info, expected=rows)
             self._record_version(writer._info(RUNNING, -1))
+            # made now, by one process: lance refuses appends racing a table's creation
+            for name, schema in [
+                ("embedding_fragments", FRAGMENTS_SCHEMA),
+                (CLAIMS_TABLE, CLAIMS_SCHEMA),
+            ]:
+                if self._tables.dataset(name) is None:
+                    self._tables.append(name, schema.empty_table())
         return writer
 
     def resume_embedding(self, pool: str, version: str) -> EmbeddingWriter:

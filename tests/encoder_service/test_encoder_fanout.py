@@ -1,0 +1,117 @@
+"""Fan-out: one embedding run over several real worker subprocesses, one commit.
+
+Real parts throughout: worker subprocesses (`python -m proxal.encoder_service embed-range`),
+SIGKILL, the real MiniLM-L6, a LanceDB store on tmp_path, a gRPC server on port 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+import lance
+import numpy as np
+import pytest
+from proxal.encoder.v1 import encoder_pb2
+from proxal.encoder_service.encoders import DEFAULT_MODEL, TORCH, EncoderCache
+from proxal.encoder_service.fanout import check_workers, fan_out, parse_ids, split_ranges
+from proxal.encoder_service.pipeline import Progress, embed_pool
+from proxal.encoder_service.servicer import DEFAULT_MAX_LENGTH
+from proxal.encoder_service.settings import EncoderSettings
+from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from proxal.store import EncoderInfo, Store
+
+from tests.conftest import BANKING77, read_jsonl
+from tests.encoder_service.conftest import EncoderServer, Upload, jsonl
+
+ENCODER = [sys.executable, "-m", "proxal.encoder_service"]
+
+
+def _texts(rows: int, offset: int = 0) -> list[str]:
+    return [r["text"] for r in read_jsonl(BANKING77 / "train.jsonl")[offset::5][:rows]]
+
+
+def _store(tmp_path: Path, texts: list[str], pool: str = "fan") -> Store:
+    store = Store(str(tmp_path / "store"))
+    store.add_pool_rows(pool, "train", texts, [None] * len(texts))
+    return store
+
+
+# ------------------------------------------------------------------ ranges and claims
+def test_ranges_are_disjoint_cover_every_id_and_bad_counts_are_refused() -> None:
+    ids = np.array([0, 1, 2, 5, 6, 9, 10], dtype=np.int64)  # ids need not be contiguous
+    spans = split_ranges(ids, 3)
+    assert spans == [(0, 2), (2, 6), (6, 11)]
+    covered = [int(i) for i in ids for s, e in spans if s <= i < e]
+    assert covered == ids.tolist()  # each id in exactly one range
+    assert check_workers(0, 7, 4) == check_workers(1, 7, 4) == 1
+    for workers, cap, message in [(-1, 4, ">= 0"), (8, 16, "more than"), (5, 4, "cap of 4")]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            check_workers(workers, 7, cap)
+    assert parse_ids("10:20") == (10, 20)
+    for bad in ["10", "20:10", "a:b", "-1:5", "3:3"]:
+        with pytest.raises(InvalidArgumentError, match="START:END"):
+            parse_ids(bad)
+
+
+def test_an_overlapping_claim_is_refused_and_leaves_the_first_one_live(tmp_path: Path) -> None:
+    store = _store(tmp_path, _texts(20))
+    with pytest.raises(NotFoundError, match="not found"):
+        store.claim_range("fan", "v1", 0, 10, "w0", 30.0)
+    run = store.begin_embedding("fan", _info())
+    first = store.claim_range("fan", run.version, 0, 10, "host-a:1", 30.0)
+    with pytest.raises(FailedPreconditionError, match=r"overlap ids 0:10, claimed by .*host-a:1"):
+        store.claim_range("fan", run.version, 5, 15, "host-b:2", 30.0)
+    assert [(c.claim, c.start, c.end) for c in store.live_claims("fan", run.version)] == [
+        (first, 0, 10)
+    ]  # the refused claim was withdrawn; the first is unaffected
+    second = store.claim_range("fan", run.version, 10, 20, "host-b:2", 30.0)  # disjoint: fine
+    store.release_claim("fan", run.version, first)
+    store.claim_range("fan", run.version, 0, 5, "host-c:3", 30.0)  # released: free again
+    expired = store.claim_range("fan", run.version, 20, 30, "gone:4", 0.0)  # a lease already over
+    store.claim_range("fan", run.version, 25, 26, "host-d:5", 30.0)
+    live = {c.claim for c in store.live_claims("fan", run.version)}
+    assert second in live and first not in live and expired not in live
+
+
+def test_racing_overlapping_claims_admit_exactly_one(tmp_path: Path) -> None:
+    """Eight claimants race for overlapping ranges, each through its own Store: the claim
+    committed first wins, every other one is refused."""
+    store = _store(tmp_path, _texts(20))
+    version = store.begin_embedding("fan", _info()).version
+    won: list[str] = []
+    refused: list[str] = []
+    start = threading.Barrier(8)
+
+    def claim(index: int) -> None:
+        own = Store(store.uri)
+        start.wait()
+        try:
+            won.append(own.claim_range("fan", version, index, index + 10, f"w{index}", 30.0))
+        except FailedPreconditionError as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(won) == 1 and len(refused) == 7
+    assert [c.claim for c in store.live_claims("fan", version)] == won
+
+
+def _info() -> EncoderInfo:
+    return EncoderInfo(
+        model_id=DEFAULT_MODEL,
+        backend=TORCH,
+        dim=384,
+        max_length=DEFAULT_MAX_LENGTH,
+        pooling="mean",
+        checkpoint_hash="test",
+    )
