@@ -115,3 +115,97 @@ def _info() -> EncoderInfo:
         pooling="mean",
         checkpoint_hash="test",
     )
+
+
+# ------------------------------------------------------------------ over gRPC
+GRPC_ROWS = 48
+
+
+def test_embed_pool_with_two_workers_over_grpc_commits_one_complete_version(
+    encoder_server: EncoderServer, upload: Upload, encoders: EncoderCache
+) -> None:
+    texts = _texts(GRPC_ROWS, offset=3)
+    upload("fanrpc", jsonl([{"text": t} for t in texts]))
+    stub = encoder_server.stub
+    for workers, message in [(-1, ">= 0"), (GRPC_ROWS + 1, "more than"), (3, "cap of 2")]:
+        request = encoder_pb2.EmbedPoolRequest(pool="fanrpc", workers=workers)
+        with pytest.raises(grpc.RpcError) as refused:
+            list(stub.EmbedPool(request, timeout=60))
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert message in (refused.value.details() or "")
+    request = encoder_pb2.EmbedPoolRequest(pool="fanrpc", workers=2, batch_size=8)
+    updates = list(stub.EmbedPool(request, timeout=240))
+    final = updates[-1].version
+    assert (final.version, final.status, final.row_count) == ("v1", "complete", GRPC_ROWS)
+    assert [u.rows_done for u in updates] == sorted(u.rows_done for u in updates)
+    assert all(u.rows_total == GRPC_ROWS for u in updates)
+    ids, vectors = encoder_server.store.read_embeddings("fanrpc", "v1")
+    assert ids.tolist() == list(range(GRPC_ROWS))
+    encoder = encoders.get(DEFAULT_MODEL, TORCH, DEFAULT_MAX_LENGTH)
+    expected, _ = encoder.encode(texts)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    assert encoder_server.store.live_claims("fanrpc", "v1") == []  # released at the end
+
+
+# ------------------------------------------------------------------ a worker SIGKILLed
+KILL_ROWS, KILL_CHUNK, KILL_BATCH = 600, 50, 8
+
+
+def _worker_pids() -> dict[str, int]:
+    """This process's embed-range children: {"START:END": pid}."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if ppid == os.getpid() and "embed-range" in argv:
+            found[argv[argv.index("--ids") + 1]] = int(entry.name)
+    return found
+
+
+@pytest.mark.slow
+def test_a_sigkilled_worker_is_replaced_and_the_version_equals_a_single_process_run(
+    tmp_path: Path, encoders: EncoderCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _store(tmp_path, _texts(KILL_ROWS))
+    settings = EncoderSettings(
+        store=store.uri, write_chunk_rows=KILL_CHUNK, max_embed_workers=3, claim_lease_s=10.0
+    )
+    encoder = encoders.get(DEFAULT_MODEL, TORCH, DEFAULT_MAX_LENGTH)
+    killed: list[str] = []
+
+    def kill_one(progress: Progress) -> None:
+        """SIGKILL the middle range's worker once the run is a quarter done."""
+        if not killed and progress.rows_done >= KILL_ROWS // 4:
+            victim = _worker_pids()["200:400"]
+            os.kill(victim, signal.SIGKILL)
+            killed.append(f"{victim} at {progress.rows_done} rows")
+
+    caplog.set_level(logging.WARNING, "proxal.encoder_service.fanout")
+    fanned = fan_out(store, "fan", encoder, 3, KILL_BATCH, settings, kill_one, 0.0)
+    assert killed, "no worker was killed"
+    assert "worker for ids 200:400 exited with status -9" in caplog.text
+    uri = f"{store.uri}/embeddings__fan.lance"
+    assert len(lance.dataset(uri).versions()) == 1  # committed once, as one table version
+    single = embed_pool(store, "fan", encoder, KILL_BATCH, chunk_rows=KILL_CHUNK)
+
+    runs = store.list_versions("fan", include_incomplete=True)
+    assert [(v.version, v.status, v.row_count) for v in runs] == [
+        ("v1", "complete", KILL_ROWS),
+        ("v2", "complete", KILL_ROWS),
+    ]
+    lineage = ("model_id", "backend", "precision", "checkpoint_hash", "dim", "max_length")
+    assert [getattr(fanned, f) for f in lineage] == [getattr(single, f) for f in lineage]
+    ids_fanned, fanned_vectors = store.read_embeddings("fan", fanned.version)
+    ids_single, single_vectors = store.read_embeddings("fan", single.version)
+    assert ids_fanned.tolist() == ids_single.tolist() == list(range(KILL_ROWS))
+    np.testing.assert_allclose(fanned_vectors, single_vectors, atol=1e-5)
+    cosine = np.einsum("ij,ij->i", fanned_vectors, single_vectors) / (
+        np.linalg.norm(fanned_vectors, axis=1) * np.linalg.norm(single_vectors, axis=1)
+    )
+    assert cosine.min() >= 0.99999
+    assert store.live_claims("fan", fanned.version) == []
