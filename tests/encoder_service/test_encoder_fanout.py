@@ -209,3 +209,51 @@ def test_a_sigkilled_worker_is_replaced_and_the_version_equals_a_single_process_
     )
     assert cosine.min() >= 0.99999
     assert store.live_claims("fan", fanned.version) == []
+
+
+# ------------------------------------------------------------------ the command line
+CLI_ROWS = 80
+
+
+def _cli(store: Store, *args: str) -> list[str]:
+    return [*ENCODER, args[0], "--store", store.uri, "--pool", "fan", *args[1:]]
+
+
+@pytest.mark.slow
+def test_cli_workers_on_one_run_and_an_overlapping_range_is_refused(tmp_path: Path) -> None:
+    """embed-begin, then one embed-range worker per half as another host would run them;
+    a third worker given a range overlapping a live one is refused (one line, exit 2)
+    and the first worker goes on unaffected; embed-commit makes one complete version."""
+    store = _store(tmp_path, _texts(CLI_ROWS))
+    begun = subprocess.run(_cli(store, "embed-begin"), capture_output=True, text=True, check=True)
+    version = begun.stdout.strip()
+    assert version == "v1"
+    first = subprocess.Popen(
+        _cli(store, "embed-range", "--version", version, "--ids", "0:40", "--lease-s", "120"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert first.stdout is not None
+    assert '"done"' in first.stdout.readline()  # claimed, model loaded, embedding
+    first.send_signal(signal.SIGSTOP)  # held mid-range (its claim stays live) until SIGCONT
+    overlapping = _cli(store, "embed-range", "--version", version, "--ids", "30:60")
+    refused = subprocess.run(overlapping, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "ids 30:60" in refused.stderr and "overlap ids 0:40" in refused.stderr
+    early = subprocess.run(
+        _cli(store, "embed-commit", "--version", version), capture_output=True, text=True
+    )
+    assert early.returncode == 2 and "live workers" in early.stderr
+    first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=120) == 0  # unaffected by the refused one
+    assert first.stdout.read().splitlines()[-1] == '{"done": 40, "rows": 40}'
+    second = _cli(store, "embed-range", "--version", version, "--ids", "40:80")
+    subprocess.run(second, capture_output=True, check=True, timeout=120)
+    done = subprocess.run(
+        _cli(store, "embed-commit", "--version", version), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert store.get_version("fan", version).row_count == CLI_ROWS
+    ids, _ = store.read_embeddings("fan", version)
+    assert ids.tolist() == list(range(CLI_ROWS))
