@@ -12,18 +12,21 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import lance
 import numpy as np
 import pytest
-from proxal.encoder.v1 import encoder_pb2
+from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from proxal.encoder_service.encoders import DEFAULT_MODEL, TORCH, EncoderCache
 from proxal.encoder_service.fanout import check_workers, fan_out, parse_ids, split_ranges
 from proxal.encoder_service.pipeline import Progress, embed_pool
 from proxal.encoder_service.servicer import DEFAULT_MAX_LENGTH
 from proxal.encoder_service.settings import EncoderSettings
+from proxal.orchestrator_service.rpc.processes import ServiceProcess
 from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from proxal.store import EncoderInfo, Store
 
@@ -35,6 +38,14 @@ ENCODER = [sys.executable, "-m", "proxal.encoder_service"]
 
 def _texts(rows: int, offset: int = 0) -> list[str]:
     return [r["text"] for r in read_jsonl(BANKING77 / "train.jsonl")[offset::5][:rows]]
+
+
+def _until(done: Callable[[], bool], timeout: float) -> None:
+    """Poll `done` until it holds; AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"not done after {timeout} s"
+        time.sleep(0.2)
 
 
 def _store(tmp_path: Path, texts: list[str], pool: str = "fan") -> Store:
@@ -151,8 +162,9 @@ def test_embed_pool_with_two_workers_over_grpc_commits_one_complete_version(
 KILL_ROWS, KILL_CHUNK, KILL_BATCH = 600, 50, 8
 
 
-def _worker_pids() -> dict[str, int]:
-    """This process's embed-range children: {"START:END": pid}."""
+def _worker_pids(parent: int | None = None) -> dict[str, int]:
+    """The embed-range children of `parent` (default: this process): {"START:END": pid}."""
+    parent = os.getpid() if parent is None else parent
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -162,7 +174,7 @@ def _worker_pids() -> dict[str, int]:
             argv = (entry / "cmdline").read_bytes().decode().split("\0")
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
-        if ppid == os.getpid() and "embed-range" in argv:
+        if ppid == parent and "embed-range" in argv:
             found[argv[argv.index("--ids") + 1]] = int(entry.name)
     return found
 
@@ -257,3 +269,30 @@ def test_cli_workers_on_one_run_and_an_overlapping_range_is_refused(tmp_path: Pa
     assert store.get_version("fan", version).row_count == CLI_ROWS
     ids, _ = store.read_embeddings("fan", version)
     assert ids.tolist() == list(range(CLI_ROWS))
+
+
+@pytest.mark.slow
+def test_a_sigkilled_coordinator_takes_its_workers_along_and_recovery_finishes_the_run(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path, _texts(KILL_ROWS))
+    args = ["--write-chunk-rows", str(KILL_CHUNK), "--claim-lease-s", "5"]
+    log = tmp_path / "encoder.log"
+    with ServiceProcess("encoder_service", store.uri, args, log_path=log) as server:
+        assert server.process is not None
+        stub = encoder_pb2_grpc.EncoderServiceStub(grpc.insecure_channel(server.address))
+        request = encoder_pb2.EmbedPoolRequest(pool="fan", workers=2, batch_size=KILL_BATCH)
+        for progress in stub.EmbedPool(request, timeout=300):
+            if progress.rows_done >= KILL_ROWS // 4:
+                workers = _worker_pids(server.process.pid)
+                server.process.kill()  # the coordinator dies mid-run; no cleanup runs
+                server.process.wait()
+                break
+    assert sorted(workers) == ["0:300", "300:600"]
+    _until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers.values()), 15)
+    assert [(v.version, v.status) for v in store.list_versions("fan", True)] == [("v1", "running")]
+    with ServiceProcess("encoder_service", store.uri, args, log_path=log):
+        _until(lambda: bool(store.list_versions("fan")), 240)
+    assert "resuming embedding run fan/v1" in log.read_text()
+    ids, _ = store.read_embeddings("fan", "v1")
+    assert ids.tolist() == list(range(KILL_ROWS))
