@@ -13,16 +13,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
 import lance
 import numpy as np
+import numpy.typing as npt
 import pytest
 from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from proxal.encoder_service.encoders import DEFAULT_MODEL, TORCH, EncoderCache
-from proxal.encoder_service.fanout import check_workers, fan_out, parse_ids, split_ranges
+from proxal.encoder_service.fanout import (
+    WorkersFailedError,
+    check_workers,
+    fan_out,
+    parse_ids,
+    split_ranges,
+)
 from proxal.encoder_service.pipeline import Progress, embed_pool
 from proxal.encoder_service.servicer import DEFAULT_MAX_LENGTH
 from proxal.encoder_service.settings import EncoderSettings
@@ -296,3 +303,27 @@ def test_a_sigkilled_coordinator_takes_its_workers_along_and_recovery_finishes_t
     assert "resuming embedding run fan/v1" in log.read_text()
     ids, _ = store.read_embeddings("fan", "v1")
     assert ids.tolist() == list(range(KILL_ROWS))
+
+
+class _UnloadableEncoder:
+    """Describes a model no worker can load (each exits 2 at once); never encodes."""
+
+    model_id, backend, precision = "no-such-model", TORCH, "fp32"
+    dim, max_length, checkpoint_hash = 384, DEFAULT_MAX_LENGTH, "none"
+
+    def encode(self, texts: Sequence[str]) -> tuple[npt.NDArray[np.float32], int]:
+        raise AssertionError("the coordinator never encodes")
+
+
+@pytest.mark.slow
+def test_workers_that_keep_dying_fail_the_call_and_leave_the_run_resumable(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path, _texts(20))
+    settings = EncoderSettings(store=store.uri, max_embed_workers=2, claim_lease_s=10.0)
+    with pytest.raises(WorkersFailedError, match=r"exited with status 2, 3 times"):
+        fan_out(store, "fan", _UnloadableEncoder(), 2, 8, settings)
+    runs = store.list_versions("fan", include_incomplete=True)
+    assert [(v.version, v.status) for v in runs] == [("v1", "running")]  # resumable
+    assert store.live_claims("fan", "v1") == []
+    assert _worker_pids() == {}  # the other range's worker was stopped too
