@@ -32,7 +32,7 @@ from proxal.encoder_service.fanout import (
 )
 from proxal.encoder_service.pipeline import Progress, embed_pool
 from proxal.encoder_service.servicer import DEFAULT_MAX_LENGTH
-from proxal.encoder_service.settings import EncoderSettings
+from proxal.encoder_service.settings import EncoderSettings, parse_settings
 from proxal.orchestrator_service.rpc.processes import ServiceProcess
 from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from proxal.store import EncoderInfo, Store
@@ -327,3 +327,21 @@ def test_workers_that_keep_dying_fail_the_call_and_leave_the_run_resumable(
     assert [(v.version, v.status) for v in runs] == [("v1", "running")]  # resumable
     assert store.live_claims("fan", "v1") == []
     assert _worker_pids() == {}  # the other range's worker was stopped too
+
+
+def test_fanout_settings_and_a_bad_range_on_the_command_line(tmp_path: Path) -> None:
+    settings = parse_settings(["--max-embed-workers", "3", "--claim-lease-s", "5"], env={})
+    assert (settings.max_embed_workers, settings.claim_lease_s) == (3, 5.0)
+    assert parse_settings([], env={"PROXAL_ENCODER_MAX_EMBED_WORKERS": "6"}).max_embed_workers == 6
+    with pytest.raises(SystemExit):
+        parse_settings(["--max-embed-workers", "0"], env={})
+    store = _store(tmp_path, _texts(10))
+    version = store.begin_embedding("fan", _info()).version
+    bad = _cli(store, "embed-range", "--version", version, "--ids", "9:3")
+    refused = subprocess.run(bad, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "proxal-encoder embed-range: ids must be START:END with 0 <= START < END "
+        "(END exclusive), got '9:3'"
+    ]
+    assert store.live_claims("fan", version) == []  # refused before claiming anything
