@@ -36,6 +36,7 @@ from proxal.encoder_service.settings import EncoderSettings, parse_settings
 from proxal.orchestrator_service.rpc.processes import ServiceProcess
 from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from proxal.store import EncoderInfo, Store
+from proxal.store.local_s3 import moto_s3
 
 from tests.conftest import BANKING77, read_jsonl
 from tests.encoder_service.conftest import EncoderServer, Upload, jsonl
@@ -345,3 +346,39 @@ def test_fanout_settings_and_a_bad_range_on_the_command_line(tmp_path: Path) -> 
         "(END exclusive), got '9:3'"
     ]
     assert store.live_claims("fan", version) == []  # refused before claiming anything
+
+
+def test_workers_on_an_s3_store_write_one_run_concurrently_and_commit_once() -> None:
+    """Two writers (own Store objects, as two hosts) append their ranges' chunks and
+    claims to one run on S3 (moto) at once; the run commits once with every id."""
+    with moto_s3("fanout") as server:
+        uri = "s3://fanout/store"
+        store = Store(uri, storage_options=server.options)
+        store.add_pool_rows("fan", "train", [f"t{i}" for i in range(40)], [None] * 40)
+        version = store.begin_embedding("fan", _info()).version
+        vectors = np.random.default_rng(0).normal(size=(40, 384)).astype(np.float32)
+        errors: list[BaseException] = []
+
+        def worker(span: tuple[int, int]) -> None:
+            own = Store(uri, storage_options=server.options)
+            try:
+                claim = own.claim_range("fan", version, *span, f"host{span[0]}", 30.0)
+                writer = own.resume_embedding("fan", version)
+                for start in range(span[0], span[1], 5):
+                    writer.write(np.arange(start, start + 5), vectors[start : start + 5])
+                own.release_claim("fan", version, claim)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(s,)) for s in [(0, 20), (20, 40)]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        info = store.resume_embedding("fan", version).commit()
+        assert (info.status, info.row_count) == ("complete", 40)
+        ids, read = store.read_embeddings("fan", version)
+        assert ids.tolist() == list(range(40))
+        np.testing.assert_array_equal(read, vectors)
+        assert store.live_claims("fan", version) == []
