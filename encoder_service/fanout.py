@@ -135,13 +135,11 @@ class ClaimKeeper:
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
-            for span, claim in list(self.claims.items()):
-                try:
-                    self.store.renew_claim(
-                        self.pool, self.version, claim, *span, self.owner, self.lease_s
-                    )
-                except Exception:  # a store hiccup: the next renewal may still make it
-                    log.warning("could not renew the claim on ids %d:%d", *span, exc_info=True)
+            try:
+                claims = {claim: span for span, claim in list(self.claims.items())}
+                self.store.renew_claims(self.pool, self.version, claims, self.owner, self.lease_s)
+            except Exception:  # a store hiccup: the next renewal may still make it
+                log.warning("could not renew the claims on run %s", self.version, exc_info=True)
 
     def __enter__(self) -> ClaimKeeper:
         self._thread.start()
@@ -150,8 +148,8 @@ class ClaimKeeper:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        for claim in self.claims.values():
-            self.store.release_claim(self.pool, self.version, claim)
+        if self.claims:
+            self.store.release_claims(self.pool, self.version, list(self.claims.values()))
 
 
 # ------------------------------------------------------------------ the worker

@@ -100,6 +100,7 @@ CLAIMS_SCHEMA = pa.schema(
     ]
 )
 CLAIMS_TABLE = "embedding_claims"
+CLAIMS_COMPACT_FRAGMENTS = 200
 READ_BATCH_ROWS = 2048  # scan batch of read_embeddings: measured fastest of 512..65536
 
 
@@ -479,7 +480,7 @@ class PoolsMixin:
         self, pool: str, version: str, start: int, end: int, owner: str, lease_s: float
     ) -> str:
         """Claim ids start..end-1 of running run `pool/version` for `lease_s` seconds (renew
-        with `renew_claim`); returns the claim's id.
+        with `renew_claims`); returns the claim's id.
 
         FailedPreconditionError, naming the other range, if a live claim overlaps: claims
         are appended (Lance serialises the commits) and only those committed before this one
@@ -491,7 +492,7 @@ class PoolsMixin:
                 f"embedding run {pool}/{version} is {run.status}; only running runs take workers"
             )
         claim = uuid.uuid4().hex
-        at = self._append_claim(pool, version, claim, start, end, owner, False, lease_s)
+        at = self._append_claims(pool, version, [(claim, start, end)], owner, False, lease_s)
         uri = self._tables.uri_of(CLAIMS_TABLE)
         ds = lance.dataset(uri, version=at, storage_options=self._tables.storage_options)
         rows = ds.to_table(filter=eq(pool=pool, version=version))
@@ -501,7 +502,7 @@ class PoolsMixin:
             if c.claim != claim and c.start < end and start < c.end
         ]
         if clashes:
-            self.release_claim(pool, version, claim)
+            self.release_claims(pool, version, [claim])
             other = clashes[0]
             raise FailedPreconditionError(
                 f"ids {start}:{end} of run {pool}/{version} overlap ids {other.start}:{other.end},"
@@ -510,47 +511,61 @@ class PoolsMixin:
             )
         return claim
 
-    def renew_claim(
-        self, pool: str, version: str, claim: str, start: int, end: int, owner: str, lease_s: float
+    def renew_claims(
+        self,
+        pool: str,
+        version: str,
+        claims: dict[str, tuple[int, int]],
+        owner: str,
+        lease_s: float,
     ) -> None:
-        """Extend a claim made by `claim_range` by `lease_s` seconds from now."""
-        self._append_claim(pool, version, claim, start, end, owner, False, lease_s)
+        """Extend claims made by `claim_range` ({claim: (start, end)}) by `lease_s` seconds
+        from now, in one append."""
+        rows = [(claim, start, end) for claim, (start, end) in claims.items()]
+        self._append_claims(pool, version, rows, owner, False, lease_s)
 
-    def release_claim(self, pool: str, version: str, claim: str) -> None:
-        """End a claim: its range is free for another worker at once."""
-        self._append_claim(pool, version, claim, 0, 0, "", True, 0.0)
+    def release_claims(self, pool: str, version: str, claims: list[str]) -> None:
+        """End claims: their ranges are free for other workers at once. Compacts the claims
+        table once it has CLAIMS_COMPACT_FRAGMENTS fragments (an append each), so reading
+        it stays fast."""
+        self._append_claims(pool, version, [(c, 0, 0) for c in claims], "", True, 0.0)
+        ds = self._tables.dataset(CLAIMS_TABLE)
+        if ds is not None and len(ds.get_fragments()) >= CLAIMS_COMPACT_FRAGMENTS:
+            self._tables.compact(CLAIMS_TABLE)
 
     def live_claims(self, pool: str, version: str) -> list[RangeClaim]:
         """The live claims on run `pool/version`, in no particular order."""
         rows = self._tables.read(CLAIMS_TABLE, where=eq(pool=pool, version=version))
         return [] if rows is None else _live_claims(rows, utcnow())
 
-    def _append_claim(
+    def _append_claims(
         self,
         pool: str,
         version: str,
-        claim: str,
-        start: int,
-        end: int,
+        claims: list[tuple[str, int, int]],
         owner: str,
         released: bool,
         lease_s: float,
     ) -> int:
-        """Append one claim row; returns the claims table version that committed it."""
-        expires = datetime.now(UTC) + timedelta(seconds=lease_s)
-        row = {
-            "pool": pool,
-            "version": version,
-            "claim": claim,
-            "start": start,
-            "end": end,
-            "owner": owner,
-            "released": released,
-            "expires_at": expires.isoformat(timespec="microseconds"),
-        }
-        return _append(
-            self._tables, CLAIMS_TABLE, pa.Table.from_pylist([row], schema=CLAIMS_SCHEMA)
+        """Append a row per (claim, start, end), expiring `lease_s` seconds from now, in one
+        commit; returns the claims table version that committed them."""
+        expires = (datetime.now(UTC) + timedelta(seconds=lease_s)).isoformat(
+            timespec="microseconds"
         )
+        rows = [
+            {
+                "pool": pool,
+                "version": version,
+                "claim": claim,
+                "start": start,
+                "end": end,
+                "owner": owner,
+                "released": released,
+                "expires_at": expires,
+            }
+            for claim, start, end in claims
+        ]
+        return _append(self._tables, CLAIMS_TABLE, pa.Table.from_pylist(rows, schema=CLAIMS_SCHEMA))
 
     def _commit_embeddings(
         self, pool: str, dim: int, fragments: list[FragmentMetadata], tag: str

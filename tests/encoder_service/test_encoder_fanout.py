@@ -35,7 +35,7 @@ from proxal.encoder_service.servicer import DEFAULT_MAX_LENGTH
 from proxal.encoder_service.settings import EncoderSettings, parse_settings
 from proxal.orchestrator_service.rpc.processes import ServiceProcess
 from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from proxal.store import EncoderInfo, Store
+from proxal.store import EncoderInfo, Store, pools
 from proxal.store.local_s3 import moto_s3
 
 from tests.conftest import BANKING77, read_jsonl
@@ -91,7 +91,7 @@ def test_an_overlapping_claim_is_refused_and_leaves_the_first_one_live(tmp_path:
         (first, 0, 10)
     ]  # the refused claim was withdrawn; the first is unaffected
     second = store.claim_range("fan", run.version, 10, 20, "host-b:2", 30.0)  # disjoint: fine
-    store.release_claim("fan", run.version, first)
+    store.release_claims("fan", run.version, [first])
     store.claim_range("fan", run.version, 0, 5, "host-c:3", 30.0)  # released: free again
     expired = store.claim_range("fan", run.version, 20, 30, "gone:4", 0.0)  # a lease already over
     store.claim_range("fan", run.version, 25, 26, "host-d:5", 30.0)
@@ -366,7 +366,8 @@ def test_workers_on_an_s3_store_write_one_run_concurrently_and_commit_once() -> 
                 writer = own.resume_embedding("fan", version)
                 for start in range(span[0], span[1], 5):
                     writer.write(np.arange(start, start + 5), vectors[start : start + 5])
-                own.release_claim("fan", version, claim)
+                own.renew_claims("fan", version, {claim: span}, f"host{span[0]}", 30.0)
+                own.release_claims("fan", version, [claim])
             except BaseException as exc:
                 errors.append(exc)
 
@@ -382,3 +383,19 @@ def test_workers_on_an_s3_store_write_one_run_concurrently_and_commit_once() -> 
         assert ids.tolist() == list(range(40))
         np.testing.assert_array_equal(read, vectors)
         assert store.live_claims("fan", version) == []
+
+
+def test_the_claims_table_is_compacted_and_keeps_live_claims(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pools, "CLAIMS_COMPACT_FRAGMENTS", 6)
+    store = _store(tmp_path, _texts(20))
+    version = store.begin_embedding("fan", _info()).version
+    kept = store.claim_range("fan", version, 0, 10, "keeper", 30.0)
+    for _ in range(3):
+        store.renew_claims("fan", version, {kept: (0, 10)}, "keeper", 30.0)
+    done = store.claim_range("fan", version, 10, 20, "done", 30.0)
+    store.release_claims("fan", version, [done])  # the 7th append: compacts
+    claims = lance.dataset(f"{store.uri}/{pools.CLAIMS_TABLE}.lance")
+    assert len(claims.get_fragments()) == 1
+    assert [(c.claim, c.start, c.end) for c in store.live_claims("fan", version)] == [(kept, 0, 10)]
