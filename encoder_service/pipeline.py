@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from proxal.encoder_service.batching import encode_bucketed
 from proxal.encoder_service.encoders import POOLING, Encoder
 from proxal.runtime.errors import InvalidArgumentError
@@ -95,6 +96,38 @@ def resume_run(
         )
 
 
+def missing_rows(
+    store: Store, writer: EmbeddingWriter, id_range: tuple[int, int] | None = None
+) -> tuple[npt.NDArray[np.int64], list[str], int]:
+    """The pool rows `writer` has not written, optionally only ids start..end-1 of
+    `id_range`: (ids (m,) int64, their texts, number of pool rows in the range)."""
+    rows = store.pool_rows(writer.pool, columns=["id", "text"])
+    all_ids = rows.column("id").to_numpy()
+    wanted = np.ones(len(all_ids), dtype=bool)
+    if id_range is not None:
+        wanted = (all_ids >= id_range[0]) & (all_ids < id_range[1])
+    todo = np.flatnonzero(wanted & ~np.isin(all_ids, writer.done_ids))
+    all_texts: list[str] = rows.column("text").to_pylist()
+    return all_ids[todo], [all_texts[i] for i in todo], int(wanted.sum())
+
+
+def write_chunks(
+    writer: EmbeddingWriter,
+    encoder: Encoder,
+    ids: npt.NDArray[np.int64],
+    texts: Sequence[str],
+    batch_size: int,
+    chunk_rows: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Embed `texts` (n,) and write them under `ids` (n,), one durable chunk per
+    `chunk_rows` rows; `on_batch(rows)` after each batch."""
+    for start in range(0, len(ids), chunk_rows):
+        stop = start + chunk_rows
+        vectors, truncated = encode_bucketed(encoder, texts[start:stop], batch_size, on_batch)
+        writer.write(ids[start:stop], vectors, truncated)
+
+
 def _complete(
     store: Store,
     writer: EmbeddingWriter,
@@ -105,12 +138,7 @@ def _complete(
     chunk_rows: int,
 ) -> VersionInfo:
     """Embed the pool rows `writer` has not written yet, chunk by chunk, and commit."""
-    rows = store.pool_rows(writer.pool, columns=["id", "text"])
-    all_ids = rows.column("id").to_numpy()
-    todo = np.flatnonzero(~np.isin(all_ids, writer.done_ids))
-    ids = all_ids[todo]
-    all_texts: list[str] = rows.column("text").to_pylist()
-    texts = [all_texts[i] for i in todo]
+    ids, texts, _ = missing_rows(store, writer)
     total = writer.expected_rows
     started = last_report = time.monotonic()
     done = writer.rows_written
@@ -127,8 +155,5 @@ def _complete(
         progress_cb(Progress(done, total, rate, (total - done) / rate if rate > 0 else 0.0))
 
     report(0)
-    for start in range(0, len(ids), chunk_rows):
-        stop = start + chunk_rows
-        vectors, truncated = encode_bucketed(encoder, texts[start:stop], batch_size, report)
-        writer.write(ids[start:stop], vectors, truncated)
+    write_chunks(writer, encoder, ids, texts, batch_size, chunk_rows, report)
     return writer.commit()

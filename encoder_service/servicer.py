@@ -27,6 +27,7 @@ from proxal.encoder_service.encoders import (
     build_encoder,
     resolve_precision,
 )
+from proxal.encoder_service.fanout import check_workers, fan_out
 from proxal.encoder_service.ingest import UploadFormat, ingest_upload
 from proxal.encoder_service.metrics import EncoderMetrics
 from proxal.encoder_service.pipeline import Progress, check_batch_size, embed_pool, encoder_info
@@ -175,14 +176,16 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     ) -> Iterator[encoder_pb2.EmbedProgress]:
         check_strings(request)
         batch_size = check_batch_size(request.batch_size or DEFAULT_BATCH_SIZE)
-        self._store.pool_rows(request.pool, columns=["id"])  # NOT_FOUND before loading a model
+        # NOT_FOUND and a bad worker count before loading a model
+        rows = self._store.pool_rows(request.pool, columns=["id"]).num_rows
+        workers = check_workers(request.workers, rows, self._settings.max_embed_workers)
         encoder = self._encoders.get(
             request.model or DEFAULT_MODEL,
             request.backend or self._settings.backend,
             request.max_length or DEFAULT_MAX_LENGTH,
             self._precision(request.backend, request.precision, request.model),
         )
-        yield from self._stream_run(request.pool, encoder, batch_size, context)
+        yield from self._stream_run(request.pool, encoder, batch_size, context, workers=workers)
 
     def RefreshFromCheckpoint(
         self, request: encoder_pb2.RefreshRequest, context: grpc.ServicerContext
@@ -223,8 +226,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         batch_size: int,
         context: grpc.ServicerContext,
         info: EncoderInfo | None = None,
+        workers: int = 1,
     ) -> Iterator[encoder_pb2.EmbedProgress]:
-        """Embed `pool` on a worker thread, streaming its progress and then its version."""
+        """Embed `pool` on a worker thread (fanned out to `workers` processes if > 1),
+        streaming its progress and then its version."""
         # The run happens on its own thread so progress streams while it works; a client
         # that goes away stops it at the next batch (and the store records it failed).
         updates: queue.Queue[Progress | VersionInfo | BaseException] = queue.Queue()
@@ -240,8 +245,12 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
         def run() -> None:
             try:
-                updates.put(
-                    embed_pool(
+                if workers > 1:
+                    result = fan_out(
+                        self._store, pool, encoder, workers, batch_size, self._settings, report
+                    )
+                else:
+                    result = embed_pool(
                         self._store,
                         pool,
                         encoder,
@@ -250,7 +259,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                         chunk_rows=self._settings.write_chunk_rows,
                         info=info,
                     )
-                )
+                updates.put(result)
             except BaseException as exc:
                 updates.put(exc)
             finally:

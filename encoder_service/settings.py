@@ -36,6 +36,8 @@ PREFIX = "PROXAL_ENCODER"
 DEFAULT_ONNX_CACHE = "~/.cache/proxal/onnx"
 DEFAULT_MAX_UPLOAD_MB = 256
 DEFAULT_WRITE_CHUNK_ROWS = 4096
+DEFAULT_MAX_EMBED_WORKERS = os.cpu_count() or 1
+DEFAULT_CLAIM_LEASE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class EncoderSettings:
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS  # longest text IngestPool accepts
     write_chunk_rows: int = DEFAULT_WRITE_CHUNK_ROWS  # rows per durable chunk of a run
     checkpoint_root: Path = field(default_factory=Path.cwd)  # RefreshFromCheckpoint paths
+    max_embed_workers: int = DEFAULT_MAX_EMBED_WORKERS  # cap on EmbedPool.workers
+    claim_lease_s: float = DEFAULT_CLAIM_LEASE_S  # a fan-out worker's claim lapses after this
 
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -103,6 +107,20 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="directory that RefreshFromCheckpoint paths are relative to; nothing outside it "
         "is read (env PROXAL_ENCODER_CHECKPOINT_ROOT; default: the current directory)",
     )
+    parser.add_argument(
+        "--max-embed-workers",
+        type=int,
+        default=int(env_default(PREFIX, "max_embed_workers", str(DEFAULT_MAX_EMBED_WORKERS), env)),
+        help="most worker processes one EmbedPool run may fan out to (env "
+        "PROXAL_ENCODER_MAX_EMBED_WORKERS; default: the CPU count)",
+    )
+    parser.add_argument(
+        "--claim-lease-s",
+        type=float,
+        default=float(env_default(PREFIX, "claim_lease_s", str(DEFAULT_CLAIM_LEASE_S), env)),
+        help="seconds a fan-out worker's id-range claim outlives its last renewal (env "
+        "PROXAL_ENCODER_CLAIM_LEASE_S)",
+    )
     return parser
 
 
@@ -125,6 +143,10 @@ def parse_settings(
         parser.error(f"--max-text-chars must be at least 1, got {args.max_text_chars}")
     if args.write_chunk_rows < 1:
         parser.error(f"--write-chunk-rows must be at least 1, got {args.write_chunk_rows}")
+    if args.max_embed_workers < 1:
+        parser.error(f"--max-embed-workers must be at least 1, got {args.max_embed_workers}")
+    if not args.claim_lease_s > 0:
+        parser.error(f"--claim-lease-s must be > 0, got {args.claim_lease_s}")
     checkpoint_root = Path(args.checkpoint_root).expanduser().resolve()
     if not checkpoint_root.is_dir():
         parser.error(f"--checkpoint-root must be a directory, got {args.checkpoint_root!r}")
@@ -139,4 +161,6 @@ def parse_settings(
         max_text_chars=args.max_text_chars,
         write_chunk_rows=args.write_chunk_rows,
         checkpoint_root=checkpoint_root,
+        max_embed_workers=args.max_embed_workers,
+        claim_lease_s=args.claim_lease_s,
     )
