@@ -594,8 +594,6 @@ class ShardedSelector:
                 return None
             if _code(exc) not in RETRYABLE:
                 raise
-            with self._lock:
-                self._down[address] = time.monotonic()
             return _describe(exc)
         return (answer.shard.index, answer.shard.count) if answer.HasField("shard") else None
 
