@@ -10,6 +10,7 @@ from proxal.store.store import (
     SessionRecord,
     Store,
     VersionComparison,
+    VersionIndex,
     VersionInfo,
 )
 
@@ -23,5 +24,6 @@ __all__ = [
     "SessionRecord",
     "Store",
     "VersionComparison",
+    "VersionIndex",
     "VersionInfo",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -224,6 +224,39 @@ class EmbeddingWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.abort()
+
+
+@dataclass(frozen=True)
+class VersionIndex:
+    """Where each id of a version is stored: ids (N,) ascending and their row positions (N,)."""
+
+    name: str
+    ids: npt.NDArray[np.int64]
+    rows: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, name: str, stored_ids: npt.NDArray[np.int64]) -> VersionIndex:
+        """The index of a version whose id column, in storage order, is `stored_ids` (N,)."""
+        order = np.argsort(stored_ids, kind="stable").astype(np.int64)
+        return cls(name=name, ids=np.ascontiguousarray(stored_ids[order]), rows=order)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.rows.nbytes)
+
+    def positions(self, ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Row positions (n,) of `ids` (n,); NotFoundError naming a few ids not stored."""
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        at = np.searchsorted(self.ids, wanted)
+        found = at < len(self.ids)
+        found[found] = self.ids[at[found]] == wanted[found]
+        if not found.all():
+            missing = wanted[~found][:5].tolist()
+            raise NotFoundError(
+                f"ids {missing} are not in embedding version {self.name} "
+                f"({(~found).sum()} missing); ids come from the pool ({len(self.ids)} rows)"
+            )
+        return self.rows[at]
 
 
 def _vector_rows(column: pa.FixedSizeListArray, dim: int) -> npt.NDArray[np.float32]:
@@ -551,27 +584,26 @@ class PoolsMixin:
         Finds row positions in the id column and takes only those rows. Raises NotFoundError
         if an id is not in the version.
         """
-        info = self.get_version(pool, version)
-        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        index = self.version_index(pool, version)
+        return self.take_rows(pool, version, index.positions(ids))
+
+    def version_index(self, pool: str, version: str) -> VersionIndex:
+        """The id column of a complete version, to find rows by id (reads only that column)."""
+        self.get_version(pool, version)
         ds = self._version_dataset(pool, version)
-        all_ids = ds.to_table(columns=["id"]).column("id").to_numpy()
-        order: npt.NDArray[np.intp] | None = None  # row positions by id, if not in id order
-        sorted_ids = all_ids
-        if len(all_ids) > 1 and not np.all(all_ids[1:] > all_ids[:-1]):
-            order = np.argsort(all_ids, kind="stable")
-            sorted_ids = all_ids[order]
-        at = np.searchsorted(sorted_ids, wanted)
-        found = at < len(sorted_ids)
-        found[found] = sorted_ids[at[found]] == wanted[found]
-        if not found.all():
-            missing = wanted[~found][:5].tolist()
-            raise NotFoundError(
-                f"ids {missing} are not in embedding version {pool}/{version} "
-                f"({(~found).sum()} missing); ids come from the pool ({len(all_ids)} rows)"
-            )
-        rows, inverse = np.unique(at if order is None else order[at], return_inverse=True)
+        return VersionIndex.of(
+            f"{pool}/{version}", ds.to_table(columns=["id"]).column("id").to_numpy()
+        )
+
+    def take_rows(
+        self, pool: str, version: str, positions: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.float32]:
+        """Vectors (n, dim) float32 at row `positions` (n,) of a complete version, in order."""
+        info = self.get_version(pool, version)
+        rows, inverse = np.unique(positions, return_inverse=True)
         if len(rows) == 0:
             return np.empty((0, info.dim), dtype=np.float32)
+        ds = self._version_dataset(pool, version)
         taken = ds.take(pa.array(rows, pa.uint64()), columns=["vector"]).column("vector")
         return _vector_rows(taken.combine_chunks(), info.dim)[inverse]
 

@@ -40,6 +40,7 @@ from proxal.store.pools import (
     VERSIONS_SCHEMA,
     EmbeddingWriter,
     PoolsMixin,
+    VersionIndex,
 )
 from proxal.store.records import (
     COMPLETE,
@@ -77,6 +78,7 @@ __all__ = [
     "SessionRecord",
     "Store",
     "VersionComparison",
+    "VersionIndex",
     "VersionInfo",
     "local_store_path",
     "utcnow",
