@@ -131,6 +131,7 @@ def measure(root: Path, rows: int, replicas: int, requests: int, failover: bool)
         with ShardedSelector([p.address for p in processes], timeout=600.0) as selector:
             first, first_wall = timed(selector, training, version, 0)  # loads every part
             out["first_select"] = phases(first, first_wall)
+            out["part_load_s"] = [r.timings["load_s"] for r in first.shards]
             runs = [timed(selector, training, version, seed) for seed in range(1, requests + 1)]
             out["runs"] = [phases(result, wall) for result, wall in runs]
             out["median_s"] = statistics.median(wall for _, wall in runs)
@@ -175,6 +176,7 @@ def print_report(out: dict[str, Any]) -> None:
             f"{r['score_select_s']:>7.3f} {r['rest_s']:>7.3f}"
         )
     print(f"median Select end to end: {out['median_s']:.3f} s")
+    print("part loads (first Select), s: " + ", ".join(f"{s:.1f}" for s in out["part_load_s"]))
     part = out["part_matrix_bytes"]
     print(f"\n{'replica':<8} {'peak RSS GB':>12} {'part GB':>8} {'ratio':>6}")
     for i, m in enumerate(out["memory"]):

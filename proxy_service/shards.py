@@ -3,7 +3,7 @@ every version (the rows whose position in ascending id order is in [I*N//R, (I+1
 
 A part is read from the store without the rest of the version (`Store.read_part`) into
 one array with `DEFAULT_SPARE_ROWS` rows of headroom after it. Fitting needs the labelled
-rows' vectors, mostly in other parts: they are fetched by id (`RowFetcher`) and appended
+rows' vectors, mostly in other parts: they are fetched by id (`ExactRows`) and appended
 to the headroom once, so a request sees the part and its labelled rows as one
 `PartView` (a `LoadedVersion`: rows [0, owned) are the part, rows after it the appended
 labelled rows) without copying the part. The same model is fitted as on a whole-version
@@ -45,6 +45,7 @@ from proxal.proxy_service.cache import (
     OnceLRU,
     _check_finite,
 )
+from proxal.proxy_service.rows import ExactRows
 from proxal.runtime.deadline import Deadline
 from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from proxal.runtime.versions import EmbeddingVersion
@@ -205,7 +206,8 @@ def fetched_version(
 class ShardOwner:
     """The parts a `--shard I/R` replica holds and how it serves each request (module doc).
 
-    `fetch` returns float32 rows (m, d) of ids (m,) of a version (default: `Store.lookup`).
+    `fetch` returns float32 rows (m, d) of ids (m,) of a version (default: `ExactRows`,
+    Lance take by id with a small LRU).
     """
 
     def __init__(
@@ -217,7 +219,7 @@ class ShardOwner:
         spare_rows: int = DEFAULT_SPARE_ROWS,
     ):
         self.store, self.part, self.spare_rows = store, part, spare_rows
-        self.fetch: RowFetcher = fetch or (lambda v, ids: store.lookup(v.pool, v.tag, ids))
+        self.fetch: RowFetcher = fetch or ExactRows(store).get
         self.own: OnceLRU[EmbeddingVersion, LoadedPart] = OnceLRU(max_versions)
         self.adopted: OnceLRU[tuple[EmbeddingVersion, int], LoadedPart] = OnceLRU(ADOPTED_PARTS)
         self.adoptions = 0  # parts of other replicas loaded on an adopt
