@@ -3,6 +3,7 @@ serves and refuses, over real in-process gRPC servers on a real store on tmp_pat
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -251,3 +252,31 @@ def test_shard_flag_and_auto_ordinal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert from_args(parser.parse_args([])).shard == ShardPart(1, 2)
     with pytest.raises(SystemExit):
         parser.parse_args(["--shard", "5/2"])
+
+
+def test_sequential_on_a_part_picks_what_a_whole_replica_picks(
+    world: tuple[Store, str, np.ndarray], replicas: dict[str, Replica]
+) -> None:
+    labels = world[2]
+
+    def stream(stub: proxy_pb2_grpc.ProxyServiceStub, steps: int = 4) -> list[int]:
+        answers: queue.Queue[int] = queue.Queue()
+
+        def messages() -> Iterator[proxy_pb2.SequentialRequest]:
+            yield proxy_pb2.SequentialRequest(start=request(world, (1, 4), strategy="entropy"))
+            for _ in range(steps - 1):
+                item = answers.get(timeout=30)
+                label = proxy_pb2.Label(id=item, label=int(labels[item]))
+                yield proxy_pb2.SequentialRequest(label=label)
+
+        picked: list[int] = []
+        for step in stub.SelectSequential(messages(), timeout=60):
+            picked.append(step.id)
+            if len(picked) == steps:
+                break
+            answers.put(step.id)
+        return picked
+
+    part = stream(replicas["p1"].stub)
+    assert part == stream(replicas["whole"].stub)
+    assert all(N // 4 <= i < 2 * N // 4 for i in part)
