@@ -111,7 +111,7 @@ def measure(root: Path, rows: int, replicas: int, requests: int, failover: bool)
     version = str(saved["version"])
     training = TrainingSet(saved["ids"], saved["classes"], CLASSES)
     part_bytes = rows // replicas * DIM * 4
-    need = int(replicas * part_bytes * 1.2) + (1 << 30)
+    need = int(replicas * (1.1 * part_bytes + 0.45 * 2**30))  # part, headroom, index, Python
     if available_bytes() < need:
         raise SystemExit(
             f"bench/shards.py: {available_bytes() / 2**30:.1f} GiB available, need "
