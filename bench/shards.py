@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the data after measure")
     parser.add_argument("--out", type=Path, default=Path("bench/results/shards.json"))
     args = parser.parse_args(argv)
+    # `timeout` sends SIGTERM: exit through the finally blocks, which stop the replicas.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.phase == "clean":
         shutil.rmtree(args.root, ignore_errors=True)
         return
