@@ -15,9 +15,11 @@ from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from proxal.proxy_service.cache import VersionCache
 from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
 from proxal.proxy_service.settings import build_parser, from_args
-from proxal.proxy_service.shards import ShardOwner, ShardPart
+from proxal.proxy_service.shards import LoadedPart, ShardOwner, ShardPart
 from proxal.runtime.arrays import pack_int32, pack_int64, unpack_float32, unpack_int64
+from proxal.runtime.errors import NotFoundError
 from proxal.runtime.server import RunningServer, ServerSettings, grpc_channel_options, start_server
+from proxal.runtime.versions import EmbeddingVersion
 from proxal.store import EncoderInfo, Store
 
 from tests.conftest import add_blobs_version
@@ -280,3 +282,32 @@ def test_sequential_on_a_part_picks_what_a_whole_replica_picks(
     part = stream(replicas["p1"].stub)
     assert part == stream(replicas["whole"].stub)
     assert all(N // 4 <= i < 2 * N // 4 for i in part)
+
+
+def test_labelled_rows_go_to_the_headroom_once_and_a_full_headroom_copies() -> None:
+    name = EmbeddingVersion("p", "v1")
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(40, 4)).astype(np.float32)  # a version of ids 0..39
+    buffer = np.zeros((10 + 3, 4), np.float32)
+    buffer[:10] = vectors[10:20]
+    part = LoadedPart(name, ShardPart(1, 4), np.arange(10, 20), buffer)
+    fetched: list[list[int]] = []
+
+    def fetch(_: EmbeddingVersion, ids: np.ndarray) -> np.ndarray:
+        fetched.append(ids.tolist())
+        return vectors[ids]
+
+    first = part.view(np.array([3, 12, 30]), fetch)
+    second = part.view(np.array([30, 3, 5]), fetch)
+    assert fetched == [[3, 30], [5]]  # in-part 12 never fetched, 3 and 30 only once
+    assert first.vectors.base is not None and second.vectors.shape == (13, 4)
+    np.testing.assert_array_equal(
+        second.vectors[second.rows(np.array([5, 30, 12]), "t")], vectors[[5, 30, 12]]
+    )
+    full = part.view(np.array([0, 1, 2]), fetch)  # headroom full: a copy, still right
+    assert full.vectors.shape == (16, 4) and len(part.ids) == 13
+    np.testing.assert_array_equal(
+        full.vectors[full.rows(np.array([1, 5, 19]), "t")], vectors[[1, 5, 19]]
+    )
+    with pytest.raises(NotFoundError):
+        full.rows(np.array([25]), "candidate_ids")
