@@ -5,13 +5,16 @@ picks; a stopped owner's part, or a part no replica owns, is adopted by another 
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from proxal.orchestrator_service.rpc.clients import TrainingSet, select_request
+from proxal.orchestrator_service.rpc.processes import ServiceProcess, start_all, stop_all
 from proxal.orchestrator_service.rpc.sharding import ShardedSelector, ShardMap
 from proxal.proxy.v1 import proxy_pb2_grpc
 from proxal.proxy_service.cache import VersionCache
@@ -190,3 +193,36 @@ def test_a_non_owner_asked_directly_refuses_without_adopt(
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         request.adopt = True
         assert len(stub.Select(request).ids.data) == 8 * K
+
+
+@pytest.mark.slow
+def test_a_sigkilled_owner_process_is_adopted(
+    world: tuple[Store, str, TrainingSet], whole: Replica, tmp_path: Path
+) -> None:
+    """Real `python -m proxal.proxy_service --shard i/3` processes; part 2's is SIGKILLed."""
+    store, version, training = world
+    processes = start_all(
+        [
+            ServiceProcess(
+                "proxy_service",
+                store.uri,
+                ["--score-threads", "1", "--shard", f"{i}/3"],
+                tmp_path / f"p{i}.log",
+            )
+            for i in range(3)
+        ]
+    )
+    try:
+        with ShardedSelector([p.address for p in processes]) as selector:
+            assert selector.shard_map().owners == {i: [p.address] for i, p in enumerate(processes)}
+            request = select_request(POOL, version, training, "margin", K, 3)
+            before = selector.select_parts(request, selector.shard_map())
+            assert processes[2].process is not None
+            processes[2].process.send_signal(signal.SIGKILL)
+            processes[2].process.wait()
+            after = selector.select_parts(request, selector.shard_map())
+    finally:
+        stop_all(processes)
+    np.testing.assert_array_equal(before.ids, one_replica(whole, world, "margin")[0])
+    np.testing.assert_array_equal(after.ids, before.ids)
+    assert [r.index for r in after.shards if r.adopted] == [2]
