@@ -292,24 +292,25 @@ class ShardOwner:
 
     def select_loader(
         self, version: EmbeddingVersion, query: selection.Query, adopt: bool
-    ) -> tuple[selection.Loader, selection.Query]:
-        """(loader, query) to run `query` with `selection.select` or a sequential session:
-        the part's view (candidate ids narrowed to the part) or the fetched rows."""
+    ) -> tuple[selection.Loader, selection.Query, bool]:
+        """(loader, query, empty) to run `query` with `selection.select` or a sequential
+        session: the part's view (candidate ids narrowed to the part) or the fetched rows;
+        `empty` when none of the request's candidate ids lies in the part."""
         has_candidates = query.candidate_ids is not None and len(query.candidate_ids) > 0
         part = self.route(query.shard, adopt, has_candidates)
         selection.check_query(query, check_k=False)  # bad requests fail before any load
         if part is None:
             wanted = np.concatenate([query.training.ids, np.asarray(query.candidate_ids)])
-            return lambda: fetched_version(version, wanted, self.fetch), query
+            return lambda: fetched_version(version, wanted, self.fetch), query, False
         loaded = self.loaded(version, part)
+        empty = False
         if has_candidates:
             kept = np.unique(np.asarray(query.candidate_ids))
             owned_ids = loaded.ids[: loaded.owned]
             in_span = (kept >= owned_ids[0]) & (kept <= owned_ids[-1]) if loaded.owned else kept < 0
             query = dataclasses.replace(query, candidate_ids=kept[in_span])
-            if not in_span.any():  # none of the candidates falls in this part
-                query = dataclasses.replace(query, candidate_ids=None, k=0)
-        return lambda: loaded.view(query.training.ids, self.fetch), query
+            empty = not in_span.any()
+        return lambda: loaded.view(query.training.ids, self.fetch), query, empty
 
     def select(
         self,
@@ -322,10 +323,11 @@ class ShardOwner:
     ) -> selection.SelectionResult:
         """`selection.select` on the part (or fetched rows) this request routes to; load_s
         includes loading the part when it was not held yet."""
+        selection.check_query(query)  # k too, before any load
         start = time.perf_counter()
-        load, query = self.select_loader(version, query, adopt)
+        load, query, empty = self.select_loader(version, query, adopt)
         prepared = time.perf_counter() - start
-        if query.k == 0:  # no candidate of the request lies in this part
+        if empty:  # no candidate of the request lies in this part
             return _empty(query.strategy, selection.Timings(load_s=prepared))
         result = selection.select(load, models, query, deadline=deadline, threads=threads)
         timings = dataclasses.replace(result.timings, load_s=result.timings.load_s + prepared)
@@ -340,8 +342,14 @@ class ShardOwner:
         threads: int,
         warm_start: bool,
     ) -> tuple[sequential.SequentialSession, sequential.Step]:
-        """A sequential session over the part (or fetched candidates) and its first step."""
-        load, query = self.select_loader(version, query, adopt)
+        """A sequential session over the part (or fetched candidates) and its first step;
+        InvalidArgumentError when none of its candidate ids lies in the part."""
+        load, query, empty = self.select_loader(version, query, adopt)
+        if empty:
+            raise InvalidArgumentError(
+                "none of the candidate ids lies in the requested shard part; there is "
+                "nothing to select"
+            )
         return sequential.SequentialSession.start(
             load, query, deadline=deadline, threads=threads, warm_start=warm_start
         )

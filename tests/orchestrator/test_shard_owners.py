@@ -110,6 +110,11 @@ def test_parts_through_the_selector_pick_what_one_whole_replica_picks(
             np.testing.assert_array_equal(picked.ids, ids)
             np.testing.assert_allclose(picked.scores, scores, rtol=1e-5)
         coreset = selector.select(POOL, version, training, "coreset", K, 3)
+        few = np.setdiff1d(np.arange(10, 10 + 3 * K), training.ids)  # all in part 0
+        with ShardedSelector([whole.address]) as one:
+            want = one.select(POOL, version, training, "margin", K, 3, candidate_ids=few)
+        got = selector.select(POOL, version, training, "margin", K, 3, candidate_ids=few)
+        np.testing.assert_array_equal(got.ids, want.ids)
     assert len(np.unique(coreset.ids)) == K
     assert not np.isin(coreset.ids, training.ids).any()
     for replica in started:  # each replica loaded only its part

@@ -193,6 +193,7 @@ def test_stage_two_candidates_without_a_shard_run_on_fetched_rows(
         ((4, 4), False, {}, grpc.StatusCode.INVALID_ARGUMENT, "0 <= index < count"),
         ((0, 0), True, {}, grpc.StatusCode.INVALID_ARGUMENT, "count >= 1"),
         ((1, 3), True, {}, grpc.StatusCode.INVALID_ARGUMENT, "splits versions into 4 parts"),
+        ((1, 4), False, {"k": 0}, grpc.StatusCode.INVALID_ARGUMENT, "k must be >= 1"),
     ],
 )
 def test_bad_shards_get_their_status_and_the_replica_keeps_serving(
@@ -311,3 +312,16 @@ def test_labelled_rows_go_to_the_headroom_once_and_a_full_headroom_copies() -> N
     )
     with pytest.raises(NotFoundError):
         full.rows(np.array([25]), "candidate_ids")
+
+
+def test_candidates_outside_the_part_give_an_empty_answer(
+    world: tuple[Store, str, np.ndarray], replicas: dict[str, Replica]
+) -> None:
+    outside = common_pb2.Int64Array(data=pack_int64(np.array([601, 602, 999])))
+    answer = replicas["p1"].stub.Select(request(world, (1, 4), candidate_ids=outside))
+    assert (answer.candidates, len(answer.ids.data)) == (0, 0)
+    assert answer.strategy == "margin"
+    start = proxy_pb2.SequentialRequest(start=request(world, (1, 4), candidate_ids=outside))
+    with pytest.raises(grpc.RpcError) as refused:
+        next(iter(replicas["p1"].stub.SelectSequential(iter([start]))))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
