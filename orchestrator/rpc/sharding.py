@@ -702,8 +702,9 @@ class ShardedSelector:
         initial: str = "",
         class_balanced: bool = False,
     ) -> Selection:
-        """`ProxyClient.select`: one replica up to `shard_above` candidate ids, else one
-        shard of them per replica, merged (module doc); the same picks either way."""
+        """`ProxyClient.select`: with shard-owning replicas, one part per index to its owner
+        (or adopted); otherwise one replica up to `shard_above` candidate ids, else one
+        shard of them per replica; merged (module doc), the same picks either way."""
         self.replicas.refresh(RESOLVE_EVERY_S)
         shard_map = self.shard_map()
         if shard_map.count:  # shard-owning replicas: always one part per index
