@@ -642,6 +642,8 @@ class ShardedSelector:
             try:
                 response = self._stub(address).Select(request, timeout=timeout)
             except grpc.RpcError as exc:
+                if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:
+                    self._map = None  # a replica restarted with another part: Describe again
                 if _code(exc) not in RETRYABLE:
                     raise
                 log.warning("proxy replica %s failed part %d: %s", address, index, _describe(exc))
