@@ -102,6 +102,7 @@ CLAIMS_SCHEMA = pa.schema(
 CLAIMS_TABLE = "embedding_claims"
 CLAIMS_COMPACT_FRAGMENTS = 200
 READ_BATCH_ROWS = 2048  # scan batch of read_embeddings: measured fastest of 512..65536
+TAKE_BATCH_ROWS = 65_536  # rows per take of read_part when a version is not in id order
 
 
 def _vectors_to_arrow(ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> pa.Table:
@@ -699,6 +700,44 @@ class PoolsMixin:
         if n > 1 and not np.all(ids[1:] > ids[:-1]):
             order = np.argsort(ids, kind="stable")
             ids, vectors = ids[order], vectors[order]
+        return ids, vectors
+
+    def read_part(
+        self, pool: str, version: str, index: int, count: int, spare_rows: int = 0
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Part `index` of `count` of a complete version: the rows whose position in
+        ascending id order is in [index * N // count, (index + 1) * N // count).
+
+        Returns (ids (n,) int64 ascending, vectors (n + spare_rows, dim) float32), the first
+        n rows holding the part and `spare_rows` uninitialised rows after them. Reads the id
+        column, then only the part's rows, straight into the one preallocated array.
+        """
+        info = self.get_version(pool, version)
+        ds = self._version_dataset(pool, version)
+        all_ids = ds.to_table(columns=["id"]).column("id").to_numpy()
+        n = len(all_ids)
+        lo, hi = index * n // count, (index + 1) * n // count
+        in_order = n < 2 or bool(np.all(all_ids[1:] > all_ids[:-1]))
+        positions = np.arange(lo, hi) if in_order else np.argsort(all_ids, kind="stable")[lo:hi]
+        ids = np.ascontiguousarray(all_ids[positions], dtype=np.int64)
+        del all_ids
+        vectors = np.empty((hi - lo + spare_rows, info.dim), dtype=np.float32)
+        if in_order:
+            start = 0
+            batches = ds.to_batches(
+                columns=["vector"], offset=lo, limit=hi - lo, batch_size=READ_BATCH_ROWS
+            )
+            for batch in batches:
+                stop = start + batch.num_rows
+                vectors[start:stop] = _vector_rows(batch.column("vector"), info.dim)
+                start = stop
+            return ids, vectors
+        for start in range(0, hi - lo, TAKE_BATCH_ROWS):  # rows by id order, scattered on disk
+            chunk = positions[start : start + TAKE_BATCH_ROWS]
+            order = np.argsort(chunk)
+            taken = ds.take(pa.array(chunk[order], pa.uint64()), columns=["vector"])
+            block = _vector_rows(taken.column("vector").combine_chunks(), info.dim)
+            vectors[start + order] = block
         return ids, vectors
 
     def lookup(self, pool: str, version: str, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:

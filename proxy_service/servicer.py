@@ -13,6 +13,7 @@ from proxal.proxy_service.cache import VersionCache
 from proxal.proxy_service.classifiers import ClassifierSpec
 from proxal.proxy_service.limits import RequestLimits
 from proxal.proxy_service.metrics import ProxyMetrics
+from proxal.proxy_service.shards import ShardOwner
 from proxal.runtime.arrays import (
     pack_float32,
     pack_int32,
@@ -57,6 +58,8 @@ def _shard(request: proxy_pb2.SelectRequest) -> selection.Shard | None:
         return None
     if kind == "ids":
         return selection.Shard(ids=unpack_int64(request.shard.ids.data, "shard.ids"))
+    if kind == "part":
+        return selection.Shard(part=(request.shard.part.index, request.shard.part.count))
     return selection.Shard(start=request.shard.range.start, end=request.shard.range.end)
 
 
@@ -109,8 +112,10 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         sequential_warm_start: bool = True,
         limits: RequestLimits | None = None,
         metrics: ProxyMetrics | None = None,
+        shards: ShardOwner | None = None,
     ):
         self.cache = cache
+        self.shards = shards  # set on a `--shard I/R` replica: it holds only its part
         self.metrics = metrics or ProxyMetrics(cache)
         self.score_threads = score_threads
         # SelectSequential refits warm after each label; False makes every refit cold.
@@ -120,6 +125,25 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
     def check_ready(self) -> None:
         """Readiness: raises UnavailableError unless the store answers."""
         self.cache.store.check_reachable()
+
+    def _owned_version(self, pool: str, tag: str) -> EmbeddingVersion:
+        """The request's version (names checked) on a shard-owning replica; NotFoundError
+        if the store deleted it since its parts were loaded."""
+        version = EmbeddingVersion(pool, tag)
+        if self.shards is not None:
+            self.shards.drop_if_deleted(version)
+        return version
+
+    def Describe(
+        self, request: proxy_pb2.DescribeRequest, context: grpc.ServicerContext
+    ) -> proxy_pb2.DescribeResponse:
+        """The part this replica owns (unset: whole versions) and its scoring precision."""
+        response = proxy_pb2.DescribeResponse(precision="float32", float16_min_rows=0)
+        if self.shards is not None:
+            response.shard.CopyFrom(
+                proxy_pb2.ShardPart(index=self.shards.part.index, count=self.shards.part.count)
+            )
+        return response
 
     def _check_training(self, training: proxy_pb2.TrainingSet) -> None:
         self.limits.check_classes(training.num_classes)
@@ -143,13 +167,23 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         self, request: proxy_pb2.SelectRequest, context: grpc.ServicerContext
     ) -> proxy_pb2.SelectResponse:
         self._check_select(request)
-        result = selection.select(
-            _loader(self.cache, request.pool, request.embedding_version),
-            self.cache.models,
-            query_from_proto(request),
-            deadline=Deadline.of(context),
-            threads=self.score_threads,
-        )
+        if self.shards is not None:
+            result = self.shards.select(
+                self._owned_version(request.pool, request.embedding_version),
+                query_from_proto(request),
+                request.adopt,
+                self.cache.models,
+                Deadline.of(context),
+                self.score_threads,
+            )
+        else:
+            result = selection.select(
+                _loader(self.cache, request.pool, request.embedding_version),
+                self.cache.models,
+                query_from_proto(request),
+                deadline=Deadline.of(context),
+                threads=self.score_threads,
+            )
         self.metrics.record("Select", result.timings)
         return proxy_pb2.SelectResponse(
             ids=common_pb2.Int64Array(data=pack_int64(result.ids)),
@@ -172,11 +206,20 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         check_strings(request)
         self._check_training(request.training)
         self.limits.check_ids("ids", request.ids.data)
+        ids = unpack_int64(request.ids.data, "ids")
+        if self.shards is not None:
+            load = self.shards.predict_loader(
+                self._owned_version(request.pool, request.embedding_version),
+                unpack_int64(request.training.ids.data, "training.ids"),
+                ids,
+            )
+        else:
+            load = _loader(self.cache, request.pool, request.embedding_version)
         result = selection.predict(
-            _loader(self.cache, request.pool, request.embedding_version),
+            load,
             self.cache.models,
             _training(request.training),
-            unpack_int64(request.ids.data, "ids"),
+            ids,
             seed=request.seed,
             spec=_spec(request.classifier),
             deadline=Deadline.of(context),
@@ -212,13 +255,23 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             )
         request = first.start
         self._check_select(request, check_k=False)  # a sequential stream ignores k
-        session, step = sequential.SequentialSession.start(
-            _loader(self.cache, request.pool, request.embedding_version),
-            query_from_proto(request),
-            deadline=deadline,
-            threads=self.score_threads,
-            warm_start=self.sequential_warm_start,
-        )
+        if self.shards is not None:
+            session, step = self.shards.sequential(
+                self._owned_version(request.pool, request.embedding_version),
+                query_from_proto(request),
+                request.adopt,
+                deadline,
+                self.score_threads,
+                self.sequential_warm_start,
+            )
+        else:
+            session, step = sequential.SequentialSession.start(
+                _loader(self.cache, request.pool, request.embedding_version),
+                query_from_proto(request),
+                deadline=deadline,
+                threads=self.score_threads,
+                warm_start=self.sequential_warm_start,
+            )
         yield _sequential_response(step, time.perf_counter() - arrived)
         for message in request_iterator:
             arrived = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from proxal.proxy_service.limits import (
     DEFAULT_MAX_K,
     RequestLimits,
 )
+from proxal.proxy_service.shards import ShardPart
 from proxal.runtime.server import ServerSettings
 from proxal.runtime.settings import add_common_args, env_default, server_settings, store_options
 
@@ -30,6 +32,7 @@ class ProxySettings:
     cache_models: int = 16
     score_threads: int = 2
     limits: RequestLimits = field(default_factory=RequestLimits)
+    shard: ShardPart | None = None  # --shard I/R: hold only part I of R of every version
 
 
 def _positive_int(value: str) -> int:
@@ -37,6 +40,15 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
     return number
+
+
+def _shard(value: str) -> ShardPart | None:
+    if not value:
+        return None
+    try:
+        return ShardPart.parse(value, os.environ.get("HOSTNAME") or socket.gethostname())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -84,6 +96,14 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         default=env_default(ENV_PREFIX, "max_ids", str(DEFAULT_MAX_IDS), env),
         help="most values in one packed id or label array of a request (env PROXAL_PROXY_MAX_IDS)",
     )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=env_default(ENV_PREFIX, "shard", "", env),
+        help="own part I of R of every version and load only its rows: I/R, or auto/R to "
+        "take I from the hostname's trailing StatefulSet ordinal (proxy-3: 3); other parts "
+        "are refused unless a request adopts one (env PROXAL_PROXY_SHARD)",
+    )
     return parser
 
 
@@ -97,4 +117,5 @@ def from_args(args: argparse.Namespace) -> ProxySettings:
         cache_models=args.cache_models,
         score_threads=args.score_threads,
         limits=RequestLimits(max_k=args.max_k, max_classes=args.max_classes, max_ids=args.max_ids),
+        shard=args.shard,
     )
