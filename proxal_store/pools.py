@@ -247,21 +247,25 @@ class EmbeddingWriter:
 
 @dataclass(frozen=True)
 class VersionIndex:
-    """Where each id of a version is stored: ids (N,) ascending and their row positions (N,)."""
+    """Where each id of a version is stored: ids (N,) ascending and their row positions
+    (N,), or None when the version is stored in id order (position = index in ``ids``)."""
 
     name: str
     ids: npt.NDArray[np.int64]
-    rows: npt.NDArray[np.int64]
+    rows: npt.NDArray[np.int64] | None
 
     @classmethod
     def of(cls, name: str, stored_ids: npt.NDArray[np.int64]) -> VersionIndex:
         """The index of a version whose id column, in storage order, is `stored_ids` (N,)."""
+        stored_ids = np.ascontiguousarray(stored_ids, dtype=np.int64)
+        if len(stored_ids) < 2 or bool(np.all(stored_ids[1:] > stored_ids[:-1])):
+            return cls(name=name, ids=stored_ids, rows=None)
         order = np.argsort(stored_ids, kind="stable").astype(np.int64)
         return cls(name=name, ids=np.ascontiguousarray(stored_ids[order]), rows=order)
 
     @property
     def nbytes(self) -> int:
-        return int(self.ids.nbytes + self.rows.nbytes)
+        return int(self.ids.nbytes + (0 if self.rows is None else self.rows.nbytes))
 
     def positions(self, ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Row positions (n,) of `ids` (n,); NotFoundError naming a few ids not stored."""
@@ -275,7 +279,7 @@ class VersionIndex:
                 f"ids {missing} are not in embedding version {self.name} "
                 f"({(~found).sum()} missing); ids come from the pool ({len(self.ids)} rows)"
             )
-        return self.rows[at]
+        return at.astype(np.int64) if self.rows is None else self.rows[at]
 
 
 @dataclass(frozen=True)

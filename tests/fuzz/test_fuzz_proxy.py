@@ -93,6 +93,10 @@ SELECT_FIELDS: dict[str, Strategy] = {
     "subsampling.previous_ids.data": int64_arrays(IDS),
     "subsampling.previous_scores.data": float32_arrays(),
     "mc_samples": ints(INT32, [0, 2, 5]),
+    "shard.part.index": ints(INT32, [0, 1, 3]),
+    "shard.part.count": ints(INT32, [1, 2, 4]),
+    "precision": choices(["", "float32", "float16"], hostile_text()),
+    "adopt": st.booleans(),
 }
 PREDICT_FIELDS: dict[str, Strategy] = {
     "pool": SELECT_FIELDS["pool"],
@@ -228,6 +232,7 @@ REQUESTS: dict[str, Callable[[], Strategy]] = {
     "Select": lambda: one(select_requests()),
     "Predict": lambda: one(requests_of(proxy_pb2.PredictRequest, valid_predicts(), PREDICT_FIELDS)),
     "SelectSequential": sequential_streams,
+    "Describe": lambda: one(or_raw(st.just(proxy_pb2.DescribeRequest()))),
 }
 
 
@@ -252,10 +257,18 @@ def _check_predictions(requests: Sequence[Request], outcome: Outcome) -> None:
     assert len(response.labels.data) // 4 == len(request.ids.data) // 8
 
 
+def _check_description(requests: Sequence[Request], outcome: Outcome) -> None:
+    """A replica started without --shard describes itself as owning no part."""
+    response = outcome.responses[0]
+    assert not response.HasField("shard")
+    assert response.precision in {"auto", "float32", "float16"}
+
+
 CHECKS: dict[str, Callable[[Sequence[Request], Outcome], None] | None] = {
     "Select": _check_selection,
     "Predict": _check_predictions,
     "SelectSequential": None,
+    "Describe": _check_description,
 }
 
 
