@@ -102,6 +102,7 @@ class SequentialSession:
         self._labeled = np.zeros(len(version.ids), dtype=bool)  # (N,) over the version
         self._labeled[train_rows] = True
         self._train_rows: npt.NDArray[np.intp] = np.asarray(train_rows, dtype=np.intp)
+        self._train_x = version.exact(self._train_rows)  # (n, d) float32, grows by a row
         self._labels: npt.NDArray[np.int32] = np.asarray(query.training.labels, dtype=np.int32)
         self._model: ProxyClassifier | None = None
         self.last_id: int | None = None
@@ -160,6 +161,7 @@ class SequentialSession:
             )
         self._labeled[row] = True
         self._train_rows = np.append(self._train_rows, row)
+        self._train_x = np.vstack([self._train_x, self.version.exact(np.array([row]))])
         self._labels = np.append(self._labels, np.int32(label))
         pos = int(np.searchsorted(self._rows, row))
         if pos < len(self._rows) and self._rows[pos] == row:
@@ -179,7 +181,7 @@ class SequentialSession:
             previous,
             self.spec,
             self.seed,
-            self.version.vectors[self._train_rows],
+            self._train_x,
             self._labels,
             self.num_classes,
         )
@@ -212,6 +214,9 @@ class SequentialSession:
             mc_samples=self.mc_samples,
             threads=self.threads,
             deadline=deadline,
+            keep_scores=False,
+            norms=self.version.norms,
+            exact_rows=self.version.exact,
         )
         picked = chosen.select(pool, 1)
         deadline.check("scoring and selecting")
