@@ -265,7 +265,7 @@ class VersionCache:
         if wanted == FLOAT32:
             vectors.flags.writeable = False
             return LoadedVersion(name=version, ids=ids, vectors=vectors, float16_ok=in_range)
-        half, norms = _to_float16(vectors)
+        half, norms = to_float16(vectors)
         del vectors
         return LoadedVersion(
             name=version,
@@ -284,7 +284,7 @@ def _out_of_range(version: EmbeddingVersion) -> str:
     )
 
 
-def _to_float16(
+def to_float16(
     vectors: npt.NDArray[np.float32],
 ) -> tuple[npt.NDArray[np.float16], npt.NDArray[np.float32]]:
     """vectors (N, d) float32 -> (the same in float16 (N, d), the float32 rows' norms (N,)),
