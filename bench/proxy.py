@@ -37,6 +37,7 @@ import gc
 import json
 import os
 import platform
+import tempfile
 import time
 import tracemalloc
 import warnings
@@ -58,6 +59,7 @@ from proxal.proxy_service.classifiers import (
     DEFAULT_MAX_ITER,
     LogisticRegressionProxy,
 )
+from proxal.proxy_service.rows import ExactRows
 from proxal.proxy_service.selection import (
     ModelCache,
     Query,
@@ -67,6 +69,7 @@ from proxal.proxy_service.selection import (
     select,
 )
 from proxal.runtime.versions import EmbeddingVersion
+from proxal.store import EncoderInfo, Store
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
@@ -97,6 +100,9 @@ class Sizes:
     small_text_coreset_picks: int = 2
     legacy: tuple[tuple[int, int], ...] = ((10_000, 1_000), (100_000, 1_000), (100_000, 5_000))
     legacy_classes: int = 77
+    take_pool: int = 200_000  # rows of the Lance version that ExactRows reads from
+    take_counts: tuple[int, ...] = (100, 1_000, 10_000)
+    crossover: tuple[int, ...] = (100_000, 250_000, 500_000)
 
 
 NOTES = [
@@ -130,6 +136,9 @@ QUICK = Sizes(
     ups_full_every=4,
     small_text_coreset_picks=2,
     legacy=((2_000, 200),),
+    take_pool=5_000,
+    take_counts=(10, 100),
+    crossover=(5_000,),
 )
 
 
@@ -378,6 +387,63 @@ def int8_row(
         "exact_rescore_candidates": len(survivors),
         "note": "score pass only, the LC model of lc_big; overlap: top k vs float32's, no re-score",
     }
+
+
+def take_rows(x: npt.NDArray[np.float32], sizes: Sizes) -> dict[str, float]:
+    """Seconds ExactRows (Lance take, cold LRU, id index read) takes per count of random ids
+    from a version of `take_pool` rows in a local store: re-scoring's fixed cost."""
+    n = min(sizes.take_pool, len(x))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(tmp)
+        store.add_pool_rows("take", "train", [f"t{i}" for i in range(n)], ["c"] * n)
+        with store.begin_embedding("take", EncoderInfo("bench", "none", DIM, 0)) as writer:
+            writer.write(np.arange(n), x[:n])
+            name = EmbeddingVersion("take", str(writer.commit().version))
+        rng = np.random.default_rng(6)
+        out = {}
+        for count in sizes.take_counts:
+            rows = ExactRows(store)
+            rows.index(name)
+            wanted = rng.choice(n, min(count, n), replace=False)
+            start = time.perf_counter()
+            got = rows.get(name, wanted)
+            out[str(count)] = time.perf_counter() - start
+            assert np.array_equal(got, x[wanted])
+    return out
+
+
+def crossover_rows(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int32], sizes: Sizes, threads: int
+) -> list[dict[str, Any]]:
+    """LC select, float32 vs float16 (float32 rows from RAM), by pool size: where float16's
+    re-score (plus reading its rows from the store, `take_rows`) starts to pay."""
+    out = []
+    for n in sizes.crossover:
+        part, labels = x[:n], y[:n]
+        _, _, training = labeled(labels, min(sizes.labels, n // 10), sizes.classes, seed=7)
+        half, norms = to_float16(part)
+        ids = np.arange(n, dtype=np.int64)
+        versions = {
+            "float32": version_of(part, "cross"),
+            "float16": LoadedVersion(
+                EmbeddingVersion("bench", "cross16"), ids, half, norms, lambda i, p=part: p[i]
+            ),
+        }
+        row: dict[str, Any] = {"name": f"lc_{n}", "pool": n}
+        for precision, held in versions.items():
+            with threadpool_limits(limits=1, user_api="blas"):
+                total, result, _ = median_select(
+                    held,
+                    lambda seed, t=training: Query(t, "least_confidence", sizes.k, 7000 + seed),
+                    sizes.repeats,
+                    threads,
+                )
+            row[f"{precision}_s"] = total
+            row[f"{precision}_score_s"] = result.timings.score_s
+            row[f"{precision}_rescored"] = result.rescored
+        out.append(row)
+        del half, norms, versions
+    return out
 
 
 # --- small-text ---------------------------------------------------------------------------
@@ -788,18 +854,33 @@ def print_table(rows: list[dict[str, Any]], ups: dict[str, Any]) -> None:
     )
 
 
+def print_crossover(rows: list[dict[str, Any]], take: dict[str, float]) -> None:
+    print("\nfloat16 crossover (LC select seconds; float16's float32 rows from RAM here):")
+    for r in rows:
+        print(
+            f"  {r['pool']:>8} rows: float32 {r['float32_s']:.3f} s, "
+            f"float16 {r['float16_s']:.3f} s ({r['float16_rescored']} re-scored)"
+        )
+    print(
+        "ExactRows (Lance take, cold) seconds by rows read: "
+        + ", ".join(f"{k}: {v:.4f}" for k, v in take.items())
+    )
+
+
 def run(sizes: Sizes, threads: int) -> dict[str, Any]:
     x, y = clusters(sizes.big, sizes.classes, seed=0)
     floor = floor_row(x, threads)
     rows = [floor]
     rows += lc_rows(x, y, sizes, threads, floor["seconds"])
+    crossover = crossover_rows(x, y, sizes, threads)
+    take = take_rows(x, sizes)
     # the mid-size pool is a contiguous view of the big one's first rows
     rows += batch_rows(x[: sizes.mid], y[: sizes.mid], sizes, threads)
     ups = ups_rows(x[: sizes.ups_pool], y[: sizes.ups_pool], sizes, threads)
     del x, y
     gc.collect()
     rows += legacy_rows(sizes, threads)
-    return {"rows": rows, "ups": ups}
+    return {"rows": rows, "ups": ups, "crossover": crossover, "exact_rows_take_s": take}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -821,6 +902,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     hardware = machine()
     print(f"CPU {hardware['cpu']} ({', '.join(hardware['simd'])}); BLAS {hardware['blas']}")
     print_table(result["rows"], result["ups"])
+    print_crossover(result["crossover"], result["exact_rows_take_s"])
     report = {
         "machine": platform.platform(),
         **hardware,
