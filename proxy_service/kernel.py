@@ -4,8 +4,9 @@ A logistic-regression proxy scores a row x (d,) from its logits z = W x + b (s s
 classes). `LinearScorer` computes them for a block of rows with a fused numba loop that
 reads each row once (s dot products from L1), writes them into a reused (s, b) float32
 buffer, and turns them into scores on that small buffer in place with numpy's vector exp
-and log. Rows may be float32 or float16: a float16 row is widened to float32 in the loop
-(bit arithmetic, exact), and every product and sum is float32.
+and log. Rows may be float32 or float16: a float16 value is widened to float32 in the
+loop (LLVM's exact fpext: vcvtph2ps on x86 with F16C), and every product and sum is
+float32.
 
 `scan` runs the kernel over a pool's candidates in cache-sized blocks on a few threads and
 keeps, per block, only the candidates that could still reach the top k given a per-row
@@ -15,20 +16,23 @@ scored again exactly, one row at a time from float32 rows (see strategies.ProbaS
 
 Why numba, not BLAS: with 4 classes BLAS's gemm spends its time packing the rows and a
 gemv per class reads each block 4 times; numpy cannot widen float16 at memory speed on an
-AVX2 CPU (~0.6 G values/s). Figures in docs/proxy.md.
+AVX2 CPU (~0.6 G values/s), and BLAS has no float16 product there. Figures in
+docs/proxy.md.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
+from llvmlite import ir as llvm_ir
+from numba.extending import intrinsic
 
 Matrix = npt.NDArray[np.float32]
 Scores = npt.NDArray[np.float32]
@@ -36,15 +40,10 @@ Rows = npt.NDArray[np.intp]
 
 KINDS = ("least_confidence", "margin", "entropy")
 BLOCK_ROWS = 4096  # rows per block: a (s, 4096) logit buffer, 64 KiB at 4 classes
-WIDEN_ROWS = 64  # float16 rows widened at a time: 64 x 384 x 4 B = 96 KiB, stays in L2
 F16_EPS = 2.0**-11  # float16 unit roundoff (round to nearest)
 F16_SUBNORMAL_ERR = 2.0**-25  # half the spacing of float16 subnormals: absolute error
 F16_MAX = 65504.0
 F32_EPS = 2.0**-24
-# float16 widened by bits lands at 2^-112 of its value; scaling the weights by 2^112
-# instead is exact while they stay below 2^15 (else the rows are widened by numpy).
-WIDEN_SCALE = 2.0**112
-MAX_FAST_WEIGHT = 2.0**14
 PRUNE_AT = 4  # a thread prunes its survivors once they exceed PRUNE_AT * k
 
 
@@ -60,34 +59,28 @@ def _logits32(x: Matrix, wt: Matrix, bias: Scores, out: Matrix) -> None:  # prag
             out[c, i] = acc + bias[c]
 
 
+@intrinsic
+def _half_to_float(typingctx: Any, bits: Any) -> Any:  # pragma: no cover (compiled)
+    """float16 bits (uint16) -> float32, exactly: LLVM's fpext, F16C's vcvtph2ps on x86."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.fpext(builder.bitcast(args[0], llvm_ir.HalfType()), llvm_ir.FloatType())
+
+    return numba.types.float32(numba.types.uint16), codegen
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def _logits16(
-    h: npt.NDArray[np.uint16], wt_scaled: Matrix, bias: Scores, out: Matrix, block: int
+    h: npt.NDArray[np.uint16], wt: Matrix, bias: Scores, out: Matrix
 ) -> None:  # pragma: no cover
-    """As _logits32 for float16 rows h (n, d) given as their bits; wt_scaled = wt * 2^112.
-
-    Each float16 (sign, exponent, mantissa) moves into a float32's fields unchanged, which
-    reads as the value times 2^-112 (subnormals included, exactly); the 2^112 is in the
-    weights. Rows are widened `block` at a time into an L2-resident buffer.
-    """
+    """As _logits32 for float16 rows h (n, d) given as their bits, widened in the loop."""
     n, d = h.shape
-    bits = np.empty(block * d, dtype=np.uint32)
-    wide = bits.view(np.float32)
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        flat = h[start:stop].ravel()
-        for j in range(flat.shape[0]):
-            v = np.uint32(flat[j])
-            bits[j] = ((v & np.uint32(0x8000)) << np.uint32(16)) | (
-                (v & np.uint32(0x7FFF)) << np.uint32(13)
-            )
-        for i in range(stop - start):
-            base = i * d
-            for c in range(wt_scaled.shape[0]):
-                acc = np.float32(0.0)
-                for j in range(d):
-                    acc += wide[base + j] * wt_scaled[c, j]
-                out[c, start + i] = acc + bias[c]
+    for i in range(n):
+        for c in range(wt.shape[0]):
+            acc = np.float32(0.0)
+            for j in range(d):
+                acc += _half_to_float(h[i, j]) * wt[c, j]
+            out[c, i] = acc + bias[c]
 
 
 def scores_from_logits(kind: str, z: Matrix) -> Scores:
@@ -127,24 +120,14 @@ class LinearScorer:
         if self.kind not in KINDS:
             raise ValueError(f"unknown kernel score {self.kind!r}; valid: {', '.join(KINDS)}")
 
-    @functools.cached_property
-    def fast_float16(self) -> bool:
-        """Whether float16 rows are widened in the numba loop (weights below 2^14)."""
-        return float(np.abs(self.coef).max(initial=0.0)) < MAX_FAST_WEIGHT
-
     def logits(self, x: npt.NDArray[np.float32 | np.float16], out: Matrix) -> Matrix:
         """Logits (s, b) of rows x (b, d) written into out (s, >= b); returns that view."""
         x = np.ascontiguousarray(x)
-        view = out[:, : len(x)]
-        if x.dtype == np.float16 and self.fast_float16:
-            _logits16(x.view(np.uint16), self._scaled, self.intercept, out, WIDEN_ROWS)
+        if x.dtype == np.float16:
+            _logits16(x.view(np.uint16), self.coef, self.intercept, out)
         else:
             _logits32(np.ascontiguousarray(x, dtype=np.float32), self.coef, self.intercept, out)
-        return view
-
-    @functools.cached_property
-    def _scaled(self) -> Matrix:
-        return (self.coef * np.float32(WIDEN_SCALE)).astype(np.float32)
+        return out[:, : len(x)]
 
     def __call__(self, x: npt.NDArray[np.float32 | np.float16]) -> Scores:
         out = np.empty((len(self.coef), max(len(x), 1)), dtype=np.float32)
