@@ -17,9 +17,13 @@ What makes a step cheap at 100K x 384 (see bench/sequential.py for where the tim
   refit cold. The labeled vectors gathered per fit are n x d, tiny next to the pool.
   At tens of labels a refit takes ~8 ms warm or cold (lbfgs runs ~15 iterations either
   way), so the warm start buys continuity more than speed.
-- The one pass over the pool is the strategy's own chunked scoring (`Pool.map_rows`) on
-  the service's score threads; ranking is `top_k` with k = 1, O(m). That pass (an
-  (m, d) x (d, C) product: ~30 ms per 100K x 384 on one core) is most of a step.
+- The one pass over the pool is the strategy's own: for logistic regression with least
+  confidence, margin or entropy the scoring kernel (`kernel.scan`, on the service's score
+  threads, over a float16 matrix when the version is held so, its survivors re-scored from
+  float32 rows), else chunked scoring (`Pool.map_rows`). That pass is most of a step: at
+  1M x 384 it is a read of the whole matrix (see bench/sequential.py).
+- The labelled rows' float32 vectors are kept by the session and grow by one row per label
+  (read by id when the matrix is float16), so a refit never gathers them again.
 
 Each step picks exactly what `selection.select` with k = 1 would pick for the same labels
 and model; only the model differs (warm-started rather than fitted from zeros), and it
