@@ -42,7 +42,6 @@ KINDS = ("least_confidence", "margin", "entropy")
 BLOCK_ROWS = 4096  # rows per block: a (s, 4096) logit buffer, 64 KiB at 4 classes
 F16_EPS = 2.0**-11  # float16 unit roundoff (round to nearest)
 F16_SUBNORMAL_ERR = 2.0**-25  # half the spacing of float16 subnormals: absolute error
-F16_MAX = 65504.0
 F32_EPS = 2.0**-24
 PRUNE_AT = 4  # a thread prunes its survivors once they exceed PRUNE_AT * k
 
