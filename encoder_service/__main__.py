@@ -1,4 +1,8 @@
-"""`python -m proxal.encoder_service` (or `proxal-encoder`): serve EncoderService until stopped."""
+"""`python -m proxal.encoder_service` (or `proxal-encoder`): serve EncoderService until stopped.
+
+`python -m proxal.encoder_service embed-begin | embed-range | embed-commit ...` runs one
+fan-out step instead (encoder_service/fanout.py, docs/store.md).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from collections.abc import Sequence
 
 import grpc
 from proxal.encoder.v1 import encoder_pb2_grpc
+from proxal.encoder_service import fanout
 from proxal.encoder_service.encoders import EncoderCache
 from proxal.encoder_service.metrics import EncoderMetrics
 from proxal.encoder_service.recovery import start_recovery
@@ -40,6 +45,9 @@ def start(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in fanout.SUBCOMMANDS:
+        return fanout.main(argv)
     settings = parse_settings(argv)
     try:  # the encoder may create the store: it is what writes new pools
         store = Store(settings.store, settings.store_options, create=True)

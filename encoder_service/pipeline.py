@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from proxal.encoder_service.batching import encode_bucketed
 from proxal.encoder_service.encoders import POOLING, Encoder
 from proxal.runtime.errors import InvalidArgumentError
 from proxal.store import EmbeddingWriter, EncoderInfo, Store, VersionInfo
@@ -50,45 +49,6 @@ def encoder_info(encoder: Encoder) -> EncoderInfo:
         checkpoint_hash=encoder.checkpoint_hash,
         precision=encoder.precision,
     )
-
-
-def encode_bucketed(
-    encoder: Encoder,
-    texts: Sequence[str],
-    batch_size: int,
-    on_batch: Callable[[int], None] | None = None,
-) -> tuple[npt.NDArray[np.float32], int]:
-    """texts (n,) -> (vectors (n, dim) in input order, number truncated).
-
-    Batches hold texts of similar length (sorted by characters), so little compute goes to
-    padding. Tokenisation overlaps inference: the next batch is tokenised on a second thread
-    while the current one runs (`Encoder.encode` tokenises outside its inference lock).
-    `on_batch(rows)` is called after each batch, in order.
-    """
-    order = np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)))
-    vectors = np.empty((len(texts), encoder.dim), dtype=np.float32)
-    truncated = 0
-    pending: deque[tuple[npt.NDArray[np.intp], Future[tuple[npt.NDArray[np.float32], int]]]]
-    pending = deque()
-
-    def finish() -> None:
-        nonlocal truncated
-        rows, future = pending.popleft()
-        batch_vectors, batch_truncated = future.result()
-        vectors[rows] = batch_vectors
-        truncated += batch_truncated
-        if on_batch is not None:
-            on_batch(len(rows))
-
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="encode") as workers:
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            pending.append((rows, workers.submit(encoder.encode, [texts[i] for i in rows])))
-            if len(pending) == 2:  # at most one batch in flight ahead: memory stays bounded
-                finish()
-        while pending:
-            finish()
-    return vectors, truncated
 
 
 def embed_pool(
@@ -136,6 +96,38 @@ def resume_run(
         )
 
 
+def missing_rows(
+    store: Store, writer: EmbeddingWriter, id_range: tuple[int, int] | None = None
+) -> tuple[npt.NDArray[np.int64], list[str], int]:
+    """The pool rows `writer` has not written, optionally only ids start..end-1 of
+    `id_range`: (ids (m,) int64, their texts, number of pool rows in the range)."""
+    rows = store.pool_rows(writer.pool, columns=["id", "text"])
+    all_ids = rows.column("id").to_numpy()
+    wanted = np.ones(len(all_ids), dtype=bool)
+    if id_range is not None:
+        wanted = (all_ids >= id_range[0]) & (all_ids < id_range[1])
+    todo = np.flatnonzero(wanted & ~np.isin(all_ids, writer.done_ids))
+    all_texts: list[str] = rows.column("text").to_pylist()
+    return all_ids[todo], [all_texts[i] for i in todo], int(wanted.sum())
+
+
+def write_chunks(
+    writer: EmbeddingWriter,
+    encoder: Encoder,
+    ids: npt.NDArray[np.int64],
+    texts: Sequence[str],
+    batch_size: int,
+    chunk_rows: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Embed `texts` (n,) and write them under `ids` (n,), one durable chunk per
+    `chunk_rows` rows; `on_batch(rows)` after each batch."""
+    for start in range(0, len(ids), chunk_rows):
+        stop = start + chunk_rows
+        vectors, truncated = encode_bucketed(encoder, texts[start:stop], batch_size, on_batch)
+        writer.write(ids[start:stop], vectors, truncated)
+
+
 def _complete(
     store: Store,
     writer: EmbeddingWriter,
@@ -146,12 +138,7 @@ def _complete(
     chunk_rows: int,
 ) -> VersionInfo:
     """Embed the pool rows `writer` has not written yet, chunk by chunk, and commit."""
-    rows = store.pool_rows(writer.pool, columns=["id", "text"])
-    all_ids = rows.column("id").to_numpy()
-    todo = np.flatnonzero(~np.isin(all_ids, writer.done_ids))
-    ids = all_ids[todo]
-    all_texts: list[str] = rows.column("text").to_pylist()
-    texts = [all_texts[i] for i in todo]
+    ids, texts, _ = missing_rows(store, writer)
     total = writer.expected_rows
     started = last_report = time.monotonic()
     done = writer.rows_written
@@ -168,8 +155,5 @@ def _complete(
         progress_cb(Progress(done, total, rate, (total - done) / rate if rate > 0 else 0.0))
 
     report(0)
-    for start in range(0, len(ids), chunk_rows):
-        stop = start + chunk_rows
-        vectors, truncated = encode_bucketed(encoder, texts[start:stop], batch_size, report)
-        writer.write(ids[start:stop], vectors, truncated)
+    write_chunks(writer, encoder, ids, texts, batch_size, chunk_rows, report)
     return writer.commit()

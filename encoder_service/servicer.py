@@ -7,6 +7,7 @@ them to status codes.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import tempfile
 import threading
@@ -21,11 +22,12 @@ from proxal.encoder.v1 import encoder_pb2, encoder_pb2_grpc
 from proxal.encoder_service.checkpoints import resolve_checkpoint
 from proxal.encoder_service.encoders import (
     DEFAULT_MODEL,
-    FP32,
     Encoder,
     EncoderCache,
     build_encoder,
+    resolve_precision,
 )
+from proxal.encoder_service.fanout import check_workers, fan_out
 from proxal.encoder_service.ingest import UploadFormat, ingest_upload
 from proxal.encoder_service.metrics import EncoderMetrics
 from proxal.encoder_service.pipeline import Progress, check_batch_size, embed_pool, encoder_info
@@ -34,6 +36,8 @@ from proxal.runtime.errors import InvalidArgumentError, ResourceExhaustedError
 from proxal.runtime.limits import check_strings
 from proxal.runtime.names import check_name
 from proxal.store import EncoderInfo, Store, VersionInfo
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = encoder_pb2.DESCRIPTOR.services_by_name["EncoderService"].full_name
 DEFAULT_SPLIT = "train"
@@ -127,11 +131,24 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
     def check_ready(self) -> None:
         """Readiness: the store answers and the default model (the `--backend`, 128 tokens,
-        fp32) is loaded; raises otherwise. The model loads once, on the first check."""
+        the default precision) is loaded; raises otherwise. It loads once, on the first check."""
         self._store.check_reachable()
         if not self._default_loaded:
-            self._encoders.get(DEFAULT_MODEL, self._settings.backend, DEFAULT_MAX_LENGTH, FP32)
+            precision = self._precision("", "", DEFAULT_MODEL)
+            self._encoders.get(DEFAULT_MODEL, self._settings.backend, DEFAULT_MAX_LENGTH, precision)
             self._default_loaded = True
+
+    def _precision(self, backend: str, requested: str, model: str) -> str:
+        """The precision a run uses: `requested`, else the `--precision` setting, where
+        "auto" is the machine's default (logged with why; the version records the choice)."""
+        resolved = resolve_precision(
+            backend or self._settings.backend,
+            requested or self._settings.precision,
+            model or DEFAULT_MODEL,
+        )
+        if resolved.reason != "requested":
+            log.info("precision %s (%s)", resolved.precision, resolved.reason)
+        return resolved.precision
 
     def IngestPool(
         self, request_iterator: Iterator[encoder_pb2.IngestPoolChunk], context: grpc.ServicerContext
@@ -159,14 +176,16 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
     ) -> Iterator[encoder_pb2.EmbedProgress]:
         check_strings(request)
         batch_size = check_batch_size(request.batch_size or DEFAULT_BATCH_SIZE)
-        self._store.pool_rows(request.pool, columns=["id"])  # NOT_FOUND before loading a model
+        # NOT_FOUND and a bad worker count before loading a model
+        rows = self._store.pool_rows(request.pool, columns=["id"]).num_rows
+        workers = check_workers(request.workers, rows, self._settings.max_embed_workers)
         encoder = self._encoders.get(
             request.model or DEFAULT_MODEL,
             request.backend or self._settings.backend,
             request.max_length or DEFAULT_MAX_LENGTH,
-            request.precision or FP32,
+            self._precision(request.backend, request.precision, request.model),
         )
-        yield from self._stream_run(request.pool, encoder, batch_size, context)
+        yield from self._stream_run(request.pool, encoder, batch_size, context, workers=workers)
 
     def RefreshFromCheckpoint(
         self, request: encoder_pb2.RefreshRequest, context: grpc.ServicerContext
@@ -187,7 +206,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                 request.backend or self._settings.backend,
                 request.max_length or DEFAULT_MAX_LENGTH,
                 self._settings.onnx_cache,
-                request.precision or FP32,
+                self._precision(request.backend, request.precision, DEFAULT_MODEL),
                 model_path=checkpoint.model_dir,
             )
         info = replace(
@@ -207,8 +226,10 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
         batch_size: int,
         context: grpc.ServicerContext,
         info: EncoderInfo | None = None,
+        workers: int = 1,
     ) -> Iterator[encoder_pb2.EmbedProgress]:
-        """Embed `pool` on a worker thread, streaming its progress and then its version."""
+        """Embed `pool` on a worker thread (fanned out to `workers` processes if > 1),
+        streaming its progress and then its version."""
         # The run happens on its own thread so progress streams while it works; a client
         # that goes away stops it at the next batch (and the store records it failed).
         updates: queue.Queue[Progress | VersionInfo | BaseException] = queue.Queue()
@@ -224,8 +245,12 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
 
         def run() -> None:
             try:
-                updates.put(
-                    embed_pool(
+                if workers > 1:
+                    result = fan_out(
+                        self._store, pool, encoder, workers, batch_size, self._settings, report
+                    )
+                else:
+                    result = embed_pool(
                         self._store,
                         pool,
                         encoder,
@@ -234,7 +259,7 @@ class EncoderServicer(encoder_pb2_grpc.EncoderServiceServicer):
                         chunk_rows=self._settings.write_chunk_rows,
                         info=info,
                     )
-                )
+                updates.put(result)
             except BaseException as exc:
                 updates.put(exc)
             finally:

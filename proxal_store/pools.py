@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import lance
@@ -84,7 +85,24 @@ FRAGMENTS_SCHEMA = pa.schema(
         ("recorded_at", pa.string()),
     ]
 )
+# Id ranges claimed by the workers of fan-out runs (see PoolsMixin.claim_range): one row per
+# claim, renewal or release; a claim is live until released or past its latest expires_at.
+CLAIMS_SCHEMA = pa.schema(
+    [
+        ("pool", pa.string()),
+        ("version", pa.string()),
+        ("claim", pa.string()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("owner", pa.string()),
+        ("released", pa.bool_()),
+        ("expires_at", pa.string()),
+    ]
+)
+CLAIMS_TABLE = "embedding_claims"
+CLAIMS_COMPACT_FRAGMENTS = 200
 READ_BATCH_ROWS = 2048  # scan batch of read_embeddings: measured fastest of 512..65536
+TAKE_BATCH_ROWS = 65_536  # rows per take of read_part when a version is not in id order
 
 
 def _vectors_to_arrow(ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32]) -> pa.Table:
@@ -165,8 +183,10 @@ class EmbeddingWriter:
             "fragments": json.dumps([f.to_json() for f in fragments]),
             "recorded_at": utcnow(),
         }
-        self._store._tables.append(
-            "embedding_fragments", pa.Table.from_pylist([staged], schema=FRAGMENTS_SCHEMA)
+        _append(
+            self._store._tables,
+            "embedding_fragments",
+            pa.Table.from_pylist([staged], schema=FRAGMENTS_SCHEMA),
         )
         self._fragments.extend(fragments)
         self._seen = np.concatenate([self._seen, ids_arr])
@@ -256,6 +276,50 @@ class VersionIndex:
                 f"({(~found).sum()} missing); ids come from the pool ({len(self.ids)} rows)"
             )
         return self.rows[at]
+
+
+@dataclass(frozen=True)
+class RangeClaim:
+    """A live claim on the ids start..end-1 of an embedding run, held by `owner`."""
+
+    claim: str
+    start: int
+    end: int
+    owner: str
+    expires_at: str
+
+
+def _live_claims(rows: pa.Table, now: str) -> list[RangeClaim]:
+    """The claims of `rows` (CLAIMS_SCHEMA) neither released nor expired at `now`."""
+    latest: dict[str, RangeClaim] = {}
+    released: set[str] = set()
+    for row in rows.to_pylist():
+        if row["released"]:
+            released.add(row["claim"])
+            continue
+        known = latest.get(row["claim"])
+        if known is None or row["expires_at"] > known.expires_at:
+            latest[row["claim"]] = RangeClaim(
+                row["claim"], row["start"], row["end"], row["owner"], row["expires_at"]
+            )
+    return [c for k, c in latest.items() if k not in released and c.expires_at > now]
+
+
+def _append(tables: Tables, name: str, rows: pa.Table) -> int:
+    """Append `rows` to table `name` (made on first use); returns the committing version.
+
+    Safe from many processes at once (fan-out workers) once the table exists: lance
+    retries a conflicting append commit (`begin_embedding` makes the tables).
+    """
+    with tables.lock:
+        ds = lance.write_dataset(
+            rows,
+            tables.uri_of(name),
+            schema=rows.schema,
+            mode="append",
+            storage_options=tables.storage_options,
+        )
+    return int(ds.version)
 
 
 def _vector_rows(column: pa.FixedSizeListArray, dim: int) -> npt.NDArray[np.float32]:
@@ -385,6 +449,13 @@ class PoolsMixin:
                 n += 1
             writer = EmbeddingWriter(self, pool, f"v{n}", info, expected=rows)
             self._record_version(writer._info(RUNNING, -1))
+            # made now, by one process: lance refuses appends racing a table's creation
+            for name, schema in [
+                ("embedding_fragments", FRAGMENTS_SCHEMA),
+                (CLAIMS_TABLE, CLAIMS_SCHEMA),
+            ]:
+                if self._tables.dataset(name) is None:
+                    self._tables.append(name, schema.empty_table())
         return writer
 
     def resume_embedding(self, pool: str, version: str) -> EmbeddingWriter:
@@ -437,6 +508,98 @@ class PoolsMixin:
             for v in self.list_versions(pool, include_incomplete=True)
             if v.status == RUNNING
         ]
+
+    # ---------------------------------------------------------------- fan-out claims
+    def claim_range(
+        self, pool: str, version: str, start: int, end: int, owner: str, lease_s: float
+    ) -> str:
+        """Claim ids start..end-1 of running run `pool/version` for `lease_s` seconds (renew
+        with `renew_claims`); returns the claim's id.
+
+        FailedPreconditionError, naming the other range, if a live claim overlaps: claims
+        are appended (Lance serialises the commits) and only those committed before this one
+        count, so of two overlapping claimants exactly the later one is refused.
+        """
+        run = self._find_version(pool, version)
+        if run.status != RUNNING:
+            raise FailedPreconditionError(
+                f"embedding run {pool}/{version} is {run.status}; only running runs take workers"
+            )
+        claim = uuid.uuid4().hex
+        at = self._append_claims(pool, version, [(claim, start, end)], owner, False, lease_s)
+        uri = self._tables.uri_of(CLAIMS_TABLE)
+        ds = lance.dataset(uri, version=at, storage_options=self._tables.storage_options)
+        rows = ds.to_table(filter=eq(pool=pool, version=version))
+        clashes = [
+            c
+            for c in _live_claims(rows, utcnow())
+            if c.claim != claim and c.start < end and start < c.end
+        ]
+        if clashes:
+            self.release_claims(pool, version, [claim])
+            other = clashes[0]
+            raise FailedPreconditionError(
+                f"ids {start}:{end} of run {pool}/{version} overlap ids {other.start}:{other.end},"
+                f" claimed by live worker {other.owner} (until {other.expires_at}); give this "
+                "worker a disjoint range"
+            )
+        return claim
+
+    def renew_claims(
+        self,
+        pool: str,
+        version: str,
+        claims: dict[str, tuple[int, int]],
+        owner: str,
+        lease_s: float,
+    ) -> None:
+        """Extend claims made by `claim_range` ({claim: (start, end)}) by `lease_s` seconds
+        from now, in one append."""
+        rows = [(claim, start, end) for claim, (start, end) in claims.items()]
+        self._append_claims(pool, version, rows, owner, False, lease_s)
+
+    def release_claims(self, pool: str, version: str, claims: list[str]) -> None:
+        """End claims: their ranges are free for other workers at once. Compacts the claims
+        table once it has CLAIMS_COMPACT_FRAGMENTS fragments (an append each), so reading
+        it stays fast."""
+        self._append_claims(pool, version, [(c, 0, 0) for c in claims], "", True, 0.0)
+        ds = self._tables.dataset(CLAIMS_TABLE)
+        if ds is not None and len(ds.get_fragments()) >= CLAIMS_COMPACT_FRAGMENTS:
+            self._tables.compact(CLAIMS_TABLE)
+
+    def live_claims(self, pool: str, version: str) -> list[RangeClaim]:
+        """The live claims on run `pool/version`, in no particular order."""
+        rows = self._tables.read(CLAIMS_TABLE, where=eq(pool=pool, version=version))
+        return [] if rows is None else _live_claims(rows, utcnow())
+
+    def _append_claims(
+        self,
+        pool: str,
+        version: str,
+        claims: list[tuple[str, int, int]],
+        owner: str,
+        released: bool,
+        lease_s: float,
+    ) -> int:
+        """Append a row per (claim, start, end), expiring `lease_s` seconds from now, in one
+        commit; returns the claims table version that committed them."""
+        expires = (datetime.now(UTC) + timedelta(seconds=lease_s)).isoformat(
+            timespec="microseconds"
+        )
+        rows = [
+            {
+                "pool": pool,
+                "version": version,
+                "claim": claim,
+                "start": start,
+                "end": end,
+                "owner": owner,
+                "released": released,
+                "expires_at": expires,
+            }
+            for claim, start, end in claims
+        ]
+        return _append(self._tables, CLAIMS_TABLE, pa.Table.from_pylist(rows, schema=CLAIMS_SCHEMA))
 
     def _commit_embeddings(
         self, pool: str, dim: int, fragments: list[FragmentMetadata], tag: str
@@ -537,6 +700,44 @@ class PoolsMixin:
         if n > 1 and not np.all(ids[1:] > ids[:-1]):
             order = np.argsort(ids, kind="stable")
             ids, vectors = ids[order], vectors[order]
+        return ids, vectors
+
+    def read_part(
+        self, pool: str, version: str, index: int, count: int, spare_rows: int = 0
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        """Part `index` of `count` of a complete version: the rows whose position in
+        ascending id order is in [index * N // count, (index + 1) * N // count).
+
+        Returns (ids (n,) int64 ascending, vectors (n + spare_rows, dim) float32), the first
+        n rows holding the part and `spare_rows` uninitialised rows after them. Reads the id
+        column, then only the part's rows, straight into the one preallocated array.
+        """
+        info = self.get_version(pool, version)
+        ds = self._version_dataset(pool, version)
+        all_ids = ds.to_table(columns=["id"]).column("id").to_numpy()
+        n = len(all_ids)
+        lo, hi = index * n // count, (index + 1) * n // count
+        in_order = n < 2 or bool(np.all(all_ids[1:] > all_ids[:-1]))
+        positions = np.arange(lo, hi) if in_order else np.argsort(all_ids, kind="stable")[lo:hi]
+        ids = np.ascontiguousarray(all_ids[positions], dtype=np.int64)
+        del all_ids
+        vectors = np.empty((hi - lo + spare_rows, info.dim), dtype=np.float32)
+        if in_order:
+            start = 0
+            batches = ds.to_batches(
+                columns=["vector"], offset=lo, limit=hi - lo, batch_size=READ_BATCH_ROWS
+            )
+            for batch in batches:
+                stop = start + batch.num_rows
+                vectors[start:stop] = _vector_rows(batch.column("vector"), info.dim)
+                start = stop
+            return ids, vectors
+        for start in range(0, hi - lo, TAKE_BATCH_ROWS):  # rows by id order, scattered on disk
+            chunk = positions[start : start + TAKE_BATCH_ROWS]
+            order = np.argsort(chunk)
+            taken = ds.take(pa.array(chunk[order], pa.uint64()), columns=["vector"])
+            block = _vector_rows(taken.column("vector").combine_chunks(), info.dim)
+            vectors[start + order] = block
         return ids, vectors
 
     def lookup(self, pool: str, version: str, ids: npt.ArrayLike) -> npt.NDArray[np.float32]:

@@ -12,6 +12,8 @@ Two parts behind one facade (`Store`), so callers don't care where a table lives
   ``embeddings__<pool>``      id int64, vector fixed_size_list<float32>[dim]; one table
                               version per embedding run, pinned by a tag ("v1", "v2", ...)
   ``embedding_versions``      metadata per run (append-only; the last row per version wins)
+  ``embedding_fragments``     a row per durable chunk of a running run (for resuming it)
+  ``embedding_claims``        id ranges claimed by a run's fan-out workers (with leases)
   ==========================  ========================================================
 
 - **Session state** in SQL (`proxal.store.sql`): sessions, the label log and its requests,

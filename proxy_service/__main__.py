@@ -10,6 +10,7 @@ from proxal.proxy_service.cache import VersionCache
 from proxal.proxy_service.metrics import ProxyMetrics
 from proxal.proxy_service.servicer import SERVICE_NAME, ProxyServicer
 from proxal.proxy_service.settings import ProxySettings, build_parser, from_args
+from proxal.proxy_service.shards import PartsCollector, ShardOwner
 from proxal.runtime.errors import ProxalError
 from proxal.runtime.metrics import new_registry
 from proxal.runtime.server import RunningServer, serve_forever, start_or_exit
@@ -29,8 +30,16 @@ def start(settings: ProxySettings, store: Store) -> RunningServer:
         float16_min_rows=settings.float16_min_rows,
     )
     registry = new_registry()
+    shards = None
+    if settings.shard is not None:
+        shards = ShardOwner(store, settings.shard, settings.cache_versions)
+        registry.register(PartsCollector(shards))
     servicer = ProxyServicer(
-        cache, settings.score_threads, limits=settings.limits, metrics=ProxyMetrics(cache, registry)
+        cache,
+        settings.score_threads,
+        limits=settings.limits,
+        metrics=ProxyMetrics(cache, registry),
+        shards=shards,
     )
     return start_or_exit(
         settings.server,

@@ -144,6 +144,12 @@ class LoadedVersion:
         norms = 0 if self.norms is None else self.norms.nbytes
         return int(self.ids.nbytes + self.vectors.nbytes + norms)
 
+    def part_rows(self, index: int, count: int) -> npt.NDArray[np.intp]:
+        """Rows (s,) of shard part `index` of `count`: positions [index*N//count,
+        (index+1)*N//count) of the ascending ids (see ShardPart in proxy.proto)."""
+        n = len(self.ids)
+        return np.arange(index * n // count, (index + 1) * n // count)
+
     def rows(self, ids: npt.NDArray[np.int64], field: str) -> npt.NDArray[np.intp]:
         """Row indices (n,) of `ids` (n,); raises NotFoundError naming a few unknown ids."""
         n = len(self.ids)

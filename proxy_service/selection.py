@@ -85,15 +85,23 @@ class TrainingSet:
 
 @dataclass(frozen=True)
 class Shard:
-    """Part of a pool: ids in [start, end) or an explicit id list (exactly one is set)."""
+    """Part of a pool: ids in [start, end), an explicit id list, or part (index, count) of
+    the version's ascending ids (exactly one is set)."""
 
     start: int = 0
     end: int = 0
     ids: npt.NDArray[np.int64] | None = None
+    part: tuple[int, int] | None = None
 
     def check(self) -> None:
-        """Raise InvalidArgumentError for an empty or inverted range."""
-        if self.ids is None and self.start >= self.end:
+        """Raise InvalidArgumentError for an empty or inverted range or a part out of range."""
+        if self.part is not None:
+            index, count = self.part
+            if count < 1 or not 0 <= index < count:
+                raise InvalidArgumentError(
+                    f"shard.part must have count >= 1 and 0 <= index < count, got {index}/{count}"
+                )
+        elif self.ids is None and self.start >= self.end:
             raise InvalidArgumentError(
                 f"shard.range must have start < end, got [{self.start}, {self.end})"
             )
@@ -104,6 +112,8 @@ class Shard:
         NotFoundError for a range entirely outside the version's ids (a range inside their
         span that falls in a gap is just empty) or for listed ids the version lacks.
         """
+        if self.part is not None:
+            return version.part_rows(*self.part)
         if self.ids is not None:
             return np.unique(version.rows(self.ids, "shard.ids"))
         lo, hi = np.searchsorted(version.ids, [self.start, self.end])

@@ -13,6 +13,7 @@ from proxal.proxy_service.cache import VersionCache
 from proxal.proxy_service.classifiers import ClassifierSpec
 from proxal.proxy_service.limits import RequestLimits
 from proxal.proxy_service.metrics import ProxyMetrics
+from proxal.proxy_service.shards import ShardOwner
 from proxal.runtime.arrays import (
     pack_float32,
     pack_int32,
@@ -58,6 +59,8 @@ def _shard(request: proxy_pb2.SelectRequest) -> selection.Shard | None:
         return None
     if kind == "ids":
         return selection.Shard(ids=unpack_int64(request.shard.ids.data, "shard.ids"))
+    if kind == "part":
+        return selection.Shard(part=(request.shard.part.index, request.shard.part.count))
     return selection.Shard(start=request.shard.range.start, end=request.shard.range.end)
 
 
@@ -111,8 +114,10 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         sequential_warm_start: bool = True,
         limits: RequestLimits | None = None,
         metrics: ProxyMetrics | None = None,
+        shards: ShardOwner | None = None,
     ):
         self.cache = cache
+        self.shards = shards  # set on a `--shard I/R` replica: it holds only its part
         self.metrics = metrics or ProxyMetrics(cache)
         self.score_threads = score_threads
         # SelectSequential refits warm after each label; False makes every refit cold.
@@ -122,6 +127,28 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
     def check_ready(self) -> None:
         """Readiness: raises UnavailableError unless the store answers."""
         self.cache.store.check_reachable()
+
+    def _owned_version(self, pool: str, tag: str) -> EmbeddingVersion:
+        """The request's version (names checked) on a shard-owning replica; NotFoundError
+        if the store deleted it since its parts were loaded."""
+        version = EmbeddingVersion(pool, tag)
+        if self.shards is not None:
+            self.shards.drop_if_deleted(version)
+        return version
+
+    def Describe(
+        self, request: proxy_pb2.DescribeRequest, context: grpc.ServicerContext
+    ) -> proxy_pb2.DescribeResponse:
+        """The part this replica owns (unset: whole versions) and its scoring precision."""
+        response = proxy_pb2.DescribeResponse(
+            precision=self.cache.precision, float16_min_rows=self.cache.float16_min_rows
+        )
+        if self.shards is not None:  # a shard-owning replica holds its part in float32
+            response.precision, response.float16_min_rows = "float32", 0
+            response.shard.CopyFrom(
+                proxy_pb2.ShardPart(index=self.shards.part.index, count=self.shards.part.count)
+            )
+        return response
 
     def _check_training(self, training: proxy_pb2.TrainingSet) -> None:
         self.limits.check_classes(training.num_classes)
@@ -146,18 +173,28 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
     ) -> proxy_pb2.SelectResponse:
         self._check_select(request)
         query = query_from_proto(request)
-        result = selection.select(
-            _loader(
-                self.cache,
-                request.pool,
-                request.embedding_version,
-                selection.wanted_precision(query),
-            ),
-            self.cache.models,
-            query,
-            deadline=Deadline.of(context),
-            threads=self.score_threads,
-        )
+        if self.shards is not None:
+            result = self.shards.select(
+                self._owned_version(request.pool, request.embedding_version),
+                query,
+                request.adopt,
+                self.cache.models,
+                Deadline.of(context),
+                self.score_threads,
+            )
+        else:
+            result = selection.select(
+                _loader(
+                    self.cache,
+                    request.pool,
+                    request.embedding_version,
+                    selection.wanted_precision(query),
+                ),
+                self.cache.models,
+                query,
+                deadline=Deadline.of(context),
+                threads=self.score_threads,
+            )
         self.metrics.record("Select", result.timings)
         return proxy_pb2.SelectResponse(
             ids=common_pb2.Int64Array(data=pack_int64(result.ids)),
@@ -182,11 +219,20 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         check_strings(request)
         self._check_training(request.training)
         self.limits.check_ids("ids", request.ids.data)
+        ids = unpack_int64(request.ids.data, "ids")
+        if self.shards is not None:
+            load = self.shards.predict_loader(
+                self._owned_version(request.pool, request.embedding_version),
+                unpack_int64(request.training.ids.data, "training.ids"),
+                ids,
+            )
+        else:
+            load = _loader(self.cache, request.pool, request.embedding_version)
         result = selection.predict(
-            _loader(self.cache, request.pool, request.embedding_version),
+            load,
             self.cache.models,
             _training(request.training),
-            unpack_int64(request.ids.data, "ids"),
+            ids,
             seed=request.seed,
             spec=_spec(request.classifier),
             deadline=Deadline.of(context),
@@ -223,18 +269,28 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         request = first.start
         self._check_select(request, check_k=False)  # a sequential stream ignores k
         query = query_from_proto(request)
-        session, step = sequential.SequentialSession.start(
-            _loader(
-                self.cache,
-                request.pool,
-                request.embedding_version,
-                selection.wanted_precision(query),
-            ),
-            query,
-            deadline=deadline,
-            threads=self.score_threads,
-            warm_start=self.sequential_warm_start,
-        )
+        if self.shards is not None:
+            session, step = self.shards.sequential(
+                self._owned_version(request.pool, request.embedding_version),
+                query,
+                request.adopt,
+                deadline,
+                self.score_threads,
+                self.sequential_warm_start,
+            )
+        else:
+            session, step = sequential.SequentialSession.start(
+                _loader(
+                    self.cache,
+                    request.pool,
+                    request.embedding_version,
+                    selection.wanted_precision(query),
+                ),
+                query,
+                deadline=deadline,
+                threads=self.score_threads,
+                warm_start=self.sequential_warm_start,
+            )
         yield _sequential_response(step, time.perf_counter() - arrived)
         for message in request_iterator:
             arrived = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from proxal.proxy_service.limits import (
     DEFAULT_MAX_K,
     RequestLimits,
 )
+from proxal.proxy_service.shards import ShardPart
 from proxal.runtime.server import ServerSettings
 from proxal.runtime.settings import add_common_args, env_default, server_settings, store_options
 
@@ -33,6 +35,7 @@ class ProxySettings:
     limits: RequestLimits = field(default_factory=RequestLimits)
     precision: str = AUTO  # how versions are held: auto (by rows) | float32 | float16
     float16_min_rows: int = DEFAULT_FLOAT16_MIN_ROWS
+    shard: ShardPart | None = None  # --shard I/R: hold only part I of R of every version
 
 
 def _positive_int(value: str) -> int:
@@ -40,6 +43,15 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {number}")
     return number
+
+
+def _shard(value: str) -> ShardPart | None:
+    if not value:
+        return None
+    try:
+        return ShardPart.parse(value, os.environ.get("HOSTNAME") or socket.gethostname())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -101,6 +113,14 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="auto holds versions of at least this many rows in float16 "
         "(env PROXAL_PROXY_FLOAT16_MIN_ROWS)",
     )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=env_default(ENV_PREFIX, "shard", "", env),
+        help="own part I of R of every version and load only its rows: I/R, or auto/R to "
+        "take I from the hostname's trailing StatefulSet ordinal (proxy-3: 3); other parts "
+        "are refused unless a request adopts one (env PROXAL_PROXY_SHARD)",
+    )
     return parser
 
 
@@ -116,4 +136,5 @@ def from_args(args: argparse.Namespace) -> ProxySettings:
         limits=RequestLimits(max_k=args.max_k, max_classes=args.max_classes, max_ids=args.max_ids),
         precision=args.precision,
         float16_min_rows=args.float16_min_rows,
+        shard=args.shard,
     )

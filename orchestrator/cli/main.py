@@ -484,7 +484,11 @@ def _embed_parser(sub: Sub) -> None:
     p.add_argument("pool")
     p.add_argument("--model", default="", help="minilm-l6 (default) or minilm-l3")
     p.add_argument("--backend", default="", help="torch or onnx (default: the server's)")
-    p.add_argument("--precision", default="", help="fp32 (default), fp16, bf16 or int8")
+    p.add_argument(
+        "--precision",
+        default="",
+        help="fp32, fp16, bf16 or int8 (default: the encoder machine's; docs/encoder_precision.md)",
+    )
     p.add_argument("--batch-size", type=int, default=0)
     p.add_argument("--max-length", type=int, default=0)
 

@@ -12,6 +12,16 @@ replica (`split_ids`) and every replica scores one. A selection without candidat
 (the whole pool) is not sized here and goes to one replica. `predict` always goes to one
 replica.
 
+**Shard-owning replicas.** Replicas started with ``--shard I/R`` hold only part I of R
+of every version. The selector asks every replica what it is (`Describe`, cached for
+`RESOLVE_EVERY_S` seconds and again after a failure) and builds a `ShardMap`; when any
+replica owns a part, every Select fans out one part per index to its owner (``shard.part``)
+and merges as below. If the owner fails (UNAVAILABLE, DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED), or no replica owns the part, the same part goes with ``adopt=true``
+to another live replica, which loads it on demand: slower, not failed (the `ShardReport`
+says who adopted it). Replicas that disagree on R are a FailedPreconditionError naming
+them. Replicas without ``--shard`` keep the id-range policy below.
+
 **Failover.** Every replica has its own channel. A call that fails with UNAVAILABLE (the
 replica died or is unreachable), DEADLINE_EXCEEDED (the per-attempt deadline passed) or
 RESOURCE_EXHAUSTED (overloaded) is sent to the next replica it has not been tried on;
@@ -92,7 +102,7 @@ from proxal.orchestrator_service.rpc.clients import (
 )
 from proxal.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from proxal.runtime.arrays import pack_int64, unpack_float32, unpack_int32, unpack_int64
-from proxal.runtime.errors import InvalidArgumentError, UnavailableError
+from proxal.runtime.errors import FailedPreconditionError, InvalidArgumentError, UnavailableError
 from proxal.runtime.ranking import top_k
 from proxal.runtime.security import ClientSecurity
 from proxal.runtime.server import grpc_channel_options
@@ -110,6 +120,7 @@ RETRYABLE = frozenset(
     }
 )
 DEFAULT_SHARD_ABOVE = 50_000  # candidates; `proxal serve --shard-above`
+DESCRIBE_TIMEOUT_S = 5.0  # each replica's Describe while building the shard map
 DOWN_S = 10.0  # a replica that failed this recently is tried after the others
 REFRESH_S = 1.0  # a DNS replica set resolves again after a failure at most this often
 RESOLVE_EVERY_S = 30.0  # and before a call when its last answer is this old
@@ -322,6 +333,35 @@ def merge_top_k(
 
 
 @dataclasses.dataclass(frozen=True)
+class ShardMap:
+    """What the live replicas are: ``count`` parts (0: no replica owns one), the owners of
+    each part index, and every replica that answered Describe (``live``, sorted)."""
+
+    count: int
+    owners: dict[int, list[str]]
+    live: list[str]
+
+    @classmethod
+    def of(cls, parts: dict[str, tuple[int, int] | None]) -> ShardMap:
+        """The map of each live replica's part (index, count), None for a whole-version
+        replica; FailedPreconditionError naming the replicas if they disagree on count."""
+        counts = {part[1] for part in parts.values() if part is not None}
+        if len(counts) > 1:
+            owned = ", ".join(
+                f"{a} owns {p[0]}/{p[1]}" for a, p in sorted(parts.items()) if p is not None
+            )
+            raise FailedPreconditionError(
+                f"proxy replicas disagree on the number of shard parts: {owned}; start every "
+                "replica with the same --shard I/R count"
+            )
+        owners: dict[int, list[str]] = {}
+        for address, part in sorted(parts.items()):
+            if part is not None:
+                owners.setdefault(part[0], []).append(address)
+        return cls(counts.pop() if counts else 0, owners, sorted(parts))
+
+
+@dataclasses.dataclass(frozen=True)
 class ShardReport:
     """One shard's call: its index (-1 for stage 2), attempts, counts and timings (s)."""
 
@@ -333,6 +373,7 @@ class ShardReport:
     wall_s: float
     timings: dict[str, float]
     replica: str = ""  # the address that answered
+    adopted: bool = False  # a shard part answered by a replica that does not own it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -465,6 +506,7 @@ class ShardedSelector:
         self._down: dict[str, float] = {}  # address -> when a call to it last failed
         self._turn = itertools.count()
         self.calls = 0  # every attempt this selector has made
+        self._map: tuple[float, list[str], ShardMap] | None = None  # (when, addresses, map)
 
     @property
     def address(self) -> str:
@@ -540,6 +582,112 @@ class ShardedSelector:
             replica=replica,
         )
 
+    def _part_of(self, address: str) -> tuple[int, int] | str | None:
+        """A replica's Describe: its part (index, count), None (whole versions; also a
+        replica without Describe), or the error of a replica that did not answer."""
+        try:
+            answer = self._stub(address).Describe(
+                proxy_pb2.DescribeRequest(), timeout=min(self.timeout, DESCRIBE_TIMEOUT_S)
+            )
+        except grpc.RpcError as exc:
+            if _code(exc) == grpc.StatusCode.UNIMPLEMENTED:
+                return None
+            if _code(exc) not in RETRYABLE:
+                raise
+            return _describe(exc)
+        return (answer.shard.index, answer.shard.count) if answer.HasField("shard") else None
+
+    def shard_map(self, fresh: bool = False) -> ShardMap:
+        """The live replicas' `ShardMap`, from Describe of each; cached until the replica
+        list changes, a part call fails, or `RESOLVE_EVERY_S` passes (`fresh`: ask now)."""
+        addresses = self.replicas.addresses()
+        cached = self._map
+        if (
+            not fresh
+            and cached is not None
+            and cached[1] == addresses
+            and time.monotonic() - cached[0] < RESOLVE_EVERY_S
+        ):
+            return cached[2]
+        with ThreadPoolExecutor(max(1, min(len(addresses), self.max_parallel))) as pool:
+            answers = dict(zip(addresses, pool.map(self._part_of, addresses), strict=True))
+        parts = {a: p for a, p in answers.items() if not isinstance(p, str)}
+        shard_map = ShardMap.of(parts)
+        if shard_map.count:
+            log.debug("shard map: %d parts, owners %s", shard_map.count, shard_map.owners)
+        self._map = (time.monotonic(), addresses, shard_map)
+        return shard_map
+
+    def _call_part(
+        self, request: proxy_pb2.SelectRequest, shard_map: ShardMap, timeout: float
+    ) -> tuple[proxy_pb2.SelectResponse, ShardReport]:
+        """Select of one part (``request.shard.part``) on its owner, else adopted by another
+        live replica (owners first, then the others from the part's index on, replicas that
+        failed in `DOWN_S` s last); UnavailableError if every replica failed it."""
+        index, started = request.shard.part.index, time.perf_counter()
+        owners = shard_map.owners.get(index, [])
+        others = [a for a in shard_map.live if a not in owners]
+        turn = index % len(others) if others else 0
+        now = time.monotonic()
+        with self._lock:
+            down = {a for a, t in self._down.items() if now - t < DOWN_S}
+        plan = sorted(owners, key=lambda a: a in down) + sorted(
+            others[turn:] + others[:turn], key=lambda a: a in down
+        )
+        failed: dict[str, str] = {}
+        for address in plan:
+            request.adopt = address not in owners
+            with self._lock:
+                self.calls += 1
+            try:
+                response = self._stub(address).Select(request, timeout=timeout)
+            except grpc.RpcError as exc:
+                if _code(exc) == grpc.StatusCode.FAILED_PRECONDITION:
+                    self._map = None  # a replica restarted with another part: Describe again
+                if _code(exc) not in RETRYABLE:
+                    raise
+                log.warning("proxy replica %s failed part %d: %s", address, index, _describe(exc))
+                failed[address] = _describe(exc)
+                with self._lock:
+                    self._down[address] = time.monotonic()
+                self._map = None  # Describe again next time: the replica may have gone
+                continue
+            if request.adopt:
+                log.info("part %d/%d adopted by %s", index, shard_map.count, address)
+            return response, ShardReport(
+                index=index,
+                attempts=len(failed) + 1,
+                candidates=response.candidates,
+                returned=len(response.ids.data) // 8,
+                strategy=response.strategy,
+                wall_s=time.perf_counter() - started,
+                timings=_timings(response.timings),
+                replica=address,
+                adopted=request.adopt,
+            )
+        errors = "; ".join(f"{a} {why}" for a, why in failed.items()) or "no live replica"
+        raise UnavailableError(
+            f"proxy service: every replica failed part {index}/{shard_map.count}: {errors}"
+        )
+
+    def select_parts(
+        self, base: proxy_pb2.SelectRequest, shard_map: ShardMap, timeout: float | None = None
+    ) -> ShardedSelection:
+        """`base` fanned out as one part per index of `shard_map` (owner first, else
+        adopted), merged as `select_shards` merges (module doc)."""
+        timeout = self.timeout if timeout is None else timeout
+        started = time.perf_counter()
+
+        def run(index: int) -> tuple[proxy_pb2.SelectResponse, ShardReport]:
+            request = proxy_pb2.SelectRequest()
+            request.CopyFrom(base)
+            request.shard.part.CopyFrom(proxy_pb2.ShardPart(index=index, count=shard_map.count))
+            return self._call_part(request, shard_map, timeout)
+
+        with ThreadPoolExecutor(min(shard_map.count, self.max_parallel), "part") as pool:
+            results = list(pool.map(run, range(shard_map.count)))
+        return self._merge(base, results, timeout, started)
+
     def select(
         self,
         pool: str,
@@ -556,9 +704,28 @@ class ShardedSelector:
         initial: str = "",
         class_balanced: bool = False,
     ) -> Selection:
-        """`ProxyClient.select`: one replica up to `shard_above` candidate ids, else one
-        shard of them per replica, merged (module doc); the same picks either way."""
+        """`ProxyClient.select`: with shard-owning replicas, one part per index to its owner
+        (or adopted); otherwise one replica up to `shard_above` candidate ids, else one
+        shard of them per replica; merged (module doc), the same picks either way."""
         self.replicas.refresh(RESOLVE_EVERY_S)
+        shard_map = self.shard_map()
+        if shard_map.count:  # shard-owning replicas: always one part per index
+            request = select_request(
+                pool,
+                version,
+                training,
+                strategy,
+                k,
+                seed,
+                candidate_ids=candidate_ids,
+                classifier=classifier,
+                subsampling=subsampling,
+                return_scores=return_scores,
+                mc_samples=mc_samples,
+                initial=initial,
+                class_balanced=class_balanced,
+            )
+            return self.select_parts(request, shard_map).to_selection()
         replicas = len(self.replicas.addresses())
         unique = np.unique(candidate_ids) if candidate_ids is not None else np.zeros(0, np.int64)
         if replicas > 1 and len(unique) > self.shard_above:
@@ -719,7 +886,7 @@ class ShardedSelector:
     ) -> ShardedSelection:
         """One answer from the shards': merged top k, or stage 2 for greedy strategies."""
         responses = [r for r, _ in results]
-        used = {r.strategy for r in responses}
+        used = {r.strategy for r in responses if r.candidates} or {responses[0].strategy}
         if len(used) != 1:
             raise RuntimeError(f"shards disagree on the strategy they used: {sorted(used)}")
         shard_ids = [unpack_int64(r.ids.data) for r in responses]

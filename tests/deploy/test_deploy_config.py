@@ -57,6 +57,7 @@ KUSTOMIZATIONS = {
     "cpu": DEPLOY / "k8s" / "overlays" / "cpu",
     "gpu": DEPLOY / "k8s" / "overlays" / "gpu",
     "sqlite": DEPLOY / "k8s" / "overlays" / "sqlite",
+    "shards": DEPLOY / "k8s" / "overlays" / "shards",
 }
 POSTGRES_KUSTOMIZATIONS = ("base", "cpu", "gpu")  # overlays/sqlite: no PostgreSQL
 TLS = Path("/etc/proxal/tls")  # where the manifests mount Secret proxal-tls
@@ -599,6 +600,16 @@ def _deployments(path: Path) -> Iterator[dict[str, Any]]:
     return (o for o in _objects(path) if o["kind"] == "Deployment")
 
 
+def _workloads(path: Path) -> Iterator[dict[str, Any]]:
+    """The proxal services' Deployments and StatefulSets (not PostgreSQL's)."""
+    return (
+        o
+        for o in _objects(path)
+        if o["kind"] in ("Deployment", "StatefulSet")
+        and o["metadata"]["labels"].get("app.kubernetes.io/component") in PREFIX
+    )
+
+
 def test_kubernetes_validate_strict(rendered: dict[str, Path], tmp_path: Path) -> None:
     validate = _tool("kubernetes-validate", "kubernetes-validate")
     result = _run([validate, "--strict", "--quiet", *map(str, rendered.values())])
@@ -636,10 +647,10 @@ def _grpc_service_names() -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("overlay", ["cpu", "gpu", "sqlite"])
+@pytest.mark.parametrize("overlay", ["cpu", "gpu", "sqlite", "shards"])
 def test_deployments_are_probed_hardened_and_sized(rendered: dict[str, Path], overlay: str) -> None:
     services = _grpc_service_names()
-    deployments = list(_deployments(rendered[overlay]))
+    deployments = list(_workloads(rendered[overlay]))
     components = {d["metadata"]["labels"]["app.kubernetes.io/component"] for d in deployments}
     assert components == set(PREFIX)
     for deployment in deployments:
@@ -711,6 +722,46 @@ def test_proxy_service_headless_hpa_and_memory(rendered: dict[str, Path]) -> Non
     assert (
         "memory = (cache_versions + 1) x n x (dim x 4 + 8) + 1 GiB"
         in (DEPLOY / "k8s" / "base" / "proxy.yaml").read_text()
+    )
+
+
+def test_shard_owning_proxies_are_a_statefulset_behind_a_headless_service(
+    rendered: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxal.proxy_service.shards import ShardPart
+
+    objects = _objects(rendered["shards"])
+    by_kind = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    assert not {k for k in by_kind if k[1] == "proxal-proxy"}, "the whole-version proxy is gone"
+    statefulset = by_kind["StatefulSet", "proxal-proxy-shard"]
+    replicas = statefulset["spec"]["replicas"]
+    service = by_kind["Service", statefulset["spec"]["serviceName"]]
+    assert service["spec"].get("clusterIP") == "None"
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert statefulset["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    # Pod I is named <statefulset>-I; --shard auto/R takes I from that hostname.
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    env, _ = _container_env(container, objects)
+    assert env["PROXAL_PROXY_SHARD"] == f"auto/{replicas}"
+    for index in range(replicas):
+        monkeypatch.setenv("HOSTNAME", f"{statefulset['metadata']['name']}-{index}")
+        settings = _parse_service_env("proxy", env, monkeypatch)
+        assert settings["shard"] == ShardPart(index, replicas)
+    # The orchestrator resolves every pod through the headless Service.
+    orchestrator = by_kind["Deployment", "proxal-orchestrator"]
+    orchestrator_env = orchestrator["spec"]["template"]["spec"]["containers"][0]["env"]
+    port = service["spec"]["ports"][0]["port"]
+    proxy = next(e["value"] for e in orchestrator_env if e["name"] == "PROXAL_ORCHESTRATOR_PROXY")
+    assert proxy == f"dns:///{service['metadata']['name']}:{port}"
+    # Memory follows the formula in proxy-shards.yaml for its example pool (10M x 384).
+    versions = int(env["PROXAL_PROXY_CACHE_VERSIONS"])
+    need = (versions + 1) * (10_000_000 // replicas) * (384 * 4 + 8) + 65_536 * 384 * 4 + GIB
+    assert _quantity_bytes(container["resources"]["limits"]["memory"]) >= need
+    manifest = (DEPLOY / "k8s" / "overlays" / "shards" / "proxy-shards.yaml").read_text()
+    assert "memory = (cache_versions + 1) x n/R x (dim x 4 + 8) + 65,536 x dim x 4 + 1 GiB" in (
+        manifest
     )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from proxal.encoder_service.batching import encode_bucketed
 from proxal.encoder_service.encoders import (
     MODELS,
     ONNX,
@@ -15,7 +16,6 @@ from proxal.encoder_service.encoders import (
     build_encoder,
     onnx_model_path,
 )
-from proxal.encoder_service.pipeline import encode_bucketed
 from proxal.runtime.errors import InvalidArgumentError
 
 LONG_TEXT = " ".join(["my card payment was declined at the shop again"] * 20)

@@ -78,7 +78,7 @@ def test_stored_vectors_are_unit_norm_in_id_order(
 def test_onnx_version_agrees_with_torch_and_is_listed(
     encoder_server, torch_run: list[encoder_pb2.EmbedProgress]
 ) -> None:
-    last = embed(encoder_server, pool=POOL, backend="onnx", batch_size=64)[-1]
+    last = embed(encoder_server, pool=POOL, backend="onnx", precision="fp32", batch_size=64)[-1]
     assert (last.version.version, last.version.backend) == ("v2", "onnx")
     _, a = encoder_server.store.read_embeddings(POOL, "v1")
     _, b = encoder_server.store.read_embeddings(POOL, "v2")

@@ -217,6 +217,6 @@ def test_embed_pool_records_the_precision(
         INT8,
         20,
     )
-    default = encoder_pb2.EmbedPoolRequest(pool=precision_pool, backend=TORCH)
-    *_, last = encoder_server.stub.EmbedPool(default, timeout=120)
+    explicit = encoder_pb2.EmbedPoolRequest(pool=precision_pool, backend=TORCH, precision="fp32")
+    *_, last = encoder_server.stub.EmbedPool(explicit, timeout=120)
     assert last.version.precision == "fp32"
