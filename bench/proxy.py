@@ -6,9 +6,16 @@ Runs the proxy's domain code (proxal.proxy_service.selection.select) in-process 
 Gaussian class clusters (d = 384, float32), with BLAS limited to one thread and scoring on
 `--threads` threads, as the service does. Rows (issue 4):
 
-- floor: one read pass over the N x d matrix (a gemv and a column sum, best of 3);
+- floor: one read pass over the N x d float32 matrix (a gemv and a column sum, best of 3);
 - LC 1M: fit + score + select with least confidence (logreg, k = 100, 2,000 labels, 4
-  classes), median of 3 fresh seeds, as a multiple of the floor; target <= 0.5 s;
+  classes), median of 3 fresh seeds, as a multiple of the floor; target <= 1.5x the floor;
+- LC 1M float16: the same with the matrix held in float16 (proxy_service/kernel.py) and the
+  survivors re-scored from float32 rows; target <= 0.75x the float32 floor with the same ids
+  and scores as float32 (the bench's float32 rows come from RAM; the service reads them with
+  Lance take through ExactRows);
+- int8 study: rows quantized with a per-row scale, scored by a numba loop like the kernel's:
+  the pass's time, its bytes, the top-k overlap with float32 without re-score, and how many
+  candidates an exact re-score would need under int8's error bound;
 - core-set and BADGE 100K: seconds (target <= 5 s) and peak traced memory over the
   embedding matrix (target <= 2x, the matrix included; an extra full copy is 2.0x);
 - the same work done with small-text (`pip install .[bench]`) on the same embeddings and
@@ -25,23 +32,34 @@ Prints a table and writes JSON. `--quick` shrinks every size (a smoke test in se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
 import platform
+import tempfile
 import time
 import tracemalloc
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import numpy.typing as npt
-from proxal.proxy_service.cache import LoadedVersion
-from proxal.proxy_service.classifiers import DEFAULT_C, DEFAULT_MAX_ITER
+import threadpoolctl
+from proxal.proxy_service import kernel
+from proxal.proxy_service.cache import LoadedVersion, to_float16
+from proxal.proxy_service.classifiers import (
+    DEFAULT_C,
+    DEFAULT_MAX_ITER,
+    LogisticRegressionProxy,
+)
+from proxal.proxy_service.rows import ExactRows
 from proxal.proxy_service.selection import (
     ModelCache,
     Query,
@@ -51,11 +69,14 @@ from proxal.proxy_service.selection import (
     select,
 )
 from proxal.runtime.versions import EmbeddingVersion
+from proxal.store import EncoderInfo, Store
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
 DIM = 384
-LC_TARGET_S = 0.5
+LC_FLOOR_TARGET = 1.5  # LC fit + score + select, float32: at most this many floors
+HALF_FLOOR_TARGET = 0.75  # the same with the float16 matrix, in float32 floors
+SMALL_TEXT_TARGET = 0.25  # proxal LC time / small-text LC time
 BATCH_TARGET_S = 5.0
 MEMORY_TARGET = 2.0  # peak (matrix included) / matrix bytes
 CENTER_SCALE = 0.15  # class centers ~ N(0, 0.15^2) per dimension, unit noise: classes overlap
@@ -79,6 +100,9 @@ class Sizes:
     small_text_coreset_picks: int = 2
     legacy: tuple[tuple[int, int], ...] = ((10_000, 1_000), (100_000, 1_000), (100_000, 5_000))
     legacy_classes: int = 77
+    take_pool: int = 200_000  # rows of the Lance version that ExactRows reads from
+    take_counts: tuple[int, ...] = (100, 1_000, 10_000)
+    crossover: tuple[int, ...] = (100_000, 250_000, 500_000)
 
 
 NOTES = [
@@ -112,6 +136,9 @@ QUICK = Sizes(
     ups_full_every=4,
     small_text_coreset_picks=2,
     legacy=((2_000, 200),),
+    take_pool=5_000,
+    take_counts=(10, 100),
+    crossover=(5_000,),
 )
 
 
@@ -197,8 +224,226 @@ def median_select(
 
 
 def phases(result: SelectionResult) -> dict[str, float]:
+    """The phase split; rescore_s (float16 survivors from float32 rows) is part of score_s."""
     t = result.timings
-    return {"load_s": t.load_s, "fit_s": t.fit_s, "score_s": t.score_s, "select_s": t.select_s}
+    return {
+        "load_s": t.load_s,
+        "fit_s": t.fit_s,
+        "score_s": t.score_s,
+        "select_s": t.select_s,
+        "rescore_s": t.rescore_s,
+        "rescored": result.rescored,
+        "precision": result.precision,
+    }
+
+
+def machine() -> dict[str, Any]:
+    """The CPU (model name, the SIMD flags that matter here) and the BLAS kernel in use."""
+    cpu, flags = platform.processor(), set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        for line in info:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                cpu = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    blas = [
+        {k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+        for i in threadpoolctl.threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
+    simd = sorted(flags & {"avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_tile"})
+    return {"cpu": cpu, "simd": simd, "blas": blas, "numba": numba.__version__}
+
+
+def warm_up(x: npt.NDArray[np.float32], make: Callable[[int], Query], threads: int) -> None:
+    """One untimed selection per precision on the first rows: numba compiles (or loads
+    its cache) and thread pools start before anything is timed."""
+    head = x[: min(len(x), 3 * kernel.BLOCK_ROWS)]
+    half, norms = to_float16(head)
+    ids = np.arange(len(head), dtype=np.int64)
+    for loaded in (
+        version_of(head, "warm"),
+        LoadedVersion(EmbeddingVersion("bench", "warm16"), ids, half, norms, lambda i: head[i]),
+    ):
+        training = make(0).training
+        keep = training.ids < len(head)
+        small = TrainingSet(training.ids[keep], training.labels[keep], training.num_classes)
+        run_select(loaded, replace(make(0), training=small, k=1), threads)
+
+
+def lc_half_row(
+    x: npt.NDArray[np.float32],
+    make: Callable[[int], Query],
+    full: list[tuple[float, SelectionResult]],
+    sizes: Sizes,
+    threads: int,
+    floor_s: float,
+) -> dict[str, Any]:
+    """LC with the matrix held in float16: the same seeds as the float32 runs `full`."""
+    half, norms = to_float16(x)
+    ids = np.arange(len(x), dtype=np.int64)
+    version = LoadedVersion(
+        EmbeddingVersion("bench", "big16"), ids, half, norms, exact_source=lambda i: x[i]
+    )
+    with threadpool_limits(limits=1, user_api="blas"):
+        runs = [run_select(version, make(seed), threads) for seed in range(sizes.repeats)]
+    pairs = [(h, f) for (_, h), (_, f) in zip(runs, full, strict=True)]
+    same_ids = [bool(np.array_equal(h.ids, f.ids)) for h, f in pairs]
+    same_scores = [bool(np.array_equal(h.scores, f.scores)) for h, f in pairs]
+    total, result = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    return {
+        "name": "lc_big_float16",
+        "impl": "proxal",
+        "pool": len(x),
+        "labels": sizes.labels,
+        "classes": sizes.classes,
+        "k": sizes.k,
+        "threads": threads,
+        "seconds": total,
+        "runs_s": [r[0] for r in runs],
+        "floor_multiple": total / floor_s,
+        "matrix_bytes": half.nbytes,
+        "overlap_with_float32": float(np.mean([overlap(h.ids, f.ids) for h, f in pairs])),
+        "same_ids_as_float32": same_ids,
+        "same_scores_as_float32": same_scores,
+        "target_floor_multiple": HALF_FLOOR_TARGET,
+        "meets_target": total / floor_s <= HALF_FLOOR_TARGET and all(same_ids),
+        **phases(result),
+    }
+
+
+@numba.njit(nogil=True, fastmath=True, cache=True)
+def _logits8(
+    q: npt.NDArray[np.int8],
+    scale: npt.NDArray[np.float32],
+    wt: npt.NDArray[np.float32],
+    bias: npt.NDArray[np.float32],
+    out: npt.NDArray[np.float32],
+) -> None:  # pragma: no cover
+    """out[c, i] = scale[i] (q[i] . wt[c]) + bias[c]: int8 rows (n, d), per-row scales (n,)."""
+    n, d = q.shape
+    for i in range(n):
+        for c in range(wt.shape[0]):
+            acc = np.float32(0.0)
+            for j in range(d):
+                acc += np.float32(q[i, j]) * wt[c, j]
+            out[c, i] = acc * scale[i] + bias[c]
+
+
+def int8_row(
+    x: npt.NDArray[np.float32],
+    train_rows: npt.NDArray[np.int64],
+    train_labels: npt.NDArray[np.int32],
+    sizes: Sizes,
+    threads: int,
+    floor_s: float,
+) -> dict[str, Any]:
+    """int8 with per-row scales (max |x_i| / 127): the score pass, its overlap with float32's
+    top k, and the candidates an exact re-score would need under int8's error bound."""
+    scale = (np.abs(x).max(axis=1) / 127).astype(np.float32)
+    q = np.empty(x.shape, dtype=np.int8)
+    for start in range(0, len(x), 65_536):
+        block = slice(start, start + 65_536)
+        q[block] = np.rint(x[block] / scale[block, None])
+    model = LogisticRegressionProxy(C=DEFAULT_C, max_iter=DEFAULT_MAX_ITER).fit(
+        x[train_rows], train_labels, sizes.classes
+    )
+    scorer = kernel.LinearScorer(model.coef_, model.intercept_, "least_confidence")
+    bounds = np.linspace(0, len(x), threads + 1).astype(int)
+    scores = np.empty(len(x), dtype=np.float32)
+
+    def part(i: int) -> None:
+        out = np.empty((len(scorer.coef), kernel.BLOCK_ROWS), dtype=np.float32)
+        for lo in range(bounds[i], bounds[i + 1], kernel.BLOCK_ROWS):
+            hi = min(bounds[i + 1], lo + kernel.BLOCK_ROWS)
+            _logits8(q[lo:hi], scale[lo:hi], scorer.coef, scorer.intercept, out)
+            scores[lo:hi] = kernel.scores_from_logits(scorer.kind, out[:, : hi - lo])
+
+    def run() -> None:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(part, range(threads)))
+
+    run()
+    seconds = best_s(run)
+    exact = scorer(x)
+    top8 = np.argsort(-scores, kind="stable")[: sizes.k]
+    top32 = np.argsort(-exact, kind="stable")[: sizes.k]
+    # |dx_j| <= scale_i / 2 per value, so ||dx|| <= scale_i sqrt(d) / 2: as Float16Error
+    w_norm = float(np.sqrt((scorer.coef.astype(np.float64) ** 2).sum(axis=1)).max())
+    bound = scorer.sensitivity() * w_norm * scale * np.sqrt(DIM) / 2 + 1e-5
+    survivors = kernel.prune(np.arange(len(x)), scores, bound.astype(np.float32), sizes.k)[0]
+    return {
+        "name": "lc_big_int8_study",
+        "impl": "numba",
+        "pool": len(x),
+        "k": sizes.k,
+        "threads": threads,
+        "seconds": seconds,
+        "score_s": seconds,
+        "floor_multiple": seconds / floor_s,
+        "matrix_bytes": q.nbytes + scale.nbytes,
+        "overlap_with_float32": overlap(top8, top32),
+        "exact_rescore_candidates": len(survivors),
+        "note": "score pass only, the LC model of lc_big; overlap: top k vs float32's, no re-score",
+    }
+
+
+def take_rows(x: npt.NDArray[np.float32], sizes: Sizes) -> dict[str, float]:
+    """Seconds ExactRows (Lance take, cold LRU, id index read) takes per count of random ids
+    from a version of `take_pool` rows in a local store: re-scoring's fixed cost."""
+    n = min(sizes.take_pool, len(x))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(tmp)
+        store.add_pool_rows("take", "train", [f"t{i}" for i in range(n)], ["c"] * n)
+        with store.begin_embedding("take", EncoderInfo("bench", "none", DIM, 0)) as writer:
+            writer.write(np.arange(n), x[:n])
+            name = EmbeddingVersion("take", str(writer.commit().version))
+        rng = np.random.default_rng(6)
+        out = {}
+        for count in sizes.take_counts:
+            rows = ExactRows(store)
+            rows.index(name)
+            wanted = rng.choice(n, min(count, n), replace=False)
+            start = time.perf_counter()
+            got = rows.get(name, wanted)
+            out[str(count)] = time.perf_counter() - start
+            assert np.array_equal(got, x[wanted])
+    return out
+
+
+def crossover_rows(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.int32], sizes: Sizes, threads: int
+) -> list[dict[str, Any]]:
+    """LC select, float32 vs float16 (float32 rows from RAM), by pool size: where float16's
+    re-score (plus reading its rows from the store, `take_rows`) starts to pay."""
+    out = []
+    for n in sizes.crossover:
+        part, labels = x[:n], y[:n]
+        _, _, training = labeled(labels, min(sizes.labels, n // 10), sizes.classes, seed=7)
+        half, norms = to_float16(part)
+        ids = np.arange(n, dtype=np.int64)
+        versions = {
+            "float32": version_of(part, "cross"),
+            "float16": LoadedVersion(
+                EmbeddingVersion("bench", "cross16"), ids, half, norms, lambda i, p=part: p[i]
+            ),
+        }
+        row: dict[str, Any] = {"name": f"lc_{n}", "pool": n}
+        for precision, held in versions.items():
+            with threadpool_limits(limits=1, user_api="blas"):
+                total, result, _ = median_select(
+                    held,
+                    lambda seed, t=training: Query(t, "least_confidence", sizes.k, 7000 + seed),
+                    sizes.repeats,
+                    threads,
+                )
+            row[f"{precision}_s"] = total
+            row[f"{precision}_score_s"] = result.timings.score_s
+            row[f"{precision}_rescored"] = result.rescored
+        out.append(row)
+        del half, norms, versions
+    return out
 
 
 # --- small-text ---------------------------------------------------------------------------
@@ -284,7 +529,9 @@ def lc_rows(
         return Query(training, "least_confidence", sizes.k, seed=1000 + seed)
 
     with threadpool_limits(limits=1, user_api="blas"):
-        total, result, runs = median_select(version, make, sizes.repeats, threads)
+        warm_up(x, make, threads)
+        full = [run_select(version, make(seed), threads) for seed in range(sizes.repeats)]
+    total, result = sorted(full, key=lambda r: r[0])[len(full) // 2]
     proxal = {
         "name": "lc_big",
         "impl": "proxal",
@@ -294,13 +541,14 @@ def lc_rows(
         "k": sizes.k,
         "threads": threads,
         "seconds": total,
-        "runs_s": runs,
+        "runs_s": [r[0] for r in full],
         "floor_multiple": total / floor_s,
-        "target_s": LC_TARGET_S,
-        "meets_target": total <= LC_TARGET_S,
+        "target_floor_multiple": LC_FLOOR_TARGET,
+        "meets_target": total / floor_s <= LC_FLOOR_TARGET,
         **phases(result),
     }
-    out = [proxal]
+    half_row = lc_half_row(x, make, full, sizes, threads, floor_s)
+    out = [proxal, half_row, int8_row(x, rows, labels, sizes, threads, floor_s)]
     if small_text_version() is None:
         return out
     from small_text import LeastConfidence
@@ -318,6 +566,7 @@ def lc_rows(
             st_runs.append((done - start, fitted - start, done - fitted, picked))
     st_total, st_fit, st_query, picked = sorted(st_runs, key=lambda r: r[0])[len(st_runs) // 2]
     proxal["small_text_ratio"] = total / st_total
+    proxal["small_text_target_ratio"] = SMALL_TEXT_TARGET
     out.append(
         {
             "name": "lc_big",
@@ -576,7 +825,8 @@ def _fmt(value: Any, spec: str) -> str:
 def print_table(rows: list[dict[str, Any]], ups: dict[str, Any]) -> None:
     header = (
         f"{'row':<18} {'impl':<10} {'pool':>8} {'thr':>3} {'seconds':>8} {'x floor':>7} "
-        f"{'fit s':>6} {'score s':>7} {'peak/mat':>8} {'vs s-t':>6} {'overlap':>7} {'target':>6}"
+        f"{'fit s':>6} {'score s':>7} {'rescore':>7} {'select':>6} {'peak/mat':>8} "
+        f"{'vs s-t':>6} {'overlap':>7} {'target':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -588,9 +838,10 @@ def print_table(rows: list[dict[str, Any]], ups: dict[str, Any]) -> None:
             f"{_fmt(r.get('threads', r.get('blas_threads')), '>3')} {r['seconds']:>8.3f} "
             f"{_fmt(r.get('floor_multiple'), '>7.2f')} {_fmt(r.get('fit_s'), '>6.3f')} "
             f"{_fmt(r.get('score_s', r.get('query_s')), '>7.3f')} "
+            f"{_fmt(r.get('rescore_s'), '>7.3f')} {_fmt(r.get('select_s'), '>6.3f')} "
             f"{_fmt(r.get('peak_over_matrix'), '>8.2f')} "
             f"{_fmt(r.get('small_text_ratio'), '>6.3f')} "
-            f"{_fmt(r.get('overlap_with_proxal'), '>7.2f')} "
+            f"{_fmt(r.get('overlap_with_proxal', r.get('overlap_with_float32')), '>7.2f')} "
             f"{'-' if target is None else ('pass' if target else 'FAIL'):>6}{extra}"
         )
     print(
@@ -603,18 +854,33 @@ def print_table(rows: list[dict[str, Any]], ups: dict[str, Any]) -> None:
     )
 
 
+def print_crossover(rows: list[dict[str, Any]], take: dict[str, float]) -> None:
+    print("\nfloat16 crossover (LC select seconds; float16's float32 rows from RAM here):")
+    for r in rows:
+        print(
+            f"  {r['pool']:>8} rows: float32 {r['float32_s']:.3f} s, "
+            f"float16 {r['float16_s']:.3f} s ({r['float16_rescored']} re-scored)"
+        )
+    print(
+        "ExactRows (Lance take, cold) seconds by rows read: "
+        + ", ".join(f"{k}: {v:.4f}" for k, v in take.items())
+    )
+
+
 def run(sizes: Sizes, threads: int) -> dict[str, Any]:
     x, y = clusters(sizes.big, sizes.classes, seed=0)
     floor = floor_row(x, threads)
     rows = [floor]
     rows += lc_rows(x, y, sizes, threads, floor["seconds"])
+    crossover = crossover_rows(x, y, sizes, threads)
+    take = take_rows(x, sizes)
     # the mid-size pool is a contiguous view of the big one's first rows
     rows += batch_rows(x[: sizes.mid], y[: sizes.mid], sizes, threads)
     ups = ups_rows(x[: sizes.ups_pool], y[: sizes.ups_pool], sizes, threads)
     del x, y
     gc.collect()
     rows += legacy_rows(sizes, threads)
-    return {"rows": rows, "ups": ups}
+    return {"rows": rows, "ups": ups, "crossover": crossover, "exact_rows_take_s": take}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -633,9 +899,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.small_text_coreset_picks is not None:
         sizes = replace(sizes, small_text_coreset_picks=args.small_text_coreset_picks)
     result = run(sizes, args.threads)
+    hardware = machine()
+    print(f"CPU {hardware['cpu']} ({', '.join(hardware['simd'])}); BLAS {hardware['blas']}")
     print_table(result["rows"], result["ups"])
+    print_crossover(result["crossover"], result["exact_rows_take_s"])
     report = {
         "machine": platform.platform(),
+        **hardware,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,

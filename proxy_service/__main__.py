@@ -22,7 +22,13 @@ from threadpoolctl import threadpool_limits
 def start(settings: ProxySettings, store: Store) -> RunningServer:
     """Serve ProxyService over `store`, with its metrics; health turns SERVING once the
     store answers (`ProxyServicer.check_ready`)."""
-    cache = VersionCache(store, settings.cache_versions, settings.cache_models)
+    cache = VersionCache(
+        store,
+        settings.cache_versions,
+        settings.cache_models,
+        precision=settings.precision,
+        float16_min_rows=settings.float16_min_rows,
+    )
     registry = new_registry()
     shards = None
     if settings.shard is not None:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +27,14 @@ V = TypeVar("V")
 
 SHOWN_UNKNOWN_IDS = 5
 CHECK_CHUNK_ROWS = 65_536
+FLOAT32 = "float32"
+FLOAT16 = "float16"
+AUTO = "auto"
+PRECISIONS = (AUTO, FLOAT32, FLOAT16)
+# Measured in bench/proxy.py (docs/proxy.md): below this, re-scoring's fixed cost (reading
+# the survivors' float32 rows) outweighs what the halved pass saves.
+DEFAULT_FLOAT16_MIN_ROWS = 500_000
+FLOAT16_MAX = 65504.0
 
 
 class OnceLRU(Generic[K, V]):
@@ -90,11 +98,37 @@ class OnceLRU(Generic[K, V]):
 
 @dataclass(frozen=True, eq=False)
 class LoadedVersion:
-    """One complete embedding version in memory: ids (N,) int64 ascending, vectors (N, d)."""
+    """One complete embedding version in memory: ids (N,) int64 ascending, vectors (N, d).
+
+    ``vectors`` are float32, or float16 (the scoring matrix; no float32 copy is kept) with
+    ``norms`` (N,), the float32 rows' Euclidean norms, and ``exact_source``, which reads
+    float32 rows by id from the store. ``float16_ok``: every value fits float16's range.
+    """
 
     name: EmbeddingVersion
     ids: npt.NDArray[np.int64]
+    # float16 values where `precision` says so; typed float32, as numpy's typing cannot
+    # follow the dtype (only the kernel strategies run on a float16 matrix).
     vectors: npt.NDArray[np.float32]
+    norms: npt.NDArray[np.float32] | None = None
+    exact_source: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float32]] | None = None
+    float16_ok: bool = True
+
+    @property
+    def precision(self) -> str:
+        """How the scoring matrix is held: "float32" or "float16"."""
+        return FLOAT16 if self.vectors.dtype == np.float16 else FLOAT32
+
+    def exact(self, rows: npt.NDArray[np.intp]) -> npt.NDArray[np.float32]:
+        """The float32 vectors (n, d) of rows (n,): held ones, or read by id when float16."""
+        if self.vectors.dtype == np.float32:
+            return np.asarray(self.vectors[rows], dtype=np.float32)
+        if self.exact_source is None:
+            raise FailedPreconditionError(
+                f"embedding version {self.name} is held in float16 without a source of its "
+                "float32 rows; load it with precision float32"
+            )
+        return self.exact_source(self.ids[rows])
 
     @property
     def pool(self) -> str:
@@ -106,8 +140,9 @@ class LoadedVersion:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held in memory: ids and vectors."""
-        return int(self.ids.nbytes + self.vectors.nbytes)
+        """Bytes held in memory: ids, vectors and (float16) row norms."""
+        norms = 0 if self.norms is None else self.norms.nbytes
+        return int(self.ids.nbytes + self.vectors.nbytes + norms)
 
     def part_rows(self, index: int, count: int) -> npt.NDArray[np.intp]:
         """Rows (s,) of shard part `index` of `count`: positions [index*N//count,
@@ -153,19 +188,49 @@ def model_key(
 
 
 class VersionCache:
-    """Loaded versions of `store` per (pool, version) and recently fitted models, both LRU."""
+    """Loaded versions of `store` per (pool, version) and recently fitted models, both LRU.
 
-    def __init__(self, store: Store, max_versions: int, max_models: int):
+    Each version is held once, in float32 or float16. ``precision`` ("auto" | "float32" |
+    "float16") is the replica's default: auto holds versions of at least
+    ``float16_min_rows`` rows in float16. A request may ask for either precision; the
+    version is then loaded again in it (see `get`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        max_versions: int,
+        max_models: int,
+        precision: str = AUTO,
+        float16_min_rows: int = DEFAULT_FLOAT16_MIN_ROWS,
+    ):
+        from proxal.proxy_service.rows import ExactRows  # rows.py builds on this module
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.store = store
+        self.precision = precision
+        self.float16_min_rows = float16_min_rows
+        self.exact_rows = ExactRows(store)
         self.versions: OnceLRU[EmbeddingVersion, LoadedVersion] = OnceLRU(max_versions)
         self.models: OnceLRU[str, ProxyClassifier] = OnceLRU(max_models)
 
-    def get(self, version: EmbeddingVersion) -> LoadedVersion:
+    def get(self, version: EmbeddingVersion, precision: str = "") -> LoadedVersion:
         """The complete version, loaded from the store on first use.
 
-        Raises NotFoundError (unknown pool or version), FailedPreconditionError (incomplete).
+        ``precision`` "" or "auto" takes the version as held (first load: the replica's
+        rule). "float32" or "float16" makes sure it is held so, loading it again if not
+        (a float16 copy is made from the held float32 one). Raises NotFoundError (unknown
+        pool or version), FailedPreconditionError (incomplete; or float16 asked for a
+        version with values beyond float16's range).
         """
-        value, _ = self.versions.get(version, lambda: self._load(version))
+        value, _ = self.versions.get(version, lambda: self._load(version, precision))
+        if precision in ("", AUTO) or value.precision == precision:
+            return value
+        if precision == FLOAT16 and not value.float16_ok:
+            raise FailedPreconditionError(_out_of_range(version))
+        self.versions.discard(version)
+        value, _ = self.versions.get(version, lambda: self._load(version, precision, value))
         return value
 
     def drop_if_deleted(self, version: EmbeddingVersion) -> None:
@@ -183,14 +248,64 @@ class VersionCache:
             f"embedding version {version.tag!r} of pool {version.pool!r} was deleted"
         )
 
-    def _load(self, version: EmbeddingVersion) -> LoadedVersion:
-        ids, vectors = self.store.read_embeddings(version.pool, version.tag)
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        _check_finite(version, ids, vectors)
+    def _load(
+        self, version: EmbeddingVersion, precision: str, held: LoadedVersion | None = None
+    ) -> LoadedVersion:
+        """Read the version (or reuse `held` float32 rows) and hold it in `precision`."""
+        if held is not None and held.vectors.dtype == np.float32:
+            ids, vectors = held.ids, np.asarray(held.vectors, dtype=np.float32)
+        else:
+            ids, vectors = self.store.read_embeddings(version.pool, version.tag)
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            _check_finite(version, ids, vectors)
+        in_range = bool(len(vectors) == 0 or np.abs(vectors).max() <= FLOAT16_MAX)
+        wanted = self.precision if precision in ("", AUTO) else precision
+        if wanted == AUTO:
+            wanted = FLOAT16 if len(ids) >= self.float16_min_rows and in_range else FLOAT32
+        if wanted == FLOAT16 and not in_range:
+            if precision == FLOAT16:
+                raise FailedPreconditionError(_out_of_range(version))
+            wanted = FLOAT32
         ids.flags.writeable = False
-        vectors.flags.writeable = False
-        return LoadedVersion(name=version, ids=ids, vectors=vectors)
+        if wanted == FLOAT32:
+            vectors.flags.writeable = False
+            return LoadedVersion(name=version, ids=ids, vectors=vectors, float16_ok=in_range)
+        half, norms = to_float16(vectors)
+        del vectors
+        return LoadedVersion(
+            name=version,
+            ids=ids,
+            vectors=cast(npt.NDArray[np.float32], half),
+            norms=norms,
+            exact_source=lambda wanted_ids: self.exact_rows.get(version, wanted_ids),
+            float16_ok=True,
+        )
+
+
+def _out_of_range(version: EmbeddingVersion) -> str:
+    return (
+        f"embedding version {version} has values beyond float16's range (|x| > {FLOAT16_MAX:g}); "
+        'score it with precision float32 (or "", auto, which falls back to float32)'
+    )
+
+
+def to_float16(
+    vectors: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.float16], npt.NDArray[np.float32]]:
+    """vectors (N, d) float32 -> (the same in float16 (N, d), the float32 rows' norms (N,)),
+    chunk by chunk; the norms are rounded up a little so they bound the exact ones."""
+    half = np.empty(vectors.shape, dtype=np.float16)
+    norms = np.empty(len(vectors), dtype=np.float32)
+    for start in range(0, len(vectors), CHECK_CHUNK_ROWS):
+        chunk = vectors[start : start + CHECK_CHUNK_ROWS]
+        half[start : start + len(chunk)] = chunk
+        norms[start : start + len(chunk)] = np.sqrt(
+            np.einsum("ij,ij->i", chunk, chunk, dtype=np.float64)
+        ) * (1 + 1e-6)
+    half.flags.writeable = False
+    norms.flags.writeable = False
+    return half, norms
 
 
 def _check_finite(

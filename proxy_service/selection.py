@@ -16,14 +16,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from proxal.proxy_service.cache import LoadedVersion, OnceLRU, model_key
-from proxal.proxy_service.classifiers import ClassifierSpec, ProxyClassifier, build_classifier
+from proxal.proxy_service.cache import FLOAT16, FLOAT32, LoadedVersion, OnceLRU, model_key
+from proxal.proxy_service.classifiers import (
+    LOGREG,
+    ClassifierSpec,
+    ProxyClassifier,
+    build_classifier,
+)
+from proxal.proxy_service.kernel import KINDS as KERNEL_KINDS
 from proxal.proxy_service.strategies import (
     CHUNK_ROWS,
     DEFAULT_MC_SAMPLES,
     KMEANS_INITIAL,
     KMEANS_SAMPLE,
     STRATEGIES,
+    Picked,
     PointwiseStrategy,
     Pool,
     ProbaStrategy,
@@ -191,16 +198,19 @@ class Query:
     mc_samples: int = 0
     initial: str = ""  # "random" ("") | "kmeans": how to pick while the proxy cannot fit
     class_balanced: bool = False  # round-robin over predicted classes (pointwise strategies)
+    precision: str = ""  # "" (the replica's rule) | "float32" | "float16": the scoring matrix
 
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent loading the version (0 when cached), fitting, scoring and selecting."""
+    """Seconds spent loading the version (0 when cached), fitting, scoring and selecting;
+    ``rescore_s``, part of ``score_s``: re-scoring float16 survivors from float32 rows."""
 
     load_s: float = 0.0
     fit_s: float = 0.0
     score_s: float = 0.0
     select_s: float = 0.0
+    rescore_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -225,6 +235,8 @@ class SelectionResult:
     predicted_probabilities: npt.NDArray[np.float32] = field(
         default_factory=lambda: np.zeros(0, np.float32)
     )
+    precision: str = FLOAT32  # how the candidates were scored (see Query.precision)
+    rescored: int = 0  # float16: candidates re-scored exactly from their float32 rows
 
 
 @dataclass(frozen=True)
@@ -259,7 +271,7 @@ def fit(
     model, _ = models.get(
         key,
         lambda: build_classifier(spec, seed).fit(
-            version.vectors[train_rows], training.labels, training.num_classes
+            version.exact(train_rows), training.labels, training.num_classes
         ),
     )
     return model
@@ -297,12 +309,45 @@ def check_query(query: Query, check_k: bool = True) -> tuple[Strategy, Classifie
     mc_samples = query.mc_samples or DEFAULT_MC_SAMPLES
     strategy.check(spec.kind, mc_samples)
     check_initial_batch(query.initial)
+    check_precision(query, strategy, spec.kind)
     query.training.check()
     if query.shard is not None:
         query.shard.check()
     if query.subsampling is not None:
         query.subsampling.check()
     return strategy, spec, mc_samples
+
+
+def kernel_served(strategy: Strategy, kind: str, class_balanced: bool = False) -> bool:
+    """Whether a float16 matrix gives this selection float32's answer: logistic regression
+    with least confidence, margin or entropy (the kernel; random needs no matrix)."""
+    if isinstance(strategy, RandomStrategy):
+        return True
+    return kind == LOGREG and strategy.name in KERNEL_KINDS and not class_balanced
+
+
+def check_precision(query: Query, strategy: Strategy, kind: str) -> None:
+    """InvalidArgumentError for an unknown precision, or float16 where it is not exact."""
+    if query.precision not in ("", FLOAT32, FLOAT16):
+        raise InvalidArgumentError(
+            f"precision must be '' (the replica's rule), 'float32' or 'float16', got "
+            f"{query.precision!r}"
+        )
+    if query.precision == FLOAT16 and not kernel_served(strategy, kind, query.class_balanced):
+        raise InvalidArgumentError(
+            "precision 'float16' serves the logreg classifier with least_confidence, margin, "
+            f"entropy or random (not class-balanced); got strategy {strategy.name!r} with "
+            f"{kind!r}: ask for '' or 'float32'"
+        )
+
+
+def wanted_precision(query: Query) -> str:
+    """The precision to load the version in for this query: "" (as held: the replica's
+    rule) where float16 is exact for it, else "float32"; raises as `check_query`."""
+    strategy, spec, _ = check_query(query, check_k=False)
+    if kernel_served(strategy, spec.kind, query.class_balanced):
+        return query.precision
+    return FLOAT32
 
 
 def _query_rows(
@@ -392,11 +437,20 @@ def select(
         mc_samples=mc_samples,
         threads=threads,
         deadline=deadline,
+        keep_scores=query.return_scores,
+        norms=version.norms,
+        exact_rows=version.exact,
     )
     empty_ids, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
-    top, top_scores, all_scores, select_s = _pick(chosen, pool, k, balanced)
+    picked = _pick(chosen, pool, k, balanced)
+    top, top_scores, all_scores, select_s = (
+        picked.positions,
+        picked.scores,
+        picked.all_scores,
+        picked.select_s,
+    )
     deadline.check("scoring and selecting")
-    labels, probabilities = suggest(model, version.vectors[rows[top]])
+    labels, probabilities = suggest(model, version.exact(rows[top]))
     scored = time.perf_counter()
     keep_scores = query.return_scores and all_scores is not None
     return SelectionResult(
@@ -409,28 +463,26 @@ def select(
             fit_s=fitted - loaded,
             score_s=scored - fitted - select_s,
             select_s=select_s,
+            rescore_s=picked.rescore_s,
         ),
         n_candidates=len(rows),
         scored_ids=ids if keep_scores else empty_ids,
         scored_scores=all_scores if keep_scores and all_scores is not None else empty_scores,
         predicted_labels=labels,
         predicted_probabilities=probabilities,
+        precision=version.precision
+        + ("" if version.float16_ok else " (values beyond float16's range)"),
+        rescored=picked.rescored,
     )
 
 
-def _pick(
-    chosen: Strategy, pool: Pool, k: int, balanced: bool
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32], npt.NDArray[np.float32] | None, float]:
-    """The strategy's k picks -> (positions (k,), their scores (k,), every score (m,) or
-    None, selection seconds); nothing for k = 0."""
+def _pick(chosen: Strategy, pool: Pool, k: int, balanced: bool) -> Picked:
+    """The strategy's k picks (nothing for k = 0)."""
     if not k:
-        return np.zeros(0, np.intp), np.zeros(0, np.float32), None, 0.0
-    picked = (
-        chosen.select_balanced(pool, k)
-        if balanced and isinstance(chosen, PointwiseStrategy)
-        else chosen.select(pool, k)
-    )
-    return picked.positions, picked.scores, picked.all_scores, picked.select_s
+        return Picked(positions=np.zeros(0, np.intp), scores=np.zeros(0, np.float32))
+    if balanced and isinstance(chosen, PointwiseStrategy):
+        return chosen.select_balanced(pool, k)
+    return chosen.select(pool, k)
 
 
 def suggest(
@@ -481,7 +533,7 @@ def predict(
     confidence = np.empty(len(rows), dtype=np.float32)
     scores = np.empty(len(rows) if scorer else 0, dtype=np.float32)
     for lo in range(0, len(rows), CHUNK_ROWS):  # (chunk, classes) probabilities at a time
-        proba = model.predict_proba(version.vectors[rows[lo : lo + CHUNK_ROWS]])
+        proba = model.predict_proba(version.exact(rows[lo : lo + CHUNK_ROWS]))
         chunk = proba.argmax(axis=1)
         labels[lo : lo + len(chunk)] = chunk
         confidence[lo : lo + len(chunk)] = proba[np.arange(len(chunk)), chunk]

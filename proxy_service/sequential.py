@@ -17,9 +17,13 @@ What makes a step cheap at 100K x 384 (see bench/sequential.py for where the tim
   refit cold. The labeled vectors gathered per fit are n x d, tiny next to the pool.
   At tens of labels a refit takes ~8 ms warm or cold (lbfgs runs ~15 iterations either
   way), so the warm start buys continuity more than speed.
-- The one pass over the pool is the strategy's own chunked scoring (`Pool.map_rows`) on
-  the service's score threads; ranking is `top_k` with k = 1, O(m). That pass (an
-  (m, d) x (d, C) product: ~30 ms per 100K x 384 on one core) is most of a step.
+- The one pass over the pool is the strategy's own: for logistic regression with least
+  confidence, margin or entropy the scoring kernel (`kernel.scan`, on the service's score
+  threads, over a float16 matrix when the version is held so, its survivors re-scored from
+  float32 rows), else chunked scoring (`Pool.map_rows`). That pass is most of a step: at
+  1M x 384 it is a read of the whole matrix (see bench/sequential.py).
+- The labelled rows' float32 vectors are kept by the session and grow by one row per label
+  (read by id when the matrix is float16), so a refit never gathers them again.
 
 Each step picks exactly what `selection.select` with k = 1 would pick for the same labels
 and model; only the model differs (warm-started rather than fitted from zeros), and it
@@ -102,6 +106,7 @@ class SequentialSession:
         self._labeled = np.zeros(len(version.ids), dtype=bool)  # (N,) over the version
         self._labeled[train_rows] = True
         self._train_rows: npt.NDArray[np.intp] = np.asarray(train_rows, dtype=np.intp)
+        self._train_x = version.exact(self._train_rows)  # (n, d) float32, grows by a row
         self._labels: npt.NDArray[np.int32] = np.asarray(query.training.labels, dtype=np.int32)
         self._model: ProxyClassifier | None = None
         self.last_id: int | None = None
@@ -160,6 +165,7 @@ class SequentialSession:
             )
         self._labeled[row] = True
         self._train_rows = np.append(self._train_rows, row)
+        self._train_x = np.vstack([self._train_x, self.version.exact(np.array([row]))])
         self._labels = np.append(self._labels, np.int32(label))
         pos = int(np.searchsorted(self._rows, row))
         if pos < len(self._rows) and self._rows[pos] == row:
@@ -179,7 +185,7 @@ class SequentialSession:
             previous,
             self.spec,
             self.seed,
-            self.version.vectors[self._train_rows],
+            self._train_x,
             self._labels,
             self.num_classes,
         )
@@ -212,6 +218,9 @@ class SequentialSession:
             mc_samples=self.mc_samples,
             threads=self.threads,
             deadline=deadline,
+            keep_scores=False,
+            norms=self.version.norms,
+            exact_rows=self.version.exact,
         )
         picked = chosen.select(pool, 1)
         deadline.check("scoring and selecting")

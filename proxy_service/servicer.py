@@ -30,12 +30,13 @@ from proxal.runtime.versions import EmbeddingVersion
 SERVICE_NAME: str = proxy_pb2.DESCRIPTOR.services_by_name["ProxyService"].full_name
 
 
-def _loader(cache: VersionCache, pool: str, tag: str) -> selection.Loader:
+def _loader(cache: VersionCache, pool: str, tag: str, precision: str = "") -> selection.Loader:
     """The request's version loader, once the names are valid (checked here, once) and, if
-    the version is cached, the store still has it (NotFoundError otherwise: it was deleted)."""
+    the version is cached, the store still has it (NotFoundError otherwise: it was deleted).
+    `precision`: as `VersionCache.get` ("" takes the version as held)."""
     version = EmbeddingVersion(pool, tag)
     cache.drop_if_deleted(version)
-    return lambda: cache.get(version)
+    return lambda: cache.get(version, precision)
 
 
 def _training(message: proxy_pb2.TrainingSet) -> selection.TrainingSet:
@@ -89,6 +90,7 @@ def query_from_proto(request: proxy_pb2.SelectRequest) -> selection.Query:
         return_scores=request.return_scores,
         mc_samples=request.mc_samples,
         initial=request.initial,
+        precision=request.precision,
         class_balanced=request.class_balanced,
     )
 
@@ -138,8 +140,11 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         self, request: proxy_pb2.DescribeRequest, context: grpc.ServicerContext
     ) -> proxy_pb2.DescribeResponse:
         """The part this replica owns (unset: whole versions) and its scoring precision."""
-        response = proxy_pb2.DescribeResponse(precision="float32", float16_min_rows=0)
-        if self.shards is not None:
+        response = proxy_pb2.DescribeResponse(
+            precision=self.cache.precision, float16_min_rows=self.cache.float16_min_rows
+        )
+        if self.shards is not None:  # a shard-owning replica holds its part in float32
+            response.precision, response.float16_min_rows = "float32", 0
             response.shard.CopyFrom(
                 proxy_pb2.ShardPart(index=self.shards.part.index, count=self.shards.part.count)
             )
@@ -167,10 +172,11 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
         self, request: proxy_pb2.SelectRequest, context: grpc.ServicerContext
     ) -> proxy_pb2.SelectResponse:
         self._check_select(request)
+        query = query_from_proto(request)
         if self.shards is not None:
             result = self.shards.select(
                 self._owned_version(request.pool, request.embedding_version),
-                query_from_proto(request),
+                query,
                 request.adopt,
                 self.cache.models,
                 Deadline.of(context),
@@ -178,9 +184,14 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             )
         else:
             result = selection.select(
-                _loader(self.cache, request.pool, request.embedding_version),
+                _loader(
+                    self.cache,
+                    request.pool,
+                    request.embedding_version,
+                    selection.wanted_precision(query),
+                ),
                 self.cache.models,
-                query_from_proto(request),
+                query,
                 deadline=Deadline.of(context),
                 threads=self.score_threads,
             )
@@ -198,6 +209,8 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             predicted_probabilities=common_pb2.Float32Array(
                 data=pack_float32(result.predicted_probabilities)
             ),
+            precision=result.precision,
+            rescored=result.rescored,
         )
 
     def Predict(
@@ -255,10 +268,11 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             )
         request = first.start
         self._check_select(request, check_k=False)  # a sequential stream ignores k
+        query = query_from_proto(request)
         if self.shards is not None:
             session, step = self.shards.sequential(
                 self._owned_version(request.pool, request.embedding_version),
-                query_from_proto(request),
+                query,
                 request.adopt,
                 deadline,
                 self.score_threads,
@@ -266,8 +280,13 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             )
         else:
             session, step = sequential.SequentialSession.start(
-                _loader(self.cache, request.pool, request.embedding_version),
-                query_from_proto(request),
+                _loader(
+                    self.cache,
+                    request.pool,
+                    request.embedding_version,
+                    selection.wanted_precision(query),
+                ),
+                query,
                 deadline=deadline,
                 threads=self.score_threads,
                 warm_start=self.sequential_warm_start,

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from proxal.proxy_service.cache import AUTO, DEFAULT_FLOAT16_MIN_ROWS, PRECISIONS
 from proxal.proxy_service.limits import (
     DEFAULT_MAX_CLASSES,
     DEFAULT_MAX_IDS,
@@ -32,6 +33,8 @@ class ProxySettings:
     cache_models: int = 16
     score_threads: int = 2
     limits: RequestLimits = field(default_factory=RequestLimits)
+    precision: str = AUTO  # how versions are held: auto (by rows) | float32 | float16
+    float16_min_rows: int = DEFAULT_FLOAT16_MIN_ROWS
     shard: ShardPart | None = None  # --shard I/R: hold only part I of R of every version
 
 
@@ -97,6 +100,20 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="most values in one packed id or label array of a request (env PROXAL_PROXY_MAX_IDS)",
     )
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=env_default(ENV_PREFIX, "precision", AUTO, env),
+        help="how versions' scoring matrices are held: auto (float16 from --float16-min-rows "
+        "rows), float32 or float16; float16 picks equal float32's (env PROXAL_PROXY_PRECISION)",
+    )
+    parser.add_argument(
+        "--float16-min-rows",
+        type=_positive_int,
+        default=env_default(ENV_PREFIX, "float16_min_rows", str(DEFAULT_FLOAT16_MIN_ROWS), env),
+        help="auto holds versions of at least this many rows in float16 "
+        "(env PROXAL_PROXY_FLOAT16_MIN_ROWS)",
+    )
+    parser.add_argument(
         "--shard",
         type=_shard,
         default=env_default(ENV_PREFIX, "shard", "", env),
@@ -117,5 +134,7 @@ def from_args(args: argparse.Namespace) -> ProxySettings:
         cache_models=args.cache_models,
         score_threads=args.score_threads,
         limits=RequestLimits(max_k=args.max_k, max_classes=args.max_classes, max_ids=args.max_ids),
+        precision=args.precision,
+        float16_min_rows=args.float16_min_rows,
         shard=args.shard,
     )

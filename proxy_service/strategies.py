@@ -26,7 +26,13 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from proxal.proxy_service.classifiers import MLP, MLPProxy, ProxyClassifier
+from proxal.proxy_service import kernel
+from proxal.proxy_service.classifiers import (
+    MLP,
+    LogisticRegressionProxy,
+    MLPProxy,
+    ProxyClassifier,
+)
 from proxal.runtime import uncertainty
 from proxal.runtime.deadline import Deadline
 from proxal.runtime.errors import InvalidArgumentError
@@ -64,7 +70,7 @@ class Pool:
     candidates per pick) stop with DeadlineExceededError once ``deadline`` has passed.
     """
 
-    vectors: Matrix
+    vectors: Matrix  # float16 values where the version is held so: see kernel_select
     rows: Rows
     ids: npt.NDArray[np.int64]
     train_rows: Rows
@@ -76,6 +82,10 @@ class Pool:
     threads: int = 1
     deadline: Deadline = field(default_factory=Deadline)
     row_by_row: bool = False  # map_rows one row per call: results independent of chunking
+    keep_scores: bool = True  # kernel strategies: return every candidate's score
+    # A float16 ``vectors``: the float32 rows' norms (N,) and their float32 rows by row.
+    norms: Scores | None = None
+    exact_rows: Callable[[Rows], Matrix] | None = None
 
     def check_deadline(self, step: int, k: int) -> None:
         """Every PICKS_PER_DEADLINE_CHECK picks of k: stop if the deadline has passed."""
@@ -118,17 +128,14 @@ class Pool:
         same call for a row whatever chunk, shard or subset it came from: its result depends
         on the row's values only. One call per row: meant for a few rows.
         """
-        dim = self.vectors.shape[1]
-        raw = np.empty(dim + ROW_ALIGN_BYTES // 4, dtype=np.float32)
-        skip = (-raw.ctypes.data % ROW_ALIGN_BYTES) // 4
-        row = raw[skip : skip + dim].reshape(1, dim)
-        parts = []
-        for index in self.rows:
-            row[0] = self.vectors[index]
-            parts.append(np.array(fn(row)))  # a copy: fn may return a view of its buffers
-        if not parts:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(parts)
+        return each_row(self.vectors, self.rows, fn)
+
+    def exact(self, rows: Rows) -> Matrix:
+        """The float32 vectors (n, d) of version rows (n,): read by id for a float16 matrix."""
+        if self.vectors.dtype == np.float32:
+            return self.vectors[rows]
+        assert self.exact_rows is not None, "a float16 pool comes with its float32 rows' source"
+        return self.exact_rows(rows)
 
     def matvec(self, matrix: Matrix, vector: Matrix) -> Scores:
         """matrix (r, d) @ vector (d,) -> (r,), split over ``threads`` row blocks."""
@@ -155,6 +162,24 @@ class Pool:
         return self.vectors[self.rows], np.arange(len(self.rows))
 
 
+def each_row(
+    matrix: Matrix, rows: Rows, fn: Callable[[Matrix], npt.NDArray[np.float32]]
+) -> npt.NDArray[np.float32]:
+    """fn applied to matrix[rows] (n, d) one row at a time, each in the same 64-byte-aligned
+    (1, d) float32 buffer, so its result depends on the row's values only: (n, ...)."""
+    dim = matrix.shape[1]
+    raw = np.empty(dim + ROW_ALIGN_BYTES // 4, dtype=np.float32)
+    skip = (-raw.ctypes.data % ROW_ALIGN_BYTES) // 4
+    row = raw[skip : skip + dim].reshape(1, dim)
+    parts = []
+    for index in rows:
+        row[0] = matrix[index]
+        parts.append(np.array(fn(row)))  # a copy: fn may return a view of its buffers
+    if not parts:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(parts)
+
+
 @dataclass(frozen=True)
 class Picked:
     """Positions (k,) into the pool's candidates, best first, with their scores (k,).
@@ -167,6 +192,8 @@ class Picked:
     scores: Scores
     all_scores: Scores | None = None
     select_s: float = 0.0
+    rescored: int = 0  # float16: candidates re-scored from their float32 rows
+    rescore_s: float = 0.0  # ... and the seconds that took (reading the rows included)
 
 
 class Strategy(ABC):
@@ -285,8 +312,25 @@ def balanced_top_k(
     return positions[np.lexsort((rank, turn))[:k]]
 
 
+def linear_scorer(model: ProxyClassifier | None, name: str) -> kernel.LinearScorer | None:
+    """The kernel's scorer of strategy `name` for a logistic-regression model, else None."""
+    if not isinstance(model, LogisticRegressionProxy) or name not in kernel.KINDS:
+        return None
+    return kernel.LinearScorer(
+        np.ascontiguousarray(model.coef_, dtype=np.float32),
+        np.ascontiguousarray(model.intercept_, dtype=np.float32),
+        name,
+    )
+
+
 class ProbaStrategy(PointwiseStrategy):
-    """A pointwise score computed from the model's class probabilities, chunk by chunk."""
+    """A pointwise score computed from the model's class probabilities, chunk by chunk.
+
+    With the logistic-regression proxy, least confidence, margin and entropy run on the
+    scoring kernel (`kernel.scan`): one pass that keeps only the candidates that could
+    reach the top k, which are then scored again alone (float32 matrix) or from their
+    float32 rows (float16 matrix), so the picks and their scores are float32's.
+    """
 
     @abstractmethod
     def from_proba(self, proba: Matrix) -> Scores:
@@ -295,7 +339,62 @@ class ProbaStrategy(PointwiseStrategy):
     def scores(self, pool: Pool) -> Scores:
         model = pool.model
         assert model is not None, f"{self.name} runs only with a fitted model"
+        scorer = linear_scorer(model, self.name)
+        if scorer is not None:
+            return pool.map_rows(scorer)
         return pool.map_rows(lambda x: self.from_proba(model.predict_proba(x)))
+
+    def select(self, pool: Pool, k: int) -> Picked:
+        scorer = linear_scorer(pool.model, self.name)
+        if scorer is None:
+            return super().select(pool, k)
+        return kernel_select(scorer, pool, k) or super().select(pool, k)
+
+
+def kernel_select(scorer: kernel.LinearScorer, pool: Pool, k: int) -> Picked | None:
+    """The top k of `pool` by the kernel; None if fewer than k candidates have a score.
+
+    Every survivor of the scan (a candidate whose score, within its error bound, could
+    reach the top k) is scored again one row at a time: from the matrix (float32), or from
+    its float32 row (float16). The top k of those exact scores is float32's answer, as
+    the rest cannot reach it. Above MAX_SETTLE_ROWS survivors, a float32 pool keeps the
+    scanned scores (as `settle`) and a float16 one re-scores their rows in blocks.
+    """
+    half = pool.vectors.dtype == np.float16
+    if half:
+        assert pool.norms is not None, "a float16 pool comes with its rows' norms"
+        error, norms = kernel.Float16Error.of(scorer, pool.vectors.shape[1]), pool.norms
+
+        def bound(rows: Rows, scores: Scores) -> Scores:
+            return error(norms[rows])
+    else:
+
+        def bound(rows: Rows, scores: Scores) -> Scores:
+            return (SCORE_SLACK * np.maximum(1.0, np.abs(scores))).astype(np.float32)
+
+    found = kernel.scan(pool.vectors, pool.rows, scorer, k, bound, pool.threads, pool.keep_scores)
+    if len(found.positions) < k:
+        return None
+    start = time.perf_counter()
+    rows = pool.rows[found.positions]
+    few = len(rows) <= MAX_SETTLE_ROWS
+    if half:
+        exact_rows = pool.exact(rows)
+        exact = each_row(exact_rows, np.arange(len(rows)), scorer) if few else scorer(exact_rows)
+    else:
+        exact = each_row(pool.vectors, rows, scorer) if few else found.scores
+    rescore_s = time.perf_counter() - start
+    top = top_k(exact, pool.ids[found.positions], k, pool.seed)
+    if found.all_scores is not None:
+        found.all_scores[found.positions] = exact
+    return Picked(
+        positions=found.positions[top],
+        scores=exact[top],
+        all_scores=found.all_scores,
+        select_s=time.perf_counter() - start - rescore_s,
+        rescored=len(rows) if half else 0,
+        rescore_s=rescore_s if half else 0.0,
+    )
 
 
 class RandomStrategy(PointwiseStrategy):
@@ -527,8 +626,8 @@ class KMeansInitial(Strategy):
         if len(sample) > max(KMEANS_SAMPLE, k):
             hashed = id_uniform(pool.ids, pool.seed)
             sample = np.sort(top_k(hashed, pool.ids, max(KMEANS_SAMPLE, k), pool.seed))
-        x = pool.vectors[pool.rows[sample]]  # (s, d)
-        labeled = pool.vectors[pool.train_rows]  # (n, d)
+        x = pool.exact(pool.rows[sample])  # (s, d) float32
+        labeled = pool.exact(pool.train_rows)  # (n, d)
         extra = min(len(labeled), k, len(sample) - k)
         with warnings.catch_warnings():  # fewer distinct rows than centres: still k picks
             warnings.simplefilter("ignore", ConvergenceWarning)

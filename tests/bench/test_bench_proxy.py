@@ -39,6 +39,18 @@ def test_proxal_rows_have_positive_times(report: dict[str, Any]) -> None:
         assert rows[name]["extra_copy_over_matrix"] == pytest.approx(2.0, abs=0.05)
 
 
+def test_float16_row_picks_float32_ids_and_int8_is_studied(report: dict[str, Any]) -> None:
+    rows = {r["name"]: r for r in report["rows"]}
+    half = rows["lc_big_float16"]
+    assert half["precision"] == "float16" and half["rescored"] >= report["sizes"]["k"]
+    assert all(half["same_ids_as_float32"]) and all(half["same_scores_as_float32"])
+    assert half["matrix_bytes"] * 2 == rows["floor"]["matrix_bytes"]
+    assert 0.0 <= rows["lc_big_int8_study"]["overlap_with_float32"] <= 1.0
+    assert report["blas"] and report["cpu"]
+    assert {c["pool"] for c in report["crossover"]} == set(report["sizes"]["crossover"])
+    assert all(v > 0 for v in report["exact_rows_take_s"].values())
+
+
 def test_ups_rows_compare_with_full_selection(report: dict[str, Any]) -> None:
     ups = report["ups"]
     assert ups["ups_rounds"] >= 1
