@@ -78,7 +78,7 @@ def _logits16(
         for c in range(wt.shape[0]):
             acc = np.float32(0.0)
             for j in range(d):
-                acc += _half_to_float(h[i, j]) * wt[c, j]
+                acc += _half_to_float(h[i, j]) * wt[c, j]  # type: ignore[call-arg]
             out[c, i] = acc + bias[c]
 
 
