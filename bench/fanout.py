@@ -1,6 +1,6 @@
 """Fan-out throughput: one embedding run in-process vs over 1 and 2 worker processes.
 
-    flock /work/briefs/bench.lock .venv/bin/python bench/fanout.py [--texts 2000]
+    .venv/bin/python bench/fanout.py [--texts 2000]
         [--batch-size 64] [--repeats 2] [--out bench/results/fanout.json]
 
 Ingests the first `--texts` AG News test texts (Banking77 train if the shared datasets are

@@ -1,6 +1,6 @@
 """Why the scoring kernel is a numba loop: one pass over N x 384 rows, 4 classes, ways compared.
 
-    flock /work/briefs/bench.lock .venv/bin/python bench/kernel_choice.py [--rows N]
+    .venv/bin/python bench/kernel_choice.py [--rows N]
 
 Prints seconds (best of 3) for: the floor (a numpy column sum: one read of the float32
 matrix), BLAS gemv, logits by BLAS gemm and by one gemv per class in 512-row blocks (2

@@ -16,7 +16,7 @@ merge), and reads each replica's peak RSS (VmHWM in /proc/<pid>/status) against 
 part's matrix bytes (rows/R x 384 x 4). Unless --no-failover it then stops the owner of
 the last part and times the next Select, in which another replica adopts that part.
 ``measure`` deletes the data afterwards (even on failure) unless --keep. Run each phase
-under ``flock /work/briefs/bench.lock``. Prints a table, writes JSON.
+alone on the machine (timings are not valid alongside other work). Prints a table, writes JSON.
 """
 
 from __future__ import annotations

@@ -387,6 +387,35 @@ def _resolve(chosen: Strategy, query: Query, candidates: int) -> tuple[Strategy,
     return chosen, reason, balanced
 
 
+def _pool(
+    version: LoadedVersion,
+    query: Query,
+    rows: npt.NDArray[np.intp],
+    train_rows: npt.NDArray[np.intp],
+    model: ProxyClassifier | None,
+    mc_samples: int,
+    threads: int,
+    deadline: Deadline,
+) -> Pool:
+    """What a strategy sees of one selection: candidates `rows` (m,) of `version`."""
+    return Pool(
+        vectors=version.vectors,
+        rows=rows,
+        ids=version.ids[rows],
+        train_rows=train_rows,
+        labels=query.training.labels,
+        num_classes=query.training.num_classes,
+        model=model,
+        seed=query.seed,
+        mc_samples=mc_samples,
+        threads=threads,
+        deadline=deadline,
+        keep_scores=query.return_scores,
+        norms=version.norms,
+        exact_rows=version.exact,
+    )
+
+
 def select(
     load: Loader,
     models: ModelCache,
@@ -424,38 +453,18 @@ def select(
     deadline.check("fitting the proxy")
     fitted = time.perf_counter()
 
-    ids = version.ids[rows]
-    pool = Pool(
-        vectors=version.vectors,
-        rows=rows,
-        ids=ids,
-        train_rows=train_rows,
-        labels=training.labels,
-        num_classes=training.num_classes,
-        model=model,
-        seed=query.seed,
-        mc_samples=mc_samples,
-        threads=threads,
-        deadline=deadline,
-        keep_scores=query.return_scores,
-        norms=version.norms,
-        exact_rows=version.exact,
-    )
+    pool = _pool(version, query, rows, train_rows, model, mc_samples, threads, deadline)
+    ids = pool.ids
     empty_ids, empty_scores = np.zeros(0, np.int64), np.zeros(0, np.float32)
     picked = _pick(chosen, pool, k, balanced)
-    top, top_scores, all_scores, select_s = (
-        picked.positions,
-        picked.scores,
-        picked.all_scores,
-        picked.select_s,
-    )
+    top, all_scores, select_s = picked.positions, picked.all_scores, picked.select_s
     deadline.check("scoring and selecting")
     labels, probabilities = suggest(model, version.exact(rows[top]))
     scored = time.perf_counter()
     keep_scores = query.return_scores and all_scores is not None
     return SelectionResult(
         ids=ids[top],
-        scores=top_scores,
+        scores=picked.scores,
         strategy_used=chosen.name,
         fallback_reason=fallback_reason,
         timings=Timings(

@@ -708,23 +708,23 @@ class ShardedSelector:
         (or adopted); otherwise one replica up to `shard_above` candidate ids, else one
         shard of them per replica; merged (module doc), the same picks either way."""
         self.replicas.refresh(RESOLVE_EVERY_S)
+        request = select_request(
+            pool,
+            version,
+            training,
+            strategy,
+            k,
+            seed,
+            candidate_ids=candidate_ids,
+            classifier=classifier,
+            subsampling=subsampling,
+            return_scores=return_scores,
+            mc_samples=mc_samples,
+            initial=initial,
+            class_balanced=class_balanced,
+        )
         shard_map = self.shard_map()
         if shard_map.count:  # shard-owning replicas: always one part per index
-            request = select_request(
-                pool,
-                version,
-                training,
-                strategy,
-                k,
-                seed,
-                candidate_ids=candidate_ids,
-                classifier=classifier,
-                subsampling=subsampling,
-                return_scores=return_scores,
-                mc_samples=mc_samples,
-                initial=initial,
-                class_balanced=class_balanced,
-            )
             return self.select_parts(request, shard_map).to_selection()
         replicas = len(self.replicas.addresses())
         unique = np.unique(candidate_ids) if candidate_ids is not None else np.zeros(0, np.int64)
@@ -753,21 +753,6 @@ class ShardedSelector:
                 ", ".join(sorted({r.replica for r in result.shards})),
             )
             return result.to_selection()
-        request = select_request(
-            pool,
-            version,
-            training,
-            strategy,
-            k,
-            seed,
-            candidate_ids=candidate_ids,
-            classifier=classifier,
-            subsampling=subsampling,
-            return_scores=return_scores,
-            mc_samples=mc_samples,
-            initial=initial,
-            class_balanced=class_balanced,
-        )
         response, _, _ = self._call("Select", request, next(self._turn), self.timeout)
         return selection_from_proto(response)
 
