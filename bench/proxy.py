@@ -223,6 +223,25 @@ def median_select(
     return total, result, [r[0] for r in runs]
 
 
+def lc_row(
+    name: str, pool: int, sizes: Sizes, threads: int, runs_s: list[float], floor_s: float
+) -> dict[str, Any]:
+    """The fields every proxal LC-1M row has: the work, its median of runs_s and x floor."""
+    total = sorted(runs_s)[len(runs_s) // 2]
+    return {
+        "name": name,
+        "impl": "proxal",
+        "pool": pool,
+        "labels": sizes.labels,
+        "classes": sizes.classes,
+        "k": sizes.k,
+        "threads": threads,
+        "seconds": total,
+        "runs_s": runs_s,
+        "floor_multiple": total / floor_s,
+    }
+
+
 def phases(result: SelectionResult) -> dict[str, float]:
     """The phase split; rescore_s (float16 survivors from float32 rows) is part of score_s."""
     t = result.timings
@@ -293,16 +312,7 @@ def lc_half_row(
     same_scores = [bool(np.array_equal(h.scores, f.scores)) for h, f in pairs]
     total, result = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
     return {
-        "name": "lc_big_float16",
-        "impl": "proxal",
-        "pool": len(x),
-        "labels": sizes.labels,
-        "classes": sizes.classes,
-        "k": sizes.k,
-        "threads": threads,
-        "seconds": total,
-        "runs_s": [r[0] for r in runs],
-        "floor_multiple": total / floor_s,
+        **lc_row("lc_big_float16", len(x), sizes, threads, [r[0] for r in runs], floor_s),
         "matrix_bytes": half.nbytes,
         "overlap_with_float32": float(np.mean([overlap(h.ids, f.ids) for h, f in pairs])),
         "same_ids_as_float32": same_ids,
@@ -313,7 +323,7 @@ def lc_half_row(
     }
 
 
-@numba.njit(nogil=True, fastmath=True, cache=True)
+@numba.njit(nogil=True, fastmath=True)  # no cache: this script also runs as a test module
 def _logits8(
     q: npt.NDArray[np.int8],
     scale: npt.NDArray[np.float32],
@@ -533,16 +543,7 @@ def lc_rows(
         full = [run_select(version, make(seed), threads) for seed in range(sizes.repeats)]
     total, result = sorted(full, key=lambda r: r[0])[len(full) // 2]
     proxal = {
-        "name": "lc_big",
-        "impl": "proxal",
-        "pool": len(x),
-        "labels": sizes.labels,
-        "classes": sizes.classes,
-        "k": sizes.k,
-        "threads": threads,
-        "seconds": total,
-        "runs_s": [r[0] for r in full],
-        "floor_multiple": total / floor_s,
+        **lc_row("lc_big", len(x), sizes, threads, [r[0] for r in full], floor_s),
         "target_floor_multiple": LC_FLOOR_TARGET,
         "meets_target": total / floor_s <= LC_FLOOR_TARGET,
         **phases(result),

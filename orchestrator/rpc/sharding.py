@@ -730,21 +730,7 @@ class ShardedSelector:
         unique = np.unique(candidate_ids) if candidate_ids is not None else np.zeros(0, np.int64)
         if replicas > 1 and len(unique) > self.shard_above:
             shards: list[Shard] = [*split_ids(unique, replicas)]
-            result = self.select_shards(
-                pool,
-                version,
-                training,
-                strategy,
-                k,
-                seed,
-                shards,
-                classifier=classifier,
-                mc_samples=mc_samples,
-                subsampling=subsampling,
-                return_scores=return_scores,
-                initial=initial,
-                class_balanced=class_balanced,
-            )
+            result = self.select_request_shards(request, shards)
             log.debug(
                 "Select of %d candidates in %d shards: %d attempts on %s",
                 len(unique),
@@ -808,10 +794,6 @@ class ShardedSelector:
         Shard i goes to replica i (mod n) first. `candidate_ids` (c,) narrows every shard
         further. `on_shard` sees each shard's report as it arrives, on a pool thread.
         """
-        if not shards:
-            raise InvalidArgumentError("need at least one shard")
-        timeout = self.timeout if timeout is None else timeout
-        started = time.perf_counter()
         base = select_request(
             pool,
             version,
@@ -827,6 +809,20 @@ class ShardedSelector:
             initial=initial,
             class_balanced=class_balanced,
         )
+        return self.select_request_shards(base, shards, timeout, on_shard)
+
+    def select_request_shards(
+        self,
+        base: proxy_pb2.SelectRequest,
+        shards: Sequence[Shard],
+        timeout: float | None = None,
+        on_shard: Callable[[ShardReport], None] | None = None,
+    ) -> ShardedSelection:
+        """`select_shards` for a built request `base` (its shard is set per shard)."""
+        if not shards:
+            raise InvalidArgumentError("need at least one shard")
+        timeout = self.timeout if timeout is None else timeout
+        started = time.perf_counter()
         results = self._fan_out(base, shards, timeout, on_shard)
         return self._merge(base, results, timeout, started)
 
